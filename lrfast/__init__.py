@@ -1,0 +1,40 @@
+"""lrfast: optimizer steps that cost nothing.
+
+Fused Cython/OpenMP kernels for SGD, Adagrad, Adadelta, RMSprop, Adam and kin
+over contiguous float32/float64 numpy arrays, updated in place with one call
+per step for all tensors, plus learning-rate schedules.
+
+>>> import numpy as np, lrfast
+>>> w = np.ones(4, np.float32)
+>>> opt = lrfast.Adam([w], lr=0.1)
+>>> opt.step([np.ones(4, np.float32)])
+True
+"""
+__version__ = "0.1.0"
+
+from ._dispatch import isa as _isa
+from ._threads import (set_num_threads, get_num_threads, threads, set_parallel_threshold,
+                       get_parallel_threshold)
+from ._config import show_config, config
+from .optim import (Optimizer, SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam,
+                    RAdam)
+from .utils import clip_grad_norm, grad_norm
+from .io import save, load, to_torch_state_dict, from_torch_state_dict
+from . import kernels
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax",
+           "NAdam", "RAdam", "set_num_threads", "get_num_threads", "threads",
+           "set_parallel_threshold", "get_parallel_threshold", "show_config", "config",
+           "clip_grad_norm", "grad_norm", "save", "load", "to_torch_state_dict",
+           "from_torch_state_dict", "kernels", "schedules", "find_lr", "__version__"]
+
+
+def __getattr__(name):
+    # schedules and find_lr import lazily (they need only numpy; plots need matplotlib)
+    if name == "schedules":
+        from . import schedules
+        return schedules
+    if name == "find_lr":
+        from .lr_finder import find_lr
+        return find_lr
+    raise AttributeError(f"module 'lrfast' has no attribute {name!r}")

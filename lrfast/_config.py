@@ -1,0 +1,61 @@
+"""``lrfast.show_config()``: what this build is and how it will run."""
+import os
+import platform
+import sys
+
+import numpy as np
+
+from . import _dispatch
+from ._dispatch import kernels as _K
+
+
+def _openmp_runtime():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (install threadpoolctl to see it)"
+    here = os.path.dirname(os.path.abspath(__file__))
+    libs = [i for i in threadpool_info() if i.get("user_api") == "openmp"]
+    for i in libs:
+        return f"{i.get('internal_api')} {i.get('version') or ''} ({i.get('filepath')})".strip()
+    return "none found" if _K.OPENMP else "none (serial build)"
+
+
+def config():
+    """The configuration as a dict (what ``show_config`` prints)."""
+    from . import __version__
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "lrfast": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "isa": _dispatch.isa,
+        "isa_build": _K.ISA,
+        "isa_available": _dispatch.available_isas(),
+        "isa_forced": os.environ.get("LRFAST_ISA") or None,
+        "openmp": bool(_K.OPENMP),
+        "openmp_runtime": _openmp_runtime(),
+        "num_threads": _K.get_num_threads(),
+        "parallel_threshold": _K.get_parallel_threshold(),
+        "compiler": _K.COMPILER,
+        "flags": "-O3 -fno-math-errno -ffp-contract=off"
+                 + (" -march=x86-64-v3" if _K.ISA == "x86-64-v3" else ""),
+        "kernels_module": _K.__name__,
+    }
+
+
+def show_config():
+    """Print version, ISA path, OpenMP runtime, threads, threshold, compiler, numpy."""
+    for k, v in config().items():
+        print(f"{k:>20}: {v}")

@@ -1,0 +1,198 @@
+"""Plain-numpy twins of every update rule: the "slow" reference the kernels are
+tested against, bit for bit.
+
+Written from SPEC.md's formulas in torch's order. Per-step scalars are computed
+in Python floats (double), then rounded ONCE to the param dtype (``T(x)``);
+every array operation is a numpy ufunc in the param's dtype, one operation at a
+time, so numpy's rounding equals the kernels' (compiled without contraction).
+
+Each function updates ``p`` and ``state`` in place for one step of one tensor.
+``step`` is the param's step count after this step (t = 1 on the first step).
+``grad_scale`` is the clipping factor (1.0 when not clipping).
+"""
+import math
+
+import numpy as np
+
+__all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
+           "radam", "clip_coef", "global_norm", "STEPPERS"]
+
+
+def _g(p, g, maximize, grad_scale):
+    T = p.dtype.type
+    return g * T(-grad_scale if maximize else grad_scale)
+
+
+def _l2(p, g, weight_decay, decoupled=False):
+    if weight_decay != 0 and not decoupled:
+        return g + p.dtype.type(weight_decay) * p
+    return g
+
+
+def _decay(p, lr, weight_decay, decoupled):
+    if weight_decay != 0 and decoupled:
+        p *= p.dtype.type(1 - lr * weight_decay)
+
+
+def init_state(name, p, **hp):
+    """Fresh state of optimizer ``name`` for param ``p`` (torch's names)."""
+    z = np.zeros_like
+    if name == "SGD":
+        return {"momentum_buffer": None}
+    if name == "Adagrad":
+        return {"sum": np.full_like(p, hp.get("initial_accumulator_value", 0.0))}
+    if name == "Adadelta":
+        return {"square_avg": z(p), "acc_delta": z(p)}
+    if name == "RMSprop":
+        return {"square_avg": z(p), "momentum_buffer": z(p), "grad_avg": z(p)}
+    if name in ("Adam", "AdamW"):
+        return {"exp_avg": z(p), "exp_avg_sq": z(p), "max_exp_avg_sq": z(p)}
+    if name == "Adamax":
+        return {"exp_avg": z(p), "exp_inf": z(p)}
+    if name == "NAdam":
+        return {"exp_avg": z(p), "exp_avg_sq": z(p), "mu_product": 1.0}
+    if name == "RAdam":
+        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
+    raise ValueError(name)
+
+
+def sgd(p, g, st, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+        maximize=False, grad_scale=1.0, step=None):
+    T = p.dtype.type
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay)
+    if momentum != 0:
+        if st["momentum_buffer"] is None:
+            b = g.copy()
+        else:
+            b = st["momentum_buffer"] * T(momentum) + T(1 - dampening) * g
+        st["momentum_buffer"] = b
+        g = g + T(momentum) * b if nesterov else b
+    p -= T(lr) * g
+
+
+def adagrad(p, g, st, *, lr, step, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False,
+            grad_scale=1.0, initial_accumulator_value=0.0):
+    T = p.dtype.type
+    clr = lr / (1 + (step - 1) * lr_decay)
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay)
+    s = st["sum"]
+    s += g * g
+    p -= T(clr) * g / (np.sqrt(s) + T(eps))
+
+
+def adadelta(p, g, st, *, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False,
+             grad_scale=1.0, step=None):
+    T = p.dtype.type
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay)
+    v, u = st["square_avg"], st["acc_delta"]
+    v[...] = v * T(rho) + T(1 - rho) * g * g
+    d = np.sqrt(u + T(eps)) / np.sqrt(v + T(eps)) * g
+    u[...] = u * T(rho) + T(1 - rho) * d * d
+    p -= T(lr) * d
+
+
+def rmsprop(p, g, st, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+            centered=False, maximize=False, grad_scale=1.0, step=None):
+    T = p.dtype.type
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay)
+    v = st["square_avg"]
+    v[...] = v * T(alpha) + T(1 - alpha) * g * g
+    w = v
+    if centered:
+        a = st["grad_avg"]
+        a[...] = a + T(1 - alpha) * (g - a)
+        w = v - a * a
+    den = np.sqrt(w) + T(eps)
+    if momentum > 0:
+        b = st["momentum_buffer"]
+        b[...] = b * T(momentum) + g / den
+        p -= T(lr) * b
+    else:
+        p -= T(lr) * g / den
+
+
+def adam(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
+         maximize=False, decoupled=False, grad_scale=1.0, step):
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay, decoupled)
+    _decay(p, lr, weight_decay, decoupled)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m += T(1 - b1) * (g - m)
+    v[...] = v * T(b2) + T(1 - b2) * g * g
+    if amsgrad:
+        np.maximum(st["max_exp_avg_sq"], v, out=st["max_exp_avg_sq"])
+        v = st["max_exp_avg_sq"]
+    step_size = lr / (1 - b1 ** step)
+    bc2_sqrt = (1 - b2 ** step) ** 0.5   # torch: bias_correction2 ** 0.5
+    p -= T(step_size) * m / (np.sqrt(v) / T(bc2_sqrt) + T(eps))
+
+
+def adamw(p, g, st, **kw):
+    kw.setdefault("weight_decay", 1e-2)
+    adam(p, g, st, decoupled=True, **kw)
+
+
+def adamax(p, g, st, *, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+           maximize=False, grad_scale=1.0, step):
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay)
+    m, u = st["exp_avg"], st["exp_inf"]
+    m += T(1 - b1) * (g - m)
+    np.maximum(u * T(b2), np.abs(g) + T(eps), out=u)
+    p -= T(lr / (1 - b1 ** step)) * m / u
+
+
+def nadam(p, g, st, *, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+          momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False, grad_scale=1.0,
+          step):
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay, decoupled_weight_decay)
+    _decay(p, lr, weight_decay, decoupled_weight_decay)
+    mu = b1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
+    st["mu_product"] *= mu
+    mp = st["mu_product"]
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m += T(1 - b1) * (g - m)
+    v[...] = v * T(b2) + T(1 - b2) * g * g
+    den = np.sqrt(v / T(1 - b2 ** step)) + T(eps)
+    p -= T(lr * (1.0 - mu) / (1.0 - mp)) * g / den
+    p -= T(lr * mu_next / (1.0 - mp * mu_next)) * m / den
+
+
+def radam(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+          decoupled_weight_decay=False, maximize=False, grad_scale=1.0, step):
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay, decoupled_weight_decay)
+    _decay(p, lr, weight_decay, decoupled_weight_decay)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m += T(1 - b1) * (g - m)
+    v[...] = v * T(b2) + T(1 - b2) * g * g
+    bc1, bc2 = 1 - b1 ** step, 1 - b2 ** step
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * step * b2 ** step / bc2
+    upd = m / T(bc1) * T(lr)
+    if rho_t > 5.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        # torch: scalar / tensor is tensor.reciprocal() * scalar
+        upd = upd * (T(1) / (np.sqrt(v) + T(eps)) * T(bc2 ** 0.5)) * T(rect)
+    p -= upd
+
+
+STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
+            "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam}
+
+
+def global_norm(grads):
+    """L2 norm of all grads, accurately (math.fsum of float64 squares)."""
+    return math.sqrt(math.fsum(float(x) * float(x) for g in grads if g is not None
+                               for x in np.asarray(g, np.float64).ravel()))
+
+
+def clip_coef(total_norm, max_norm):
+    """torch.nn.utils.clip_grad_norm_'s factor, clamped to 1."""
+    return min(1.0, max_norm / (total_norm + 1e-6))

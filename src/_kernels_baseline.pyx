@@ -1,0 +1,2 @@
+# Portable x86-64 (SSE2) / any-architecture build of the kernels. The body is shared.
+include "_kernels.pxi"
