@@ -26,7 +26,8 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "NAdam", "RAdam", "set_num_threads", "get_num_threads", "threads",
            "set_parallel_threshold", "get_parallel_threshold", "show_config", "config",
            "clip_grad_norm", "grad_norm", "save", "load", "to_torch_state_dict",
-           "from_torch_state_dict", "kernels", "schedules", "find_lr", "__version__"]
+           "from_torch_state_dict", "kernels", "schedules", "find_lr", "LBFGS", "DiagonalNewton",
+           "line_search", "__version__"]
 
 
 def __getattr__(name):
@@ -37,4 +38,11 @@ def __getattr__(name):
     if name == "find_lr":
         from .lr_finder import find_lr
         return find_lr
+    lazy = {"LBFGS": ("lbfgs", "LBFGS"), "DiagonalNewton": ("newton", "DiagonalNewton"),
+            "line_search": ("line_search", None), "distributed": ("distributed", None)}
+    if name in lazy:
+        import importlib
+        mod, attr = lazy[name]
+        m = importlib.import_module(f"{__name__}.{mod}")
+        return m if attr is None else getattr(m, attr)
     raise AttributeError(f"module 'lrfast' has no attribute {name!r}")

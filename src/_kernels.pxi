@@ -88,7 +88,8 @@ cdef enum:
     K_NADAM = 6
     K_RADAM = 7
     K_SCALE = 8      # g *= row[0] (clip_grad_norm's in-place scaling)
-    N_KINDS = 9
+    K_DIAG_NEWTON = 9
+    N_KINDS = 10
 
 cdef enum:
     NS = 16          # doubles per scalar row
@@ -96,7 +97,8 @@ cdef enum:
     BLOCK = 4096     # elements per reduction block (fixed: results never depend on threads)
 
 KINDS = {"SGD": K_SGD, "Adagrad": K_ADAGRAD, "Adadelta": K_ADADELTA, "RMSprop": K_RMSPROP,
-         "Adam": K_ADAM, "Adamax": K_ADAMAX, "NAdam": K_NADAM, "RAdam": K_RADAM, "scale": K_SCALE}
+         "Adam": K_ADAM, "Adamax": K_ADAMAX, "NAdam": K_NADAM, "RAdam": K_RADAM, "scale": K_SCALE,
+         "DiagonalNewton": K_DIAG_NEWTON}
 ROW_SIZE = NS
 N_STATES = MAX_STATES
 BLOCK_SIZE = BLOCK
@@ -353,6 +355,17 @@ cdef void _radam(real* p, const real* g, real* m, real* v, Py_ssize_t n,
         p[i] = _decay(p[i], dm, decoupled) - step
 
 
+cdef void _diag_newton(real* p, const real* g, const real* h, Py_ssize_t n,
+                       const double* r) noexcept nogil:
+    # p -= lr * g / (|h| + damping): per-parameter rates as a diagonal
+    # approximation of the inverse Hessian (the seed's view of adaptive rates).
+    cdef real gs = <real>r[0], wd = <real>r[1], lr = <real>r[3], damping = <real>r[4]
+    cdef bint l2 = r[2] != 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        p[i] = p[i] - lr * _grad(g[i], p[i], gs, wd, l2) / (_abs(h[i]) + damping)
+
+
 cdef void _scale(real* x, Py_ssize_t n, const double* r) noexcept nogil:
     cdef real c = <real>r[0]
     cdef Py_ssize_t i
@@ -360,8 +373,8 @@ cdef void _scale(real* x, Py_ssize_t n, const double* r) noexcept nogil:
         x[i] = x[i] * c
 
 
-cdef inline void _apply(int kind, real* p, const real* g, real* s0, real* s1, real* s2,
-                        Py_ssize_t n, const double* r) noexcept nogil:
+cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0, real* s1,
+                        real* s2, Py_ssize_t n, const double* r) noexcept nogil:
     if kind == K_SGD:
         _sgd(p, g, s0, n, r)
     elif kind == K_ADAGRAD:
@@ -380,6 +393,8 @@ cdef inline void _apply(int kind, real* p, const real* g, real* s0, real* s1, re
         _radam(p, g, s0, s1, n, r)
     elif kind == K_SCALE:
         _scale(p, n, r)
+    elif kind == K_DIAG_NEWTON:
+        _diag_newton(p, g, h, n, r)
 
 
 # Read-only reduction over one block: sum of squares and a non-finite probe,
@@ -425,6 +440,7 @@ cdef double _pairwise(const double* x, Py_ssize_t n) noexcept nogil:
 cdef struct TensorRec:
     char* p
     char* g                    # this step's grad (NULL: no grad, skip)
+    char* h                    # this step's auxiliary input (DiagonalNewton: Hessian diagonal)
     char* s[MAX_STATES]        # state arrays, NULL when not allocated
     Py_ssize_t size
     int dtype                  # 0 float32, 1 float64
@@ -469,11 +485,11 @@ cdef void _run_task(Data* d, int k) noexcept nogil:
     cdef Py_ssize_t o = tk.start
     if t.dtype == 0:
         _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
-               <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
+               <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
                <float*>_shift(t.s[2], o, 4), tk.n, r)
     else:
         _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
-               <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
+               <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
                <double*>_shift(t.s[2], o, 8), tk.n, r)
 
 
@@ -691,7 +707,7 @@ cdef class Engine:
                  for j in range(self.d.part_first[k], self.d.part_first[k + 1])]
                 for k in range(self.d.nparts)]
 
-    cdef int _bind_grads(self, object grads, bint allow_none) except -1:
+    cdef int _bind_grads(self, object grads, bint allow_none, int slot=0) except -1:
         # Validate every grad and record its pointer. Raises before anything
         # is written; returns the number of params that have a grad.
         cdef Py_ssize_t n = self.d.ntensors, i, j, na = 0
@@ -707,10 +723,17 @@ cdef class Engine:
             g = grads[i]
             t = &self.d.t[i]
             if g is None:
+                if slot == 1 and t.g != NULL:
+                    raise ValueError(f"{self._where(i)}: has a grad but no auxiliary input")
                 if not allow_none:
                     raise ValueError(f"{self._where(i)}: grad is None")
-                t.g = NULL
+                if slot == 0:
+                    t.g = NULL
+                else:
+                    t.h = NULL
                 continue
+            if slot == 1 and t.g == NULL:
+                raise ValueError(f"{self._where(i)}: has an auxiliary input but no grad")
             if not cnp.PyArray_Check(g):
                 raise TypeError(f"{self._where(i)}: grad must be a numpy ndarray, "
                                 f"got {type(g).__name__}")
@@ -740,7 +763,10 @@ cdef class Engine:
                                      + ("its own param" if j == i else
                                         f"the param or optimizer state of {self._where(j)}")
                                      + " (pass a separate grad array)")
-            t.g = gp
+            if slot == 0:
+                t.g = gp
+            else:
+                t.h = gp
             na += 1
         return <int>na
 
@@ -793,11 +819,13 @@ cdef class Engine:
         return f"group {self.d.t[i].group}, param {i}"
 
     def step(self, grads, rows, row_index=None, double max_norm=0.0,
-             bint skip_nonfinite=False, bint allow_none=True):
+             bint skip_nonfinite=False, bint allow_none=True, aux=None):
         """Validate grads, then apply one fused step.
 
         rows: list of scalar rows (sequences of <= ROW_SIZE floats); tensor i
         uses rows[row_index[i]] if row_index is given, else rows[its group].
+        aux: optional second input per tensor (same rules as grads; the
+        DiagonalNewton kernel reads the Hessian diagonal from it).
         Returns (n_active, applied, grad_norm): grad_norm is NaN unless
         max_norm > 0 or skip_nonfinite.
         """
@@ -808,33 +836,37 @@ cdef class Engine:
         cdef Py_ssize_t work = 0
         if self._busy:
             raise RuntimeError("this optimizer is being stepped from another thread")
-        na = self._bind_grads(grads, allow_none)
-        nrows = len(rows)
-        self._ensure_rows(<int>nrows)
-        for k in range(nrows):
-            row = rows[k]
-            if len(row) > NS:
-                raise ValueError("scalar row too long")
-            for j in range(len(row)):
-                self.d.rows[k * NS + j] = row[j]
-        if row_index is None:
-            for i in range(self.d.ntensors):
-                if self.d.t[i].group >= nrows:
-                    raise ValueError("missing scalar row for a group")
-                self.d.t[i].row = self.d.t[i].group
-        else:
-            if len(row_index) != self.d.ntensors:
-                raise ValueError("row_index must have one entry per param")
-            for i in range(self.d.ntensors):
-                k = row_index[i]
-                if not 0 <= k < nrows:
-                    raise ValueError("row_index out of range")
-                self.d.t[i].row = <int>k
-        for i in range(self.d.ntensors):
-            if self.d.t[i].g != NULL:
-                work += self.d.t[i].size
         self._busy = 1
         try:
+            na = self._bind_grads(grads, allow_none)
+            if aux is not None:
+                self._bind_grads(aux, allow_none, 1)
+            elif self.d.kind == K_DIAG_NEWTON:
+                raise ValueError("this kernel needs an auxiliary input per param")
+            nrows = len(rows)
+            self._ensure_rows(<int>nrows)
+            for k in range(nrows):
+                row = rows[k]
+                if len(row) > NS:
+                    raise ValueError("scalar row too long")
+                for j in range(len(row)):
+                    self.d.rows[k * NS + j] = row[j]
+            if row_index is None:
+                for i in range(self.d.ntensors):
+                    if self.d.t[i].group >= nrows:
+                        raise ValueError("missing scalar row for a group")
+                    self.d.t[i].row = self.d.t[i].group
+            else:
+                if len(row_index) != self.d.ntensors:
+                    raise ValueError("row_index must have one entry per param")
+                for i in range(self.d.ntensors):
+                    k = row_index[i]
+                    if not 0 <= k < nrows:
+                        raise ValueError("row_index out of range")
+                    self.d.t[i].row = <int>k
+            for i in range(self.d.ntensors):
+                if self.d.t[i].g != NULL:
+                    work += self.d.t[i].size
             with nogil:
                 nt = _threads_for(work)
                 if max_norm > 0.0 or skip_nonfinite:
@@ -849,23 +881,29 @@ cdef class Engine:
                     _run(&self.d, nt)
         finally:
             self._busy = 0
-            for i in range(self.d.ntensors):
-                self.d.t[i].g = NULL
+            self._unbind()
         return na, bool(finite) or not skip_nonfinite, norm
+
+    cdef void _unbind(self) noexcept:
+        cdef Py_ssize_t i
+        for i in range(self.d.ntensors):
+            self.d.t[i].g = NULL
+            self.d.t[i].h = NULL
 
     def grad_norm(self, grads):
         """Global L2 norm of grads (None skipped) and whether all are finite."""
         cdef double sumsq = 0.0
         cdef bint finite = True
         cdef Py_ssize_t i, work = 0
-        self._bind_grads(grads, True)
-        for i in range(self.d.ntensors):
-            if self.d.t[i].g != NULL:
-                work += self.d.t[i].size
+        if self._busy:
+            raise RuntimeError("this engine is in use by another thread")
         try:
+            self._bind_grads(grads, True)
+            for i in range(self.d.ntensors):
+                if self.d.t[i].g != NULL:
+                    work += self.d.t[i].size
             with nogil:
                 _reduce(&self.d, _threads_for(work), &sumsq, &finite)
         finally:
-            for i in range(self.d.ntensors):
-                self.d.t[i].g = NULL
+            self._unbind()
         return sqrt(sumsq), bool(finite)
