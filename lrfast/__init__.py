@@ -33,8 +33,8 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
 def __getattr__(name):
     # schedules and find_lr import lazily (they need only numpy; plots need matplotlib)
     if name == "schedules":
-        from . import schedules
-        return schedules
+        import importlib
+        return importlib.import_module(f"{__name__}.schedules")
     if name == "find_lr":
         from .lr_finder import find_lr
         return find_lr

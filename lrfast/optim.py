@@ -10,6 +10,7 @@ walk all tensors with the GIL released.
 Update rules are torch.optim 2.13's (SPEC.md); each one has a plain-numpy twin
 in :mod:`lrfast._reference` that the kernels equal bit for bit.
 """
+import copy
 import math
 import numbers
 import threading
@@ -30,8 +31,24 @@ def _is_sched(v):
     return callable(v) and not isinstance(v, (numbers.Number, np.ndarray))
 
 
+def _finite(v):
+    try:
+        return math.isfinite(v)
+    except OverflowError:       # an int too large for a double
+        return False
+
+
 def _name(fn):
     return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def _serialize(fn):
+    """{"class", "config", "state"} of an lrfast schedule; a plain callable is
+    recorded by name only (SPEC.md)."""
+    if hasattr(fn, "get_config"):
+        from . import schedules
+        return schedules.serialize(fn)
+    return {"class": "callable", "name": _name(fn)}
 
 
 def check_param(a, where):
@@ -97,9 +114,8 @@ class Optimizer:
         if defaults is None:
             defaults = dict(self._defaults)
         self.defaults = dict(defaults)
-        self._check_options(max_grad_norm, skip_nonfinite)
         self.max_grad_norm = max_grad_norm
-        self.skip_nonfinite = bool(skip_nonfinite)
+        self.skip_nonfinite = skip_nonfinite
         self._lock = threading.Lock()
         self.param_groups = []
         self._compiled = []
@@ -116,12 +132,33 @@ class Optimizer:
             self._add_group(g, build=False)
         self._build()
 
+    @property
+    def max_grad_norm(self):
+        """Clip the global grad norm to this value before each step (None: off)."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, v):
+        self._check_options(v, False)
+        self._max_grad_norm = v
+        self._max_norm = 0.0 if v is None else float(v)
+
+    @property
+    def skip_nonfinite(self):
+        """Skip (write nothing, count in ``skipped_steps``) steps whose grads hold NaN/inf."""
+        return self._skip
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, v):
+        self._check_options(None, v)
+        self._skip = bool(v)
+
     # ------------------------------------------------------------------ setup
     @staticmethod
     def _check_options(max_grad_norm, skip_nonfinite):
         if max_grad_norm is not None:
             if (isinstance(max_grad_norm, bool) or not isinstance(max_grad_norm, numbers.Real)
-                    or not math.isfinite(max_grad_norm) or max_grad_norm <= 0):
+                    or not _finite(max_grad_norm) or max_grad_norm <= 0):
                 raise ValueError(f"max_grad_norm must be a positive finite number or None, "
                                  f"got {max_grad_norm!r}")
         if not isinstance(skip_nonfinite, (bool, np.bool_)):
@@ -231,12 +268,33 @@ class Optimizer:
                 if not isinstance(v, (bool, np.bool_)):
                     raise TypeError(f"group {gi}: {k} must be a bool, got {v!r}")
         self._check_all(hp, gi)
-        return static, sched
+        if gi < len(getattr(self, "param_groups", ())):
+            self._check_slots(static, gi)
+        # static groups get their row function built once (all values bound)
+        return static, sched, (None if sched else self._make_row(static))
+
+    def _check_slots(self, static, gi):
+        # A change to an existing group (param_groups[i][k] = v, load_state_dict)
+        # must not switch on an option whose state was never allocated (amsgrad,
+        # momentum, centered): the kernel would write through a NULL pointer.
+        need = {}
+        for i in range(len(self._params)):
+            if self._group_of[i] != gi:
+                continue
+            dt = self._params[i].dtype
+            if dt not in need:
+                need[dt] = self._alloc(np.empty(0, dt), static)
+            for name, want, have in zip(self._state_names, need[dt], self._states[i]):
+                if want is not None and have is None:
+                    raise ValueError(f"group {gi}, param {i}: these hyperparameters need "
+                                     f"optimizer state {name!r}, which was not allocated "
+                                     "(the optimizer was built with that option off); "
+                                     "build a new optimizer with it on")
 
     _flag_names = ("maximize", "nesterov", "amsgrad", "centered", "decoupled_weight_decay")
 
     def _evaluate(self, compiled, n, gi):
-        static, sched = compiled
+        static, sched = compiled[0], compiled[1]
         if not sched:
             return static
         hp = dict(static)
@@ -280,7 +338,7 @@ class Optimizer:
     def _num(v, name, gi):
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
             raise TypeError(f"group {gi}: {name} must be a number or a schedule, got {v!r}")
-        if not math.isfinite(v):
+        if not _finite(v):
             raise ValueError(f"group {gi}: {name} must be finite, got {v!r}")
 
     def _check(self, hp, gi):
@@ -291,6 +349,16 @@ class Optimizer:
 
     def _initial_key(self):
         return 0
+
+    def _make_row(self, hp):
+        """For fixed hyperparameters ``hp``, return ``row(key) -> (row, new key)``:
+        the kernel's scalar row for one step from a param's step key (its step
+        count, plus optimizer-specific history). Subclasses implement it; all
+        static values are bound once, so a step costs a few float operations."""
+        raise NotImplementedError
+
+    def _row(self, hp, key):
+        return self._make_row(hp)(key)
 
     # ------------------------------------------------------------------- step
     def step(self, grads):
@@ -312,18 +380,21 @@ class Optimizer:
         """
         with self._lock:
             n = self._step_count
-            rows, index, new_keys = self._rows(n)
-            na, applied, norm = self._engine.step(
-                grads, rows, index,
-                self.max_grad_norm if self.max_grad_norm is not None else 0.0,
-                self.skip_nonfinite)
+            compiled, gkey = self._compiled, self._gkey
+            if len(compiled) == 1 and compiled[0][2] is not None and gkey[0] is not None:
+                row, key = compiled[0][2](gkey[0])     # fast path: one static group
+                rows, index, new_keys = [row], None, [key]
+            else:
+                rows, index, new_keys = self._rows(n)
+            na, applied, norm = self._engine.step(grads, rows, index, self._max_norm,
+                                                  self._skip)
             self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
                 return False
             if na == self._n:
                 if index is None:
-                    self._gkey[:] = new_keys
+                    gkey[:] = new_keys
                 else:
                     self._keys[:] = [new_keys[k] for k in index]
             else:
@@ -334,14 +405,18 @@ class Optimizer:
     def _rows(self, n):
         """Scalar rows for step n: one per group when every param of a group has
         the same step key (the common case), else one per distinct key."""
-        hps = [self._evaluate(c, n, gi) if c[1] else c[0] for gi, c in enumerate(self._compiled)]
+        fns = []
         for gi, c in enumerate(self._compiled):
-            if c[1]:
-                self._check_all(hps[gi], gi)
+            fn = c[2]
+            if fn is None:                      # scheduled: evaluate, validate, bind
+                hp = self._evaluate(c, n, gi)
+                self._check_all(hp, gi)
+                fn = self._make_row(hp)
+            fns.append(fn)
         if None not in self._gkey:
             rows, new_keys = [], []
-            for gi, hp in enumerate(hps):
-                r, k = self._row(hp, self._gkey[gi])
+            for gi, fn in enumerate(fns):
+                r, k = fn(self._gkey[gi])
                 rows.append(r)
                 new_keys.append(k)
             return rows, None, new_keys
@@ -351,7 +426,7 @@ class Optimizer:
             key = self._gkey[gi] if self._gkey[gi] is not None else self._keys[i]
             j = seen.get((gi, key))
             if j is None:
-                r, k = self._row(hps[gi], key)
+                r, k = fns[gi](key)
                 j = seen[(gi, key)] = len(rows)
                 rows.append(r)
                 new_keys.append(k)
@@ -460,7 +535,6 @@ class Optimizer:
 
     def state_dict(self):
         """A plain dict (numpy arrays, numbers, strings): SPEC.md schema v1."""
-        from . import schedules as S
         with self._lock:
             state = {}
             for i in range(self._n):
@@ -475,7 +549,7 @@ class Optimizer:
                 g.update(hp)
                 sched = {}
                 for k, i, fn in self._compiled[gi][1]:
-                    sched[k if i is None else f"{k}.{i}"] = S.serialize(fn)
+                    sched[k if i is None else f"{k}.{i}"] = _serialize(fn)
                 if sched:
                     g["schedules"] = sched
                 groups.append(g)
@@ -485,7 +559,6 @@ class Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore a state_dict; checks everything before changing anything."""
-        from . import schedules as S
         with self._lock:
             sd = state_dict
             if not isinstance(sd, dict):
@@ -507,19 +580,29 @@ class Optimizer:
             start = 0
             new_compiled = []
             for gi, (g, pg) in enumerate(zip(groups, self.param_groups)):
+                if not isinstance(g, dict):
+                    raise ValueError(f"group {gi}: state_dict param group must be a dict, got "
+                                     f"{type(g).__name__}")
                 n = len(pg["params"])
-                if list(g.get("params", [])) != list(range(start, start + n)):
+                gp = g.get("params", [])
+                if not isinstance(gp, (list, tuple)) or list(gp) != list(range(start, start + n)):
                     raise ValueError(f"group {gi}: state_dict lists params {g.get('params')}, "
                                      f"optimizer group has {n} params starting at {start}")
                 start += n
                 trial = dict(pg)
-                static, sched = self._compiled[gi]
+                static, sched = self._compiled[gi][0], self._compiled[gi][1]
                 sched_keys = {(k, i) for k, i, _ in sched}
                 saved_sched = g.get("schedules", {}) or {}
+                if not isinstance(saved_sched, dict):
+                    raise ValueError(f"group {gi}: state_dict 'schedules' must be a dict, got "
+                                     f"{type(saved_sched).__name__}")
                 for k in self.defaults:
                     if k not in g:
                         raise ValueError(f"group {gi}: state_dict lacks hyperparameter {k!r}")
                     if k == "betas":
+                        if not isinstance(g[k], (tuple, list)) or len(g[k]) != 2:
+                            raise ValueError(f"group {gi}: state_dict betas must be a pair, "
+                                             f"got {g[k]!r}")
                         b = list(trial[k]) if not _is_sched(trial[k]) else None
                         if b is not None:
                             for i in range(2):
@@ -560,6 +643,11 @@ class Optimizer:
                         if not hasattr(fn, "load_state_dict"):
                             raise ValueError(f"group {gi}: saved schedule {name} has state but "
                                              f"the optimizer's {name} is {_name(fn)}")
+                        try:        # on a copy: the commit below must not fail halfway
+                            copy.deepcopy(fn).load_state_dict(ser["state"])
+                        except (TypeError, ValueError, KeyError) as e:
+                            raise ValueError(f"group {gi}: saved state of schedule {name} does "
+                                             f"not fit: {e}") from e
             # ---- commit
             for gi, g in enumerate(groups):
                 for name, ser in (g.get("schedules") or {}).items():
@@ -714,14 +802,18 @@ class SGD(Optimizer):
     def _initial_key(self):
         return (0, False)      # (steps taken, momentum buffer started)
 
-    def _row(self, hp, key):
-        t, started = key
+    def _make_row(self, hp):
         mu = hp["momentum"]
         wd, l2, _, _ = _l2(hp)
         mom = mu != 0
-        row = (_gs(hp), wd, l2, hp["lr"], mu, 1.0 - hp["dampening"], float(mom),
-               float(hp["nesterov"]), float(mom and not started))
-        return row, (t + 1, started or mom)
+        head = (_gs(hp), wd, l2, hp["lr"], mu, 1.0 - hp["dampening"], float(mom),
+                float(hp["nesterov"]))
+        first, later = head + (float(mom),), head + (0.0,)
+
+        def row(key):
+            t, started = key
+            return (later if started else first), (t + 1, started or mom)
+        return row
 
     def _state_entry(self, i, copy=True):
         key = self._key_of(i)
@@ -774,11 +866,14 @@ class Adagrad(Optimizer):
     def _alloc(self, p, hp):
         return [np.full_like(p, hp["initial_accumulator_value"]), None, None]
 
-    def _row(self, hp, t):
-        t += 1
+    def _make_row(self, hp):
         wd, l2, _, _ = _l2(hp)
-        clr = hp["lr"] / (1 + (t - 1) * hp["lr_decay"])
-        return (_gs(hp), wd, l2, clr, hp["eps"]), t
+        gs, lr, lr_decay, eps = _gs(hp), hp["lr"], hp["lr_decay"], hp["eps"]
+
+        def row(t):
+            t += 1
+            return (gs, wd, l2, lr / (1 + (t - 1) * lr_decay), eps), t
+        return row
 
 
 class Adadelta(Optimizer):
@@ -806,10 +901,11 @@ class Adadelta(Optimizer):
     def _alloc(self, p, hp):
         return [np.zeros_like(p), np.zeros_like(p), None]
 
-    def _row(self, hp, t):
+    def _make_row(self, hp):
         wd, l2, _, _ = _l2(hp)
         rho = hp["rho"]
-        return (_gs(hp), wd, l2, hp["lr"], rho, 1.0 - rho, hp["eps"]), t + 1
+        r = (_gs(hp), wd, l2, hp["lr"], rho, 1.0 - rho, hp["eps"])
+        return lambda t: (r, t + 1)
 
 
 class RMSprop(Optimizer):
@@ -843,11 +939,12 @@ class RMSprop(Optimizer):
                 np.zeros_like(p) if (_is_sched(mom) or mom > 0) else None,
                 np.zeros_like(p) if hp["centered"] else None]
 
-    def _row(self, hp, t):
+    def _make_row(self, hp):
         wd, l2, _, _ = _l2(hp)
         a, mu = hp["alpha"], hp["momentum"]
-        return (_gs(hp), wd, l2, hp["lr"], a, 1.0 - a, hp["eps"], mu, float(mu > 0),
-                float(hp["centered"])), t + 1
+        r = (_gs(hp), wd, l2, hp["lr"], a, 1.0 - a, hp["eps"], mu, float(mu > 0),
+             float(hp["centered"]))
+        return lambda t: (r, t + 1)
 
 
 class Adam(Optimizer):
@@ -879,20 +976,23 @@ class Adam(Optimizer):
         return [np.zeros_like(p), np.zeros_like(p),
                 np.zeros_like(p) if hp["amsgrad"] else None]
 
-    def _row(self, hp, t):
-        t += 1
+    def _make_row(self, hp):
         b1, b2 = hp["betas"]
-        lr, wd = hp["lr"], hp["weight_decay"]
-        bc1 = 1 - b1 ** t
-        bc2 = 1 - b2 ** t
+        lr, wd, eps = hp["lr"], hp["weight_decay"], hp["eps"]
         if wd == 0:
             l2, dm, dec = 0.0, 1.0, 0.0
         elif self._decoupled:
             l2, dm, dec = 0.0, 1 - lr * wd, 1.0
         else:
             l2, dm, dec = 1.0, 1.0, 0.0
-        return (_gs(hp), wd, l2, 1 - b1, b2, 1 - b2, lr / bc1, bc2 ** 0.5, hp["eps"], dm, dec,
-                float(hp["amsgrad"])), t
+        gs, c1, c2, ams = _gs(hp), 1 - b1, 1 - b2, float(hp["amsgrad"])
+
+        def row(t):
+            t += 1
+            # bias corrections in double, once per step: step size lr/(1-b1^t), sqrt(1-b2^t)
+            return (gs, wd, l2, c1, b2, c2, lr / (1 - b1 ** t), (1 - b2 ** t) ** 0.5, eps, dm,
+                    dec, ams), t
+        return row
 
 
 class AdamW(Adam):
@@ -929,11 +1029,15 @@ class Adamax(Optimizer):
     def _alloc(self, p, hp):
         return [np.zeros_like(p), np.zeros_like(p), None]
 
-    def _row(self, hp, t):
-        t += 1
+    def _make_row(self, hp):
         b1, b2 = hp["betas"]
         wd, l2, _, _ = _l2(hp)
-        return (_gs(hp), wd, l2, 1 - b1, b2, hp["eps"], hp["lr"] / (1 - b1 ** t)), t
+        gs, c1, eps, lr = _gs(hp), 1 - b1, hp["eps"], hp["lr"]
+
+        def row(t):
+            t += 1
+            return (gs, wd, l2, c1, b2, eps, lr / (1 - b1 ** t)), t
+        return row
 
 
 class NAdam(Optimizer):
@@ -971,20 +1075,22 @@ class NAdam(Optimizer):
     def _initial_key(self):
         return (0, 1.0)        # (step, mu_product)
 
-    def _row(self, hp, key):
-        t, mu_product = key
-        t += 1
+    def _make_row(self, hp):
         b1, b2 = hp["betas"]
-        lr, md = hp["lr"], hp["momentum_decay"]
+        lr, md, eps = hp["lr"], hp["momentum_decay"], hp["eps"]
         wd, l2, dm, dec = _l2(hp)
-        bc2 = 1 - b2 ** t
-        mu = b1 * (1.0 - 0.5 * (0.96 ** (t * md)))
-        mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * md)))
-        mu_product = mu_product * mu
-        cg = lr * (1.0 - mu) / (1.0 - mu_product)
-        cm = lr * mu_next / (1.0 - mu_product * mu_next)
-        return (_gs(hp), wd, l2, 1 - b1, b2, 1 - b2, bc2, hp["eps"], cg, cm, dm, dec), (
-            t, mu_product)
+        gs, c1, c2 = _gs(hp), 1 - b1, 1 - b2
+
+        def row(key):
+            t, mu_product = key
+            t += 1
+            mu = b1 * (1.0 - 0.5 * (0.96 ** (t * md)))
+            mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * md)))
+            mu_product = mu_product * mu
+            cg = lr * (1.0 - mu) / (1.0 - mu_product)
+            cm = lr * mu_next / (1.0 - mu_product * mu_next)
+            return (gs, wd, l2, c1, b2, c2, 1 - b2 ** t, eps, cg, cm, dm, dec), (t, mu_product)
+        return row
 
     def _extra_state(self, entry, key, i):
         entry["mu_product"] = key[1]
@@ -1023,20 +1129,23 @@ class RAdam(Optimizer):
     def _alloc(self, p, hp):
         return [np.zeros_like(p), np.zeros_like(p), None]
 
-    def _row(self, hp, t):
-        t += 1
+    def _make_row(self, hp):
         b1, b2 = hp["betas"]
-        lr = hp["lr"]
+        lr, eps = hp["lr"], hp["eps"]
         wd, l2, dm, dec = _l2(hp)
-        bc1 = 1 - b1 ** t
-        bc2 = 1 - b2 ** t
+        gs, c1, c2 = _gs(hp), 1 - b1, 1 - b2
         rho_inf = 2 / (1 - b2) - 1
-        rho_t = rho_inf - 2 * t * (b2 ** t) / bc2
-        if rho_t > 5.0:
-            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
-                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
-            on = 1.0
-        else:
-            rect, on = 1.0, 0.0
-        return (_gs(hp), wd, l2, 1 - b1, b2, 1 - b2, bc1, lr, bc2 ** 0.5, hp["eps"], rect, on,
-                dm, dec), t
+
+        def row(t):
+            t += 1
+            bc1 = 1 - b1 ** t
+            bc2 = 1 - b2 ** t
+            rho_t = rho_inf - 2 * t * (b2 ** t) / bc2
+            if rho_t > 5.0:
+                rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                        / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+                on = 1.0
+            else:
+                rect, on = 1.0, 0.0
+            return (gs, wd, l2, c1, b2, c2, bc1, lr, bc2 ** 0.5, eps, rect, on, dm, dec), t
+        return row
