@@ -32,7 +32,7 @@
 cimport cython
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf, fabs, fabsf
+from libc.math cimport sqrt, sqrtf, fabs, fabsf, NAN
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.stdint cimport uintptr_t
 from _openmp cimport LRFAST_OPENMP, lrfast_omp_get_max_threads
@@ -831,7 +831,7 @@ cdef class Engine:
         """
         cdef Py_ssize_t i, j, nrows, k
         cdef int na, nt
-        cdef double sumsq = 0.0, norm = float("nan"), coef
+        cdef double sumsq = 0.0, norm = NAN, coef
         cdef bint finite = True
         cdef Py_ssize_t work = 0
         if self._busy:
