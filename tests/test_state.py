@@ -199,3 +199,43 @@ def test_save_is_atomic_and_load_rejects_garbage(tmp_path):
         lrfast.load(opt, tmp_path / "foreign.npz")
     assert opt.state_dict()["step_count"] == before["step_count"]
     assert bits_equal(opt.state[0]["exp_avg"], before["state"][0]["exp_avg"])
+
+
+def _plateau_run(steps, save_at=None, tmp_path=None):
+    """Adam whose lr is a ReduceOnPlateau factor on warmup->cosine, fed a metric."""
+    from lrfast import schedules as S
+
+    def build():
+        rop = S.ReduceOnPlateau(1.0, factor=0.5, patience=2, min_lr=1e-5)
+        lr = rop * S.CosineDecay(0.05, decay_steps=40, warmup_target=0.1, warmup_steps=5)
+        rng = np.random.default_rng(0)
+        ps = [rng.standard_normal(s) for s in SHAPES]
+        return lrfast.Adam(ps, lr=lr, betas=(S.LinearWarmup(S.Constant(0.9), 0.5, 1.0, 10),
+                                             0.999)), ps, rop
+
+    opt, ps, rop = build()
+    rng = np.random.default_rng(7)
+    lrs = []
+    for k in range(steps):
+        if save_at is not None and k == save_at:
+            lrfast.save(opt, tmp_path / "plateau.npz")
+            opt, new_ps, rop = build()
+            for a, b in zip(new_ps, ps):
+                a[...] = b
+            ps = new_ps
+            lrfast.load(opt, tmp_path / "plateau.npz")
+        lrs.append(opt.lr)
+        opt.step(_grads(rng, ps))
+        rop.step(1.0 if k < 10 else 2.0)   # the metric stops improving: lr drops
+    return ps, lrs, opt
+
+
+def test_plateau_schedule_resumes_exactly(tmp_path):
+    full, lrs_full, opt = _plateau_run(30)
+    resumed, lrs_res, opt2 = _plateau_run(30, save_at=17, tmp_path=tmp_path)
+    assert lrs_full == lrs_res
+    assert min(lrs_full[12:]) < 0.5 * max(lrs_full)     # the plateau factor did act
+    for a, b in zip(full, resumed):
+        assert bits_equal(a, b)
+    sd = opt2.state_dict()["param_groups"][0]["schedules"]
+    assert sd["lr"]["class"] == "Product" and "betas.0" in sd
