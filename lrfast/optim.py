@@ -23,6 +23,7 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "Adamax", "NAdam", "RAdam", "ParamGroup"]
 
 FORMAT = "lrfast.optim/1"
+MAX_STEP = 2 ** 53     # step counts enter double arithmetic (beta ** t): keep them exact
 SCHEDULABLE = ("lr", "momentum", "weight_decay", "betas")
 _KIND = _K.KINDS
 
@@ -55,6 +56,9 @@ def check_param(a, where):
     """Raise unless ``a`` can be updated in place by the kernels."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{where}: params must be numpy ndarrays, got {type(a).__name__}")
+    if not a.dtype.isnative:
+        raise TypeError(f"{where}: dtype {a.dtype.str} has non-native byte order (use "
+                        "a.astype(a.dtype.newbyteorder('=')))")
     if a.dtype not in (np.float32, np.float64):
         raise TypeError(f"{where}: dtype {a.dtype} is not supported (float32 or float64)")
     if not a.flags.writeable:
@@ -64,8 +68,6 @@ def check_param(a, where):
                          "keep a reference to the copy)")
     if not a.flags.aligned:
         raise ValueError(f"{where}: param is not aligned")
-    if a.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
-        raise TypeError(f"{where}: non-native byte order")
 
 
 class ParamGroup(dict):
@@ -318,12 +320,12 @@ class Optimizer:
                 for i, b in enumerate(v):
                     self._num(b, f"betas[{i}]", gi)
                     if not 0.0 <= b < 1.0:
-                        raise ValueError(f"group {gi}: invalid beta parameter at index {i}: "
+                        raise ValueError(f"group {gi}: invalid betas[{i}]: "
                                          f"{b!r} (must be in [0, 1))")
             elif k not in self._flag_names:
                 self._num(v, k, gi)
         if hp["lr"] < 0:
-            raise ValueError(f"group {gi}: invalid learning rate {hp['lr']!r} (must be >= 0)")
+            raise ValueError(f"group {gi}: invalid learning rate lr={hp['lr']!r} (must be >= 0)")
         if hp.get("weight_decay", 0.0) < 0:
             raise ValueError(f"group {gi}: invalid weight_decay {hp['weight_decay']!r} "
                              "(must be >= 0)")
@@ -361,7 +363,7 @@ class Optimizer:
         return self._make_row(hp)(key)
 
     # ------------------------------------------------------------------- step
-    def step(self, grads):
+    def step(self, grads, _aux=None):
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -387,7 +389,7 @@ class Optimizer:
             else:
                 rows, index, new_keys = self._rows(n)
             na, applied, norm = self._engine.step(grads, rows, index, self._max_norm,
-                                                  self._skip)
+                                                  self._skip, True, _aux)
             self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
@@ -396,7 +398,10 @@ class Optimizer:
                 if index is None:
                     gkey[:] = new_keys
                 else:
+                    # per-param keys: a group key left set would go stale
                     self._keys[:] = [new_keys[k] for k in index]
+                    gkey[:] = [None] * len(gkey)
+                    self._regroup()
             else:
                 self._advance_partial(grads, index, new_keys)
             self._step_count = n + 1
@@ -571,8 +576,10 @@ class Optimizer:
                                  f"not {type(self).__name__}")
             for k in ("step_count", "skipped_steps"):
                 v = sd.get(k)
-                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                    raise ValueError(f"state_dict[{k!r}] must be an int >= 0, got {v!r}")
+                if (isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                        or not 0 <= v <= MAX_STEP):
+                    raise ValueError(f"state_dict[{k!r}] must be an int in [0, 2**53], "
+                                     f"got {v!r}")
             groups = sd.get("param_groups")
             if not isinstance(groups, list) or len(groups) != len(self.param_groups):
                 raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'}"
@@ -590,7 +597,7 @@ class Optimizer:
                                      f"optimizer group has {n} params starting at {start}")
                 start += n
                 trial = dict(pg)
-                static, sched = self._compiled[gi][0], self._compiled[gi][1]
+                sched = self._compiled[gi][1]
                 sched_keys = {(k, i) for k, i, _ in sched}
                 saved_sched = g.get("schedules", {}) or {}
                 if not isinstance(saved_sched, dict):
@@ -710,8 +717,10 @@ class Optimizer:
                 t = t.item()
             if isinstance(t, float) and t.is_integer():
                 t = int(t)
-            if isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 0:
-                raise ValueError(f"{where}: state 'step' must be an int >= 0, got {t!r}")
+            if (isinstance(t, bool) or not isinstance(t, numbers.Integral)
+                    or not 0 <= t <= MAX_STEP):
+                raise ValueError(f"{where}: state 'step' must be an int in [0, 2**53], "
+                                 f"got {t!r}")
         else:
             t = 0
         return arrays, self._entry_key(int(t), e, where)

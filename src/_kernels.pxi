@@ -512,15 +512,24 @@ cdef void _run(Data* d, int nt) noexcept nogil:
 
 
 cdef void _reduce_block(Data* d, Py_ssize_t k) noexcept nogil:
+    # grad sum of squares and non-finite probe; the auxiliary input (if any)
+    # joins the probe, so skip_nonfinite covers it too
     cdef Task* b = &d.blocks[k]
     cdef TensorRec* t = &d.t[b.tensor]
+    cdef double hs = 0.0, hp = 0.0
     if t.g == NULL:
         d.bsum[k] = 0.0
         d.bprobe[k] = 0.0
-    elif t.dtype == 0:
+        return
+    if t.dtype == 0:
         _sumsq(<const float*>t.g + b.start, b.n, &d.bsum[k], &d.bprobe[k])
+        if t.h != NULL:
+            _sumsq(<const float*>t.h + b.start, b.n, &hs, &hp)
     else:
         _sumsq(<const double*>t.g + b.start, b.n, &d.bsum[k], &d.bprobe[k])
+        if t.h != NULL:
+            _sumsq(<const double*>t.h + b.start, b.n, &hs, &hp)
+    d.bprobe[k] = d.bprobe[k] + hp
 
 
 cdef void _reduce(Data* d, int nt, double* sumsq, bint* finite) noexcept nogil:
@@ -741,6 +750,9 @@ cdef class Engine:
             p = <cnp.ndarray>self._params[i]
             if _dtype_code(a) != t.dtype:
                 raise TypeError(f"{self._where(i)}: grad dtype {a.dtype} != param dtype {p.dtype}")
+            if not cnp.PyArray_ISNOTSWAPPED(a):
+                raise TypeError(f"{self._where(i)}: grad has non-native byte order ({a.dtype}); "
+                                "use grad.astype(grad.dtype.newbyteorder('='))")
             if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(p):
                 raise ValueError(f"{self._where(i)}: grad shape {g.shape} != param shape {self._shapes[i]}")
             for j in range(cnp.PyArray_NDIM(p)):
@@ -874,8 +886,10 @@ cdef class Engine:
                     norm = sqrt(sumsq)
                 if not (skip_nonfinite and not finite):
                     if max_norm > 0.0:
+                        # torch: g *= clamp(max_norm/(norm + 1e-6), max=1); a NaN
+                        # norm gives a NaN factor (not "no clipping")
                         coef = max_norm / (norm + 1e-6)
-                        if coef < 1.0:
+                        if not coef >= 1.0:
                             for k in range(nrows):
                                 self.d.rows[k * NS] = self.d.rows[k * NS] * coef
                     _run(&self.d, nt)
