@@ -24,6 +24,9 @@ def main(argv=None):
         return 0
     if cmd == "demo":
         from .demo import main as run
+    elif cmd == "bench" and "--distributed" in rest:
+        from .distributed_bench import main as run
+        rest = [a for a in rest if a != "--distributed"]
     elif cmd == "bench":
         from .bench import main as run
     else:

@@ -58,6 +58,10 @@ def save(opt, path):
     the same directory, flushed and fsync'ed, then renamed over ``path``. A
     crash mid-save leaves any previous file intact."""
     sd = opt.state_dict() if hasattr(opt, "state_dict") else opt
+    if not isinstance(sd, dict):
+        raise ValueError(f"save: nothing to save (state_dict is {type(sd).__name__}); with "
+                         "lrfast.distributed, only the root rank holds the full state: call "
+                         "dopt.save(path) on every rank instead")
     arrays = {}
     meta = json.dumps(_encode(sd, arrays, "state_dict"), allow_nan=False)
     path = os.fspath(path)
@@ -89,12 +93,17 @@ def save(opt, path):
 def read(path):
     """Read a checkpoint written by :func:`save` into a state_dict (no pickle)."""
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as z:
+        z = np.load(os.fspath(path), allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):     # a .npy file: one bare array
+            raise ValueError("an .npy array, not an .npz archive")
+        with z:
             if _META not in z.files:
                 raise ValueError(f"{path}: not an lrfast checkpoint (no metadata)")
             meta = json.loads(str(z[_META]))
             arrays = {k: z[k] for k in z.files if k != _META}
-    except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, KeyError) as e:
+    except (zipfile.BadZipFile, EOFError, OSError, json.JSONDecodeError, KeyError,
+            NotImplementedError, RecursionError) as e:
+        # (zipfile raises NotImplementedError for some corrupted headers)
         if isinstance(e, FileNotFoundError):
             raise
         raise ValueError(f"{path}: truncated, corrupted or not an lrfast checkpoint ({e})") \
@@ -102,12 +111,18 @@ def read(path):
     except ValueError as e:
         raise ValueError(f"{path}: truncated, corrupted or not an lrfast checkpoint ({e})") \
             from None
-    return _decode(meta, arrays)
+    try:
+        return _decode(meta, arrays)
+    except (KeyError, TypeError, ValueError, IndexError, RecursionError) as e:
+        raise ValueError(f"{path}: corrupted lrfast checkpoint (bad metadata: {e!r})") from None
 
 
 def load(opt, path):
     """Load a checkpoint into ``opt``; checks everything before changing it."""
     sd = read(path)
+    if not isinstance(sd, dict):
+        raise ValueError(f"{path}: not an lrfast optimizer checkpoint (holds a "
+                         f"{type(sd).__name__}, not a state_dict)")
     opt.load_state_dict(sd)
     return opt
 

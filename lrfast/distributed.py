@@ -1,0 +1,1124 @@
+"""Data-parallel training over MPI (mpi4py), with optional ZeRO-1 state sharding.
+
+::
+
+    from mpi4py import MPI                       # mpiexec -n 4 python train.py
+    import lrfast
+    from lrfast.distributed import DistributedOptimizer
+
+    opt = DistributedOptimizer(lrfast.Adam(params, lr=1e-3))   # every rank, same params
+    for batch in my_shard_of_the_data:
+        opt.step(backward(batch))                # grads of THIS rank's batch
+    sd = opt.state_dict()                        # full state on rank 0 (None elsewhere)
+
+Design (read before changing the step)
+--------------------------------------
+a) Layout. The params of each dtype are concatenated, in param order, into one
+   flat index space (a C-contiguous param in C order, an F-contiguous one in F
+   order: memory order, so the flat view of a param is a view). The space is cut
+   into buckets of at most ``bucket_mb`` MiB, and every bucket is split evenly
+   among the P ranks: rank r owns one contiguous range of each bucket (one
+   contiguous range of the whole space when it fits in one bucket, the usual
+   case). Owned ranges cut params into pieces; a piece ``p.reshape(-1)[a:b]`` is
+   a contiguous 1-D *view*, so nothing in the kernels changes.
+b) Gradient averaging copies the user's grads (never modified) into a bucket
+   buffer per dtype and reduces it with one nonblocking ``Ireduce_scatter``
+   (``shard_state=True``) or ``Iallreduce`` (``shard_state=False``) per bucket:
+   the next bucket is packed while the previous one is on the wire. No
+   per-tensor messages, no pickling. The sum is divided by P: the reference is
+   one process stepping on the mean of the per-rank grads.
+c) ``shard_state=True`` (ZeRO stage 1): each rank keeps an inner optimizer of
+   the same class and hyperparameters (the same schedule objects) over the
+   views of its pieces, so optimizer state is allocated for ~1/P of the
+   elements, and steps them with the same fused kernel call. Then one
+   ``Iallgatherv`` per bucket sends every rank's updated pieces to all ranks,
+   which copy them into their params. Every element is computed by exactly one
+   rank, so params are bit-identical across ranks by construction.
+   ``shard_state=False`` keeps the wrapped optimizer as it is (full state on
+   every rank) and steps it on the averaged grads.
+d) Elementwise updates on the same averaged grad are bit-identical to one
+   process; only the sum's association order (MPI's) differs from
+   ``g0 + g1 + ... `` (for P = 2 it cannot). Global quantities stay global:
+   clipping uses the norm of the whole averaged grad (per-rank partial sums,
+   combined in rank order with ``math.fsum``) and a non-finite step is skipped
+   on every rank.
+e) No deadlocks on bad input: each step starts with one tiny ``Allreduce`` of a
+   per-param "has a grad" mask plus an error flag, so a rank that rejects its
+   grads makes every rank raise before any data moves; construction allgathers
+   a digest of (optimizer class, hyperparameters, param shapes/dtypes/layouts,
+   options) and every rank raises if the digests differ.
+f) Step counts and schedules: the inner optimizer counts steps exactly as the
+   wrapped one would (a param whose grad is None on every rank is skipped, as in
+   one process; None on some ranks only counts as a zero grad there, as torch
+   DDP does), so schedules evaluate at the same n.
+"""
+import hashlib
+import math
+import numbers
+import os
+import threading
+import time
+
+import numpy as np
+from mpi4py import MPI
+
+from ._dispatch import kernels as _K
+from .optim import Optimizer, FORMAT
+
+__all__ = ["DistributedOptimizer", "default_num_threads"]
+
+_SUPPORTED = ("SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "Adamax", "NAdam", "RAdam")
+_ARR = "\x00ndarray"       # marks "an array goes here" in pickled state headers
+_MPI_TYPE = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
+
+
+def _is_sched(v):
+    return callable(v) and not isinstance(v, (numbers.Number, np.ndarray))
+
+
+def _is_arr(v):
+    return isinstance(v, str) and v == _ARR
+
+
+def _order(a):
+    """Memory order of a contiguous array: 'C' (also for arrays both C and F) or 'F'."""
+    return "C" if a.flags.c_contiguous else "F"
+
+
+def _flat(a, order):
+    """1-D view of a contiguous array in its memory order."""
+    return a.reshape(-1) if order == "C" else a.T.reshape(-1)
+
+
+class _Released:
+    """Stands in for the wrapped optimizer's state once a sharded wrapper owns it."""
+
+    __slots__ = ()
+    _msg = ("this optimizer is wrapped by lrfast.distributed.DistributedOptimizer("
+            "shard_state=True), which now holds its (sharded) state: call step, "
+            "state_dict, load_state_dict and zero_state on the wrapper")
+
+    def __getattr__(self, name):
+        raise RuntimeError(self._msg)
+
+    def __getitem__(self, i):
+        raise RuntimeError(self._msg)
+
+    def __iter__(self):
+        raise RuntimeError(self._msg)
+
+    def __len__(self):
+        raise RuntimeError(self._msg)
+
+
+def default_num_threads(comm=None):
+    """Kernel threads per rank when ranks share a host: the cores this process
+    may use divided among the ranks on its host (at least 1). A rank bound to a
+    subset of cores (``mpiexec -bind-to``) uses all of its own cores."""
+    comm = MPI.COMM_WORLD if comm is None else comm
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        nlocal = local.Get_size()
+    finally:
+        local.Free()
+    ncpu = os.cpu_count() or 1
+    try:
+        mine = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        mine = ncpu
+    if mine < ncpu:                       # bound: the binding already divided the cores
+        return max(1, mine)
+    return max(1, ncpu // nlocal)
+
+
+class _Space:
+    """The flat index space of one dtype: offsets, buckets, this rank's ranges."""
+
+    def __init__(self, dtype, idx, sizes, P, rank, bucket_elems):
+        self.dtype = np.dtype(dtype)
+        self.mpitype = _MPI_TYPE[self.dtype]
+        self.idx = list(idx)                       # param indices, ascending
+        self.offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.offsets[1:])
+        self.N = N = int(self.offsets[-1])
+        nb = max(1, -(-N // max(1, bucket_elems)))
+        self.bounds = [b * N // nb for b in range(nb + 1)]
+        self.counts, self.displs, self.own, self.shard_off = [], [], [], []
+        pos = 0
+        for b in range(nb):
+            size = self.bounds[b + 1] - self.bounds[b]
+            c = [size // P + (1 if r < size % P else 0) for r in range(P)]
+            d = [sum(c[:r]) for r in range(P)]
+            self.counts.append(c)
+            self.displs.append(d)
+            lo = self.bounds[b] + d[rank]
+            self.own.append((lo, lo + c[rank]))
+            self.shard_off.append(pos)
+            pos += c[rank]
+        self.shard_len = pos
+        self.nb = nb
+        self.bucket_max = max(self.bounds[b + 1] - self.bounds[b] for b in range(nb))
+
+    def segments(self, lo, hi):
+        """[(param index, a, b, position)] covering flat [lo, hi): the pieces of
+        params there (a:b in the param's flat view; position = flat index - lo)."""
+        out = []
+        if hi <= lo:
+            return out
+        k = int(np.searchsorted(self.offsets, lo, side="right")) - 1
+        while k < len(self.idx) and self.offsets[k] < hi:
+            o, e = int(self.offsets[k]), int(self.offsets[k + 1])
+            a, b = max(lo, o), min(hi, e)
+            if b > a:
+                out.append((self.idx[k], a - o, b - o, a - lo))
+            k += 1
+        return out
+
+
+class _GroupView(dict):
+    """``dopt.param_groups[i]``: reads like the wrapped optimizer's group; setting
+    a hyperparameter (``g['lr'] = 0.1``) validates it and applies it to the
+    optimizer that steps (do it on every rank)."""
+
+    __slots__ = ("_dopt", "_index")
+
+    def __setitem__(self, key, value):
+        if key == "params":
+            raise ValueError("param_groups[i]['params'] cannot be reassigned")
+        d = self._dopt
+        with d._lock:
+            d._core.param_groups[self._index][key] = value   # validates, raises first
+            if d._core is not d._opt:
+                pg = d._opt.param_groups[self._index]
+                dict.__setitem__(pg, key, value)
+        dict.__setitem__(self, key, value)
+
+    def update(self, *args, **kw):
+        for k, v in dict(*args, **kw).items():
+            self[k] = v
+
+
+class DistributedOptimizer:
+    r"""Data-parallel wrapper: average grads over MPI ranks, then step.
+
+    Every rank builds the same optimizer over its own copy of the params (same
+    shapes, dtypes, layouts, hyperparameters) and wraps it. ``step(grads)``
+    takes this rank's grads, averages them over the ranks (``mean_r g_r``) and
+    updates the params identically on every rank.
+
+    Parameters
+    ----------
+    opt : lrfast optimizer
+        SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam or RAdam
+        (anything that steps with ``step(grads)``; L-BFGS and DiagonalNewton are
+        out of scope), built on the full params. With ``shard_state=True`` the
+        wrapper takes over its state (freed: calling ``opt.step`` then raises);
+        state it already has (a resumed optimizer) is carried over.
+    comm : mpi4py communicator, optional
+        Defaults to ``MPI.COMM_WORLD``; the wrapper works on a duplicate.
+    shard_state : bool
+        True: ZeRO stage 1 (each rank keeps and steps the state of ~1/P of the
+        elements, then the params are all-gathered). False: every rank keeps
+        the full state and steps everything on the all-reduced grads.
+    bucket_mb : float
+        Largest message, in MiB: gradients (and, sharded, params) travel in
+        buckets of at most this size, several in flight.
+    num_threads : int or None
+        Kernel threads for this process. None: keep what the user set with
+        ``lrfast.set_num_threads`` or ``OMP_NUM_THREADS``, else
+        :func:`default_num_threads` (host cores // ranks on the host).
+    sync_params : bool
+        Broadcast rank 0's params to every rank at construction (as torch DDP
+        does), so ranks start identical even if they were initialized apart.
+
+    Notes
+    -----
+    The wrapped optimizer's ``max_grad_norm`` and ``skip_nonfinite`` apply to
+    the averaged grads of all ranks (global norm, skip on every rank).
+    ``step``, ``state_dict``, ``load_state_dict``, ``zero_state``, ``save`` and
+    ``load`` are collective: call them on every rank, in the same order.
+
+    Examples
+    --------
+    Saved as ``demo.py`` and run with ``mpiexec -n 2 python -m mpi4py demo.py``
+    (not a doctest: it needs two ranks)::
+
+        import numpy as np, lrfast
+        from lrfast.distributed import DistributedOptimizer
+        w = np.zeros(4)
+        opt = DistributedOptimizer(lrfast.SGD([w], lr=0.1))
+        opt.step([np.full(4, float(opt.rank))])   # mean grad over ranks 0, 1: 0.5
+        print(w)                                  # every rank: [-0.05 -0.05 -0.05 -0.05]
+    """
+
+    def __init__(self, opt, comm=None, shard_state=True, *, bucket_mb=25.0, num_threads=None,
+                 sync_params=True):
+        base = MPI.COMM_WORLD if comm is None else comm
+        if not isinstance(base, MPI.Intracomm):
+            raise TypeError(f"comm must be an mpi4py intracommunicator, got {type(base).__name__}")
+        self._comm = comm = base.Dup()
+        self.size = P = comm.Get_size()
+        self.rank = rank = comm.Get_rank()
+        self._lock = threading.Lock()
+        self.shard_state = bool(shard_state)
+        # ---- local checks: collected, not raised, so every rank reaches the collective
+        err = None
+        try:
+            self._check_local(opt, shard_state, bucket_mb, num_threads)
+            sig = self._signature(opt, bool(shard_state), float(bucket_mb), sync_params)
+            digest = hashlib.sha256(repr(sig).encode()).hexdigest()
+        except Exception as e:       # noqa: BLE001 - re-raised below, on every rank
+            err, sig, digest = f"{type(e).__name__}: {e}", None, None
+            local_exc = e
+        everyone = comm.allgather((err, digest))
+        bad = [(r, e) for r, (e, _) in enumerate(everyone) if e is not None]
+        if bad:
+            if err is not None:
+                raise local_exc
+            r, e = bad[0]
+            raise ValueError(f"DistributedOptimizer: rank {r} could not wrap its optimizer "
+                             f"({e}); no rank was changed")
+        if len({d for _, d in everyone}) > 1:
+            sigs = comm.allgather(sig)
+            raise ValueError("DistributedOptimizer: ranks disagree on " + _diff(sigs))
+        # ---- threads
+        if num_threads is not None:
+            from . import set_num_threads
+            set_num_threads(int(num_threads))
+        elif _K._user_num_threads() == 0 and not os.environ.get("OMP_NUM_THREADS"):
+            from . import set_num_threads
+            set_num_threads(default_num_threads(comm))
+        self._opt = opt
+        params = opt.params
+        self._n = n = len(params)
+        self._params = params
+        self._shapes = [p.shape for p in params]
+        self._dtypes = [p.dtype for p in params]
+        self._orders = [_order(p) for p in params]
+        self._sizes = [int(p.size) for p in params]
+        self._pflat = [_flat(p, o) for p, o in zip(params, self._orders)]
+        self._group_of = []
+        for gi, pg in enumerate(opt.param_groups):
+            self._group_of.extend([gi] * len(pg["params"]))
+        self._ctrl = np.zeros(n + 1, dtype=np.int32)
+        self._scalars = np.zeros(2, dtype=np.float64)
+        self._scalars_all = np.zeros(2 * P, dtype=np.float64)
+        self._zeros = {}
+        self.max_grad_norm = opt.max_grad_norm
+        self.skip_nonfinite = opt.skip_nonfinite
+        self.last_grad_norm = float("nan")
+        #: set to a dict to accumulate seconds per phase of step():
+        #: "reduce" (pack + reduce), "step" (local kernel step), "gather"
+        self.timings = None
+        bucket_elems = lambda dt: max(1, int(bucket_mb * (1 << 20)) // np.dtype(dt).itemsize)
+        self._spaces = []
+        for dt in (np.dtype(np.float32), np.dtype(np.float64)):
+            idx = [i for i in range(n) if self._dtypes[i] == dt and self._sizes[i] > 0]
+            if idx:
+                self._spaces.append(_Space(dt, idx, [self._sizes[i] for i in idx], P, rank,
+                                           bucket_elems(dt)))
+        self._loc = {}                  # param i -> (its space, its index there)
+        for sp in self._spaces:
+            for k, i in enumerate(sp.idx):
+                self._loc[i] = (sp, k)
+            sp.pack = [sp.segments(sp.bounds[b], sp.bounds[b + 1]) for b in range(sp.nb)]
+        if sync_params and P > 1:
+            self._broadcast_params()
+        if self.shard_state:
+            self._build_sharded()
+        else:
+            self._build_replicated()
+
+    # ------------------------------------------------------------ construction
+    @staticmethod
+    def _check_local(opt, shard_state, bucket_mb, num_threads):
+        if not isinstance(opt, Optimizer):
+            raise TypeError(f"DistributedOptimizer wraps an lrfast optimizer, got "
+                            f"{type(opt).__name__}")
+        if getattr(type(opt), "_kernel_name", None) not in _SUPPORTED:
+            raise TypeError(f"DistributedOptimizer supports {', '.join(_SUPPORTED)} (and "
+                            f"AdamW); {type(opt).__name__} is out of scope")
+        if isinstance(opt.__dict__.get("_engine"), _Released):
+            raise ValueError("this optimizer is already wrapped by a sharded "
+                             "DistributedOptimizer")
+        if not isinstance(shard_state, (bool, np.bool_)):
+            raise TypeError(f"shard_state must be a bool, got {shard_state!r}")
+        if (isinstance(bucket_mb, bool) or not isinstance(bucket_mb, numbers.Real)
+                or not math.isfinite(bucket_mb) or bucket_mb <= 0):
+            raise ValueError(f"bucket_mb must be a positive number, got {bucket_mb!r}")
+        if num_threads is not None and (isinstance(num_threads, bool)
+                                        or not isinstance(num_threads, int) or num_threads < 0):
+            raise ValueError(f"num_threads must be an int >= 0 or None, got {num_threads!r}")
+
+    @staticmethod
+    def _signature(opt, shard_state, bucket_mb, sync_params):
+        """[(field, value)]: what every rank must agree on."""
+        from . import schedules as S
+
+        def val(v):
+            if _is_sched(v):
+                s = S.serialize(v)
+                return ("schedule", s.get("class"), repr(s.get("config", s.get("name"))))
+            if isinstance(v, tuple):
+                return tuple(val(x) for x in v)
+            if isinstance(v, float):
+                return v.hex()
+            return repr(v)
+
+        sig = [("optimizer class", type(opt).__name__),
+               ("options", (("shard_state", shard_state), ("bucket_mb", bucket_mb),
+                            ("sync_params", bool(sync_params)),
+                            ("max_grad_norm", repr(opt.max_grad_norm)),
+                            ("skip_nonfinite", opt.skip_nonfinite))),
+               ("step_count", opt.step_count),
+               ("carried state", bool(opt.step_count or opt.skipped_steps or opt.state)),
+               ("number of param groups", len(opt.param_groups))]
+        i = 0
+        for gi, pg in enumerate(opt.param_groups):
+            sig.append((f"group {gi}: number of params", len(pg["params"])))
+            for k in sorted(opt.defaults):
+                sig.append((f"group {gi}: {k}", val(pg[k])))
+            for p in pg["params"]:
+                sig.append((f"group {gi}, param {i}: shape, dtype, layout",
+                            (repr(tuple(p.shape)), str(p.dtype), _order(p))))
+                i += 1
+        return sig
+
+    def _broadcast_params(self):
+        for sp in self._spaces:
+            buf = np.empty(sp.bucket_max, dtype=sp.dtype)
+            for b in range(sp.nb):
+                lo, hi = sp.bounds[b], sp.bounds[b + 1]
+                segs = sp.segments(lo, hi)
+                if self.rank == 0:
+                    np.concatenate([self._pflat[i][a:e] for i, a, e, _ in segs], out=buf[:hi - lo])
+                self._comm.Bcast([buf[:hi - lo], sp.mpitype], root=0)
+                if self.rank != 0:
+                    for i, a, e, pos in segs:
+                        self._pflat[i][a:e] = buf[pos:pos + e - a]
+
+    def _build_replicated(self):
+        self._core = self._opt
+        self._rflat = {}
+        self._rgrads = [None] * self._n
+        for sp in self._spaces:
+            flat = np.empty(sp.N, dtype=sp.dtype)
+            self._rflat[id(sp)] = flat
+            for k, i in enumerate(sp.idx):
+                o, e = int(sp.offsets[k]), int(sp.offsets[k + 1])
+                v = flat[o:e]
+                self._rgrads[i] = (v.reshape(self._shapes[i]) if self._orders[i] == "C"
+                                   else v.reshape(self._shapes[i][::-1]).T)
+        for i in range(self._n):
+            if self._sizes[i] == 0:
+                self._rgrads[i] = np.zeros(self._shapes[i], dtype=self._dtypes[i],
+                                           order=self._orders[i])
+
+    def _build_sharded(self):
+        opt = self._opt
+        carry = opt.state_dict() if (opt.step_count or opt.skipped_steps or opt.state) else None
+        pieces = []          # (param i, a, b, space, shard position)
+        for sp in self._spaces:
+            sp.own_pieces = []          # per bucket: [(piece index placeholder)]
+            for b in range(sp.nb):
+                lo, hi = sp.own[b]
+                segs = sp.segments(lo, hi)
+                sp.own_pieces.append(segs)
+                for i, a, e, pos in segs:
+                    pieces.append((i, a, e, sp, sp.shard_off[b] + pos))
+        for i in range(self._n):
+            if self._sizes[i] == 0:
+                pieces.append((i, 0, 0, None, 0))
+        pieces.sort(key=lambda t: (t[0], t[1]))
+        self._pieces = pieces
+        self._piece_param = [t[0] for t in pieces]
+        for sp in self._spaces:
+            sp.grad_shard = np.zeros(sp.shard_len, dtype=sp.dtype)
+            nbuf = 1 if sp.nb == 1 else 2
+            sp.bufs = [np.empty(sp.bucket_max, dtype=sp.dtype) for _ in range(nbuf)]
+            sp.reqs = [None] * nbuf
+            # per bucket: param views of this rank's range (to send) and of the others (to fill)
+            sp.send_views, sp.recv_views = [], []
+            for b in range(sp.nb):
+                lo, hi = sp.own[b]
+                blo = sp.bounds[b]
+                sp.send_views.append([self._pflat[i][a:e] for i, a, e, _ in sp.own_pieces[b]])
+                rv = [(i, self._pflat[i][a:e], pos, pos + e - a)
+                      for i, a, e, pos in sp.segments(blo, lo)]
+                rv += [(i, self._pflat[i][a:e], pos + hi - blo, pos + hi - blo + e - a)
+                       for i, a, e, pos in sp.segments(hi, sp.bounds[b + 1])]
+                sp.recv_views.append(rv)
+            sp.bucket_params = [sorted({i for i, *_ in segs}) for segs in sp.pack]
+        views, grads = [], []
+        for i, a, e, sp, pos in pieces:
+            views.append(self._pflat[i][a:e])
+            grads.append(sp.grad_shard[pos:pos + e - a] if sp is not None
+                         else np.zeros(0, dtype=self._dtypes[i]))
+        self._inner_grads = grads
+        groups = []
+        for gi, pg in enumerate(opt.param_groups):
+            g = {k: pg[k] for k in opt.defaults}
+            g["params"] = [v for v, t in zip(views, pieces) if self._group_of[t[0]] == gi]
+            groups.append(g)
+        cls = type(opt)
+        inner = cls.__new__(cls)
+        Optimizer.__init__(inner, groups, dict(opt.defaults), max_grad_norm=None,
+                           skip_nonfinite=False)
+        self._inner = self._core = inner
+        # a scale-kind engine over the reduced shard: the global norm's local part
+        bufs = [sp.grad_shard for sp in self._spaces]
+        self._norm_bufs = bufs
+        self._norm_engine = _K.Engine(_K.KINDS["scale"], bufs, [None] * len(bufs),
+                                      [0] * len(bufs))
+        # the wrapper owns the state now: free the wrapped optimizer's
+        opt._states = _Released()
+        opt._engine = _Released()
+        if carry is not None:
+            self._load_shard_from_full(carry)
+
+    # ------------------------------------------------------------------ views
+    @property
+    def optimizer(self):
+        """The wrapped optimizer (with ``shard_state=True``: its params and
+        settings; its state lives in the wrapper)."""
+        return self._opt
+
+    @property
+    def params(self):
+        return list(self._params)
+
+    @property
+    def step_count(self):
+        """Completed (not skipped) steps, as the wrapped optimizer counts them."""
+        return self._core.step_count
+
+    @property
+    def skipped_steps(self):
+        return self._core.skipped_steps
+
+    @property
+    def lr(self):
+        """The learning rate the next step will use (a list for several groups)."""
+        return self._core.lr
+
+    @property
+    def hyperparams(self):
+        return self._core.hyperparams
+
+    @property
+    def defaults(self):
+        return self._opt.defaults
+
+    @property
+    def param_groups(self):
+        """The groups, as the wrapped optimizer's (params are the full params);
+        setting a hyperparameter applies it to the stepping optimizer."""
+        out = []
+        for gi, pg in enumerate(self._core.param_groups):
+            g = _GroupView({k: pg[k] for k in self._opt.defaults})
+            dict.__setitem__(g, "params", list(self._opt.param_groups[gi]["params"]))
+            g._dopt, g._index = self, gi
+            out.append(g)
+        return out
+
+    def memory(self):
+        """Bytes this rank holds: ``{'state': optimizer state, 'buffers':
+        reduction and gather buffers}``."""
+        st = getattr(self._core, "_states", [])
+        state = sum(a.nbytes for s in st for a in s if a is not None)
+        if self.shard_state:
+            buf = sum(sp.grad_shard.nbytes + sum(b.nbytes for b in sp.bufs)
+                      for sp in self._spaces)
+        else:
+            buf = sum(f.nbytes for f in self._rflat.values())
+        return {"state": int(state), "buffers": int(buf)}
+
+    def shard_ranges(self):
+        """This rank's owned flat ranges: ``{dtype name: [(lo, hi), ...]}``."""
+        return {sp.dtype.name: list(sp.own) for sp in self._spaces}
+
+    def __repr__(self):
+        return (f"DistributedOptimizer(rank {self.rank}/{self.size}, "
+                f"shard_state={self.shard_state}, {type(self._opt).__name__}, "
+                f"step_count={self.step_count})")
+
+    def __reduce__(self):
+        raise TypeError("DistributedOptimizer cannot be pickled (it holds an MPI "
+                        "communicator): save its state_dict() instead")
+
+    # ------------------------------------------------------------------- step
+    def _check_grads(self, grads):
+        """Flat views of the grads (None kept); raises before anything moves."""
+        if not isinstance(grads, (list, tuple)):
+            raise TypeError(f"grads must be a list or tuple of arrays, got "
+                            f"{type(grads).__name__}")
+        if len(grads) != self._n:
+            raise ValueError(f"expected {self._n} grads (one per param, in param order), "
+                             f"got {len(grads)}")
+        out = []
+        for i, g in enumerate(grads):
+            if g is None:
+                out.append(None)
+                continue
+            where = f"group {self._group_of[i]}, param {i}"
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"{where}: grad must be a numpy ndarray, got {type(g).__name__}")
+            if g.dtype != self._dtypes[i]:
+                raise TypeError(f"{where}: grad dtype {g.dtype} != param dtype {self._dtypes[i]}")
+            if g.shape != self._shapes[i]:
+                raise ValueError(f"{where}: grad shape {g.shape} != param shape "
+                                 f"{self._shapes[i]}")
+            o = self._orders[i]
+            if not (g.flags.c_contiguous if o == "C" else g.flags.f_contiguous):
+                raise ValueError(f"{where}: grad memory layout differs from the param's "
+                                 f"(param is {o}-contiguous; pass a grad of the same layout)")
+            out.append(_flat(g, o))
+        return out
+
+    def _agree(self, grads):
+        """The per-step control collective: (flat grads, global has-grad mask)."""
+        ctrl = self._ctrl
+        err = None
+        try:
+            flats = self._check_grads(grads)
+        except (TypeError, ValueError) as e:
+            err, flats = e, None
+        if err is None:
+            for i, f in enumerate(flats):
+                ctrl[i] = f is not None
+            ctrl[self._n] = 0
+        else:
+            ctrl[:] = 0
+            ctrl[self._n] = self.rank + 1
+        self._comm.Allreduce(MPI.IN_PLACE, ctrl, op=MPI.MAX)
+        if ctrl[self._n]:           # error path only: tell everyone what went wrong
+            msgs = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+            if err is not None:
+                raise err
+            r = int(ctrl[self._n]) - 1
+            raise ValueError(f"DistributedOptimizer.step: rank {r} rejected its grads "
+                             f"({msgs[r]}); nothing changed on any rank")
+        return flats, ctrl[:self._n].astype(bool)
+
+    def _zero(self, dtype, n):
+        z = self._zeros.get(dtype)
+        if z is None or z.size < n:
+            z = self._zeros[dtype] = np.zeros(max(n, 1), dtype=dtype)
+        return z[:n]
+
+    def _pack(self, flats, segs, out):
+        views = []
+        for i, a, e, _ in segs:
+            f = flats[i]
+            views.append(f[a:e] if f is not None else self._zero(out.dtype, e - a))
+        if len(views) == 1:
+            np.copyto(out, views[0])
+        else:
+            np.concatenate(views, out=out)
+
+    def step(self, grads):
+        """Average ``grads`` (this rank's) over all ranks and apply one update.
+
+        Parameters
+        ----------
+        grads : list of ndarray or None
+            One per param, as for the wrapped optimizer. A None counts as a zero
+            grad in the mean; a param whose grad is None on every rank is
+            skipped (its state and step count stay as they are). Never modified.
+
+        Returns
+        -------
+        bool
+            False if the step was skipped (``skip_nonfinite`` and a non-finite
+            averaged grad), on every rank alike.
+        """
+        with self._lock:
+            flats, active = self._agree(grads)
+            if self.shard_state:
+                return self._step_sharded(flats, active)
+            return self._step_replicated(flats, active)
+
+    def _step_replicated(self, flats, active):
+        comm, P = self._comm, self.size
+        tm = self.timings
+        t0 = time.perf_counter() if tm is not None else 0.0
+        reqs = []
+        for sp in self._spaces:
+            flat = self._rflat[id(sp)]
+            for b in range(sp.nb):
+                lo, hi = sp.bounds[b], sp.bounds[b + 1]
+                self._pack(flats, sp.pack[b], flat[lo:hi])
+                reqs.append(comm.Iallreduce(MPI.IN_PLACE, [flat[lo:hi], sp.mpitype], op=MPI.SUM))
+        MPI.Request.Waitall(reqs)
+        if P > 1:
+            for flat in self._rflat.values():
+                np.divide(flat, P, out=flat)
+        grads = [g if active[i] else None for i, g in enumerate(self._rgrads)]
+        t1 = time.perf_counter() if tm is not None else 0.0
+        ok = self._opt.step(grads)
+        self.last_grad_norm = self._opt.last_grad_norm
+        if tm is not None:
+            t2 = time.perf_counter()
+            tm["reduce"] = tm.get("reduce", 0.0) + (t1 - t0)
+            tm["step"] = tm.get("step", 0.0) + (t2 - t1)
+        return ok
+
+    def _step_sharded(self, flats, active):
+        comm, P = self._comm, self.size
+        tm = self.timings
+        t0 = time.perf_counter() if tm is not None else 0.0
+        # 1. reduce-scatter, bucket by bucket, double-buffered
+        done = []
+        for sp in self._spaces:
+            nbuf = len(sp.bufs)
+            for b in range(sp.nb):
+                k = b % nbuf
+                if sp.reqs[k] is not None:
+                    sp.reqs[k].Wait()
+                    sp.reqs[k] = None
+                size = sp.bounds[b + 1] - sp.bounds[b]
+                buf = sp.bufs[k][:size]
+                self._pack(flats, sp.pack[b], buf)
+                c = sp.counts[b][self.rank]
+                sp.reqs[k] = comm.Ireduce_scatter(
+                    [buf, sp.mpitype], [sp.grad_shard[sp.shard_off[b]:sp.shard_off[b] + c],
+                                        sp.mpitype], sp.counts[b], op=MPI.SUM)
+            done.append(sp)
+        for sp in done:
+            for k, r in enumerate(sp.reqs):
+                if r is not None:
+                    r.Wait()
+                    sp.reqs[k] = None
+        if P > 1:
+            for sp in self._spaces:
+                np.divide(sp.grad_shard, P, out=sp.grad_shard)
+        t1 = time.perf_counter() if tm is not None else 0.0
+        # 2. global norm / finiteness, if asked for
+        if self.max_grad_norm is not None or self.skip_nonfinite:
+            norm_local, finite = self._norm_engine.grad_norm(self._norm_bufs)
+            self._scalars[0] = norm_local
+            self._scalars[1] = 1.0 if finite else 0.0
+            comm.Allgather(self._scalars, self._scalars_all)
+            parts = self._scalars_all.reshape(P, 2)
+            finite = bool(np.all(parts[:, 1] == 1.0))
+            try:            # per-rank partial norms, combined in rank order
+                norm = math.sqrt(math.fsum(float(x) * float(x) for x in parts[:, 0]))
+            except (OverflowError, ValueError):
+                norm = float("inf") if finite else float("nan")
+            self.last_grad_norm = norm
+            if self.skip_nonfinite and not finite:
+                self._inner.skipped_steps += 1
+                return False
+            if self.max_grad_norm is not None:
+                coef = self.max_grad_norm / (norm + 1e-6)
+                if coef < 1.0:
+                    for sp in self._spaces:
+                        np.multiply(sp.grad_shard, sp.dtype.type(coef), out=sp.grad_shard)
+        # 3. the local fused step over this rank's pieces
+        if active.all():
+            igrads = self._inner_grads
+        else:
+            pp = self._piece_param
+            igrads = [g if active[pp[j]] else None for j, g in enumerate(self._inner_grads)]
+        self._inner.step(igrads)
+        t2 = time.perf_counter() if tm is not None else 0.0
+        # 4. all-gather the updated pieces, bucket by bucket
+        for sp in self._spaces:
+            nbuf = len(sp.bufs)
+            pending, j = [], 0
+            for b in range(sp.nb):
+                if not any(active[i] for i in sp.bucket_params[b]):
+                    continue
+                if len(pending) == nbuf:       # FIFO: the oldest job holds buffer k
+                    self._finish_gather(sp, *pending.pop(0), active)
+                k = j % nbuf
+                j += 1
+                buf = sp.bufs[k]
+                size = sp.bounds[b + 1] - sp.bounds[b]
+                d, c = sp.displs[b][self.rank], sp.counts[b][self.rank]
+                if c:
+                    sv = sp.send_views[b]
+                    if len(sv) == 1:
+                        np.copyto(buf[d:d + c], sv[0])
+                    else:
+                        np.concatenate(sv, out=buf[d:d + c])
+                req = comm.Iallgatherv(MPI.IN_PLACE,
+                                       [buf[:size], sp.counts[b], sp.displs[b], sp.mpitype])
+                pending.append((req, b, k))
+            while pending:
+                self._finish_gather(sp, *pending.pop(0), active)
+        if tm is not None:
+            t3 = time.perf_counter()
+            for k, v in (("reduce", t1 - t0), ("step", t2 - t1), ("gather", t3 - t2)):
+                tm[k] = tm.get(k, 0.0) + v
+        return True
+
+    def _finish_gather(self, sp, req, b, k, active):
+        req.Wait()
+        buf = sp.bufs[k]
+        for i, view, lo, hi in sp.recv_views[b]:
+            if active[i]:
+                np.copyto(view, buf[lo:hi])
+
+    # ------------------------------------------------------------ state dict
+    def zero_state(self):
+        """Reset the optimizer state (moments, step counts) on every rank."""
+        with self._lock:
+            self._comm.Barrier()
+            self._core.zero_state()
+
+    def state_dict(self, root=0):
+        """The full, single-process-compatible state_dict (SPEC schema v1, the
+        wrapped optimizer's), gathered on ``root``; other ranks get None.
+        ``root=None``: every rank gets it. Collective.
+
+        With ``shard_state=False`` every rank already holds the full state: the
+        root returns the wrapped optimizer's own ``state_dict()``.
+        """
+        with self._lock:
+            self._agree_on("state_dict", root)
+            if not self.shard_state:
+                if root is None or root == self.rank:
+                    return self._opt.state_dict()
+                return None
+            return self._gather_state(root)
+
+    def _agree_on(self, what, root, err=None):
+        """A tiny allgather so that ranks calling a collective with different
+        arguments (or one that failed locally) raise instead of deadlocking."""
+        if root is not None and (isinstance(root, bool) or not isinstance(root, int)
+                                 or not 0 <= root < self.size):
+            err = err or ValueError(f"{what}: root must be a rank in [0, {self.size}) or None, "
+                                    f"got {root!r}")
+            root = -2
+        everyone = self._comm.allgather((what, root, None if err is None else
+                                         f"{type(err).__name__}: {err}"))
+        if len({(w, r) for w, r, _ in everyone}) > 1:
+            if err is not None:
+                raise err
+            raise ValueError(f"DistributedOptimizer.{what}: ranks called it with different "
+                             f"arguments: {[(w, r) for w, r, _ in everyone]}")
+        for r, (_, _, e) in enumerate(everyone):
+            if e is not None:
+                if err is not None:
+                    raise err
+                raise ValueError(f"DistributedOptimizer.{what}: rank {r} failed ({e}); "
+                                 "nothing changed on any rank")
+
+    def _gather_state(self, root):
+        comm = self._comm
+        cls = type(self._inner)
+        local = self._inner.state_dict()
+        names = set()
+        meta = {}
+        for j, e in local["state"].items():
+            i = self._piece_param[j]
+            names.update(k for k, v in e.items() if isinstance(v, np.ndarray))
+            if i not in meta and self._owner(i) == self.rank:
+                meta[i] = [(k, _ARR if isinstance(v, np.ndarray) else v) for k, v in e.items()]
+        everyone = comm.allgather((meta, sorted(names)))
+        allmeta, allnames = {}, set()
+        for m, nm in everyone:
+            allmeta.update(m)
+            allnames.update(nm)
+        names = [k for k in cls._state_names if k in allnames]
+        get = root is None or root == self.rank
+        flats = {}
+        # index of each piece by (param, a) for the local arrays
+        where = {(self._pieces[j][0], self._pieces[j][1]): j for j in range(len(self._pieces))}
+        for sp in self._spaces:
+            for name in names:
+                full = np.empty(sp.N, dtype=sp.dtype) if get else None
+                for b in range(sp.nb):
+                    lo, hi = sp.own[b]
+                    c = hi - lo
+                    send = np.zeros(c, dtype=sp.dtype)
+                    for i, a, e, pos in sp.own_pieces[b]:
+                        ent = local["state"].get(where[(i, a)])
+                        arr = None if ent is None else ent.get(name)
+                        if arr is not None:
+                            send[pos:pos + e - a] = arr
+                    blo, bhi = sp.bounds[b], sp.bounds[b + 1]
+                    spec = None if full is None else [full[blo:bhi], sp.counts[b], sp.displs[b],
+                                                      sp.mpitype]
+                    if root is None:
+                        comm.Allgatherv([send, sp.mpitype], spec)
+                    else:
+                        comm.Gatherv([send, sp.mpitype], spec, root=root)
+                flats[(id(sp), name)] = full
+        if not get:
+            return None
+        state = {}
+        for i in range(self._n):
+            m = allmeta.get(i)
+            if m is None:
+                continue
+            state[i] = {k: (self._full_array(i, flats, k) if _is_arr(v) else v) for k, v in m}
+        groups, start = [], 0
+        for gi, g in enumerate(local["param_groups"]):
+            g = dict(g)
+            k = len(self._opt.param_groups[gi]["params"])
+            g["params"] = list(range(start, start + k))
+            start += k
+            groups.append(g)
+        return {"format": local["format"], "optimizer": local["optimizer"],
+                "step_count": local["step_count"], "skipped_steps": local["skipped_steps"],
+                "state": state, "param_groups": groups}
+
+    def _owner(self, i):
+        """The rank whose piece of param i reports its step count: the owner of
+        its first element (rank 0 for an empty param)."""
+        loc = self._loc.get(i)
+        if loc is None:
+            return 0
+        sp, k = loc
+        x = int(sp.offsets[k])
+        b = min(int(np.searchsorted(sp.bounds, x, side="right")) - 1, sp.nb - 1)
+        # counts are non-increasing, so empty ranks sit at the end, past x
+        return int(np.searchsorted(sp.displs[b], x - sp.bounds[b], side="right")) - 1
+
+    def _full_array(self, i, flats, name):
+        shape, dt, o = self._shapes[i], self._dtypes[i], self._orders[i]
+        loc = self._loc.get(i)
+        if loc is None:
+            return np.zeros(shape, dtype=dt, order=o)
+        sp, k = loc
+        v = flats[(id(sp), name)][int(sp.offsets[k]):int(sp.offsets[k + 1])]
+        # C order, as the wrapped optimizer's state_dict() copies (ndarray.copy)
+        return v.reshape(shape) if o == "C" else np.ascontiguousarray(v.reshape(shape[::-1]).T)
+
+    def load_state_dict(self, state_dict, root=None):
+        """Load a full state_dict (from :meth:`state_dict`, or from a single-process
+        optimizer's ``state_dict()``), re-sharding it for this number of ranks.
+
+        ``root=None``: every rank passes the same full dict. ``root=k``: only
+        rank k's argument is read (the others may pass None) and rank k sends
+        each rank its shard. Collective; checks everything before changing
+        anything, on every rank.
+        """
+        with self._lock:
+            err = None
+            if root is None or root == self.rank:
+                try:
+                    self._check_full(state_dict)
+                except (TypeError, ValueError) as e:
+                    err = e
+            self._agree_on("load_state_dict", root, err)
+            if not self.shard_state:
+                sd = state_dict
+                if root is not None:
+                    sd = self._bcast_full(state_dict if self.rank == root else None, root)
+                self._load_all_ranks(lambda: self._opt.load_state_dict(sd),
+                                     self._opt.state_dict)
+                return
+            if root is None:
+                self._load_shard_from_full(state_dict)
+            else:
+                self._load_shard_from_root(state_dict if self.rank == root else None, root)
+
+    def _check_full(self, sd):
+        cls = type(self._opt)
+        if not isinstance(sd, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+        if sd.get("format") != FORMAT:
+            raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
+                             f"(format {sd.get('format')!r})")
+        if sd.get("optimizer") != cls.__name__:
+            raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not "
+                             f"{cls.__name__}")
+        groups = sd.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self._opt.param_groups):
+            raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'}"
+                             f" param groups, optimizer has {len(self._opt.param_groups)}")
+        start = 0
+        for gi, (g, pg) in enumerate(zip(groups, self._opt.param_groups)):
+            k = len(pg["params"])
+            if not isinstance(g, dict) or list(g.get("params", [])) != list(range(start,
+                                                                                start + k)):
+                raise ValueError(f"group {gi}: state_dict lists params "
+                                 f"{g.get('params') if isinstance(g, dict) else g}, optimizer "
+                                 f"group has {k} params starting at {start}")
+            start += k
+        state = sd.get("state")
+        if not isinstance(state, dict):
+            raise ValueError("state_dict['state'] must be a dict")
+        for i, e in state.items():
+            if isinstance(i, str) and i.isdigit():
+                i = int(i)
+            if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < self._n:
+                raise ValueError(f"state_dict['state'] has an entry for param {i!r}; the "
+                                 f"optimizer has {self._n} params")
+            where = f"group {self._group_of[i]}, param {i}"
+            if not isinstance(e, dict):
+                raise ValueError(f"{where}: state entry must be a dict")
+            for name in cls._state_names:
+                v = e.get(name)
+                if v is None:
+                    continue
+                if not isinstance(v, np.ndarray):
+                    raise TypeError(f"{where}: state {name!r} must be an ndarray, got "
+                                    f"{type(v).__name__}")
+                if v.shape != self._shapes[i]:
+                    raise ValueError(f"{where}: state {name!r} has shape {v.shape}, param has "
+                                     f"{self._shapes[i]}")
+                if v.dtype != self._dtypes[i]:
+                    raise ValueError(f"{where}: state {name!r} has dtype {v.dtype}, param has "
+                                     f"{self._dtypes[i]}")
+
+    def _bcast_full(self, sd, root):
+        return self._comm.bcast(sd, root=root)
+
+    def _load_all_ranks(self, load, backup_fn):
+        """Run ``load`` on every rank; if it fails anywhere, undo it everywhere."""
+        backup = backup_fn()
+        err = None
+        try:
+            load()
+        except (TypeError, ValueError) as e:
+            err = e
+        everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+        failed = [(r, e) for r, e in enumerate(everyone) if e is not None]
+        if failed:
+            if err is None:
+                self._core.load_state_dict(backup)
+                r, e = failed[0]
+                raise ValueError(f"load_state_dict: rank {r} rejected the state ({e}); "
+                                 "nothing changed on any rank")
+            raise err
+
+    def _shard_entries(self, header, arrays_of):
+        """Build the inner optimizer's state_dict from a full header and a
+        function (param i, name, a, b, piece j) -> that piece of that state."""
+        state = {}
+        for j, (i, a, e, sp, pos) in enumerate(self._pieces):
+            ent = header["state"].get(i)
+            if ent is None:
+                continue
+            out = {}
+            for k, v in ent:
+                out[k] = arrays_of(i, k, a, e, j) if _is_arr(v) else v
+            state[j] = out
+        groups = []
+        for gi, g in enumerate(header["param_groups"]):
+            g = dict(g)
+            g["params"] = [j for j, t in enumerate(self._pieces) if self._group_of[t[0]] == gi]
+            groups.append(g)
+        return {"format": header["format"], "optimizer": header["optimizer"],
+                "step_count": header["step_count"], "skipped_steps": header["skipped_steps"],
+                "state": state, "param_groups": groups}
+
+    @staticmethod
+    def _header(sd, state_names):
+        state = {}
+        for i, e in sd["state"].items():
+            i = int(i)
+            state[i] = [(k, _ARR if (k in state_names and isinstance(v, np.ndarray)) else v)
+                        for k, v in e.items()]
+        return {"format": sd["format"], "optimizer": sd["optimizer"],
+                "step_count": sd["step_count"], "skipped_steps": sd["skipped_steps"],
+                "state": state, "param_groups": sd["param_groups"]}
+
+    def _load_shard_from_full(self, sd):
+        names = type(self._inner)._state_names
+        header = self._header(sd, names)
+        full = {int(i): e for i, e in sd["state"].items()}
+
+        def arrays_of(i, k, a, e, j):
+            arr = full[i][k]
+            return np.array(arr.reshape(-1, order=self._orders[i])[a:e], dtype=self._dtypes[i])
+
+        shard = self._shard_entries(header, arrays_of)
+        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict)
+
+    def _load_shard_from_root(self, sd, root):
+        comm = self._comm
+        names = type(self._inner)._state_names
+        header = comm.bcast(self._header(sd, names) if self.rank == root else None, root=root)
+        present = sorted({k for ent in header["state"].values() for k, v in ent if _is_arr(v)})
+        shards = {}
+        for sp in self._spaces:
+            for name in present:
+                flat = None
+                if self.rank == root:
+                    flat = np.zeros(sp.N, dtype=sp.dtype)
+                    for k, i in enumerate(sp.idx):
+                        ent = sd["state"].get(i, sd["state"].get(str(i)))
+                        v = None if ent is None else ent.get(name)
+                        if v is not None:
+                            flat[int(sp.offsets[k]):int(sp.offsets[k + 1])] = \
+                                v.reshape(-1, order=self._orders[i])
+                recv = np.empty(sp.shard_len, dtype=sp.dtype)
+                for b in range(sp.nb):
+                    so, c = sp.shard_off[b], sp.counts[b][self.rank]
+                    blo, bhi = sp.bounds[b], sp.bounds[b + 1]
+                    spec = None if flat is None else [flat[blo:bhi], sp.counts[b], sp.displs[b],
+                                                      sp.mpitype]
+                    comm.Scatterv(spec, [recv[so:so + c], sp.mpitype], root=root)
+                shards[(id(sp), name)] = recv
+
+        def arrays_of(i, k, a, e, j):
+            sp = self._pieces[j][3]
+            if sp is None:
+                return np.zeros(0, dtype=self._dtypes[i])
+            pos = self._pieces[j][4]
+            return shards[(id(sp), k)][pos:pos + e - a].copy()
+
+        shard = self._shard_entries(header, arrays_of)
+        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict)
+
+    # ------------------------------------------------------------- checkpoints
+    def save(self, path, root=0):
+        """Write the full state_dict to ``path`` (.npz, :func:`lrfast.save`'s
+        format, loadable by a single-process optimizer) from rank ``root``.
+        Collective; returns the path on the root, None elsewhere."""
+        from .io import save as _save
+        sd = self.state_dict(root=root)
+        if sd is None:
+            return None
+        return _save(sd, path)
+
+    def load(self, path, root=0):
+        """Read a checkpoint written by :meth:`save` (or :func:`lrfast.save`) on
+        ``root`` and load it, re-sharded for this number of ranks. Collective."""
+        from .io import read
+        sd, err = None, None
+        if self.rank == root:
+            try:
+                sd = read(path)
+            except (OSError, ValueError) as e:
+                err = e
+        everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+        for r, e in enumerate(everyone):
+            if e is not None:
+                if err is not None:
+                    raise err
+                raise ValueError(f"load: rank {r} could not read {path!r} ({e})")
+        self.load_state_dict(sd, root=root)
+        return self
+
+
+def _diff(sigs):
+    """Name the first field on which some rank disagrees with rank 0."""
+    ref = sigs[0]
+    for r, s in enumerate(sigs[1:], 1):
+        if s == ref:
+            continue
+        if len(s) != len(ref):
+            n0 = dict(ref).get("number of param groups")
+            return (f"the parameter list: rank 0 has {len(ref)} entries ({n0} groups), "
+                    f"rank {r} has {len(s)} ({dict(s).get('number of param groups')} groups)")
+        for (k0, v0), (k1, v1) in zip(ref, s):
+            if (k0, v0) != (k1, v1):
+                return f"{k0}: rank 0 has {_show(v0)}, rank {r} has {_show(v1)}"
+    return "their settings"
+
+
+def _show(v):
+    if isinstance(v, str):
+        try:
+            return repr(float.fromhex(v)) if v.startswith(("0x", "-0x")) else v
+        except ValueError:
+            return v
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_show(x) for x in v) + ")"
+    return repr(v)

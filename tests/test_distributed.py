@@ -1,0 +1,366 @@
+"""lrfast.distributed: data-parallel steps over MPI, checked against one process
+stepping on the mean of the per-rank grads.
+
+Each P in (1, 2, 3) runs tests/mpi_scripts/run_scenarios.py once under
+``mpiexec -n P`` (3 ranks cut tensors into uneven shards, and the "tiny"
+scenario leaves some ranks with nothing); the tests below read its outputs.
+Skipped when mpi4py or mpiexec is missing (``pip install "lrfast[mpi]"``).
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import lrfast
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "mpi_scripts")
+sys.path.insert(0, SCRIPTS)
+import _scenarios as S  # noqa: E402
+
+TOL = {"float64": 1e-12, "float32": 1e-5, "mixed": 1e-5}
+SCEN = S.scenarios()
+PS = (1, 2, 3)
+
+
+def _mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.access(here, os.X_OK) else shutil.which("mpiexec")
+
+
+def _have_mpi():
+    try:
+        import mpi4py  # noqa: F401  (the package only: MPI is not initialized here)
+    except ImportError:
+        return False
+    return _mpiexec() is not None
+
+
+needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="needs mpi4py and mpiexec "
+                               "(pip install 'lrfast[mpi]')")
+
+
+def _env():
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lrfast.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.pop("OMP_NUM_THREADS", None)      # the wrapper's default thread split is tested
+    return env
+
+
+def mpirun(P, script, *args, timeout=180):
+    # python -m mpi4py: an uncaught exception on one rank aborts them all (no hang)
+    cmd = [_mpiexec(), "-n", str(P), sys.executable, "-m", "mpi4py", script, *map(str, args)]
+    try:
+        r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"{' '.join(cmd)} timed out after {timeout} s (deadlock?)\n"
+                    f"{(e.stdout or '')[-3000:]}\n{(e.stderr or '')[-3000:]}")
+    if r.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {r.returncode}\n{r.stdout[-3000:]}\n"
+                    f"{r.stderr[-5000:]}")
+    return r
+
+
+_RUNS = {}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    def get(P):
+        if P not in _RUNS:
+            out = tmp_path_factory.mktemp(f"mpi{P}")
+            mpirun(P, os.path.join(SCRIPTS, "run_scenarios.py"), out)
+            ranks = []
+            for r in range(P):
+                with np.load(out / f"rank{r}.npz") as z:
+                    arrays = {k.replace("__", "/"): z[k] for k in z.files}
+                with open(out / f"rank{r}.json") as f:
+                    ranks.append((arrays, json.load(f)))
+            _RUNS[P] = (out, ranks)
+        return _RUNS[P]
+    return get
+
+
+_REFS = {}
+
+
+def reference(name, P):
+    if (name, P) not in _REFS:
+        _REFS[(name, P)] = S.reference(SCEN[name], P)
+    return _REFS[(name, P)]
+
+
+def _params(arrays, prefix):
+    ks = sorted((k for k in arrays if k.startswith(prefix + "/") and
+                 k[len(prefix) + 1:].isdigit()), key=lambda k: int(k.rsplit("/", 1)[1]))
+    return [arrays[k] for k in ks]
+
+
+def _assert_ranks_identical(ranks, prefix):
+    first = _params(ranks[0][0], prefix)
+    assert first, prefix
+    for r, (arrays, _) in enumerate(ranks[1:], 1):
+        for i, (a, b) in enumerate(zip(first, _params(arrays, prefix))):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), \
+                f"{prefix}: param {i} differs between rank 0 and rank {r}"
+    return first
+
+
+def _compare_state(sd, ref_sd, tol, exact=False):
+    assert sd.keys() == ref_sd.keys()
+    for k in ("format", "optimizer", "step_count", "skipped_steps"):
+        assert sd[k] == ref_sd[k], k
+    assert sd["param_groups"] == ref_sd["param_groups"]
+    assert sorted(sd["state"]) == sorted(ref_sd["state"])
+    for i, e in ref_sd["state"].items():
+        d = sd["state"][i]
+        assert list(d) == list(e), (i, list(d), list(e))
+        for k, v in e.items():
+            if isinstance(v, np.ndarray):
+                assert d[k].shape == v.shape and d[k].dtype == v.dtype, (i, k)
+                if exact:
+                    assert d[k].tobytes() == v.tobytes(), (i, k)
+                else:
+                    assert S.rel_err(d[k], v) <= tol, (i, k, S.rel_err(d[k], v))
+            else:
+                assert d[k] == v if not isinstance(v, float) else abs(d[k] - v) <= tol * abs(v)
+
+
+# ------------------------------------------------------------------ exactness
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+@pytest.mark.parametrize("name", sorted(SCEN))
+def test_matches_one_process_on_the_mean_grad(runs, name, P):
+    """P ranks == one process on mean_r(g_r): 1e-12 (float64), 1e-5 (float32);
+    bit-identical across ranks; bit-identical to the reference when the mean
+    cannot depend on MPI's summation order (P <= 2, no clipping)."""
+    spec = SCEN[name]
+    out, ranks = runs(P)
+    got = _assert_ranks_identical(ranks, name)
+    ref_params, ref_opt, ref_rets = reference(name, P)
+    exact = P <= 2 and not spec.get("max_grad_norm")
+    tol = TOL[spec["dtype"]]
+    for i, (a, b) in enumerate(zip(got, ref_params)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        if exact:
+            assert a.tobytes() == b.tobytes(), f"param {i}: rel err {S.rel_err(a, b)}"
+        else:
+            assert S.rel_err(a, b) <= tol, f"param {i}: rel err {S.rel_err(a, b)}"
+    for _, info in ranks:
+        rec = info["scenarios"][name]
+        assert rec["returns"] == ref_rets
+        assert rec["step_count"] == ref_opt.step_count
+        assert rec["skipped"] == ref_opt.skipped_steps
+        assert rec["lr"] == ref_opt.lr
+    # the checkpoint is the single-process state_dict, and loads into one
+    sd = lrfast.io.read(out / f"{name}.ckpt.npz")
+    _compare_state(sd, ref_opt.state_dict(), tol, exact=exact)
+    groups = S.make_params(spec)
+    fresh = S.build_opt(spec, groups)
+    fresh.load_state_dict(sd)
+    assert fresh.step_count == ref_opt.step_count
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+def test_repeated_runs_bit_identical(runs, P):
+    _, ranks = runs(P)
+    for _, info in ranks:
+        checks = {k: v for k, v in info["checks"].items() if k.startswith("repeat/")}
+        assert checks and all(checks.values()), checks
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+def test_between_runs_bit_identical(runs, P, tmp_path):
+    """A second mpiexec run with the same P gives the same bits."""
+    out, ranks = runs(P)
+    name = "case13-Adam-float32-shard"
+    mpirun(P, os.path.join(SCRIPTS, "run_scenarios.py"), tmp_path, name)
+    with np.load(tmp_path / "rank0.npz") as z:
+        again = {k.replace("__", "/"): z[k] for k in z.files}
+    for a, b in zip(_params(ranks[0][0], name), _params(again, name)):
+        assert a.tobytes() == b.tobytes()
+
+
+# ------------------------------------------------------ state, checkpoints
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+def test_wrapping_a_resumed_optimizer_carries_its_state(runs, P):
+    _, ranks = runs(P)
+    got = _assert_ranks_identical(ranks, "resume")
+    spec = SCEN["case12-Adam-float64-shard"]
+    groups = S.make_params(spec)
+    params = S.flat_params(groups)
+    opt = S.build_opt(spec, groups)
+    for t in range(spec["steps"]):
+        opt.step(S.mean_grads(spec, P, t, params))
+    for a, b in zip(got, params):
+        assert S.rel_err(a, b) <= 1e-12
+    assert ranks[0][1]["checks"]["resume_step_count"] == spec["steps"]
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+@pytest.mark.parametrize("tag,scen", [("ckpt-shard", "case21-NAdam-float64-shard"),
+                                      ("ckpt-replicated", "case13-Adam-float64-replicated"),
+                                      ("ckpt-sched", "schedule-shard")])
+def test_checkpoint_continues_on_a_different_number_of_ranks(runs, P, tag, scen):
+    """Save at step k on P ranks, load on max(P-1, 1) ranks and finish: the same
+    trajectory as one process loading the same checkpoint (step counts and
+    schedules continue exactly)."""
+    out, ranks = runs(P)
+    spec = SCEN[scen]
+    k = spec["steps"] // 2
+    P2 = max(P - 1, 1)
+    got = _assert_ranks_identical(ranks[:P2], tag)
+    groups = S.make_params(spec)
+    params = S.flat_params(groups)
+    for p, q in zip(params, _params(ranks[0][0], f"{tag}/mid")):
+        p[...] = q
+    opt = S.build_opt(spec, groups)
+    lrfast.load(opt, out / f"{tag}.mid.npz")
+    assert opt.step_count == k
+    for t in range(k, spec["steps"]):
+        opt.step(S.mean_grads(spec, P, t, params))
+    for a, b in zip(got, params):
+        assert a.tobytes() == b.tobytes()      # identical grads -> identical bits
+    info = ranks[0][1]["checks"]
+    assert info[f"{tag}/step_count"] == opt.step_count
+    assert info[f"{tag}/lr"] == opt.lr
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+@pytest.mark.parametrize("root", [0, None])
+def test_loads_a_single_process_state_dict(runs, P, root):
+    _, ranks = runs(P)
+    got = _assert_ranks_identical(ranks, f"load-root{root}")
+    spec = SCEN["case05-Adagrad-float64-shard"]
+    groups = S.make_params(spec)
+    params = S.flat_params(groups)
+    opt = S.build_opt(spec, groups)
+    for t in range(spec["steps"]):
+        opt.step(S.mean_grads(spec, P, t, params))
+    for a, b in zip(got, params):
+        assert S.rel_err(a, b) <= 1e-12
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+@pytest.mark.parametrize("mode", ["shard", "replicated"])
+def test_param_groups_setter_and_zero_state(runs, P, mode):
+    """``dopt.param_groups[i]['lr'] = x`` reaches the stepping optimizer (and is
+    validated); ``zero_state()`` restarts the state as in one process."""
+    _, ranks = runs(P)
+    tag = f"setlr-{mode}"
+    got = _assert_ranks_identical(ranks, tag)
+    spec = SCEN["case12-Adam-float64-shard"]
+    groups = S.make_params(spec)
+    params = S.flat_params(groups)
+    opt = S.build_opt(spec, groups)
+    for t in range(6):
+        if t == 2:
+            opt.param_groups[1]["lr"] = 0.0123
+        if t == 4:
+            opt.zero_state()
+        opt.step(S.mean_grads(spec, P, t, params))
+    for a, b in zip(got, params):
+        assert S.rel_err(a, b) <= 1e-12
+    c = ranks[0][1]["checks"]
+    assert c[f"{tag}/lr"] == opt.lr == [0.01, 0.0123]
+    assert c[f"{tag}/step_count"] == opt.step_count == 2
+    assert "lr" in c[f"{tag}/bad_lr"] and c[f"{tag}/lr_after_bad"] == opt.lr
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+def test_state_memory_is_divided_among_ranks(runs, P):
+    _, ranks = runs(P)
+    full = 2 * (60001 * 8 + 200 * 200 * 4)          # Adam: exp_avg + exp_avg_sq
+    states = [info["memory"]["state"] for _, info in ranks]
+    assert sum(states) == full
+    assert max(states) <= full / P + 2 * 8 * 2       # +1 element per dtype and array
+    assert all(isinstance(info["memory"]["buffers"], int) for _, info in ranks)
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+def test_wrapped_optimizer_refuses_direct_steps(runs, P):
+    _, ranks = runs(P)
+    for _, info in ranks:
+        assert "wrapped by lrfast.distributed.DistributedOptimizer" in \
+            info["checks"]["template_step"]
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", PS)
+def test_default_threads_split_the_cores(runs, P):
+    for _, info in runs(P)[1]:
+        start, after, ncpu, mine = info["checks"]["threads"]
+        want = max(1, mine) if mine < ncpu else max(1, ncpu // P)
+        assert after == want
+
+
+# ------------------------------------------------------------------- errors
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("check,words", [
+    ("mismatch_shape", ["disagree", "shape", "(5,)", "(6,)"]),
+    ("mismatch_lr", ["disagree", "lr", "0.2", "0.1"]),
+    ("mismatch_class", ["disagree", "optimizer class", "AdamW", "Adam"]),
+    ("mismatch_dtype", ["disagree", "float32", "float64"]),
+    ("not_an_optimizer", ["lrfast optimizer"]),
+    ("bad_grad_shape", ["grad shape (3, 2) != param shape (2, 3)"]),
+    ("bad_grad_dtype", ["dtype float32 != param dtype float64"]),
+    ("bad_grad_count", ["expected 2 grads"]),
+    ("bad_state_root", ["exp_avg", "shape (3, 2)"]),
+    ("bad_state_one_rank", ["SGD"]),
+    ("bad_root", ["different arguments"]),
+])
+def test_errors_raise_on_every_rank(runs, P, check, words):
+    """Disagreeing or bad inputs raise on every rank (never a hang), naming the
+    problem, and change nothing."""
+    for r, (_, info) in enumerate(runs(P)[1]):
+        msg = info["checks"][check]
+        assert msg != "no error", (r, check)
+        for w in words:
+            assert w in msg, (r, check, msg)
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+def test_rejected_calls_change_nothing(runs, P):
+    for _, info in runs(P)[1]:
+        c = info["checks"]
+        assert c["bad_grad_unchanged"] is True
+        assert c["bad_grad_step_count"] == 1 and c["after_bad_step_count"] == 2
+        assert c["bad_state_step_count"] == 2
+        assert c["still_in_sync"] is True
+
+
+# --------------------------------------------------------- without mpi4py
+def test_lrfast_works_without_mpi4py():
+    """``import lrfast`` never imports mpi4py; lrfast.distributed needs it."""
+    code = textwrap.dedent("""
+        import sys
+        sys.modules["mpi4py"] = None          # as if not installed
+        import numpy as np, lrfast
+        w = np.ones(3)
+        lrfast.Adam([w]).step([np.ones(3)])
+        assert "mpi4py" not in [m for m in sys.modules if sys.modules[m] is not None]
+        try:
+            lrfast.distributed
+        except ImportError as e:
+            print("ImportError", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "ImportError" in r.stdout
