@@ -12,7 +12,7 @@ True
 """
 __version__ = "0.1.0"
 
-from ._dispatch import isa as _isa
+
 from ._threads import (set_num_threads, get_num_threads, threads, set_parallel_threshold,
                        get_parallel_threshold)
 from ._config import show_config, config

@@ -14,7 +14,6 @@ def _openmp_runtime():
         from threadpoolctl import threadpool_info
     except ImportError:
         return "unknown (install threadpoolctl to see it)"
-    here = os.path.dirname(os.path.abspath(__file__))
     libs = [i for i in threadpool_info() if i.get("user_api") == "openmp"]
     for i in libs:
         return f"{i.get('internal_api')} {i.get('version') or ''} ({i.get('filepath')})".strip()

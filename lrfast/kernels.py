@@ -35,8 +35,16 @@ def _run(cls, p, g, states, hp, key):
                              f"{p.shape}/{p.dtype}")
         if s.flags.c_contiguous != p.flags.c_contiguous and p.ndim > 1:
             raise ValueError(f"{name}: memory layout differs from the param's")
+    for k in cls._flag_names:
+        if k in hp and not isinstance(hp[k], (bool, np.bool_)):
+            raise TypeError(f"{k} must be a bool, got {hp[k]!r}")
     inst = cls.__new__(cls)
     inst._check_all(hp, 0)
+    need = inst._alloc(np.empty(0, p.dtype), hp)
+    for (name, s), want in zip(states, need):
+        if s is None and want is not None:
+            raise ValueError(f"{cls.__name__.lower()} step: state array {name!r} is required "
+                             "with these hyperparameters, got None")
     row, newkey = inst._row(hp, key)
     slots = [s for _, s in states] + [None] * (_K.N_STATES - len(states))
     eng = _K.Engine(_K.KINDS[cls._kernel_name], [p], [slots], [0])

@@ -30,6 +30,16 @@ def _engine(grads, what):
     return eng, arrays
 
 
+def _positive_finite(x):
+    if isinstance(x, bool) or not isinstance(x, numbers.Real):
+        return False
+    try:
+        x = float(x)
+    except OverflowError:       # an int too large for a double
+        return False
+    return math.isfinite(x) and x > 0
+
+
 def grad_norm(grads):
     """Global L2 norm of ``grads`` (None entries skipped), in double.
 
@@ -48,8 +58,7 @@ def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
     Returns the total norm before clipping. (Optimizers take ``max_grad_norm=``
     instead, which clips a temporary and never modifies the grads.)
     """
-    if (isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real)
-            or not math.isfinite(max_norm) or max_norm <= 0):
+    if not _positive_finite(max_norm):
         raise ValueError(f"clip_grad_norm: max_norm must be a positive finite number, "
                          f"got {max_norm!r}")
     eng, arrays = _engine(grads, "clip_grad_norm")
@@ -61,6 +70,6 @@ def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
         if error_if_nonfinite:
             raise RuntimeError(f"clip_grad_norm: the total norm is {norm} (non-finite grads)")
     coef = max_norm / (norm + 1e-6)
-    if coef < 1.0:
+    if not coef >= 1.0:        # a NaN norm scales by NaN, as torch does
         eng.step(arrays, [(coef,)], None, 0.0, False, False)
     return norm

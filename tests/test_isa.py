@@ -1,11 +1,9 @@
 """Both ISA builds give bit-identical results; LRFAST_ISA selects the build."""
-import hashlib
 import os
 import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 import lrfast
 from lrfast import _dispatch
