@@ -62,6 +62,13 @@ cdef extern from *:
     #else
     #define LRFAST_ISA_NAME "baseline"
     #endif
+    /* gcc's libgomp cannot run a parallel region in a child forked after the
+       parent used its thread pool (it hangs); LLVM's libomp reinitializes. */
+    #if defined(_OPENMP) && defined(__GNUC__) && !defined(__clang__)
+    #define LRFAST_FORK_UNSAFE_OMP 1
+    #else
+    #define LRFAST_FORK_UNSAFE_OMP 0
+    #endif
     #ifdef __VERSION__
     #define LRFAST_CC_VERSION __VERSION__
     #else
@@ -71,6 +78,7 @@ cdef extern from *:
     int lrfast_cpu_has_v3() noexcept nogil
     const char* LRFAST_ISA_NAME
     const char* LRFAST_CC_VERSION
+    bint LRFAST_FORK_UNSAFE_OMP
 
 
 ctypedef fused real:
@@ -105,6 +113,7 @@ BLOCK_SIZE = BLOCK
 ISA = LRFAST_ISA_NAME.decode()
 COMPILER = LRFAST_CC_VERSION.decode()
 OPENMP = bool(LRFAST_OPENMP)
+FORK_UNSAFE_OMP = bool(LRFAST_FORK_UNSAFE_OMP)
 
 
 # --------------------------------------------------------------------------
@@ -119,11 +128,26 @@ cdef Py_ssize_t _threshold = 32768
 
 
 def set_num_threads(int n):
-    """Threads every later step uses (process-wide); 0 restores the default."""
+    """Threads every later step uses (process-wide); 0 restores the default.
+
+    In a child forked after this process ran a parallel step, gcc's libgomp
+    would hang in the next parallel region: there the child stays serial
+    whatever is asked (with a RuntimeWarning for n > 1); use the 'spawn' or
+    'forkserver' start method for parallel workers. With an OpenMP runtime
+    that survives fork, the request lifts the child's serial guard.
+    """
     global _user_threads, _forked
     if n < 0:
         raise ValueError(f"set_num_threads: n must be >= 0, got {n}")
     _user_threads = n
+    if _forked and LRFAST_FORK_UNSAFE_OMP:
+        if n != 1:
+            import warnings
+            warnings.warn("lrfast: this process was forked after its parent ran parallel "
+                          "steps; gcc's libgomp would hang in a parallel region here, so "
+                          "steps stay serial (start workers with the 'spawn' or "
+                          "'forkserver' method to use threads)", RuntimeWarning, stacklevel=3)
+        return
     _forked = 0
 
 
@@ -911,6 +935,7 @@ cdef class Engine:
         cdef Py_ssize_t i, work = 0
         if self._busy:
             raise RuntimeError("this engine is in use by another thread")
+        self._busy = 1
         try:
             self._bind_grads(grads, True)
             for i in range(self.d.ntensors):
@@ -919,5 +944,6 @@ cdef class Engine:
             with nogil:
                 _reduce(&self.d, _threads_for(work), &sumsq, &finite)
         finally:
+            self._busy = 0
             self._unbind()
         return sqrt(sumsq), bool(finite)

@@ -280,3 +280,38 @@ def test_state_dict_taken_while_another_thread_steps_is_consistent():
         seen += 1
     t.join(JOIN_TIMEOUT)
     assert not errors and opt.step_count == 150
+
+
+def _child_asks_for_threads(conn, opt, params, gs):
+    import warnings
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            lrfast.set_num_threads(2)
+        info = {"warned": any(issubclass(x.category, RuntimeWarning) for x in w),
+                "threads": lrfast.get_num_threads()}
+        for g in gs:
+            opt.step(g)
+        info["params"] = [p.tobytes() for p in params]
+        conn.send(info)
+    finally:
+        conn.close()
+
+
+def test_forked_child_asking_for_threads_stays_safe(parallel_always):
+    # gcc's libgomp hangs in a parallel region of a child forked after the
+    # parent used its pool: with it, set_num_threads(2) in such a child warns
+    # and the child stays serial (it must finish, with the right result).
+    if not _K.OPENMP:
+        pytest.skip("serial build")
+    lrfast.set_num_threads(2)
+    params = make()
+    opt = lrfast.Adam(params, lr=0.01)
+    opt.step(grads(0))
+    gs = [grads(k) for k in range(1, 3)]
+    out = _run_child(_child_asks_for_threads, opt, params, gs)
+    if _K.FORK_UNSAFE_OMP:
+        assert out["warned"] and out["threads"] == 1
+    for g in gs:
+        opt.step(g)
+    assert out["params"] == [p.tobytes() for p in params]
