@@ -63,7 +63,7 @@ import numpy as np
 from mpi4py import MPI
 
 from ._dispatch import kernels as _K
-from .optim import Optimizer, FORMAT
+from .optim import Optimizer, FORMAT, state_index
 
 __all__ = ["DistributedOptimizer", "default_num_threads"]
 
@@ -943,11 +943,7 @@ class DistributedOptimizer:
         if not isinstance(state, dict):
             raise ValueError("state_dict['state'] must be a dict")
         for i, e in state.items():
-            if isinstance(i, str) and i.isdigit():
-                i = int(i)
-            if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < self._n:
-                raise ValueError(f"state_dict['state'] has an entry for param {i!r}; the "
-                                 f"optimizer has {self._n} params")
+            i = state_index(i, self._n)
             where = f"group {self._group_of[i]}, param {i}"
             if not isinstance(e, dict):
                 raise ValueError(f"{where}: state entry must be a dict")

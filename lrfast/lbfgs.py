@@ -23,7 +23,7 @@ import numpy as np
 from ._dispatch import kernels as _K
 from .line_search import (LineSearchResult, _armijo_core, _armijo_holds, _as_float,
                           _wolfe_core)
-from .optim import FORMAT, _is_sched, check_param
+from .optim import FORMAT, _is_sched, check_param, parse_groups
 
 __all__ = ["LBFGS"]
 
@@ -208,37 +208,21 @@ class LBFGS:
 
     @staticmethod
     def _parse_params(params):
-        if isinstance(params, np.ndarray):
-            raise TypeError("params must be a list of arrays (or of dicts), got a single "
-                            "ndarray: wrap it in a list")
-        if isinstance(params, dict):
-            params = [params]
-        try:
-            params = list(params)
-        except TypeError:
-            raise TypeError(f"params must be a list of arrays or of dicts, got "
-                            f"{type(params).__name__}") from None
-        if not params:
+        groups = parse_groups(params)
+        if len(groups) != 1:
+            raise ValueError("LBFGS doesn't support per-parameter options (parameter "
+                             "groups): give one group")
+        g = dict(groups[0])
+        if "params" not in g:
+            raise TypeError("group 0: a parameter group is a dict with a 'params' list")
+        plist = g.pop("params")
+        plist = [plist] if isinstance(plist, np.ndarray) else list(plist)
+        unknown = set(g) - set(_HP)
+        if unknown:
+            raise ValueError(f"group 0: unknown hyperparameter(s) {sorted(unknown)} for LBFGS")
+        if not plist:
             raise ValueError("optimizer got an empty parameter list")
-        if any(isinstance(p, dict) for p in params):
-            if not all(isinstance(p, dict) for p in params):
-                raise TypeError("params must be all arrays or all dicts (parameter groups)")
-            if len(params) != 1:
-                raise ValueError("LBFGS doesn't support per-parameter options (parameter "
-                                 "groups): give one group")
-            g = dict(params[0])
-            if "params" not in g:
-                raise TypeError("group 0: a parameter group is a dict with a 'params' list")
-            plist = g.pop("params")
-            plist = [plist] if isinstance(plist, np.ndarray) else list(plist)
-            unknown = set(g) - set(_HP)
-            if unknown:
-                raise ValueError(f"group 0: unknown hyperparameter(s) {sorted(unknown)} for "
-                                 "LBFGS")
-            if not plist:
-                raise ValueError("optimizer got an empty parameter list")
-            return plist, g
-        return params, {}
+        return plist, g
 
     def add_param_group(self, param_group):
         raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")

@@ -70,6 +70,39 @@ def check_param(a, where):
         raise ValueError(f"{where}: param is not aligned")
 
 
+def parse_groups(params):
+    """``params`` as torch takes them (a list of arrays, or of group dicts) ->
+    a list of group dicts. Raises a clear error for anything else."""
+    if isinstance(params, np.ndarray):
+        raise TypeError("params must be a list of arrays (or of dicts), got a single "
+                        "ndarray: wrap it in a list")
+    if isinstance(params, dict):
+        params = [params]
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"params must be a list of arrays or of dicts, got "
+                        f"{type(params).__name__}") from None
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    if all(isinstance(p, dict) for p in params):
+        return params
+    if any(isinstance(p, dict) for p in params):
+        raise TypeError("params must be all arrays or all dicts (parameter groups)")
+    return [{"params": params}]
+
+
+def state_index(i, n):
+    """A state_dict['state'] key (int, or digits after a JSON round trip) as an
+    index into n params; raises ValueError otherwise."""
+    if isinstance(i, str) and i.isdigit():
+        i = int(i)
+    if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < n:
+        raise ValueError(f"state_dict['state'] has an entry for param {i!r}; the optimizer "
+                         f"has {n} params")
+    return int(i)
+
+
 class ParamGroup(dict):
     """A parameter group: a dict that validates hyperparameters when they are set
     (``opt.param_groups[0]["lr"] = 0.1`` works as in torch, and is checked)."""
@@ -129,7 +162,7 @@ class Optimizer:
         self._step_count = 0
         self.skipped_steps = 0
         self.last_grad_norm = float("nan")
-        groups = self._parse_params(params)
+        groups = parse_groups(params)
         for g in groups:
             self._add_group(g, build=False)
         self._build()
@@ -165,25 +198,6 @@ class Optimizer:
                                  f"got {max_grad_norm!r}")
         if not isinstance(skip_nonfinite, (bool, np.bool_)):
             raise TypeError(f"skip_nonfinite must be a bool, got {skip_nonfinite!r}")
-
-    def _parse_params(self, params):
-        if isinstance(params, np.ndarray):
-            raise TypeError("params must be a list of arrays (or of dicts), got a single "
-                            "ndarray: wrap it in a list")
-        if isinstance(params, dict):
-            params = [params]
-        try:
-            params = list(params)
-        except TypeError:
-            raise TypeError(f"params must be a list of arrays or of dicts, got "
-                            f"{type(params).__name__}") from None
-        if not params:
-            raise ValueError("optimizer got an empty parameter list")
-        if all(isinstance(p, dict) for p in params):
-            return params
-        if any(isinstance(p, dict) for p in params):
-            raise TypeError("params must be all arrays or all dicts (parameter groups)")
-        return [{"params": params}]
 
     def _add_group(self, group, build=True):
         gi = len(self.param_groups)
@@ -624,12 +638,8 @@ class Optimizer:
                 raise ValueError("state_dict['state'] must be a dict")
             plan = {}
             for i, e in state.items():
-                if isinstance(i, str) and i.isdigit():
-                    i = int(i)
-                if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < self._n:
-                    raise ValueError(f"state_dict['state'] has an entry for param {i!r}; the "
-                                     f"optimizer has {self._n} params")
-                plan[int(i)] = self._check_entry(int(i), e)
+                i = state_index(i, self._n)
+                plan[i] = self._check_entry(i, e)
             # Validate group hyperparameters (may raise) before any write.
             compiled = []
             saved_n = self._step_count
