@@ -1,0 +1,246 @@
+"""The benchmark runner (``python -m lrfast bench``) in a tiny quick mode: its
+JSON and PNG, the ceiling kernel's byte accounting, the fairness of the
+peers (same math), and the pytest-benchmark suite in bench/ (so it cannot rot)."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import lrfast
+from lrfast import bench as B
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+@pytest.fixture(scope="module")
+def quick_result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    res = B.run(quick=True, sizes=[1000, 4000], threads=[1, 2], rounds=2, many_small=True,
+                out=str(out), progress=False,
+                contenders=["lrfast", "ceiling", "numpy", "torch-fused", "optax"])
+    return res, out
+
+
+def test_quick_run_writes_json_with_the_fields(quick_result):
+    res, out = quick_result
+    with open(out / "bench.json") as f:
+        data = json.load(f)
+    assert data["schema"] == "lrfast.bench/1"
+    m = data["machine"]
+    for k in ("cpu", "cores", "threads_used", "isa", "isa_build", "openmp", "versions", "date",
+              "parallel_threshold", "loadavg_start"):
+        assert k in m, k
+    assert m["threads_used"] == [1, 2]
+    assert m["isa"] == lrfast.config()["isa"]
+    assert m["versions"]["numpy"] == np.__version__
+    s = data["settings"]
+    assert s["rounds"] == 2 and s["quick"] is True and s["dtype"] == "float32"
+    assert [r["case"] for r in data["results"]] == ["1e3", "4e3", "many-small"]
+    for r in data["results"]:
+        assert r["optimizer"] == "Adam" and r["bytes_per_element"] == 28 and r["n_states"] == 2
+        assert r["n_elements"] == sum(int(np.prod(s)) for s in
+                                      (B.make_case("size", r["n_elements"])["shapes"]
+                                       if r["kind"] == "size" else
+                                       B.make_case("many-small", quick=True)["shapes"]))
+        cs = r["contenders"]
+        for key in ("lrfast@1", "lrfast@2", "ceiling@1", "ceiling@2", "numpy"):
+            assert key in cs, key
+            c = cs[key]
+            assert c["ns_per_element"] > 0 and c["GBps"] > 0 and len(c["times_ns"]) == 2
+            assert c["number"] >= 1
+        for t in ("1", "2"):
+            assert r["ratio_to_lrfast"][t]["numpy"]["ratio"] > 0
+            assert r["pct_of_ceiling"][t]["pct"] > 0
+        assert r["thread_speedup"]["2"]["lrfast"] > 0
+        if HAVE_TORCH:
+            assert "torch-fused@2" in cs and "torch-fused" in r["ratio_to_lrfast"]["2"]
+    if not HAVE_TORCH:
+        assert "torch-fused" in data["skipped"]
+    if importlib.util.find_spec("optax") is None:
+        assert data["skipped"]["optax"] == "optax is not installed"
+    assert res["results"][0]["contenders"].keys() == data["results"][0]["contenders"].keys()
+
+
+def test_quick_run_png_or_warning(quick_result):
+    res, out = quick_result
+    png = out / "bench.png"
+    if HAVE_MPL:
+        assert res["files"]["png"] == str(png)
+        with open(png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 10_000
+    else:
+        assert res["files"]["png"] is None and not png.exists()
+        assert any("matplotlib" in w for w in res["warnings"])
+
+
+def test_table_has_every_contender(quick_result):
+    res, _ = quick_result
+    text = B.format_table(res)
+    assert "Adam float32, 1 thread" in text and "Adam float32, 2 threads" in text
+    assert "% ceil" in text and "numpy" in text and "thread scaling" in text
+    assert res["machine"]["cpu"] in text
+
+
+@pytest.mark.parametrize("n_states,itemsize,expected", [
+    (2, 4, 28),     # Adam fp32: read p,g,m,v; write p,m,v
+    (2, 8, 56),     # Adam fp64
+    (1, 4, 20),     # SGD-momentum, Adagrad, RMSprop: read p,g,s; write p,s
+    (0, 4, 12),     # plain SGD: read p,g; write p
+    (3, 4, 36),     # Adam amsgrad
+])
+def test_ceiling_moves_the_optimizers_bytes(n_states, itemsize, expected):
+    dt = np.float32 if itemsize == 4 else np.float64
+    params, grads = B.make_inputs([(100,), (37,)], dt)
+    c = B.Ceiling(params, grads, n_states)
+    assert c.bytes_per_element == expected == B.optimizer_bytes_per_element(n_states, itemsize)
+    # every pass reads what it writes (in place: no write-allocate traffic), and
+    # p, g and every state are read exactly once, p and every state written once
+    reads = [a for _, r, _ in c.passes for a in r]
+    writes = [a for _, _, w in c.passes for a in w]
+    names = ["p", "g"] + [f"s{j}" for j in range(n_states)]
+    assert sorted(reads) == sorted(names)
+    assert sorted(writes) == sorted(n for n in names if n != "g")
+    for _, r, w in c.passes:
+        assert set(w) <= set(r)
+    # each pass covers all elements, so it makes the optimizer's serial/parallel choice
+    assert all(e.total_elements == 137 for e in c.engines)
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_ceiling_really_reads_and_writes_every_array(nthreads):
+    """Run one ceiling step with visible coefficients and check every element
+    of p, g and each state was read, and of p and each state written."""
+    shapes = [(5000,), (64, 33), (1,), (70_001,)]
+    params, grads = B.make_inputs(shapes, np.float32, seed=3)
+    c = B.Ceiling(params, grads, 2, lr=0.5, mu=0.25, damp=2.0, scale=-3.0)
+    p0 = [p.copy() for p in c.params]
+    s0 = [s.copy() for s in c.states[0]]
+    s1 = [s.copy() for s in c.states[1]]
+    g0 = [g.copy() for g in grads]
+    thr = lrfast.get_parallel_threshold()
+    try:
+        lrfast.set_parallel_threshold(0)
+        with lrfast.threads(nthreads):
+            c.step()
+    finally:
+        lrfast.set_parallel_threshold(thr)
+    f = np.float32
+    for i in range(len(shapes)):
+        b = s0[i] * f(0.25) + f(2.0) * g0[i]
+        np.testing.assert_array_equal(c.states[0][i], b)
+        np.testing.assert_array_equal(c.params[i], p0[i] - f(0.5) * b)
+        np.testing.assert_array_equal(c.states[1][i], s1[i] * f(-3.0))
+        np.testing.assert_array_equal(grads[i], g0[i])          # read only
+    assert c.params[0] is not params[0]                          # own copies
+
+
+def test_ceiling_values_stay_bounded_over_many_steps():
+    params, grads = B.make_inputs([(1000,)], np.float32)
+    c = B.Ceiling(params, grads, 2)
+    for _ in range(2001):
+        c.step()
+    for a in [c.params[0], c.states[0][0], c.states[1][0]]:
+        assert np.isfinite(a).all()
+        assert (np.abs(a[a != 0]) > np.finfo(np.float32).tiny).all()    # no denormals
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "adagrad", "rmsprop", "adadelta"])
+def test_numpy_contender_is_the_same_math(name):
+    cls, hp = B.OPTIMIZERS[name]
+    params, grads = B.make_inputs([(300,), (7, 11)], np.float64, seed=5)
+    step = B._numpy_contender(cls, hp, params, grads)
+    mine = [p.copy() for p in params]
+    opt = getattr(lrfast, cls)(mine, **hp)
+    for _ in range(4):
+        step()
+        opt.step(grads)
+    for (p, *_), q in zip(step.arrays, mine):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("variant", ["torch-forloop", "torch-foreach", "torch-fused"])
+def test_torch_contender_is_the_same_math(variant):
+    cls, hp = B.OPTIMIZERS["adam"]
+    params, grads = B.make_inputs([(300,)], np.float32, seed=5)
+    step = B._torch_contender(variant, cls, hp, params, grads)   # takes one step itself
+    mine = [p.copy() for p in params]
+    opt = lrfast.Adam(mine, **hp)
+    opt.step(grads)
+    for _ in range(3):
+        step()
+        opt.step(grads)
+    tp = step.__self__.param_groups[0]["params"][0].detach().numpy()
+    np.testing.assert_allclose(tp, mine[0], rtol=1e-6, atol=1e-7)
+
+
+def test_order_rotates_and_reverses():
+    orders = [B._order(4, r) for r in range(8)]
+    for o in orders:
+        assert sorted(o) == [0, 1, 2, 3]
+    firsts = [o[0] for o in orders]
+    assert sorted(firsts) == [0, 0, 1, 1, 2, 2, 3, 3]
+    before = {(o[i - 1], o[i]) for o in orders for i in range(1, 4)}
+    for c in range(4):       # every contender follows both of its neighbours
+        assert ((c - 1) % 4, c) in before and ((c + 1) % 4, c) in before
+    assert orders[0] == [0, 1, 2, 3] and orders[1] == [3, 2, 1, 0] and orders[2] == [1, 2, 3, 0]
+
+
+def test_median_ratio():
+    m, lo, hi = B._median_ratio([2, 4, 6, 100], [1, 1, 1, 1])
+    assert m == 5 and lo <= m <= hi
+
+
+def test_cli(tmp_path, capsys):
+    from lrfast.__main__ import main
+    rc = main(["bench", "--quick", "--sizes", "2e3", "--threads", "1", "--rounds", "1",
+               "--contenders", "lrfast,ceiling,numpy", "--optimizer", "sgd,adagrad",
+               "--dtype", "float64", "--out", str(tmp_path), "--no-progress",
+               "--spin-ms", "0", "--pause-ms", "0"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "SGD float64, 1 thread (40 B/element moved)" in text
+    assert "Adagrad float64" in text and "wrote" in text
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["optimizer"] for r in data["results"]] == ["SGD", "Adagrad"]
+    assert data["settings"]["contenders"] == ["lrfast", "ceiling", "numpy"]
+    assert data["results"][0]["contenders"]["lrfast@1"]["ns_per_element"] > 0
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        B.run(optimizer="nope", quick=True)
+    with pytest.raises(ValueError, match="dtype"):
+        B.run(dtype="int32", quick=True)
+    with pytest.raises(ValueError, match="unknown contender"):
+        B.run(quick=True, sizes=[1000], rounds=1, contenders=["lrfast", "jax"])
+    with pytest.raises(SystemExit):
+        B.main(["--sizes", "1e3,abc"])
+
+
+def test_threads_restored():
+    before = lrfast.get_num_threads()
+    B.run(quick=True, sizes=[1000], threads=[1], rounds=1, contenders=["lrfast", "ceiling"],
+          progress=False, pause_s=0, spin_s=0)
+    assert lrfast.get_num_threads() == before
+
+
+def test_bench_suite_runs_in_quick_mode():
+    """pytest bench/ in CI's quick mode (a slice of it: one thread, float32,
+    no torch peers, whose glue is tested above; bodies run once): the suite
+    must keep collecting and running. The whole quick suite:
+    ``LRFAST_BENCH_QUICK=1 pytest bench/ --benchmark-disable``."""
+    env = dict(os.environ, LRFAST_BENCH_QUICK="1")
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider",
+         "--benchmark-disable", "-k", "(1e3 or many) and 1t and not float64 and not torch"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert " passed" in r.stdout
