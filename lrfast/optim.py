@@ -394,17 +394,26 @@ class Optimizer:
             False if the step was skipped (``skip_nonfinite`` and a grad held
             NaN/inf); nothing was written then.
         """
-        with self._lock:
-            n = self._step_count
+        lock = self._lock
+        lock.acquire()        # explicit acquire/release: half the cost of `with`
+        try:
             compiled, gkey = self._compiled, self._gkey
             if len(compiled) == 1 and compiled[0][2] is not None and gkey[0] is not None:
-                row, key = compiled[0][2](gkey[0])     # fast path: one static group
+                # fast path: one group, no schedules, one step key
+                row, key = compiled[0][2](gkey[0])
+                na, applied, norm = self._engine.step(grads, [row], None, self._max_norm,
+                                                      self._skip, True, _aux)
+                self.last_grad_norm = norm
+                if applied and na == self._n:
+                    gkey[0] = key
+                    self._step_count += 1
+                    return True
                 rows, index, new_keys = [row], None, [key]
             else:
-                rows, index, new_keys = self._rows(n)
-            na, applied, norm = self._engine.step(grads, rows, index, self._max_norm,
-                                                  self._skip, True, _aux)
-            self.last_grad_norm = norm
+                rows, index, new_keys = self._rows(self._step_count)
+                na, applied, norm = self._engine.step(grads, rows, index, self._max_norm,
+                                                      self._skip, True, _aux)
+                self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
                 return False
@@ -418,8 +427,10 @@ class Optimizer:
                     self._regroup()
             else:
                 self._advance_partial(grads, index, new_keys)
-            self._step_count = n + 1
+            self._step_count += 1
             return True
+        finally:
+            lock.release()
 
     def _rows(self, n):
         """Scalar rows for step n: one per group when every param of a group has

@@ -124,7 +124,7 @@ FORK_UNSAFE_OMP = bool(LRFAST_FORK_UNSAFE_OMP)
 cdef int _user_threads = 0
 cdef int _forked = 0
 cdef int _parallel_used = 0
-cdef Py_ssize_t _threshold = 32768
+cdef Py_ssize_t _threshold = 24576   # measured: bench/threshold.py (2 threads win from 16384 hot)
 
 
 def set_num_threads(int n):
@@ -665,7 +665,7 @@ cdef class Engine:
         # elements (multiples of 64, so vector loops start aligned).
         cdef Py_ssize_t total = self.total_elements
         if part_elems <= 0:
-            part_elems = max(<Py_ssize_t>16384, (total + 255) // 256)
+            part_elems = max(<Py_ssize_t>4096, (total + 255) // 256)
         part_elems = (part_elems + 63) // 64 * 64
         cdef int cap = self.d.ntensors + <int>(total // part_elems) + 2
         self.d.tasks = <Task*>malloc(cap * sizeof(Task))

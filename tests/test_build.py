@@ -31,11 +31,12 @@ def test_openmp_runtime_visible_to_threadpoolctl():
         pytest.skip("serial build")
     p = [np.zeros(100_000, np.float32)]
     with lrfast.threads(2):
+        old = lrfast.get_parallel_threshold()
         lrfast.set_parallel_threshold(0)
         try:
             lrfast.SGD(p, lr=0.1).step([np.ones(100_000, np.float32)])
         finally:
-            lrfast.set_parallel_threshold(32768)
+            lrfast.set_parallel_threshold(old)
     apis = {i["user_api"] for i in threadpoolctl.threadpool_info()}
     assert "openmp" in apis
 

@@ -10,7 +10,7 @@ from lrfast import _reference as R
 from _cases import CASES, case_id
 from conftest import bits_equal
 
-PART = 16384  # the engine's minimum part size (elements): chunk edges sit here
+PART = 4096  # the engine's minimum part size (elements): chunk edges sit here
 
 
 class Twin:
