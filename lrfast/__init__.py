@@ -10,6 +10,10 @@ per step for all tensors, plus learning-rate schedules.
 >>> opt.step([np.ones(4, np.float32)])
 True
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
 
@@ -22,6 +26,12 @@ from .utils import clip_grad_norm, grad_norm
 from .io import save, load, to_torch_state_dict, from_torch_state_dict
 from . import kernels
 
+if TYPE_CHECKING:      # imported lazily at runtime (see __getattr__); visible to type checkers
+    from . import distributed, line_search, schedules  # noqa: F401
+    from .lbfgs import LBFGS
+    from .lr_finder import find_lr
+    from .newton import DiagonalNewton
+
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax",
            "NAdam", "RAdam", "set_num_threads", "get_num_threads", "threads",
            "set_parallel_threshold", "get_parallel_threshold", "show_config", "config",
@@ -30,7 +40,7 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "line_search", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # schedules and find_lr import lazily (they need only numpy; plots need matplotlib)
     if name == "schedules":
         import importlib

@@ -1,7 +1,10 @@
 """``lrfast.show_config()``: what this build is and how it will run."""
+from __future__ import annotations
+
 import os
 import platform
 import sys
+from typing import Any, Dict
 
 import numpy as np
 
@@ -16,11 +19,12 @@ def _openmp_runtime():
         return "unknown (install threadpoolctl to see it)"
     libs = [i for i in threadpool_info() if i.get("user_api") == "openmp"]
     for i in libs:
-        return f"{i.get('internal_api')} {i.get('version') or ''} ({i.get('filepath')})".strip()
+        name = " ".join(str(x) for x in (i.get("prefix"), i.get("version")) if x)
+        return f"{name} ({i.get('filepath')})"
     return "none found" if _K.OPENMP else "none (serial build)"
 
 
-def config():
+def config() -> Dict[str, Any]:
     """The configuration as a dict (what ``show_config`` prints)."""
     from . import __version__
     cpu = platform.processor() or platform.machine()
@@ -54,7 +58,7 @@ def config():
     }
 
 
-def show_config():
+def show_config() -> None:
     """Print version, ISA path, OpenMP runtime, threads, threshold, compiler, numpy."""
     for k, v in config().items():
         print(f"{k:>20}: {v}")

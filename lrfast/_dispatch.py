@@ -4,8 +4,11 @@
 the x86-64-v3 build and fails loudly if the CPU lacks it (never selected
 silently on a CPU without AVX2/FMA/BMI2).
 """
+from __future__ import annotations
+
 import importlib
 import os
+from types import ModuleType
 
 from . import _kernels_baseline as _baseline
 
@@ -44,4 +47,6 @@ def _choose():
     return best, load(best)
 
 
+isa: str
+kernels: ModuleType
 isa, kernels = _choose()

@@ -2,9 +2,12 @@
 (gcc's libgomp hangs otherwise) until the child calls set_num_threads;
 ``set_num_threads(n)`` for the process; otherwise ``omp_get_max_threads()`` read
 at every step, so OMP_NUM_THREADS and threadpoolctl limits are honoured."""
+from __future__ import annotations
+
 import contextlib
 import os
 import threading
+from typing import Iterator
 
 from ._dispatch import kernels as _K
 
@@ -14,7 +17,7 @@ __all__ = ["set_num_threads", "get_num_threads", "threads", "set_parallel_thresh
 _lock = threading.Lock()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use ``n`` threads for every later step, process-wide (``0``: the default
     policy, ``omp_get_max_threads()``). Safe to call from any thread."""
     if isinstance(n, bool) or not isinstance(n, int):
@@ -23,14 +26,14 @@ def set_num_threads(n):
         _K.set_num_threads(n)
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads a large step uses now (small steps run serially: see
     ``get_parallel_threshold``)."""
     return _K.get_num_threads()
 
 
 @contextlib.contextmanager
-def threads(n):
+def threads(n: int) -> Iterator[None]:
     """Context manager: ``with lrfast.threads(1): opt.step(g)``."""
     with _lock:
         prev = _K._user_num_threads()
@@ -42,12 +45,12 @@ def threads(n):
             _K.set_num_threads(prev)
 
 
-def set_parallel_threshold(n):
+def set_parallel_threshold(n: int) -> None:
     """Steps that touch fewer than ``n`` elements in total run serially."""
     _K.set_parallel_threshold(int(n))
 
 
-def get_parallel_threshold():
+def get_parallel_threshold() -> int:
     return _K.get_parallel_threshold()
 
 

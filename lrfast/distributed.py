@@ -52,17 +52,21 @@ f) Step counts and schedules: the inner optimizer counts steps exactly as the
    one process; None on some ranks only counts as a zero grad there, as torch
    DDP does), so schedules evaluate at the same n.
 """
+from __future__ import annotations
+
 import hashlib
 import math
 import numbers
 import os
 import threading
 import time
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 from mpi4py import MPI
 
 from ._dispatch import kernels as _K
+from ._typing import Array, Grads, StateDict, StrPath
 from .optim import Optimizer, FORMAT, state_index
 
 __all__ = ["DistributedOptimizer", "default_num_threads"]
@@ -111,7 +115,7 @@ class _Released:
         raise RuntimeError(self._msg)
 
 
-def default_num_threads(comm=None):
+def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
     """Kernel threads per rank when ranks share a host: the cores this process
     may use divided among the ranks on its host (at least 1). A rank bound to a
     subset of cores (``mpiexec -bind-to``) uses all of its own cores."""
@@ -133,6 +137,16 @@ def default_num_threads(comm=None):
 
 class _Space:
     """The flat index space of one dtype: offsets, buckets, this rank's ranges."""
+
+    # set by DistributedOptimizer once the spaces are built
+    pack: List[Any]
+    own_pieces: List[Any]
+    grad_shard: Array
+    bufs: List[Array]
+    reqs: List[Any]
+    send_views: List[Any]
+    recv_views: List[Any]
+    bucket_params: List[Any]
 
     def __init__(self, dtype, idx, sizes, P, rank, bucket_elems):
         self.dtype = np.dtype(dtype)
@@ -181,6 +195,8 @@ class _GroupView(dict):
     optimizer that steps (do it on every rank)."""
 
     __slots__ = ("_dopt", "_index")
+    _dopt: DistributedOptimizer
+    _index: int
 
     def __setitem__(self, key, value):
         if key == "params":
@@ -251,8 +267,9 @@ class DistributedOptimizer:
         print(w)                                  # every rank: [-0.05 -0.05 -0.05 -0.05]
     """
 
-    def __init__(self, opt, comm=None, shard_state=True, *, bucket_mb=25.0, num_threads=None,
-                 sync_params=True):
+    def __init__(self, opt: Optimizer, comm: Optional[MPI.Intracomm] = None,
+                 shard_state: bool = True, *, bucket_mb: float = 25.0,
+                 num_threads: Optional[int] = None, sync_params: bool = True) -> None:
         base = MPI.COMM_WORLD if comm is None else comm
         if not isinstance(base, MPI.Intracomm):
             raise TypeError(f"comm must be an mpi4py intracommunicator, got {type(base).__name__}")
@@ -303,7 +320,7 @@ class DistributedOptimizer:
         self._ctrl = np.zeros(n + 1, dtype=np.int32)
         self._scalars = np.zeros(2, dtype=np.float64)
         self._scalars_all = np.zeros(2 * P, dtype=np.float64)
-        self._zeros = {}
+        self._zeros: Dict[Any, Array] = {}
         self.max_grad_norm = opt.max_grad_norm
         self.skip_nonfinite = opt.skip_nonfinite
         self.last_grad_norm = float("nan")
@@ -478,42 +495,42 @@ class DistributedOptimizer:
 
     # ------------------------------------------------------------------ views
     @property
-    def optimizer(self):
+    def optimizer(self) -> Optimizer:
         """The wrapped optimizer (with ``shard_state=True``: its params and
         settings; its state lives in the wrapper)."""
         return self._opt
 
     @property
-    def params(self):
+    def params(self) -> List[Array]:
         return list(self._params)
 
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         """Completed (not skipped) steps, as the wrapped optimizer counts them."""
         return self._core.step_count
 
     @property
-    def skipped_steps(self):
+    def skipped_steps(self) -> int:
         return self._core.skipped_steps
 
     @property
-    def lr(self):
+    def lr(self) -> Union[float, List[float]]:
         """The learning rate the next step will use (a list for several groups)."""
         return self._core.lr
 
     @property
-    def hyperparams(self):
+    def hyperparams(self) -> List[Dict[str, Any]]:
         return self._core.hyperparams
 
     @property
-    def defaults(self):
+    def defaults(self) -> Dict[str, Any]:
         return self._opt.defaults
 
     @property
-    def param_groups(self):
+    def param_groups(self) -> List[Dict[str, Any]]:
         """The groups, as the wrapped optimizer's (params are the full params);
         setting a hyperparameter applies it to the stepping optimizer."""
-        out = []
+        out: List[Dict[str, Any]] = []
         for gi, pg in enumerate(self._core.param_groups):
             g = _GroupView({k: pg[k] for k in self._opt.defaults})
             dict.__setitem__(g, "params", list(self._opt.param_groups[gi]["params"]))
@@ -521,7 +538,7 @@ class DistributedOptimizer:
             out.append(g)
         return out
 
-    def memory(self):
+    def memory(self) -> Dict[str, int]:
         """Bytes this rank holds: ``{'state': optimizer state, 'buffers':
         reduction and gather buffers}``."""
         st = getattr(self._core, "_states", [])
@@ -533,7 +550,7 @@ class DistributedOptimizer:
             buf = sum(f.nbytes for f in self._rflat.values())
         return {"state": int(state), "buffers": int(buf)}
 
-    def shard_ranges(self):
+    def shard_ranges(self) -> Dict[str, List[Tuple[int, int]]]:
         """This rank's owned flat ranges: ``{dtype name: [(lo, hi), ...]}``."""
         return {sp.dtype.name: list(sp.own) for sp in self._spaces}
 
@@ -616,7 +633,7 @@ class DistributedOptimizer:
         else:
             np.concatenate(views, out=out)
 
-    def step(self, grads):
+    def step(self, grads: Grads) -> bool:
         """Average ``grads`` (this rank's) over all ranks and apply one update.
 
         Parameters
@@ -761,13 +778,13 @@ class DistributedOptimizer:
                 np.copyto(view, buf[lo:hi])
 
     # ------------------------------------------------------------ state dict
-    def zero_state(self):
+    def zero_state(self) -> None:
         """Reset the optimizer state (moments, step counts) on every rank."""
         with self._lock:
             self._comm.Barrier()
             self._core.zero_state()
 
-    def state_dict(self, root=0):
+    def state_dict(self, root: Optional[int] = 0) -> Optional[StateDict]:
         """The full, single-process-compatible state_dict (SPEC schema v1, the
         wrapped optimizer's), gathered on ``root``; other ranks get None.
         ``root=None``: every rank gets it. Collective.
@@ -887,7 +904,8 @@ class DistributedOptimizer:
         # C order, as the wrapped optimizer's state_dict() copies (ndarray.copy)
         return v.reshape(shape) if o == "C" else np.ascontiguousarray(v.reshape(shape[::-1]).T)
 
-    def load_state_dict(self, state_dict, root=None):
+    def load_state_dict(self, state_dict: Optional[StateDict],
+                        root: Optional[int] = None) -> None:
         """Load a full state_dict (from :meth:`state_dict`, or from a single-process
         optimizer's ``state_dict()``), re-sharding it for this number of ranks.
 
@@ -905,7 +923,7 @@ class DistributedOptimizer:
                     err = e
             self._agree_on("load_state_dict", root, err)
             if not self.shard_state:
-                sd = state_dict
+                sd: Any = state_dict        # the full dict on every rank once broadcast
                 if root is not None:
                     sd = self._bcast_full(state_dict if self.rank == root else None, root)
                 self._load_all_ranks(lambda: self._opt.load_state_dict(sd),
@@ -1063,7 +1081,7 @@ class DistributedOptimizer:
         self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict)
 
     # ------------------------------------------------------------- checkpoints
-    def save(self, path, root=0):
+    def save(self, path: StrPath, root: int = 0) -> Optional[str]:
         """Write the full state_dict to ``path`` (.npz, :func:`lrfast.save`'s
         format, loadable by a single-process optimizer) from rank ``root``.
         Collective; returns the path on the root, None elsewhere."""
@@ -1073,7 +1091,7 @@ class DistributedOptimizer:
             return None
         return _save(sd, path)
 
-    def load(self, path, root=0):
+    def load(self, path: StrPath, root: int = 0) -> DistributedOptimizer:
         """Read a checkpoint written by :meth:`save` (or :func:`lrfast.save`) on
         ``root`` and load it, re-sharded for this number of ranks. Collective."""
         from .io import read

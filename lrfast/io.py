@@ -1,16 +1,23 @@
 """Checkpoints: ``save``/``load`` an optimizer as ``.npz`` (arrays) plus JSON
 (structure), never pickle; and conversion to/from torch.optim's state_dict."""
+from __future__ import annotations
+
 import json
 import numbers
 import os
 import tempfile
 import zipfile
+from typing import Any, Dict, Mapping, Optional, TypeVar, Union
 
 import numpy as np
+
+from ._typing import StateDict, StrPath, SupportsLoadStateDict, SupportsStateDict
 
 __all__ = ["save", "load", "to_torch_state_dict", "from_torch_state_dict"]
 
 _META = "__lrfast_meta__"
+
+_Opt = TypeVar("_Opt", bound=SupportsLoadStateDict)
 
 
 def _encode(obj, arrays, path):
@@ -53,7 +60,7 @@ def _decode(obj, arrays):
     return obj
 
 
-def save(opt, path):
+def save(opt: Union[SupportsStateDict, StateDict], path: StrPath) -> str:
     """Write ``opt.state_dict()`` to ``path`` (.npz) atomically: a temp file in
     the same directory, flushed and fsync'ed, then renamed over ``path``. A
     crash mid-save leaves any previous file intact."""
@@ -62,14 +69,14 @@ def save(opt, path):
         raise ValueError(f"save: nothing to save (state_dict is {type(sd).__name__}); with "
                          "lrfast.distributed, only the root rank holds the full state: call "
                          "dopt.save(path) on every rank instead")
-    arrays = {}
+    arrays: Dict[str, Any] = {}
     meta = json.dumps(_encode(sd, arrays, "state_dict"), allow_nan=False)
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".lrfast-", suffix=".tmp", dir=d)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{_META: np.array(meta)}, **arrays)
+            np.savez(f, **{_META: np.array(meta)}, **arrays)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -90,7 +97,7 @@ def save(opt, path):
     return path
 
 
-def read(path):
+def read(path: StrPath) -> Any:
     """Read a checkpoint written by :func:`save` into a state_dict (no pickle)."""
     try:
         z = np.load(os.fspath(path), allow_pickle=False)
@@ -117,7 +124,7 @@ def read(path):
         raise ValueError(f"{path}: corrupted lrfast checkpoint (bad metadata: {e!r})") from None
 
 
-def load(opt, path):
+def load(opt: _Opt, path: StrPath) -> _Opt:
     """Load a checkpoint into ``opt``; checks everything before changing it."""
     sd = read(path)
     if not isinstance(sd, dict):
@@ -130,7 +137,7 @@ def load(opt, path):
 _TORCH_FLAGS = {"foreach": None, "capturable": False, "differentiable": False, "fused": None}
 
 
-def to_torch_state_dict(sd):
+def to_torch_state_dict(sd: StateDict) -> StateDict:
     """Convert an lrfast state_dict to torch.optim's layout (numpy arrays; apply
     ``torch.from_numpy`` to each array before ``torch_opt.load_state_dict``)."""
     if sd.get("format") != "lrfast.optim/1":
@@ -157,7 +164,8 @@ def to_torch_state_dict(sd):
     return {"state": state, "param_groups": groups}
 
 
-def from_torch_state_dict(tsd, optimizer, step_count=None):
+def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
+                          step_count: Optional[int] = None) -> StateDict:
     """Convert a torch.optim state_dict (tensors or arrays) to lrfast's schema.
 
     ``optimizer``: the lrfast class or its name ("Adam", ...).

@@ -7,18 +7,22 @@ writing. ``step`` is the step count AFTER this update (1 on the first call).
 
 >>> import numpy as np
 >>> from lrfast import kernels
->>> p = np.ones(3, np.float32); g = np.ones(3, np.float32)
+>>> p = np.ones(3); g = np.ones(3)
 >>> m = np.zeros_like(p); v = np.zeros_like(p)
 >>> kernels.adam_step(p, g, m, v, lr=0.1, step=1)
 >>> p
-array([0.9, 0.9, 0.9], dtype=float32)
+array([0.9, 0.9, 0.9])
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, Optional
 
 import numpy as np
 
 from . import optim as _o
 from ._dispatch import kernels as _K
+from ._typing import Array
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step"]
@@ -59,8 +63,9 @@ def _step_arg(step):
     return int(step)
 
 
-def sgd_step(p, g, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
-             weight_decay=0.0, nesterov=False, maximize=False, first_step=False):
+def sgd_step(p: Array, g: Array, momentum_buffer: Optional[Array] = None, *, lr: float,
+             momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+             nesterov: bool = False, maximize: bool = False, first_step: bool = False) -> None:
     """SGD: ``p -= lr*g`` with momentum/nesterov (see :class:`lrfast.SGD`).
     ``first_step=True`` starts the momentum buffer (``b = g``)."""
     if momentum != 0 and momentum_buffer is None:
@@ -70,24 +75,28 @@ def sgd_step(p, g, momentum_buffer=None, *, lr, momentum=0.0, dampening=0.0,
     _run(_o.SGD, p, g, [("momentum_buffer", momentum_buffer)], hp, (0, not first_step))
 
 
-def adagrad_step(p, g, state_sum, *, lr, step, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                 maximize=False):
+def adagrad_step(p: Array, g: Array, state_sum: Array, *, lr: float, step: int,
+                 lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
+                 maximize: bool = False) -> None:
     """Adagrad (see :class:`lrfast.Adagrad`)."""
     hp = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
               initial_accumulator_value=0.0, eps=eps, maximize=maximize)
     _run(_o.Adagrad, p, g, [("sum", state_sum)], hp, _step_arg(step) - 1)
 
 
-def adadelta_step(p, g, square_avg, acc_delta, *, lr=1.0, rho=0.9, eps=1e-6,
-                  weight_decay=0.0, maximize=False):
+def adadelta_step(p: Array, g: Array, square_avg: Array, acc_delta: Array, *,
+                  lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
+                  weight_decay: float = 0.0, maximize: bool = False) -> None:
     """Adadelta (see :class:`lrfast.Adadelta`)."""
     hp = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
     _run(_o.Adadelta, p, g, [("square_avg", square_avg), ("acc_delta", acc_delta)], hp, 0)
 
 
-def rmsprop_step(p, g, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e-2,
-                 alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False,
-                 maximize=False):
+def rmsprop_step(p: Array, g: Array, square_avg: Array, *,
+                 momentum_buffer: Optional[Array] = None, grad_avg: Optional[Array] = None,
+                 lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
+                 maximize: bool = False) -> None:
     """RMSprop (see :class:`lrfast.RMSprop`)."""
     if momentum > 0 and momentum_buffer is None:
         raise ValueError("rmsprop_step: momentum > 0 needs a momentum_buffer array")
@@ -99,9 +108,11 @@ def rmsprop_step(p, g, square_avg, *, momentum_buffer=None, grad_avg=None, lr=1e
                             ("grad_avg", grad_avg)], hp, 0)
 
 
-def adam_step(p, g, exp_avg, exp_avg_sq, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-              weight_decay=0.0, step, amsgrad=False, max_exp_avg_sq=None, maximize=False,
-              decoupled=False):
+def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
+              beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+              weight_decay: float = 0.0, step: int, amsgrad: bool = False,
+              max_exp_avg_sq: Optional[Array] = None, maximize: bool = False,
+              decoupled: bool = False) -> None:
     """Adam / AdamW (``decoupled=True``) (see :class:`lrfast.Adam`)."""
     if amsgrad and max_exp_avg_sq is None:
         raise ValueError("adam_step: amsgrad=True needs a max_exp_avg_sq array")
@@ -113,13 +124,15 @@ def adam_step(p, g, exp_avg, exp_avg_sq, *, lr=1e-3, beta1=0.9, beta2=0.999, eps
          hp, _step_arg(step) - 1)
 
 
-def adamw_step(p, g, exp_avg, exp_avg_sq, *, weight_decay=1e-2, **kw):
+def adamw_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *,
+               weight_decay: float = 1e-2, **kw: Any) -> None:
     """AdamW: Adam with decoupled weight decay (see :class:`lrfast.AdamW`)."""
     adam_step(p, g, exp_avg, exp_avg_sq, weight_decay=weight_decay, decoupled=True, **kw)
 
 
-def adamax_step(p, g, exp_avg, exp_inf, *, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-                weight_decay=0.0, step, maximize=False):
+def adamax_step(p: Array, g: Array, exp_avg: Array, exp_inf: Array, *, lr: float = 2e-3,
+                beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+                weight_decay: float = 0.0, step: int, maximize: bool = False) -> None:
     """Adamax (see :class:`lrfast.Adamax`)."""
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               maximize=maximize)
@@ -127,9 +140,11 @@ def adamax_step(p, g, exp_avg, exp_inf, *, lr=2e-3, beta1=0.9, beta2=0.999, eps=
          _step_arg(step) - 1)
 
 
-def nadam_step(p, g, exp_avg, exp_avg_sq, *, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, momentum_decay=4e-3, decoupled_weight_decay=False, step,
-               mu_product=1.0, maximize=False):
+def nadam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 2e-3,
+               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, momentum_decay: float = 4e-3,
+               decoupled_weight_decay: bool = False, step: int, mu_product: float = 1.0,
+               maximize: bool = False) -> float:
     """NAdam (see :class:`lrfast.NAdam`). ``mu_product`` is the product of the
     momentum coefficients before this step; returns the new one."""
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
@@ -139,8 +154,10 @@ def nadam_step(p, g, exp_avg, exp_avg_sq, *, lr=2e-3, beta1=0.9, beta2=0.999, ep
                 (_step_arg(step) - 1, float(mu_product)))[1]
 
 
-def radam_step(p, g, exp_avg, exp_avg_sq, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, decoupled_weight_decay=False, step, maximize=False):
+def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
+               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, decoupled_weight_decay: bool = False, step: int,
+               maximize: bool = False) -> None:
     """RAdam (see :class:`lrfast.RAdam`)."""
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)

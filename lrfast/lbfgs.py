@@ -13,17 +13,21 @@ runs in lrfast's kernels over the params as one flat vector without
 concatenating them, with deterministic reductions: the trajectory is the same
 bit for bit for any thread count.
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import numbers
 import threading
+from typing import Any, Dict, List, Literal, NoReturn, Optional
 
 import numpy as np
 
 from ._dispatch import kernels as _K
+from ._typing import Array, Closure, Hyper, ParamsLike, StateDict
 from .line_search import (LineSearchResult, _armijo_core, _armijo_holds, _as_float,
                           _wolfe_core)
-from .optim import FORMAT, _is_sched, check_param, parse_groups
+from .optim import FORMAT, _finite, _is_sched, check_param, parse_groups
 
 __all__ = ["LBFGS"]
 
@@ -58,7 +62,7 @@ def _check_hp(hp, where="group 0"):
         v = hp[k]
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
             raise TypeError(f"{where}: {k} must be a number, got {v!r}")
-        if not math.isfinite(v) or v < 0:
+        if not _finite(v) or v < 0:
             raise ValueError(f"{where}: invalid {k} {v!r} (must be finite and >= 0)")
     if hp["line_search_fn"] not in _LINE_SEARCHES:
         raise ValueError(f"{where}: line_search_fn must be one of {_LINE_SEARCHES}, got "
@@ -68,7 +72,7 @@ def _check_hp(hp, where="group 0"):
 def _check_lr(lr, where):
     if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
         raise TypeError(f"{where}: lr must be a number or a schedule, got {lr!r}")
-    if not math.isfinite(lr):
+    if not _finite(lr):
         raise ValueError(f"{where}: lr must be finite, got {lr!r}")
     if lr < 0:
         raise ValueError(f"{where}: invalid learning rate {lr!r} (must be >= 0)")
@@ -79,6 +83,7 @@ class _Group(dict):
     ParamGroup (``opt.param_groups[0]["lr"] = 0.5`` works and is checked)."""
 
     __slots__ = ("_live",)
+    _live: bool
 
     def __setitem__(self, key, value):
         if getattr(self, "_live", False):
@@ -171,8 +176,11 @@ class LBFGS:
     (array([1., 1.]), 36, 44)
     """
 
-    def __init__(self, params, lr=1, max_iter=20, max_eval=None, tolerance_grad=1e-7,
-                 tolerance_change=1e-9, history_size=100, line_search_fn=None):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1, max_iter: int = 20,
+                 max_eval: Optional[int] = None, tolerance_grad: float = 1e-7,
+                 tolerance_change: float = 1e-9, history_size: int = 100,
+                 line_search_fn: Optional[Literal["strong_wolfe", "backtracking"]] = None
+                 ) -> None:
         plist, overrides = self._parse_params(params)
         if "max_iter" in overrides:
             max_iter = overrides["max_iter"]
@@ -203,7 +211,7 @@ class LBFGS:
         self._x0 = None
         self._step_count = 0
         self.skipped_steps = 0
-        self.line_search_log = []
+        self.line_search_log: List[LineSearchResult] = []
         self._reset_state()
 
     @staticmethod
@@ -224,7 +232,7 @@ class LBFGS:
             raise ValueError("optimizer got an empty parameter list")
         return plist, g
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Dict[str, Any]) -> NoReturn:
         raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
 
     def _reset_state(self):
@@ -241,26 +249,26 @@ class LBFGS:
 
     # ------------------------------------------------------------------ views
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         """Number of completed :meth:`step` calls."""
         return self._step_count
 
     @property
-    def n_iter(self):
+    def n_iter(self) -> int:
         """L-BFGS iterations over all steps (torch's ``state['n_iter']``)."""
         return self._n_iter
 
     @property
-    def func_evals(self):
+    def func_evals(self) -> int:
         """Closure evaluations over all steps (torch's ``state['func_evals']``)."""
         return self._func_evals
 
     @property
-    def params(self):
+    def params(self) -> List[Array]:
         return list(self._params)
 
     @property
-    def hyperparams(self):
+    def hyperparams(self) -> List[Dict[str, Any]]:
         """The hyperparameter values the next step will use (one group)."""
         hp = {k: self.param_groups[0][k] for k in _HP}
         if _is_sched(hp["lr"]):
@@ -268,12 +276,12 @@ class LBFGS:
         return [hp]
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         """The lr the next step will use."""
         return self.hyperparams[0]["lr"]
 
     @property
-    def state(self):
+    def state(self) -> Dict[int, Dict[str, Any]]:
         """torch-like state: ``{0: {...}}`` with views of the buffers (empty before
         the first step)."""
         e = self._state_entry(copy=False)
@@ -311,7 +319,7 @@ class LBFGS:
         self._func_evals += 1
         return r
 
-    def step(self, closure):
+    def step(self, closure: Closure) -> float:
         """Run up to ``max_iter`` L-BFGS iterations; returns the loss at the start.
 
         Parameters
@@ -474,7 +482,7 @@ class LBFGS:
         self._prev_g, self._prev_loss = prev_g, float(prev_loss)
 
     # ------------------------------------------------------------ state dict
-    def zero_state(self):
+    def zero_state(self) -> None:
         """Forget the history and counters (params untouched; step_count restarts)."""
         with self._guard("zero_state"):
             self._reset_state()
@@ -495,12 +503,12 @@ class LBFGS:
             "prev_flat_grad": c(self._prev_g), "prev_loss": self._prev_loss,
         }
 
-    def state_dict(self):
+    def state_dict(self) -> StateDict:
         """A plain dict (numpy arrays, numbers, strings; SPEC schema v1): the
         history as ``(m, n)`` arrays ``old_dirs`` (y) and ``old_stps`` (s),
         oldest first, with torch's other state names."""
         with self._guard("state_dict"):
-            g = {"params": list(range(len(self._params)))}
+            g: Dict[str, Any] = {"params": list(range(len(self._params)))}
             g.update(self.hyperparams[0])
             lr = self.param_groups[0]["lr"]
             if _is_sched(lr):
@@ -513,7 +521,7 @@ class LBFGS:
                     "skipped_steps": self.skipped_steps, "state": {} if e is None else {0: e},
                     "param_groups": [g]}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: StateDict) -> None:
         """Restore a state_dict (exact resume); checks everything before changing
         anything."""
         with self._guard("load_state_dict"):
@@ -591,7 +599,7 @@ class LBFGS:
                 return None
             if isinstance(v, np.ndarray) and v.size == 1:
                 v = v.item()
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not _finite(v):
                 raise ValueError(f"{where}: {k!r} must be a finite number, got {v!r}")
             return float(v)
 

@@ -32,14 +32,17 @@ evaluations used and which conditions the accepted step satisfies.
 >>> r.step, r.n_evals, r.armijo, r.curvature     # n_evals counts f(x) too
 (1.0, 2, True, True)
 """
+from __future__ import annotations
+
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, SupportsFloat
 
 import numpy as np
 
 from ._dispatch import kernels as _K
+from ._typing import ArrayOrList, FAndGrad
 
 __all__ = ["LineSearchResult", "strong_wolfe", "backtracking_armijo"]
 
@@ -86,7 +89,7 @@ class LineSearchResult:
     x: Any = None
 
     @property
-    def success(self):
+    def success(self) -> bool:
         """True if the step satisfies every condition its search tests."""
         return bool(self.armijo and self.curvature is not False)
 
@@ -372,8 +375,10 @@ class _Problem:
         return f, gtd, (xt, g)
 
 
-def strong_wolfe(f_and_grad, x, d, f0=None, g0=None, t0=1.0, *, c1=1e-4, c2=0.9,
-                 tolerance_change=1e-9, max_ls=25):
+def strong_wolfe(f_and_grad: FAndGrad, x: ArrayOrList, d: ArrayOrList,
+                 f0: Optional[SupportsFloat] = None, g0: Optional[ArrayOrList] = None,
+                 t0: float = 1.0, *, c1: float = 1e-4, c2: float = 0.9,
+                 tolerance_change: float = 1e-9, max_ls: int = 25) -> LineSearchResult:
     r"""Strong Wolfe line search (torch.optim.LBFGS's ``_strong_wolfe``).
 
     Finds ``t`` with ``f(x+t d) <= f(x) + c1 t g(x).d`` and
@@ -436,8 +441,10 @@ def strong_wolfe(f_and_grad, x, d, f0=None, g0=None, t0=1.0, *, c1=1e-4, c2=0.9,
         curvature=bool(abs(gtd_new) <= -c2 * gtd), x=x if xt is None else prob.pack(xt))
 
 
-def backtracking_armijo(f_and_grad, x, d, f0=None, g0=None, t0=1.0, *, c1=1e-4, shrink=0.5,
-                        max_evals=30):
+def backtracking_armijo(f_and_grad: FAndGrad, x: ArrayOrList, d: ArrayOrList,
+                        f0: Optional[SupportsFloat] = None, g0: Optional[ArrayOrList] = None,
+                        t0: float = 1.0, *, c1: float = 1e-4, shrink: float = 0.5,
+                        max_evals: int = 30) -> LineSearchResult:
     r"""Backtracking line search: the first of ``t0, shrink*t0, shrink^2*t0, ...``
     with ``f(x + t d) <= f(x) + c1 t g(x).d`` (Armijo; Nocedal & Wright,
     *Numerical Optimization*, 2nd ed., Algorithm 3.1).

@@ -8,11 +8,15 @@ torch-lr-finder) trains for a few steps while the rate grows from tiny to huge
 suggests the rate where the (smoothed) loss falls fastest. It stops early once
 the loss diverges.
 """
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
+from typing import Any, Callable, List, Literal, Optional, Sequence, SupportsFloat, Tuple
 
 import numpy as np
 
+from ._typing import Array, Axes
 from .schedules import LRRangeTest, _int, _pyplot, _real
 
 __all__ = ["find_lr", "LRFinderResult"]
@@ -56,12 +60,12 @@ class LRFinderResult:
     lrs: np.ndarray
     losses: np.ndarray
     smoothed_losses: np.ndarray
-    suggestion: "float | None"
+    suggestion: Optional[float]
     diverged: bool = False
     initial_loss: float = math.nan
     mode: str = "exp"
 
-    def plot(self, ax=None, show_raw=True):
+    def plot(self, ax: Optional[Axes] = None, show_raw: bool = True) -> Axes:
         """Plot loss against learning rate (log x axis for the "exp" ramp); return the Axes.
 
         Draws the smoothed loss, the raw loss (faint, with ``show_raw``) and a
@@ -112,8 +116,12 @@ def _suggest(lrs, smoothed, mode):
     return float(lrs[i]) if slope[i] < 0 else None
 
 
-def find_lr(loss_and_grads, params, optimizer=None, start_lr=1e-7, end_lr=10.0, num_steps=100,
-            mode="exp", smooth=0.05, diverge_threshold=5.0, **optimizer_kwargs):
+def find_lr(loss_and_grads: Callable[[List[Array]],
+                                     Tuple[SupportsFloat, Sequence[Optional[Array]]]],
+            params: Sequence[Array], optimizer: Optional[Callable[..., Any]] = None,
+            start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+            mode: Literal["exp", "linear"] = "exp", smooth: float = 0.05,
+            diverge_threshold: float = 5.0, **optimizer_kwargs: Any) -> LRFinderResult:
     """Run an LR range test on copies of ``params``; return an :class:`LRFinderResult`.
 
     The rate follows ``LRRangeTest(start_lr, end_lr, num_steps, mode)``: step
@@ -192,6 +200,9 @@ def find_lr(loss_and_grads, params, optimizer=None, start_lr=1e-7, end_lr=10.0, 
     opt = optimizer(work, lr=schedule, **optimizer_kwargs)
     loss, grads = _evaluate(loss_and_grads, work, len(work))
     initial_loss = loss
+    lrs: Any        # lists while recording, ndarrays at the end
+    losses: Any
+    smoothed: Any
     lrs, losses, smoothed = [], [], []
     best = math.inf
     diverged = False

@@ -10,10 +10,14 @@ BackProp", 1998, section 9.1). :class:`DiagonalNewton` applies that step with
 the fused kernel every lrfast optimizer uses; :func:`hutchinson_diag` and
 :func:`secant_diag` estimate the diagonal when it is not known in closed form.
 """
+from __future__ import annotations
+
 import numbers
+from typing import Any, Callable, List, Optional, Sequence, Union, overload
 
 import numpy as np
 
+from ._typing import Array, ArrayOrList, Grads, Hyper, ParamsLike
 from .optim import Optimizer, _gs, _l2
 
 __all__ = ["DiagonalNewton", "hutchinson_diag", "secant_diag"]
@@ -64,8 +68,9 @@ class DiagonalNewton(Optimizer):
     _defaults = dict(lr=1.0, damping=1e-4, weight_decay=0.0, maximize=False)
     _state_names = ()
 
-    def __init__(self, params, lr=1.0, damping=1e-4, weight_decay=0.0, *, maximize=False,
-                 max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1.0, damping: float = 1e-4,
+                 weight_decay: Hyper = 0.0, *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, damping=damping, weight_decay=weight_decay,
                                       maximize=maximize),
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
@@ -86,7 +91,7 @@ class DiagonalNewton(Optimizer):
             return (gs, wd, l2, lr, damping), t + 1
         return row
 
-    def step(self, grads, hess_diag):
+    def step(self, grads: Grads, hess_diag: Grads) -> bool:  # type: ignore[override]
         """Apply ``p -= lr * g / (|h| + damping)`` to every param that has a grad.
 
         Parameters
@@ -137,7 +142,19 @@ def _like(values, ps, single, what):
     return out
 
 
-def hutchinson_diag(hvp, params, n_samples=1, rng=None):
+@overload
+def hutchinson_diag(hvp: Callable[[Any], Any], params: Array, n_samples: int = ...,
+                    rng: Union[None, int, np.random.Generator] = ...) -> Array: ...
+
+
+@overload
+def hutchinson_diag(hvp: Callable[[Any], Any], params: Sequence[Array], n_samples: int = ...,
+                    rng: Union[None, int, np.random.Generator] = ...) -> List[Array]: ...
+
+
+def hutchinson_diag(hvp: Callable[[Any], Any], params: ArrayOrList,
+                    n_samples: int = 1, rng: Union[None, int, np.random.Generator] = None
+                    ) -> Union[Array, List[Array]]:
     r"""Estimate the Hessian diagonal from Hessian-vector products (Hutchinson).
 
     ::
@@ -190,8 +207,21 @@ def hutchinson_diag(hvp, params, n_samples=1, rng=None):
     return out[0] if single else out
 
 
-def secant_diag(params, grads, prev_params, prev_grads, *, prev=None, min_step=1e-8,
-                fill=1.0):
+@overload
+def secant_diag(params: Array, grads: Array, prev_params: Array, prev_grads: Array, *,
+                prev: Optional[Array] = ..., min_step: float = ..., fill: float = ...
+                ) -> Array: ...
+
+
+@overload
+def secant_diag(params: Sequence[Array], grads: Sequence[Array], prev_params: Sequence[Array],
+                prev_grads: Sequence[Array], *, prev: Optional[Sequence[Array]] = ...,
+                min_step: float = ..., fill: float = ...) -> List[Array]: ...
+
+
+def secant_diag(params: ArrayOrList, grads: ArrayOrList, prev_params: ArrayOrList,
+                prev_grads: ArrayOrList, *, prev: Optional[ArrayOrList] = None,
+                min_step: float = 1e-8, fill: float = 1.0) -> Union[Array, List[Array]]:
     r"""Estimate the Hessian diagonal from two gradients (elementwise secant).
 
     ::

@@ -10,14 +10,18 @@ walk all tensors with the GIL released.
 Update rules are torch.optim 2.13's (SPEC.md); each one has a plain-numpy twin
 in :mod:`lrfast._reference` that the kernels equal bit for bit.
 """
+from __future__ import annotations
+
 import copy
 import math
 import numbers
 import threading
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from ._dispatch import kernels as _K
+from ._typing import Array, Betas, Grads, Hyper, ParamsLike, StateDict
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "ParamGroup"]
@@ -52,7 +56,7 @@ def _serialize(fn):
     return {"class": "callable", "name": _name(fn)}
 
 
-def check_param(a, where):
+def check_param(a: Any, where: str) -> None:
     """Raise unless ``a`` can be updated in place by the kernels."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{where}: params must be numpy ndarrays, got {type(a).__name__}")
@@ -70,7 +74,7 @@ def check_param(a, where):
         raise ValueError(f"{where}: param is not aligned")
 
 
-def parse_groups(params):
+def parse_groups(params: Any) -> List[Dict[str, Any]]:
     """``params`` as torch takes them (a list of arrays, or of group dicts) ->
     a list of group dicts. Raises a clear error for anything else."""
     if isinstance(params, np.ndarray):
@@ -141,24 +145,25 @@ class Optimizer:
     """
 
     _kind = None
-    _defaults = {}
-    _state_names = ()
+    _defaults: Dict[str, Any] = {}
+    _state_names: Tuple[str, ...] = ()
     _has_step = True
 
-    def __init__(self, params, defaults=None, *, max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, defaults: Optional[Dict[str, Any]] = None, *,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         if defaults is None:
             defaults = dict(self._defaults)
         self.defaults = dict(defaults)
         self.max_grad_norm = max_grad_norm
         self.skip_nonfinite = skip_nonfinite
         self._lock = threading.Lock()
-        self.param_groups = []
-        self._compiled = []
-        self._params = []
-        self._group_of = []
-        self._states = []
-        self._gkey = []          # per group: the common step key, or None (per-tensor keys)
-        self._keys = []          # per param: its key (only read for non-uniform groups)
+        self.param_groups: List[ParamGroup] = []
+        self._compiled: List[Any] = []
+        self._params: List[Array] = []
+        self._group_of: List[int] = []
+        self._states: List[Any] = []
+        self._gkey: List[Any] = []   # per group: the common step key, or None (per-tensor keys)
+        self._keys: List[Any] = []   # per param: its key (only read for non-uniform groups)
         self._step_count = 0
         self.skipped_steps = 0
         self.last_grad_norm = float("nan")
@@ -168,23 +173,23 @@ class Optimizer:
         self._build()
 
     @property
-    def max_grad_norm(self):
+    def max_grad_norm(self) -> Optional[float]:
         """Clip the global grad norm to this value before each step (None: off)."""
         return self._max_grad_norm
 
     @max_grad_norm.setter
-    def max_grad_norm(self, v):
+    def max_grad_norm(self, v: Optional[float]) -> None:
         self._check_options(v, False)
         self._max_grad_norm = v
         self._max_norm = 0.0 if v is None else float(v)
 
     @property
-    def skip_nonfinite(self):
+    def skip_nonfinite(self) -> bool:
         """Skip (write nothing, count in ``skipped_steps``) steps whose grads hold NaN/inf."""
         return self._skip
 
     @skip_nonfinite.setter
-    def skip_nonfinite(self, v):
+    def skip_nonfinite(self, v: bool) -> None:
         self._check_options(None, v)
         self._skip = bool(v)
 
@@ -243,7 +248,7 @@ class Optimizer:
                 self._build()
                 raise
 
-    def add_param_group(self, param_group):
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Add a group (a dict with 'params' and optional hyperparameters), as torch."""
         with self._lock:
             self._add_group(param_group, build=True)
@@ -377,7 +382,7 @@ class Optimizer:
         return self._make_row(hp)(key)
 
     # ------------------------------------------------------------------- step
-    def step(self, grads, _aux=None):
+    def step(self, grads: Grads, _aux: Optional[Grads] = None) -> bool:
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -489,24 +494,24 @@ class Optimizer:
 
     # ----------------------------------------------------------------- views
     @property
-    def step_count(self):
+    def step_count(self) -> int:
         """Number of completed (not skipped) steps."""
         return self._step_count
 
     @property
-    def hyperparams(self):
+    def hyperparams(self) -> List[Dict[str, Any]]:
         """Per group, the hyperparameter values the next step will use."""
         return [dict(self._evaluate(c, self._step_count, gi))
                 for gi, c in enumerate(self._compiled)]
 
     @property
-    def lr(self):
+    def lr(self) -> Union[float, List[float]]:
         """The learning rate the next step will use (a list for several groups)."""
         lrs = [h["lr"] for h in self.hyperparams]
         return lrs[0] if len(lrs) == 1 else lrs
 
     @property
-    def params(self):
+    def params(self) -> List[Array]:
         return list(self._params)
 
     def _key_of(self, i):
@@ -517,7 +522,7 @@ class Optimizer:
         return key[0] if isinstance(key, tuple) else key
 
     @property
-    def state(self):
+    def state(self) -> Dict[int, Dict[str, Any]]:
         """Per-param state, as torch's ``optimizer.state`` (views, not copies)."""
         out = {}
         for i in range(self._n):
@@ -549,7 +554,7 @@ class Optimizer:
         return "\n".join(lines)
 
     # ------------------------------------------------------------ state dict
-    def zero_state(self):
+    def zero_state(self) -> None:
         """Reset all optimizer state (moments, step counts) as if freshly built.
         Params and schedules are untouched; ``step_count`` restarts at 0."""
         with self._lock:
@@ -563,7 +568,7 @@ class Optimizer:
             self._step_count = 0
             self.skipped_steps = 0
 
-    def state_dict(self):
+    def state_dict(self) -> StateDict:
         """A plain dict (numpy arrays, numbers, strings): SPEC.md schema v1."""
         with self._lock:
             state = {}
@@ -574,7 +579,7 @@ class Optimizer:
             groups, start = [], 0
             for gi, pg in enumerate(self.param_groups):
                 hp = self._evaluate(self._compiled[gi], self._step_count, gi)
-                g = {"params": list(range(start, start + len(pg["params"])))}
+                g: Dict[str, Any] = {"params": list(range(start, start + len(pg["params"])))}
                 start += len(pg["params"])
                 g.update(hp)
                 sched = {}
@@ -587,7 +592,7 @@ class Optimizer:
                     "step_count": self._step_count, "skipped_steps": self.skipped_steps,
                     "state": state, "param_groups": groups}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict: StateDict) -> None:
         """Restore a state_dict; checks everything before changing anything."""
         with self._lock:
             sd = state_dict
@@ -602,7 +607,7 @@ class Optimizer:
             for k in ("step_count", "skipped_steps"):
                 v = sd.get(k)
                 if (isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                        or not 0 <= v <= MAX_STEP):
+                        or not 0 <= v <= MAX_STEP):  # type: ignore[operator]
                     raise ValueError(f"state_dict[{k!r}] must be an int in [0, 2**53], "
                                      f"got {v!r}")
             groups = sd.get("param_groups")
@@ -746,7 +751,7 @@ class Optimizer:
             t = 0
         return arrays, self._entry_key(int(t), e, where)
 
-    _optional_state = ()
+    _optional_state: Tuple[str, ...] = ()
 
     def _entry_key(self, t, e, where):
         return t
@@ -811,8 +816,10 @@ class SGD(Optimizer):
     _has_step = False
     _optional_state = ("momentum_buffer",)
 
-    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, *, maximize=False, max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1e-3, momentum: Hyper = 0.0,
+                 dampening: float = 0.0, weight_decay: Hyper = 0.0, nesterov: bool = False,
+                 *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov,
                                       maximize=maximize),
@@ -878,9 +885,10 @@ class Adagrad(Optimizer):
                      eps=1e-10, maximize=False)
     _state_names = ("sum",)
 
-    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False,
-                 max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1e-2, lr_decay: float = 0.0,
+                 weight_decay: Hyper = 0.0, initial_accumulator_value: float = 0.0,
+                 eps: float = 1e-10, *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
                                       eps=eps, maximize=maximize),
@@ -918,8 +926,9 @@ class Adadelta(Optimizer):
     _defaults = dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False)
     _state_names = ("square_avg", "acc_delta")
 
-    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *,
-                 maximize=False, max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1.0, rho: float = 0.9,
+                 eps: float = 1e-6, weight_decay: Hyper = 0.0, *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
@@ -953,8 +962,10 @@ class RMSprop(Optimizer):
                      centered=False, maximize=False)
     _state_names = ("square_avg", "momentum_buffer", "grad_avg")
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, *, maximize=False, max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1e-2, alpha: float = 0.99,
+                 eps: float = 1e-8, weight_decay: Hyper = 0.0, momentum: Hyper = 0.0,
+                 centered: bool = False, *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered, maximize=maximize),
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
@@ -996,8 +1007,10 @@ class Adam(Optimizer):
     _state_names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     _decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, *, maximize=False, max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1e-3, betas: Betas = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Hyper = 0.0, amsgrad: bool = False,
+                 *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize),
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
@@ -1031,8 +1044,10 @@ class AdamW(Adam):
     _defaults = dict(Adam._defaults, weight_decay=1e-2)
     _decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, *, maximize=False, max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1e-3, betas: Betas = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Hyper = 1e-2, amsgrad: bool = False,
+                 *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad, maximize=maximize, max_grad_norm=max_grad_norm,
                          skip_nonfinite=skip_nonfinite)
@@ -1050,8 +1065,9 @@ class Adamax(Optimizer):
     _defaults = dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False)
     _state_names = ("exp_avg", "exp_inf")
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
-                 maximize=False, max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 2e-3, betas: Betas = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Hyper = 0.0, *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize),
                          max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
@@ -1085,9 +1101,10 @@ class NAdam(Optimizer):
                      momentum_decay=4e-3, decoupled_weight_decay=False, maximize=False)
     _state_names = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 momentum_decay=4e-3, decoupled_weight_decay=False, *, maximize=False,
-                 max_grad_norm=None, skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 2e-3, betas: Betas = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Hyper = 0.0, momentum_decay: float = 4e-3,
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
@@ -1129,7 +1146,7 @@ class NAdam(Optimizer):
         mp = e.get("mu_product", None)
         if isinstance(mp, np.ndarray) and mp.size == 1:
             mp = mp.item()
-        if isinstance(mp, bool) or not isinstance(mp, numbers.Real) or not math.isfinite(mp):
+        if isinstance(mp, bool) or not isinstance(mp, numbers.Real) or not _finite(mp):
             raise ValueError(f"{where}: state 'mu_product' must be a finite number, got {mp!r}")
         return (t, float(mp))
 
@@ -1148,9 +1165,10 @@ class RAdam(Optimizer):
                      decoupled_weight_decay=False, maximize=False)
     _state_names = ("exp_avg", "exp_avg_sq")
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 decoupled_weight_decay=False, *, maximize=False, max_grad_norm=None,
-                 skip_nonfinite=False):
+    def __init__(self, params: ParamsLike, lr: Hyper = 1e-3, betas: Betas = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: Hyper = 0.0,
+                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize),

@@ -37,13 +37,19 @@ without the cancellation, so values keep their relative accuracy down to the
 floor. torch computes some of those forms directly; the two then agree to
 1e-12 relative except within ~1e-16 x (the schedule's peak) of zero.
 """
+from __future__ import annotations
+
 import copy
 import math
 import numbers
 import os
 from bisect import bisect_left, bisect_right
+from typing import (Any, Callable, Dict, Iterable, List, Literal, Optional, SupportsFloat,
+                    Type, Union, overload)
 
 import numpy as np
+
+from ._typing import Axes, FloatArray, Step, Steps, StrPath
 
 __all__ = [
     "Schedule", "Constant", "TimeBasedDecay", "StepDecay", "ExponentialDecay",
@@ -55,7 +61,7 @@ __all__ = [
 
 #: lrfast schedule classes by name (filled as the classes below are defined);
 #: :func:`deserialize` looks names up here and nowhere else.
-_REGISTRY = {}
+_REGISTRY: Dict[str, Type[Schedule]] = {}
 
 
 # --------------------------------------------------------------------------- validation
@@ -80,7 +86,10 @@ def _real(owner, name, value, lo=None, hi=None, lo_open=False, hi_open=False):
     if not _is_real(value):
         raise TypeError(f"{owner}: {name} must be a real number, got {value!r} "
                         f"({type(value).__name__})")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:           # an int too large for a double
+        v = math.inf
     if not math.isfinite(v):
         raise ValueError(f"{owner}: {name} must be finite, got {value!r}")
     if ((lo is not None and (v <= lo if lo_open else v < lo))
@@ -151,6 +160,10 @@ def _as_step(owner, n):
         k = int(x)
     if k < 0:
         raise ValueError(f"{owner}: step n must be >= 0, got {k}")
+    try:
+        float(k)
+    except OverflowError:
+        raise ValueError(f"{owner}: step n is too large for a float, got {k}") from None
     return k
 
 
@@ -293,7 +306,9 @@ class Schedule:
 
     #: lower clamp applied to the value (``None``: none); set by :class:`ReduceOnPlateau`
     #: and inherited by the products and scalings that contain one.
-    _clamp_min = None
+    _clamp_min: Optional[float] = None
+    #: the constructor arguments (set by every subclass's ``__init__``)
+    _config: Dict[str, Any]
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -301,9 +316,15 @@ class Schedule:
             _REGISTRY[cls.__name__] = cls
 
     # ---- evaluation
-    def __call__(self, n):
+    @overload
+    def __call__(self, n: Step) -> float: ...
+
+    @overload
+    def __call__(self, n: Steps) -> FloatArray: ...
+
+    def __call__(self, n: Union[Step, Steps]) -> Union[float, FloatArray]:
         """The value at step ``n`` (int -> float; array-like of ints -> float64 ndarray)."""
-        if type(n) is int and n >= 0:  # the optimizers' case, first
+        if type(n) is int and 0 <= n < 9223372036854775808:  # the optimizers' case, first
             return self._value_scalar(n)
         if isinstance(n, (np.ndarray, list, tuple)):
             steps = _as_steps(type(self).__name__, n)
@@ -329,20 +350,20 @@ class Schedule:
         raise NotImplementedError
 
     # ---- composition
-    def __mul__(self, other):
+    def __mul__(self, other: Union[Schedule, float]) -> Schedule:
         if isinstance(other, Schedule):
             return Product(_factors(self) + _factors(other))
         if _is_real(other):
             return Scaled(self, other)
         return NotImplemented
 
-    def __rmul__(self, other):
+    def __rmul__(self, other: float) -> Schedule:
         if _is_real(other):
             return Scaled(self, other)
         return NotImplemented
 
     # ---- config and state
-    def get_config(self):
+    def get_config(self) -> Dict[str, Any]:
         """The constructor arguments as a JSON-serializable dict.
 
         Nested schedules appear as ``{"class": name, "config": {...}}``.
@@ -350,7 +371,7 @@ class Schedule:
         return {k: _encode(v) for k, v in self._config.items()}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Dict[str, Any]) -> Schedule:
         """Build a schedule from :meth:`get_config`'s output.
 
         On a subclass, ``config`` is that class's config; on :class:`Schedule`
@@ -382,7 +403,7 @@ class Schedule:
             raise ValueError(f"{type(self).__name__}: stateless schedule got state "
                              f"{sorted(state)}")
 
-    def state_dict(self):
+    def state_dict(self) -> Dict[str, Any]:
         """The mutable state as a JSON-serializable dict (``{}`` when stateless).
 
         A composite schedule carries its children's states under ``"children"``
@@ -394,7 +415,7 @@ class Schedule:
             state["children"] = kids
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output (checked before anything changes)."""
         if not isinstance(state, dict):
             raise TypeError(f"{type(self).__name__}: state must be a dict, got "
@@ -423,7 +444,8 @@ class Schedule:
         return f"{type(self).__name__}({args})"
 
     # ---- plotting
-    def plot(self, steps, ax=None, **plot_kwargs):
+    def plot(self, steps: Union[int, Steps], ax: Optional[Axes] = None,
+             **plot_kwargs: Any) -> Axes:
         """Draw the schedule over ``steps`` with matplotlib; return the Axes.
 
         Parameters
@@ -435,7 +457,7 @@ class Schedule:
         **plot_kwargs
             Passed to ``ax.plot``.
         """
-        n = np.arange(steps) if _is_int(steps) else np.asarray(steps)
+        n = np.arange(steps) if _is_int(steps) else np.asarray(steps)  # type: ignore[arg-type]
         if ax is None:
             plt = _pyplot()
             _, ax = plt.subplots(figsize=(6, 3.5))
@@ -474,7 +496,7 @@ class Constant(Schedule):
     0.01
     """
 
-    def __init__(self, value):
+    def __init__(self, value: float) -> None:
         self._value = _real("Constant", "value", value, lo=0.0)
         self._config = {"value": self._value}
 
@@ -527,7 +549,7 @@ class TimeBasedDecay(Schedule):
     [0.1, 0.1, 0.066667, 0.033333, 0.013333]
     """
 
-    def __init__(self, lr0, decay):
+    def __init__(self, lr0: float, decay: float) -> None:
         self.lr0 = _real("TimeBasedDecay", "lr0", lr0, lo=0.0)
         self.decay = d = _real("TimeBasedDecay", "decay", decay, lo=0.0)
         self._config = {"lr0": self.lr0, "decay": self.decay}
@@ -545,7 +567,7 @@ class TimeBasedDecay(Schedule):
         self._prefix = [0.0, 0.0] + [math.fsum(logs[:j - 1]) for j in range(2, K + 1)]
         self._prefix_np = np.array(self._prefix)
 
-    def log_decay(self, n):
+    def log_decay(self, n: Union[Step, Steps]) -> Union[float, FloatArray]:
         """``log(lr0 / eta_n) = sum_{k=1}^{n-1} log1p(d k)`` (float or ndarray)."""
         steps = _as_steps("TimeBasedDecay", n) if isinstance(
             n, (np.ndarray, list, tuple)) else _as_step("TimeBasedDecay", n)
@@ -614,7 +636,7 @@ class StepDecay(Schedule):
     (0.1, 0.1, 0.05, 0.025)
     """
 
-    def __init__(self, lr0, drop, every):
+    def __init__(self, lr0: float, drop: float, every: int) -> None:
         self.lr0 = _real("StepDecay", "lr0", lr0, lo=0.0)
         self.drop = _real("StepDecay", "drop", drop, lo=0.0, hi=1.0, lo_open=True)
         self.every = _int("StepDecay", "every", every, lo=1)
@@ -651,7 +673,7 @@ class ExponentialDecay(Schedule):
     (0.5, 0.25)
     """
 
-    def __init__(self, lr0, decay):
+    def __init__(self, lr0: float, decay: float) -> None:
         self.lr0 = _real("ExponentialDecay", "lr0", lr0, lo=0.0)
         self.decay = _real("ExponentialDecay", "decay", decay, lo=0.0)
         self._config = {"lr0": self.lr0, "decay": self.decay}
@@ -693,7 +715,8 @@ class InverseTimeDecay(Schedule):
     (0.1, 0.05, 0.066666666667)
     """
 
-    def __init__(self, lr0, decay_steps, decay_rate, staircase=False):
+    def __init__(self, lr0: float, decay_steps: int, decay_rate: float,
+                 staircase: bool = False) -> None:
         o = "InverseTimeDecay"
         self.lr0 = _real(o, "lr0", lr0, lo=0.0)
         self.decay_steps = _int(o, "decay_steps", decay_steps, lo=1)
@@ -743,7 +766,8 @@ class PolynomialDecay(Schedule):
     (0.1, 0.025, 0.0, 0.0)
     """
 
-    def __init__(self, lr0, decay_steps, end_lr=0.0001, power=1.0, cycle=False):
+    def __init__(self, lr0: float, decay_steps: int, end_lr: float = 0.0001,
+                 power: float = 1.0, cycle: bool = False) -> None:
         o = "PolynomialDecay"
         self.lr0 = _real(o, "lr0", lr0, lo=0.0)
         self.decay_steps = _int(o, "decay_steps", decay_steps, lo=1)
@@ -793,7 +817,7 @@ class PiecewiseConstant(Schedule):
     (1.0, 0.5, 0.5, 0.1)
     """
 
-    def __init__(self, boundaries, values):
+    def __init__(self, boundaries: Iterable[int], values: Iterable[float]) -> None:
         o = "PiecewiseConstant"
         self.boundaries = _int_list(o, "boundaries", boundaries, increasing=True)
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
@@ -851,7 +875,8 @@ class CosineDecay(Schedule):
     (0.05, 0.1, 0.05, 0.0, 0.0)
     """
 
-    def __init__(self, lr0, decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
+    def __init__(self, lr0: float, decay_steps: int, alpha: float = 0.0,
+                 warmup_target: Optional[float] = None, warmup_steps: int = 0) -> None:
         o = "CosineDecay"
         self.lr0 = _real(o, "lr0", lr0, lo=0.0)
         self.decay_steps = _int(o, "decay_steps", decay_steps, lo=1)
@@ -924,7 +949,8 @@ class CosineRestarts(Schedule):
     (0.1, 0.05, 0.05, 0.025)
     """
 
-    def __init__(self, lr0, first_decay_steps, t_mul=2.0, m_mul=1.0, alpha=0.0):
+    def __init__(self, lr0: float, first_decay_steps: int, t_mul: float = 2.0,
+                 m_mul: float = 1.0, alpha: float = 0.0) -> None:
         o = "CosineRestarts"
         self.lr0 = _real(o, "lr0", lr0, lo=0.0)
         self.first_decay_steps = _int(o, "first_decay_steps", first_decay_steps, lo=1)
@@ -1043,7 +1069,8 @@ class LinearWarmup(Schedule):
     >>> w = LinearWarmup(CosineDecay(0.1, 100), start_factor=0.1, total_iters=10)
     """
 
-    def __init__(self, base, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+    def __init__(self, base: Union[Schedule, float], start_factor: float = 1.0 / 3,
+                 end_factor: float = 1.0, total_iters: int = 5) -> None:
         o = "LinearWarmup"
         self.base = _as_schedule(o, "base", base)
         self.start_factor = _real(o, "start_factor", start_factor, lo=0.0)
@@ -1175,9 +1202,11 @@ class OneCycle(_OneCycleBase):
     (0.95, 0.85, 0.95)
     """
 
-    def __init__(self, max_lr, total_steps, pct_start=0.3, anneal_strategy="cos",
-                 div_factor=25.0, final_div_factor=1e4, three_phase=False,
-                 cycle_momentum=True, base_momentum=0.85, max_momentum=0.95):
+    def __init__(self, max_lr: float, total_steps: int, pct_start: float = 0.3,
+                 anneal_strategy: Literal["cos", "linear"] = "cos", div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False,
+                 cycle_momentum: bool = True, base_momentum: float = 0.85,
+                 max_momentum: float = 0.95) -> None:
         o = "OneCycle"
         self.max_lr = _real(o, "max_lr", max_lr, lo=0.0, lo_open=True)
         self.div_factor = _real(o, "div_factor", div_factor, lo=0.0, lo_open=True)
@@ -1200,7 +1229,7 @@ class OneCycle(_OneCycleBase):
                         "base_momentum": self.base_momentum, "max_momentum": self.max_momentum}
 
     @property
-    def momentum(self):
+    def momentum(self) -> Optional[OneCycleMomentum]:
         """The companion momentum / beta1 schedule (:class:`OneCycleMomentum`), or
         ``None`` when ``cycle_momentum`` is False (torch then leaves momentum alone)."""
         if not self.cycle_momentum:
@@ -1225,8 +1254,9 @@ class OneCycleMomentum(_OneCycleBase):
 
     _owner = "OneCycleMomentum"
 
-    def __init__(self, total_steps, pct_start=0.3, anneal_strategy="cos", three_phase=False,
-                 base_momentum=0.85, max_momentum=0.95):
+    def __init__(self, total_steps: int, pct_start: float = 0.3,
+                 anneal_strategy: Literal["cos", "linear"] = "cos", three_phase: bool = False,
+                 base_momentum: float = 0.85, max_momentum: float = 0.95) -> None:
         o = self._owner
         self.base_momentum = _real(o, "base_momentum", base_momentum, lo=0.0, hi=1.0,
                                    hi_open=True)
@@ -1330,9 +1360,11 @@ class Cyclic(_CyclicBase):
     0.8
     """
 
-    def __init__(self, base_lr, max_lr, step_size_up=2000, step_size_down=None,
-                 mode="triangular", gamma=1.0, cycle_momentum=True, base_momentum=0.8,
-                 max_momentum=0.9):
+    def __init__(self, base_lr: float, max_lr: float, step_size_up: int = 2000,
+                 step_size_down: Optional[int] = None,
+                 mode: Literal["triangular", "triangular2", "exp_range"] = "triangular",
+                 gamma: float = 1.0, cycle_momentum: bool = True, base_momentum: float = 0.8,
+                 max_momentum: float = 0.9) -> None:
         o = "Cyclic"
         self.base_lr = _real(o, "base_lr", base_lr, lo=0.0)
         self.max_lr = _real(o, "max_lr", max_lr, lo=0.0)
@@ -1356,7 +1388,7 @@ class Cyclic(_CyclicBase):
         return self.base_lr + (self.max_lr - self.base_lr) * factor * scale
 
     @property
-    def momentum(self):
+    def momentum(self) -> Optional[CyclicMomentum]:
         """The companion momentum / beta1 schedule (:class:`CyclicMomentum`), or ``None``
         when ``cycle_momentum`` is False."""
         if not self.cycle_momentum:
@@ -1380,8 +1412,10 @@ class CyclicMomentum(_CyclicBase):
 
     _owner = "CyclicMomentum"
 
-    def __init__(self, base_momentum=0.8, max_momentum=0.9, step_size_up=2000,
-                 step_size_down=None, mode="triangular", gamma=1.0):
+    def __init__(self, base_momentum: float = 0.8, max_momentum: float = 0.9,
+                 step_size_up: int = 2000, step_size_down: Optional[int] = None,
+                 mode: Literal["triangular", "triangular2", "exp_range"] = "triangular",
+                 gamma: float = 1.0) -> None:
         o = self._owner
         self.base_momentum = _real(o, "base_momentum", base_momentum, lo=0.0, hi=1.0,
                                    hi_open=True)
@@ -1424,7 +1458,7 @@ class MultiStepDecay(Schedule):
     [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
     """
 
-    def __init__(self, lr0, milestones, gamma=0.1):
+    def __init__(self, lr0: float, milestones: Iterable[int], gamma: float = 0.1) -> None:
         o = "MultiStepDecay"
         self.lr0 = _real(o, "lr0", lr0, lo=0.0)
         self.milestones = sorted(_int_list(o, "milestones", milestones, increasing=False))
@@ -1468,7 +1502,8 @@ class Sequence(Schedule):
     (0.05, 0.1, 0.0)
     """
 
-    def __init__(self, schedules, boundaries):
+    def __init__(self, schedules: Iterable[Union[Schedule, float]],
+                 boundaries: Iterable[int]) -> None:
         o = "Sequence"
         if isinstance(schedules, (str, bytes)) or not hasattr(schedules, "__iter__"):
             raise TypeError(f"{o}: schedules must be a list of schedules, got {schedules!r}")
@@ -1495,7 +1530,8 @@ class Sequence(Schedule):
         return out
 
 
-def join_schedules(schedules, boundaries):
+def join_schedules(schedules: Iterable[Union[Schedule, float]],
+                   boundaries: Iterable[int]) -> Sequence:
     """Optax's name for :class:`Sequence`: ``Sequence(schedules, boundaries)``."""
     return Sequence(schedules, boundaries)
 
@@ -1524,7 +1560,7 @@ class Scaled(Schedule):
     ('Scaled', 0.05)
     """
 
-    def __init__(self, schedule, factor):
+    def __init__(self, schedule: Schedule, factor: float) -> None:
         if not isinstance(schedule, Schedule):
             raise TypeError(f"Scaled: schedule must be an lrfast Schedule, got {schedule!r}")
         self.schedule = schedule
@@ -1559,7 +1595,7 @@ class Product(Schedule):
     ('Product', 0.1, 0.05)
     """
 
-    def __init__(self, schedules):
+    def __init__(self, schedules: Iterable[Schedule]) -> None:
         if isinstance(schedules, (str, bytes)) or not hasattr(schedules, "__iter__"):
             raise TypeError(f"Product: schedules must be a list of schedules, got {schedules!r}")
         schedules = list(schedules)
@@ -1637,8 +1673,10 @@ class ReduceOnPlateau(Schedule):
     >>> s = ReduceOnPlateau(factor=0.5, patience=0, min_lr=1e-3) * CosineDecay(0.1, 100)
     """
 
-    def __init__(self, initial=1.0, *, base=None, mode="min", factor=0.1, patience=10,
-                 threshold=1e-4, threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
+    def __init__(self, initial: float = 1.0, *, base: Union[Schedule, float, None] = None,
+                 mode: Literal["min", "max"] = "min", factor: float = 0.1, patience: int = 10,
+                 threshold: float = 1e-4, threshold_mode: Literal["rel", "abs"] = "rel",
+                 cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8) -> None:
         o = "ReduceOnPlateau"
         self.initial = _real(o, "initial", initial, lo=0.0)
         self.base = None if base is None else _as_schedule(o, "base", base)
@@ -1660,7 +1698,7 @@ class ReduceOnPlateau(Schedule):
                         "cooldown": self.cooldown, "min_lr": self.min_lr, "eps": self.eps}
         self.reset()
 
-    def reset(self):
+    def reset(self) -> None:
         """Forget the history: level back to ``initial``, counters to zero."""
         self.level = self.initial
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -1669,7 +1707,7 @@ class ReduceOnPlateau(Schedule):
         self.last_epoch = 0
 
     @property
-    def in_cooldown(self):
+    def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0
 
     def _is_better(self, a, best):
@@ -1681,7 +1719,7 @@ class ReduceOnPlateau(Schedule):
             return a > best * (self.threshold + 1.0)
         return a > best + self.threshold
 
-    def step(self, metric):
+    def step(self, metric: SupportsFloat) -> None:
         """Record one value of the monitored metric (torch's ``scheduler.step(metric)``)."""
         try:
             current = float(metric)
@@ -1767,7 +1805,8 @@ class LRRangeTest(Schedule):
     [0.0001, 0.001, 0.01, 0.1, 1.0]
     """
 
-    def __init__(self, start_lr, end_lr, num_steps, mode="exp"):
+    def __init__(self, start_lr: float, end_lr: float, num_steps: int,
+                 mode: Literal["exp", "linear"] = "exp") -> None:
         o = "LRRangeTest"
         self.mode = _choice(o, "mode", mode, ("exp", "linear"))
         self.start_lr = _real(o, "start_lr", start_lr, lo=0.0, lo_open=self.mode == "exp")
@@ -1790,7 +1829,7 @@ class LRRangeTest(Schedule):
 
 
 # --------------------------------------------------------------------------- serialization
-def serialize(schedule):
+def serialize(schedule: Callable[..., Any]) -> Dict[str, Any]:
     """A JSON-serializable dict describing a schedule: class, config and state.
 
     ``{"class": name, "config": get_config(), "state": state_dict()}`` for an
@@ -1811,7 +1850,7 @@ def serialize(schedule):
     raise TypeError(f"serialize: expected a schedule or a callable, got {schedule!r}")
 
 
-def deserialize(data):
+def deserialize(data: Dict[str, Any]) -> Schedule:
     """Rebuild a schedule from :func:`serialize`'s output (config, then state).
 
     Classes are looked up by name among lrfast's schedule classes only.
@@ -1885,7 +1924,7 @@ def _gallery_examples(N):
     ]
 
 
-def gallery(out_dir, steps=1000, per_schedule=False):
+def gallery(out_dir: StrPath, steps: int = 1000, per_schedule: bool = False) -> List[str]:
     """Write a PNG gallery of every schedule; return the paths written.
 
     Writes ``schedules.png`` (one panel per schedule) into ``out_dir`` (created
@@ -1940,7 +1979,7 @@ def gallery(out_dir, steps=1000, per_schedule=False):
     return paths
 
 
-def gallery_main(argv=None):
+def gallery_main(argv: Optional[List[str]] = None) -> int:
     """``python -m lrfast schedules --out DIR [--steps N] [--per-schedule]``: run :func:`gallery`."""
     import argparse
     p = argparse.ArgumentParser(prog="python -m lrfast schedules",

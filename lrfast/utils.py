@@ -1,12 +1,16 @@
 """Gradient utilities: global norm and clipping, with the kernels' deterministic
 reduction (fixed blocks, double accumulators, fixed combine order: the same
 result for any thread count)."""
+from __future__ import annotations
+
 import math
 import numbers
+from typing import Iterable, Optional, Tuple, Union
 
 import numpy as np
 
 from ._dispatch import kernels as _K
+from ._typing import Array
 
 __all__ = ["grad_norm", "clip_grad_norm"]
 
@@ -40,7 +44,7 @@ def _positive_finite(x):
     return math.isfinite(x) and x > 0
 
 
-def grad_norm(grads):
+def grad_norm(grads: Union[Array, Iterable[Optional[Array]]]) -> Tuple[float, bool]:
     """Global L2 norm of ``grads`` (None entries skipped), in double.
 
     Returns
@@ -51,7 +55,8 @@ def grad_norm(grads):
     return eng.grad_norm(arrays)
 
 
-def clip_grad_norm(grads, max_norm, error_if_nonfinite=False):
+def clip_grad_norm(grads: Union[Array, Iterable[Optional[Array]]], max_norm: float,
+                   error_if_nonfinite: bool = False) -> float:
     """Scale ``grads`` IN PLACE so their global L2 norm is at most ``max_norm``,
     as ``torch.nn.utils.clip_grad_norm_``: ``g *= min(1, max_norm/(norm + 1e-6))``.
 

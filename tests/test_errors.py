@@ -915,3 +915,33 @@ def test_zz_count_of_bad_inputs(capsys):
     # tried (quoted in the closing note). Runs last (file order).
     with capsys.disabled():
         print(f"\n[test_errors] distinct bad inputs tried: {N_BAD['count']}")
+
+
+# Ints too large for a double must give a clear ValueError, never OverflowError
+# (found by hypothesis: a state_dict with mu_product = 10**400).
+_HUGE = 10 ** 400
+
+
+@pytest.mark.parametrize("make", [
+    lambda: lrfast.LBFGS([np.zeros(3)], lr=_HUGE),
+    lambda: lrfast.LBFGS([np.zeros(3)], tolerance_grad=_HUGE),
+    lambda: lrfast.Adam([np.zeros(3)], lr=_HUGE),
+    lambda: lrfast.schedules.Constant(_HUGE),
+    lambda: lrfast.schedules.ExponentialDecay(0.1, _HUGE),
+    lambda: lrfast.schedules.ExponentialDecay(0.1, 0.01)(_HUGE),
+], ids=["lbfgs-lr", "lbfgs-tol", "adam-lr", "constant", "expdecay-arg", "expdecay-n"])
+def test_huge_ints_raise_value_error(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_huge_mu_product_in_state_dict_rejected_atomically():
+    p = [np.ones(3)]
+    opt = lrfast.NAdam(p, lr=0.01)
+    opt.step([np.ones(3)])
+    sd = opt.state_dict()
+    before = opt.state_dict()
+    sd["state"][0]["mu_product"] = _HUGE
+    with pytest.raises(ValueError, match="mu_product"):
+        opt.load_state_dict(sd)
+    assert opt.state_dict()["state"][0]["mu_product"] == before["state"][0]["mu_product"]
