@@ -1,7 +1,20 @@
+import os
+
 import numpy as np
 import pytest
 
 import lrfast
+
+try:
+    from hypothesis import settings as _hsettings
+except ImportError:  # hypothesis is a test extra
+    _hsettings = None
+if _hsettings is not None:
+    # CI runs the property tests with a fixed derivation of examples, so a CI
+    # run is reproducible; locally they explore new examples every run.
+    _hsettings.register_profile("ci", derandomize=True)
+    if os.environ.get("CI"):
+        _hsettings.load_profile("ci")
 
 
 @pytest.fixture
