@@ -27,7 +27,7 @@ from ._dispatch import kernels as _K
 from ._typing import Array, Closure, Hyper, ParamsLike, StateDict
 from .line_search import (LineSearchResult, _armijo_core, _armijo_holds, _as_float,
                           _wolfe_core)
-from .optim import FORMAT, _finite, _is_sched, check_param, parse_groups
+from .optim import FORMAT, ParamGroup, _finite, _is_sched, check_param, parse_groups
 
 __all__ = ["LBFGS"]
 
@@ -76,33 +76,6 @@ def _check_lr(lr, where):
         raise ValueError(f"{where}: lr must be finite, got {lr!r}")
     if lr < 0:
         raise ValueError(f"{where}: invalid learning rate {lr!r} (must be >= 0)")
-
-
-class _Group(dict):
-    """The one parameter group; values are validated when set, as lrfast's
-    ParamGroup (``opt.param_groups[0]["lr"] = 0.5`` works and is checked)."""
-
-    __slots__ = ("_live",)
-    _live: bool
-
-    def __setitem__(self, key, value):
-        if getattr(self, "_live", False):
-            if key == "params":
-                raise ValueError("param_groups[0]['params'] cannot be reassigned; build a new "
-                                 "optimizer")
-            if key not in self:
-                raise KeyError(f"LBFGS: unknown hyperparameter {key!r}")
-            trial = dict(self)
-            trial[key] = value
-            _check_hp(trial)
-        dict.__setitem__(self, key, value)
-
-    def update(self, *args, **kw):
-        for k, v in dict(*args, **kw).items():
-            self[k] = v
-
-    def __reduce__(self):
-        return (dict, (dict(self),))
 
 
 class LBFGS:
@@ -200,8 +173,8 @@ class LBFGS:
                             f"one flat vector), got {sorted(str(d) for d in dtypes)}")
         self._space = _named(_K.FlatParams, plist)        # rejects overlapping params
         self.defaults = {k: hp[k] for k in _HP}
-        group = _Group(params=plist, **hp)
-        group._live = True
+        group = ParamGroup(params=plist, **hp)
+        group._opt, group._index = self, 0
         self.param_groups = [group]
         self._params = plist
         self._dtype = plist[0].dtype
@@ -234,6 +207,12 @@ class LBFGS:
 
     def add_param_group(self, param_group: Dict[str, Any]) -> NoReturn:
         raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
+
+    @staticmethod
+    def _check_group_change(gi, trial):
+        """param_groups[0][key] = value: validate; the value itself is the commit."""
+        _check_hp(trial)
+        return lambda: None
 
     def _reset_state(self):
         self._func_evals = 0

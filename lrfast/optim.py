@@ -123,9 +123,9 @@ class ParamGroup(dict):
                 raise KeyError(f"{type(opt).__name__}: unknown hyperparameter {key!r}")
             trial = dict(self)
             trial[key] = value
-            opt._compile_group(trial, self._index)  # raises before anything changes
+            commit = opt._check_group_change(self._index, trial)  # raises: nothing changes
             dict.__setitem__(self, key, value)
-            opt._compiled[self._index] = opt._compile_group(self, self._index)
+            commit()
             return
         dict.__setitem__(self, key, value)
 
@@ -247,6 +247,14 @@ class Optimizer:
                 del self._keys[base:]
                 self._build()
                 raise
+
+    def _check_group_change(self, gi, trial):
+        """Validate group ``gi`` with one value changed; return the commit."""
+        compiled = self._compile_group(trial, gi)
+
+        def commit():
+            self._compiled[gi] = compiled
+        return commit
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Add a group (a dict with 'params' and optional hyperparameters), as torch."""
