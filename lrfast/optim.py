@@ -479,12 +479,9 @@ class Optimizer:
     def _advance_partial(self, grads, index, new_keys):
         # Some grads were None: keys become per param; regroup where uniform.
         for i in range(self._n):
-            gi = self._group_of[i]
-            if self._gkey[gi] is not None:
-                old = self._gkey[gi]
-                for j in range(self._n):
-                    if self._group_of[j] == gi:
-                        self._keys[j] = old
+            old = self._gkey[self._group_of[i]]
+            if old is not None:
+                self._keys[i] = old
         for gi in range(len(self._gkey)):
             self._gkey[gi] = None
         for i in range(self._n):
