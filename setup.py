@@ -25,7 +25,8 @@ from setuptools import Extension, setup
 
 # What ships: IEEE semantics, portable code. -fno-math-errno lets gcc vectorize
 # sqrt (3.6-3.9x on Adam); -ffp-contract=off keeps kernels bit-identical to their
-# numpy twins. Never -ffast-math (it sets flush-to-zero process-wide) or -march=native.
+# numpy twins. Never fast-math (it sets flush-to-zero process-wide) and never a
+# native-CPU build (wheels must run on any x86-64).
 BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
 ISA_FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3", "-mtune=generic"]}
 DIRECTIVES = {

@@ -27,7 +27,8 @@ from ._dispatch import kernels as _K
 from ._typing import Array, Closure, Hyper, ParamsLike, StateDict
 from .line_search import (LineSearchResult, _armijo_core, _armijo_holds, _as_float,
                           _wolfe_core)
-from .optim import FORMAT, ParamGroup, _finite, _is_sched, check_param, parse_groups
+from .optim import (FORMAT, ParamGroup, _finite, _is_sched, check_header, check_param,
+                    parse_groups)
 
 __all__ = ["LBFGS"]
 
@@ -505,18 +506,7 @@ class LBFGS:
         anything."""
         with self._guard("load_state_dict"):
             sd = state_dict
-            if not isinstance(sd, dict):
-                raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
-            if sd.get("format") != FORMAT:
-                raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
-                                 f"(format {sd.get('format')!r})")
-            if sd.get("optimizer") != "LBFGS":
-                raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not "
-                                 "LBFGS")
-            for k in ("step_count", "skipped_steps"):
-                v = sd.get(k)
-                if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                    raise ValueError(f"state_dict[{k!r}] must be an int >= 0, got {v!r}")
+            check_header(sd, "LBFGS")
             groups = sd.get("param_groups")
             if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0],
                                                                                   dict):

@@ -96,6 +96,22 @@ def parse_groups(params: Any) -> List[Dict[str, Any]]:
     return [{"params": params}]
 
 
+def check_header(sd, optimizer):
+    """Check a state_dict's type, format, optimizer kind and step counters."""
+    if not isinstance(sd, dict):
+        raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+    if sd.get("format") != FORMAT:
+        raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
+                         f"(format {sd.get('format')!r})")
+    if sd.get("optimizer") != optimizer:
+        raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not {optimizer}")
+    for k in ("step_count", "skipped_steps"):
+        v = sd.get(k)
+        if (isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                or not 0 <= v <= MAX_STEP):
+            raise ValueError(f"state_dict[{k!r}] must be an int in [0, 2**53], got {v!r}")
+
+
 def state_index(i, n):
     """A state_dict['state'] key (int, or digits after a JSON round trip) as an
     index into n params; raises ValueError otherwise."""
@@ -601,20 +617,7 @@ class Optimizer:
         """Restore a state_dict; checks everything before changing anything."""
         with self._lock:
             sd = state_dict
-            if not isinstance(sd, dict):
-                raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
-            if sd.get("format") != FORMAT:
-                raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
-                                 f"(format {sd.get('format')!r})")
-            if sd.get("optimizer") != type(self).__name__:
-                raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, "
-                                 f"not {type(self).__name__}")
-            for k in ("step_count", "skipped_steps"):
-                v = sd.get(k)
-                if (isinstance(v, bool) or not isinstance(v, numbers.Integral)
-                        or not 0 <= v <= MAX_STEP):  # type: ignore[operator]
-                    raise ValueError(f"state_dict[{k!r}] must be an int in [0, 2**53], "
-                                     f"got {v!r}")
+            check_header(sd, type(self).__name__)
             groups = sd.get("param_groups")
             if not isinstance(groups, list) or len(groups) != len(self.param_groups):
                 raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'}"
