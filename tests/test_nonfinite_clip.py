@@ -22,24 +22,15 @@ from lrfast import _reference as R
 from _snap import assert_same, snapshot
 from conftest import bits_equal
 
-NAMES = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
-HP = {
-    "SGD": dict(lr=0.05, momentum=0.9, weight_decay=0.01),
-    "Adagrad": dict(lr=0.1, lr_decay=0.01),
-    "Adadelta": dict(weight_decay=0.01),
-    "RMSprop": dict(lr=0.01, momentum=0.5, centered=True),
-    "Adam": dict(lr=0.01, amsgrad=True, weight_decay=0.01),
-    "AdamW": dict(lr=0.01, amsgrad=True),
-    "Adamax": dict(lr=0.01),
-    "NAdam": dict(lr=0.01, weight_decay=0.01),
-    "RAdam": dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
-}
+from _cases import NAMES, rich_case
+
+HP = {name: rich_case(name) for name in NAMES}
 SHAPES = [(7, 5), (13,), (1,), (0,), (2, 3, 4)]
 BIG_SHAPES = [(3 * 4096 + 5,), (4096,), (1,), (0,), (20000,)]   # many reduction blocks
 
 
 def full_hp(name):
-    return {**getattr(lrfast, name)._defaults, **HP[name]}
+    return {**getattr(lrfast, name).spec.defaults, **HP[name]}
 
 
 def make(shapes, dtype, seed=0):
