@@ -17,27 +17,41 @@ array([0.9, 0.9, 0.9])
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ._dispatch import kernels as _K
 from ._typing import Array
-from ._validate import check_param, check_value, step_count
+from ._validate import MAX_STEP, check_value, step_count
 from .optim._rules import RULES
 from .optim._table import KINDS, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step"]
 
-_CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, typed values)
+_CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
+
+
+def _cache_key(name: str, hp: Dict[str, Any]) -> Tuple[Any, ...]:
+    # floats and ints stand for themselves (equal values validate alike); any
+    # other type joins the key, so True never hits the entry of 1.0
+    key: List[Any] = [name]
+    for v in hp.values():
+        t = type(v)
+        if t is float or t is int:
+            key.append(v)
+        elif t is tuple:
+            key.extend(x if type(x) is float else (type(x), x) for x in v)
+        else:
+            key.append((t, v))
+    return tuple(key)
 
 
 def _plan(name: str, hp: Dict[str, Any]):
     """The validated row plan of optimizer ``name`` for ``hp`` (cached: a loop
     that calls the same step with the same hyperparameters validates once)."""
-    key = (name,) + tuple((type(v), tuple((type(x), x) for x in v) if type(v) is tuple else v)
-                          for v in hp.values())
+    key = _cache_key(name, hp)
     try:
         return _CACHE[key]
     except (KeyError, TypeError):       # TypeError: an unhashable value (checked below)
@@ -49,8 +63,10 @@ def _plan(name: str, hp: Dict[str, Any]):
     rule.check(vals, where)
     fixed, step = rule.plan(vals)
     kind = KINDS[spec.kind]
+    need = rule.alloc(np.empty(0), vals)
     out = (tuple(float(fixed[f]) for f in kind.fields), step, vals["lr"],
-           _K.KINDS[spec.kind], rule.alloc(np.empty(0), vals))
+           _K.KINDS[spec.kind], tuple(n for n, a in zip(spec.states, need) if a is not None),
+           spec.states)
     if len(_CACHE) > 256:
         _CACHE.clear()
     try:
@@ -60,43 +76,25 @@ def _plan(name: str, hp: Dict[str, Any]):
     return out
 
 
-def _run(name: str, p: Array, g: Array, states: Sequence[Tuple[str, Optional[Array]]],
+def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]],
          hp: Dict[str, Any], key: Any) -> Any:
-    fixed, stepfn, lr, kind, need = _plan(name, hp)
-    check_param(p, f"{name.lower()}_step")
-    arrs = []
-    for (sname, s), want in zip(states, need):
-        if s is None:
-            if want is not None:
+    """Validate and apply one step of optimizer ``name``; ``states`` are its
+    state arrays in table order (None where an option is off)."""
+    fixed, stepfn, lr, kind, needed, names = _plan(name, hp)
+    if any(s is None for s in states):
+        for sname, s in zip(names, states):
+            if s is None and sname in needed:
                 raise ValueError(f"{name.lower()}_step: state array {sname!r} is required "
                                  "with these hyperparameters, got None")
-            arrs.append(None)
-            continue
-        check_param(s, f"{name.lower()}_step", f"state {sname!r}")
-        if s.shape != p.shape or s.dtype != p.dtype:
-            raise ValueError(f"{name.lower()}_step: state {sname!r} shape/dtype "
-                             f"{s.shape}/{s.dtype} != param's {p.shape}/{p.dtype}")
-        if s.flags.c_contiguous != p.flags.c_contiguous and p.ndim > 1:
-            raise ValueError(f"{name.lower()}_step: state {sname!r} memory layout differs "
-                             "from the param's")
-        arrs.append(s)
-    _no_overlap([("param", p)] + [(n, s) for (n, _), s in zip(states, arrs) if s is not None],
-                name)
-    arrs += [None] * (3 - len(arrs))
     sv, newkey = stepfn(key, lr)
-    _K.step_one(kind, p, g, arrs[0], arrs[1], arrs[2], fixed + sv)
+    s = list(states) + [None] * (3 - len(states))
+    _K.step_one(kind, p, g, s[0], s[1], s[2], fixed + sv, None, f"{name.lower()}_step", names)
     return newkey
 
 
-def _no_overlap(arrays, name):
-    for i, (na, a) in enumerate(arrays):
-        for nb, b in arrays[i + 1:]:
-            if a.size and b.size and np.may_share_memory(a, b):
-                raise ValueError(f"{name.lower()}_step: {nb!r} overlaps {na!r} (the param and "
-                                 "each state must be separate arrays)")
-
-
 def _step_arg(step: Any) -> int:
+    if type(step) is int and 0 < step <= MAX_STEP:
+        return step
     return step_count(step, "step (the step count after this update)", low=1)
 
 
@@ -108,7 +106,7 @@ def sgd_step(p: Array, g: Array, momentum_buffer: Optional[Array] = None, *, lr:
     first_step = check_value(first_step, "first_step", "bool", "sgd_step: ")
     hp = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
               nesterov=nesterov, maximize=maximize)
-    _run("SGD", p, g, [("momentum_buffer", momentum_buffer)], hp, (0, not first_step))
+    _run("SGD", p, g, [momentum_buffer], hp, (0, not first_step))
 
 
 def adagrad_step(p: Array, g: Array, state_sum: Array, *, lr: float, step: int,
@@ -117,7 +115,7 @@ def adagrad_step(p: Array, g: Array, state_sum: Array, *, lr: float, step: int,
     """Adagrad (see :class:`lrfast.Adagrad`)."""
     hp = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
               initial_accumulator_value=0.0, eps=eps, maximize=maximize)
-    _run("Adagrad", p, g, [("sum", state_sum)], hp, _step_arg(step) - 1)
+    _run("Adagrad", p, g, [state_sum], hp, _step_arg(step) - 1)
 
 
 def adadelta_step(p: Array, g: Array, square_avg: Array, acc_delta: Array, *,
@@ -125,7 +123,7 @@ def adadelta_step(p: Array, g: Array, square_avg: Array, acc_delta: Array, *,
                   weight_decay: float = 0.0, maximize: bool = False) -> None:
     """Adadelta (see :class:`lrfast.Adadelta`)."""
     hp = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    _run("Adadelta", p, g, [("square_avg", square_avg), ("acc_delta", acc_delta)], hp, 0)
+    _run("Adadelta", p, g, [square_avg, acc_delta], hp, 0)
 
 
 def rmsprop_step(p: Array, g: Array, square_avg: Array, *,
@@ -136,8 +134,7 @@ def rmsprop_step(p: Array, g: Array, square_avg: Array, *,
     """RMSprop (see :class:`lrfast.RMSprop`)."""
     hp = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
               centered=centered, maximize=maximize)
-    _run("RMSprop", p, g, [("square_avg", square_avg), ("momentum_buffer", momentum_buffer),
-                           ("grad_avg", grad_avg)], hp, 0)
+    _run("RMSprop", p, g, [square_avg, momentum_buffer, grad_avg], hp, 0)
 
 
 def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
@@ -146,12 +143,12 @@ def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: floa
               max_exp_avg_sq: Optional[Array] = None, maximize: bool = False,
               decoupled: bool = False) -> None:
     """Adam / AdamW (``decoupled=True``) (see :class:`lrfast.Adam`)."""
-    decoupled = check_value(decoupled, "decoupled", "bool", "adam_step: ")
+    if decoupled is not True and decoupled is not False:
+        decoupled = check_value(decoupled, "decoupled", "bool", "adam_step: ")
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               amsgrad=amsgrad, maximize=maximize)
     _run("AdamW" if decoupled else "Adam", p, g,
-         [("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq),
-          ("max_exp_avg_sq", max_exp_avg_sq if amsgrad is True else None)],
+         [exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad is True else None],
          hp, _step_arg(step) - 1)
 
 
@@ -167,7 +164,7 @@ def adamax_step(p: Array, g: Array, exp_avg: Array, exp_inf: Array, *, lr: float
     """Adamax (see :class:`lrfast.Adamax`)."""
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               maximize=maximize)
-    _run("Adamax", p, g, [("exp_avg", exp_avg), ("exp_inf", exp_inf)], hp,
+    _run("Adamax", p, g, [exp_avg, exp_inf], hp,
          _step_arg(step) - 1)
 
 
@@ -183,7 +180,7 @@ def nadam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
               maximize=maximize)
     t = _step_arg(step) - 1
     key = RULES["NAdam"].entry_key(t, {"mu_product": mu_product}, "nadam_step")
-    return _run("NAdam", p, g, [("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)], hp, key)[1]
+    return _run("NAdam", p, g, [exp_avg, exp_avg_sq], hp, key)[1]
 
 
 def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
@@ -193,5 +190,5 @@ def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
     """RAdam (see :class:`lrfast.RAdam`)."""
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-    _run("RAdam", p, g, [("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)], hp,
+    _run("RAdam", p, g, [exp_avg, exp_avg_sq], hp,
          _step_arg(step) - 1)

@@ -1038,25 +1038,52 @@ cdef class Engine:
 # One array, one step: the functional layer (lrfast.kernels.*_step). No
 # Engine is built: a stack record, parts cut arithmetically, the same loops.
 # --------------------------------------------------------------------------
-def step_one(int kind, p, g, s0, s1, s2, row, h=None):
-    """Apply kernel ``kind`` to one param in place (validated arrays: the
-    caller checked the param and state; the grad and auxiliary input are
-    checked here). ``row`` holds exactly the kind's row fields."""
+cdef int _check_writable(object x, str where, str what) except -1:
+    # A param or state array the kernel writes: the checks of
+    # lrfast._validate.check_param, in C (same messages).
+    if not cnp.PyArray_Check(x):
+        raise TypeError(f"{where}: {what} must be a numpy ndarray, got {type(x).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if not cnp.PyArray_CheckExact(x) and isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{where}: {what} is a masked array (its mask would be ignored)")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{where}: {what} dtype {a.dtype.str} has non-native byte order (use "
+                        "a.astype(a.dtype.newbyteorder('=')))")
+    if _dtype_code(a) < 0:
+        raise TypeError(f"{where}: {what} dtype {a.dtype} is not supported (float32 or float64)")
+    if not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{where}: {what} is read-only (the optimizer updates it in place)")
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)):
+        raise ValueError(f"{where}: {what} is not contiguous (use np.ascontiguousarray and "
+                         "keep a reference to the copy)")
+    if not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{where}: {what} is not aligned")
+    return 0
+
+
+def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple names=None):
+    """Apply kernel ``kind`` to one param in place: the functional layer's
+    entry. Validates the param, its state arrays (``names`` name them in
+    errors), the grad and the auxiliary input, and that no two of them
+    overlap, before anything is written. ``row`` holds exactly the kind's row
+    fields."""
     cdef TensorRec t
     cdef Data d
     cdef Task tasks[64]
     cdef int part_first[65]
     cdef double r[NS]
-    cdef Py_ssize_t j, n, per, pos = 0
+    cdef Py_ssize_t j, k, n, per, pos = 0
     cdef int nparts, nt
-    cdef cnp.ndarray pa = <cnp.ndarray>p
+    cdef cnp.ndarray pa, sa
+    cdef uintptr_t lo[5]
+    cdef uintptr_t hi[5]
     if not 0 <= kind < N_KINDS:
         raise ValueError(f"unknown kernel kind {kind}")
     if len(row) != _ROW_LEN[kind]:
         raise ValueError(f"scalar row has {len(row)} fields, this kernel's row has "
                          f"{_ROW_LEN[kind]}")
-    for j in range(_ROW_LEN[kind]):
-        r[j] = row[j]
+    _check_writable(p, where, "param")
+    pa = <cnp.ndarray>p
     memset(&t, 0, sizeof(TensorRec))
     t.p = <char*>cnp.PyArray_DATA(pa)
     t.size = cnp.PyArray_SIZE(pa)
@@ -1064,24 +1091,47 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None):
     t.itemsize = 4 if t.dtype == 0 else 8
     t.c_contig = cnp.PyArray_IS_C_CONTIGUOUS(pa)
     t.f_contig = cnp.PyArray_IS_F_CONTIGUOUS(pa)
-    _check_array(g, "grad", "param", &t)
+    labels = ["param"]
+    arrays = [p]
+    for j, x in enumerate((s0, s1, s2)):
+        if x is None:
+            continue
+        what = f"state {names[j]!r}" if names is not None else f"state {j}"
+        _check_writable(x, where, what)
+        sa = <cnp.ndarray>x
+        if x.shape != p.shape or _dtype_code(sa) != t.dtype:
+            raise ValueError(f"{where}: {what} shape/dtype {x.shape}/{x.dtype} != param's "
+                             f"{p.shape}/{p.dtype}")
+        if (cnp.PyArray_IS_C_CONTIGUOUS(sa) != t.c_contig) and cnp.PyArray_NDIM(pa) > 1:
+            raise ValueError(f"{where}: {what} memory layout differs from the param's")
+        t.s[j] = <char*>cnp.PyArray_DATA(sa)
+        labels.append(what)
+        arrays.append(x)
+    _check_array(g, "grad", where, &t)
     if g.shape != p.shape:
-        raise ValueError(f"grad shape {g.shape} != param shape {p.shape}")
+        raise ValueError(f"{where}: grad shape {g.shape} != param shape {p.shape}")
     t.g = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
-    cdef uintptr_t lo = <uintptr_t>t.g, hi = lo + <uintptr_t>(t.size * t.itemsize)
-    for j, (what, x) in enumerate((("param", p), ("state 0", s0), ("state 1", s1), ("state 2", s2))):
-        if x is not None and t.size:
-            if (<uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>x) < hi
-                    and lo < <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>x) + <uintptr_t>(t.size * t.itemsize)):
-                raise ValueError(f"grad overlaps its own {what if j == 0 else 'optimizer state'} "
-                                 "(pass a separate grad array)")
     if h is not None:
-        _check_array(h, "auxiliary input", "param", &t)
+        _check_array(h, "auxiliary input", where, &t)
         t.h = <char*>cnp.PyArray_DATA(<cnp.ndarray>h)
     elif kind in AUX_KINDS:
         raise ValueError("this kernel needs an auxiliary input")
-    for j, s in enumerate((s0, s1, s2)):
-        t.s[j] = <char*>cnp.PyArray_DATA(<cnp.ndarray>s) if s is not None else NULL
+    if t.size:
+        # written arrays must not overlap each other, and the grad none of them
+        for j in range(len(arrays)):
+            lo[j] = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>arrays[j])
+            hi[j] = lo[j] + <uintptr_t>(t.size * t.itemsize)
+        for j in range(len(arrays)):
+            for k in range(j + 1, len(arrays)):
+                if lo[j] < hi[k] and lo[k] < hi[j]:
+                    raise ValueError(f"{where}: {labels[k]} overlaps the {labels[j]} (the param "
+                                     "and each state must be separate arrays)")
+            if lo[j] < <uintptr_t>t.g + <uintptr_t>(t.size * t.itemsize) and <uintptr_t>t.g < hi[j]:
+                raise ValueError(f"{where}: grad overlaps its own "
+                                 f"{'param' if j == 0 else 'optimizer state'} "
+                                 "(pass a separate grad array)")
+    for j in range(_ROW_LEN[kind]):
+        r[j] = row[j]
     n = t.size
     nparts = <int>min(<Py_ssize_t>64, max(<Py_ssize_t>1, n // 4096))
     per = (n + nparts - 1) // nparts
