@@ -87,7 +87,7 @@ class DiagonalNewton(Optimizer):
         if hess_diag is None:
             raise ValueError("DiagonalNewton.step needs hess_diag: one Hessian-diagonal "
                              "array per param (see hutchinson_diag, secant_diag)")
-        return Optimizer.step(self, grads, _aux=hess_diag)
+        return self._step(grads, hess_diag)
 
 
 # ----------------------------------------------------------------------------

@@ -944,20 +944,24 @@ cdef class Engine:
         return 0
 
     def step(self, grads, rows, *, double max_norm=0.0, bint skip_nonfinite=False,
-             bint allow_none=True, aux=None):
+             bint allow_none=True, aux=None, norm_hook=None):
         """Validate grads, then apply one fused step.
 
         rows: the scalar rows of this step (each a sequence of exactly the
         kernel's row fields, see ROW_FIELDS); param i reads the row that
         ``set_row_map`` gave it (by default its group's). aux: optional second
         input per param (same rules as grads; DiagonalNewton's Hessian
-        diagonal). Returns (n_active, applied, grad_norm): grad_norm is NaN
-        unless max_norm > 0 or skip_nonfinite.
+        diagonal). norm_hook: optional ``f(sumsq, finite) -> (sumsq, finite)``
+        called between the reduction pass and the update (a sharded optimizer
+        turns its local sum of squares into the global one there); clipping
+        and skipping then use what it returns. Returns (n_active, applied,
+        grad_norm): grad_norm is NaN unless max_norm > 0, skip_nonfinite or
+        a hook.
         """
         cdef Py_ssize_t i, k, nrows
         cdef int na, nt
         cdef double sumsq = 0.0, norm = NAN, coef
-        cdef bint finite = True
+        cdef bint finite = True, reduce = max_norm > 0.0 or skip_nonfinite or norm_hook is not None
         cdef Py_ssize_t work = 0
         cdef tuple gs, hs = None     # the snapshots hold every input for the whole call
         if self._busy:
@@ -985,9 +989,13 @@ cdef class Engine:
                     work += self.d.t[i].size
             with nogil:
                 nt = _threads_for(work)
-                if max_norm > 0.0 or skip_nonfinite:
+                if reduce:
                     _reduce(&self.d, nt, &sumsq, &finite)
-                    norm = sqrt(sumsq)
+            if norm_hook is not None:
+                sumsq, finite = norm_hook(sumsq, bool(finite))
+            if reduce:
+                norm = sqrt(sumsq)
+            with nogil:
                 if not (skip_nonfinite and not finite):
                     if max_norm > 0.0:
                         # torch: g *= clamp(max_norm/(norm + 1e-6), max=1); a NaN

@@ -505,6 +505,12 @@ class Optimizer:
             False if the step was skipped (``skip_nonfinite`` and a grad held
             NaN/inf); nothing was written then.
         """
+        return self._step(grads, _aux)
+
+    def _step(self, grads, aux=None, norm_hook=None):
+        """``step``, with the engine's hooks: ``aux`` (a second input per
+        param) and ``norm_hook`` (see ``Engine.step``; a sharded wrapper makes
+        the norm global there)."""
         self._enter()
         try:
             n = self._step_count
@@ -527,7 +533,8 @@ class Optimizer:
                     nk.append(k2)
                 new_keys.append(nk)
             na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
-                                                  skip_nonfinite=self._skip, aux=_aux)
+                                                  skip_nonfinite=self._skip, aux=aux,
+                                                  norm_hook=norm_hook)
             self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
