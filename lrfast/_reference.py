@@ -101,7 +101,9 @@ def rmsprop(p, g, st, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, moment
     if centered:
         a = st["grad_avg"]
         a[...] = a + T(1 - alpha) * (g - a)
-        w = v - a * a
+        with np.errstate(invalid="ignore", over="ignore"):
+            w = v - a * a
+        w = np.where(w == w, w, v)          # inf - inf keeps v (torch's fused addcmul)
     den = np.sqrt(w) + T(eps)
     if momentum > 0:
         b = st["momentum_buffer"]

@@ -52,7 +52,9 @@ def check(isa, root):
         name = funcs[bisect.bisect(starts, ln) - 1][1]
         m2 = re.match(r"__pyx_fuse_(\d)__pyx_f_\w+?_kernels_(?:avx2|baseline)_(_\w+)$", name)
         if m2:
-            key = (m2.group(2), "float32" if m2.group(1) == "0" else "float64")
+            kname = m2.group(2)
+            kname = kname[:-len("_loop")] if kname.endswith("_loop") else kname   # inlined body
+            key = (kname, "float32" if m2.group(1) == "0" else "float64")
             loops[key].add(ln)
             width[key].add(int(m.group(2)))
     ok = True

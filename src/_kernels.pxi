@@ -274,11 +274,9 @@ cdef void _adadelta(real* p, const real* g, const real* h, real* v, real* u, rea
         p[i] = p[i] - lr * di
 
 
-cdef void _rmsprop(real* p, const real* g, const real* h, real* v, real* b, real* a,
-                   Py_ssize_t n, const RmspropRow* r) noexcept nogil:
-    cdef real gs = <real>r.gs, wd = <real>r.wd, lr = <real>r.lr, alpha = <real>r.alpha
-    cdef real c = <real>r.c, eps = <real>r.eps, mu = <real>r.mu
-    cdef bint l2 = r.l2 != 0, mom = r.mom != 0, centered = r.centered != 0
+cdef inline void _rmsprop_loop(real* p, const real* g, real* v, real* b, real* a, Py_ssize_t n,
+                               real gs, real wd, bint l2, real lr, real alpha, real c, real eps,
+                               real mu, bint mom, bint centered) noexcept nogil:
     cdef Py_ssize_t i
     cdef real gi, vi, ai, wi, bi
     for i in range(n):
@@ -288,7 +286,10 @@ cdef void _rmsprop(real* p, const real* g, const real* h, real* v, real* b, real
         if centered:
             ai = a[i] + c * (gi - a[i])
             a[i] = ai
-            vi = vi - ai * ai
+            # v - a*a; where that is inf - inf (v overflowed, and so did a*a),
+            # keep v: torch's fused addcmul never forms a*a and gets inf, not NaN
+            wi = vi - ai * ai
+            vi = wi if wi == wi else vi
         wi = _sqrt(vi) + eps
         if mom:
             bi = b[i] * mu + gi / wi
@@ -296,6 +297,23 @@ cdef void _rmsprop(real* p, const real* g, const real* h, real* v, real* b, real
             p[i] = p[i] - lr * bi
         else:
             p[i] = p[i] - lr * gi / wi
+
+
+cdef void _rmsprop(real* p, const real* g, const real* h, real* v, real* b, real* a,
+                   Py_ssize_t n, const RmspropRow* r) noexcept nogil:
+    # one loop per (centered, momentum): each specialization vectorizes
+    cdef real gs = <real>r.gs, wd = <real>r.wd, lr = <real>r.lr, alpha = <real>r.alpha
+    cdef real c = <real>r.c, eps = <real>r.eps, mu = <real>r.mu
+    cdef bint l2 = r.l2 != 0, mom = r.mom != 0, centered = r.centered != 0
+    if centered:
+        if mom:
+            _rmsprop_loop(p, g, v, b, a, n, gs, wd, l2, lr, alpha, c, eps, mu, True, True)
+        else:
+            _rmsprop_loop(p, g, v, b, a, n, gs, wd, l2, lr, alpha, c, eps, mu, False, True)
+    elif mom:
+        _rmsprop_loop(p, g, v, b, a, n, gs, wd, l2, lr, alpha, c, eps, mu, True, False)
+    else:
+        _rmsprop_loop(p, g, v, b, a, n, gs, wd, l2, lr, alpha, c, eps, mu, False, False)
 
 
 cdef void _adam(real* p, const real* g, const real* h, real* m, real* v, real* vmax,

@@ -121,8 +121,12 @@ class GroupList(list):
                         "hyperparameter with opt.param_groups[i][key] = value, or add a "
                         "group with opt.add_param_group")
 
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    __delitem__ = __iadd__ = __imul__ = _refuse
     insert = remove = pop = clear = sort = reverse = extend = _refuse
+
+    def __setitem__(self, i, g):
+        if not (isinstance(i, int) and list.__getitem__(self, i) is g):   # pg |= {...} stores back
+            self._refuse()
 
     def _append(self, g):
         list.append(self, g)
@@ -168,9 +172,13 @@ class ParamGroup(dict):
                              f"{sorted(k for k in self if k != 'params')})")
         trial = dict(self)
         trial.update(changes)
-        commit = opt._check_group_change(self._index, trial)  # raises: nothing changes
-        dict.update(self, changes)
-        commit()
+        opt._enter()            # validation runs schedules: user code, guarded
+        try:
+            commit = opt._check_group_change(self._index, trial)  # raises: nothing changes
+            dict.update(self, changes)
+            commit()
+        finally:
+            opt._exit()
 
     def __ior__(self, other):
         self.update(other)
