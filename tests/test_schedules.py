@@ -111,7 +111,7 @@ def test_examples_cover_every_class():
 
 
 def test_module_doctests():
-    result = doctest.testmod(S, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(S._decay, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 30
     assert result.failed == 0
 
@@ -903,7 +903,7 @@ def test_gallery_writes_png(tmp_path, agg, capsys, monkeypatch):
     assert (out / "schedules.png").stat().st_size > 20000
     # one file per schedule (on the first few examples, to keep the test fast)
     few = S._gallery_examples(2)[:3]
-    monkeypatch.setattr(S, "_gallery_examples", lambda N: few)
+    monkeypatch.setattr(sys.modules[S.gallery.__module__], "_gallery_examples", lambda N: few)
     paths = S.gallery(tmp_path / "each", steps=2, per_schedule=True)
     assert paths == [str(tmp_path / "each" / f) for f in
                      ("schedules.png", "schedule_Constant.png", "schedule_TimeBasedDecay.png",

@@ -49,7 +49,7 @@ from typing import (Any, Callable, Dict, Iterable, List, Literal, Optional, Supp
 
 import numpy as np
 
-from ._typing import Axes, FloatArray, Step, Steps, StrPath
+from .._typing import Axes, FloatArray, Step, Steps, StrPath
 
 __all__ = [
     "Schedule", "Constant", "TimeBasedDecay", "StepDecay", "ExponentialDecay",
