@@ -15,6 +15,8 @@ from .._typing import Axes, FloatArray, Step, Steps
 #: of this package); :func:`deserialize` looks names up here and nowhere else.
 _REGISTRY: Dict[str, Type[Schedule]] = {}
 _PACKAGE = __name__.rpartition(".")[0]  # "lrfast.schedules"
+#: the largest step a schedule takes (an int64 step counter)
+_MAX_STEP = 2 ** 63 - 1
 
 
 # --------------------------------------------------------------------------- validation
@@ -168,11 +170,16 @@ class Schedule:
     """Base class of lrfast schedules: ``s(n) -> float``, ``s(array) -> ndarray``.
 
     Subclasses implement ``_scalar(n)`` (``n`` a Python int >= 0, returning a
-    float) and ``_array(n)`` (``n`` an int64 ndarray, returning a float64
-    ndarray of the same shape, with numpy and no Python loop over the
-    elements), and record their constructor arguments in ``self._config``.
-    The optimizers accept any callable ``n -> float``: deriving from this class
-    is what adds vectorization, configs, serialization and plots.
+    Python float: the value, ``s(n)``) and ``_array(n)`` (``n`` an int64
+    ndarray, returning a float64 ndarray of the same shape, with numpy and no
+    Python loop over the elements), and record their constructor arguments in
+    ``self._config``. ``s(n)`` on a Python int calls ``_scalar`` directly (an
+    optimizer evaluates its schedules once per step), so ``_scalar`` does its
+    work with constants precomputed in ``__init__``; a caller that has already
+    validated its step (an int in ``[0, 2**63)``) may call ``s._scalar(n)``
+    itself and skip the dispatch. The optimizers accept any
+    callable ``n -> float``: deriving from this class is what adds
+    vectorization, configs, serialization and plots.
 
     Composition: ``k * s`` and ``s * k`` (k a number) give :class:`Scaled`,
     ``s1 * s2`` gives :class:`Product`.
@@ -190,7 +197,9 @@ class Schedule:
     """
 
     #: lower clamp applied to the value (``None``: none); set by :class:`ReduceOnPlateau`
-    #: and inherited by the products and scalings that contain one.
+    #: and inherited by the products and scalings that contain one. Those three
+    #: classes apply it in ``_scalar``/``_array``; their ``_raw_scalar``/``_raw_array``
+    #: give the value before it, which a product of them multiplies.
     _clamp_min: Optional[float] = None
     #: the constructor arguments (set by every subclass's ``__init__``)
     _config: Dict[str, Any]
@@ -211,30 +220,32 @@ class Schedule:
 
     def __call__(self, n: Union[Step, Steps]) -> Union[float, FloatArray]:
         """The value at step ``n`` (int -> float; array-like of ints -> float64 ndarray)."""
-        if type(n) is int and 0 <= n < 9223372036854775808:  # the optimizers' case, first
-            return self._value_scalar(n)
+        if type(n) is int and 0 <= n <= _MAX_STEP:  # the optimizers' case, first
+            return self._scalar(n)
         if isinstance(n, (np.ndarray, list, tuple)):
             steps = _as_steps(type(self).__name__, n)
             with np.errstate(all="ignore"):
-                out = self._value_array(steps)
+                out = self._array(steps)
             return np.asarray(out, dtype=np.float64).reshape(steps.shape)
-        return self._value_scalar(_as_step(type(self).__name__, n))
+        return self._scalar(_as_step(type(self).__name__, n))
 
-    def _value_scalar(self, n):
-        v = float(self._scalar(n))
-        c = self._clamp_min
-        return v if c is None else max(v, c)
-
-    def _value_array(self, n):
-        v = self._array(n)
-        c = self._clamp_min
-        return v if c is None else np.maximum(v, c)
-
-    def _scalar(self, n):
+    def _scalar(self, n: int) -> float:
         raise NotImplementedError
 
-    def _array(self, n):
+    def _array(self, n: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _raw_scalar(self, n: int) -> float:
+        return self._scalar(n)
+
+    def _raw_array(self, n: np.ndarray) -> np.ndarray:
+        return self._array(n)
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        # Rebuild the constants that __init__ precomputes (a pickle from an older
+        # version may lack some), then restore the pickled attributes and state.
+        type(self).__init__(self, **state["_config"])
+        self.__dict__.update(state)
 
     # ---- composition
     def __mul__(self, other: Union[Schedule, float]) -> Schedule:

@@ -7,7 +7,7 @@ from typing import Iterable, Union
 import numpy as np
 
 from ._base import Schedule, _int, _int_list, _real
-from ._decay import _as_schedule
+from ._decay import Constant, _as_schedule
 
 
 class LinearWarmup(Schedule):
@@ -50,14 +50,19 @@ class LinearWarmup(Schedule):
         self.total_iters = _int(o, "total_iters", total_iters, lo=1)
         self._config = {"base": self.base, "start_factor": self.start_factor,
                         "end_factor": self.end_factor, "total_iters": self.total_iters}
+        self._delta = self.end_factor - self.start_factor
+        # a constant base (the usual warmup of a number) is read once, here
+        self._base_value = self.base._value if type(self.base) is Constant else None
 
     def _scalar(self, n):
-        s, e, T = self.start_factor, self.end_factor, self.total_iters
-        return self.base._value_scalar(n) * (s + (e - s) * min(T, n) / T)
+        T = self.total_iters
+        f = self.start_factor + self._delta * (n if n < T else T) / T
+        b = self._base_value
+        return (self.base._scalar(n) if b is None else b) * f
 
     def _array(self, n):
         s, e, T = self.start_factor, self.end_factor, self.total_iters
-        return self.base._value_array(n) * (s + (e - s) * np.minimum(T, n) / T)
+        return self.base._array(n) * (s + (e - s) * np.minimum(T, n) / T)
 
 
 # --------------------------------------------------------------------------- composition
@@ -103,7 +108,7 @@ class Sequence(Schedule):
 
     def _scalar(self, n):
         i = bisect_right(self.boundaries, n)
-        return self.schedules[i]._value_scalar(n - self._offsets[i])
+        return self.schedules[i]._scalar(n - self._offsets[i])
 
     def _array(self, n):
         idx = np.searchsorted(self._b, n, side="right")
@@ -111,7 +116,7 @@ class Sequence(Schedule):
         for i, s in enumerate(self.schedules):  # a loop over pieces, not over steps
             sel = idx == i
             if sel.any():
-                out[sel] = s._value_array(n[sel] - self._offsets[i])
+                out[sel] = s._array(n[sel] - self._offsets[i])
         return out
 
 
@@ -153,11 +158,21 @@ class Scaled(Schedule):
         self._clamp_min = schedule._clamp_min
         self._config = {"schedule": self.schedule, "factor": self.factor}
 
+    def _raw_scalar(self, n):
+        return self.factor * self.schedule._raw_scalar(n)
+
+    def _raw_array(self, n):
+        return self.factor * self.schedule._raw_array(n)
+
     def _scalar(self, n):
-        return self.factor * self.schedule._scalar(n)
+        v = self.factor * self.schedule._raw_scalar(n)
+        c = self._clamp_min
+        return v if c is None else max(v, c)
 
     def _array(self, n):
-        return self.factor * self.schedule._array(n)
+        v = self.factor * self.schedule._raw_array(n)
+        c = self._clamp_min
+        return v if c is None else np.maximum(v, c)
 
 
 class Product(Schedule):
@@ -193,14 +208,24 @@ class Product(Schedule):
         self._clamp_min = _merge_clamps(schedules)
         self._config = {"schedules": list(schedules)}
 
-    def _scalar(self, n):
+    def _raw_scalar(self, n):
         v = 1.0
         for s in self.schedules:
-            v *= s._scalar(n)
+            v *= s._raw_scalar(n)
         return v
 
-    def _array(self, n):
+    def _raw_array(self, n):
         v = np.ones(n.shape)
         for s in self.schedules:
-            v = v * s._array(n)
+            v = v * s._raw_array(n)
         return v
+
+    def _scalar(self, n):
+        v = self._raw_scalar(n)
+        c = self._clamp_min
+        return v if c is None else max(v, c)
+
+    def _array(self, n):
+        v = self._raw_array(n)
+        c = self._clamp_min
+        return v if c is None else np.maximum(v, c)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
+from math import cos, exp, sin
 from typing import Iterable, Literal, Optional, Union
 
 import numpy as np
 
 from .._typing import FloatArray, Step, Steps
 from ._base import Schedule, _as_step, _as_steps, _bool, _choice, _int, _int_list, _is_real, _real
-from ._numerics import (_STIRLING, _half_cos, _half_cos_np, _horner, _log1pmx_over_u,
+from ._numerics import (_HALF_PI, _STIRLING, _half_cos_np, _horner, _log1pmx_over_u,
                         _log1pmx_over_u_np, _stirling_tail)
 
 
@@ -220,9 +221,10 @@ class ExponentialDecay(Schedule):
         self.lr0 = _real("ExponentialDecay", "lr0", lr0, lo=0.0)
         self.decay = _real("ExponentialDecay", "decay", decay, lo=0.0)
         self._config = {"lr0": self.lr0, "decay": self.decay}
+        self._neg_decay = -self.decay
 
     def _scalar(self, n):
-        return self.lr0 * math.exp(-self.decay * n)
+        return self.lr0 * exp(self._neg_decay * n)
 
     def _array(self, n):
         return self.lr0 * np.exp(-self.decay * n.astype(np.float64))
@@ -433,13 +435,26 @@ class CosineDecay(Schedule):
         self._config = {"lr0": self.lr0, "decay_steps": self.decay_steps, "alpha": self.alpha,
                         "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}
         self._peak = self.lr0 if self.warmup_target is None else self.warmup_target
+        self._amp = 1.0 - self.alpha
+        self._rise = (0.0 if self.warmup_target is None
+                      else self.warmup_target - self.lr0)
 
     def _scalar(self, n):
-        W, T = self.warmup_steps, self.decay_steps
+        W = self.warmup_steps
         if n < W:
-            return (self.warmup_target - self.lr0) * (n / W) + self.lr0
-        k = min(n - W, T)
-        return self._peak * ((1.0 - self.alpha) * _half_cos(k, T) + self.alpha)
+            return self._rise * (n / W) + self.lr0
+        T = self.decay_steps
+        k = n - W
+        if k > T:
+            k = T
+        # _half_cos(k, T), inlined: this runs once per optimizer step
+        if 2 * k <= T:
+            c = cos(_HALF_PI * k / T)
+            h = c * c
+        else:
+            s = sin(_HALF_PI * (T - k) / T)
+            h = s * s
+        return self._peak * (self._amp * h + self.alpha)
 
     def _array(self, n):
         W, T = self.warmup_steps, self.decay_steps

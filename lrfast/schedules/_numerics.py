@@ -6,13 +6,15 @@ import math
 
 import numpy as np
 
+_HALF_PI = 0.5 * math.pi
+
 
 def _half_cos(k, T):
     """0.5 * (1 + cos(pi * k / T)) for 0 <= k <= T, without cancellation near k = T."""
     if 2.0 * k <= T:
-        c = math.cos(0.5 * math.pi * k / T)
+        c = math.cos(_HALF_PI * k / T)
         return c * c
-    s = math.sin(0.5 * math.pi * (T - k) / T)
+    s = math.sin(_HALF_PI * (T - k) / T)
     return s * s
 
 

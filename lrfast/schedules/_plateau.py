@@ -132,13 +132,19 @@ class ReduceOnPlateau(Schedule):
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
 
-    def _scalar(self, n):
-        return self.level if self.base is None else self.level * self.base._value_scalar(n)
+    def _raw_scalar(self, n):
+        return self.level if self.base is None else self.level * self.base._scalar(n)
 
-    def _array(self, n):
+    def _raw_array(self, n):
         if self.base is None:
             return np.full(n.shape, self.level)
-        return self.level * self.base._value_array(n)
+        return self.level * self.base._array(n)
+
+    def _scalar(self, n):
+        return max(self._raw_scalar(n), self.min_lr)
+
+    def _array(self, n):
+        return np.maximum(self._raw_array(n), self.min_lr)
 
     def _own_state(self):
         return {"level": self.level, "best": _json_float(self.best),
