@@ -51,18 +51,27 @@ class LinearWarmup(Schedule):
         self._config = {"base": self.base, "start_factor": self.start_factor,
                         "end_factor": self.end_factor, "total_iters": self.total_iters}
         self._delta = self.end_factor - self.start_factor
+        self._lo, self._hi = sorted((self.start_factor, self.end_factor))
         # a constant base (the usual warmup of a number) is read once, here
         self._base_value = self.base._value if type(self.base) is Constant else None
 
     def _scalar(self, n):
         T = self.total_iters
-        f = self.start_factor + self._delta * (n if n < T else T) / T
+        if n >= T:
+            f = self.end_factor  # exactly: s + (e - s) * T / T may miss it by an ulp
+        else:
+            f = self.start_factor + self._delta * n / T
+            if f < self._lo:  # _clip, inlined: this runs once per optimizer step
+                f = self._lo
+            elif f > self._hi:
+                f = self._hi
         b = self._base_value
         return (self.base._scalar(n) if b is None else b) * f
 
     def _array(self, n):
         s, e, T = self.start_factor, self.end_factor, self.total_iters
-        return self.base._array(n) * (s + (e - s) * np.minimum(T, n) / T)
+        f = np.where(n >= T, e, np.clip(s + (e - s) * np.minimum(T, n) / T, self._lo, self._hi))
+        return self.base._array(n) * f
 
 
 # --------------------------------------------------------------------------- composition

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from ._base import Schedule, _bool, _choice, _int, _real
-from ._numerics import _half_cos, _half_cos_np, _one_plus_cos_pi
+from ._numerics import _clip, _half_cos, _half_cos_np, _one_plus_cos_pi
 
 
 class CosineRestarts(Schedule):
@@ -104,7 +104,8 @@ class CosineRestarts(Schedule):
     def _scalar(self, n):
         i, start, length = self._cycle(n)
         hc = _half_cos(max(float(n - start), 0.0), float(length))
-        return self.lr0 * ((1.0 - self.alpha) * self.m_mul ** i * hc + self.alpha)
+        v = self.lr0 * ((1.0 - self.alpha) * self.m_mul ** i * hc + self.alpha)
+        return v if v <= self.lr0 else self.lr0  # the bracket can round above 1
 
     def _array(self, n):
         T0 = float(self.first_decay_steps)
@@ -137,7 +138,8 @@ class CosineRestarts(Schedule):
             i = np.where(up, i + 1.0, np.where(reached(start_of(i)), i, i - 1.0))
             start, length = start_of(i), T0 * tpow(i)
         hc = _half_cos_np(np.maximum(nf - start, 0.0), length)
-        return self.lr0 * ((1.0 - self.alpha) * np.power(self.m_mul, i) * hc + self.alpha)
+        return np.minimum(self.lr0 * ((1.0 - self.alpha) * np.power(self.m_mul, i) * hc
+                                      + self.alpha), self.lr0)
 
 
 class _OneCycleBase(Schedule):
@@ -179,7 +181,8 @@ class _OneCycleBase(Schedule):
             if n <= end or i == last:
                 start = self._starts[i]
                 a, b = self._values[i]
-                return self._anneal(a, b, (n - start) / (end - start))
+                lo, hi = self._bounds[i]
+                return _clip(self._anneal(a, b, (n - start) / (end - start)), lo, hi)
 
     def _array(self, n):
         nf = np.minimum(n, self.total_steps - 1).astype(np.float64)
@@ -189,11 +192,14 @@ class _OneCycleBase(Schedule):
         b = self._values_np[i, 1]
         pct = (nf - start) / (end - start)
         if self.anneal_strategy == "cos":
-            return b + (a - b) / 2.0 * (2.0 * _half_cos_np(pct, 1.0))
-        return (b - a) * pct + a
+            v = b + (a - b) / 2.0 * (2.0 * _half_cos_np(pct, 1.0))
+        else:
+            v = (b - a) * pct + a
+        return np.clip(v, np.minimum(a, b), np.maximum(a, b))
 
     def _set_values(self, values):
         self._values = values
+        self._bounds = [(min(a, b), max(a, b)) for a, b in values]
         self._values_np = np.array(values, dtype=np.float64)
 
 
@@ -416,6 +422,7 @@ class Cyclic(_CyclicBase):
                                    hi_open=True)
         self.max_momentum = _real(o, "max_momentum", max_momentum, lo=0.0, hi=1.0, hi_open=True)
         self._init_cycle(step_size_up, step_size_down, mode, gamma)
+        self._range = (min(self.base_lr, self.max_lr), max(self.base_lr, self.max_lr))
         self._config = {"base_lr": self.base_lr, "max_lr": self.max_lr,
                         "step_size_up": self.step_size_up, "step_size_down": self.step_size_down,
                         "mode": self.mode, "gamma": self.gamma,
@@ -424,11 +431,13 @@ class Cyclic(_CyclicBase):
 
     def _scalar(self, n):
         factor, scale = self._wave(n)
-        return self.base_lr + (self.max_lr - self.base_lr) * factor * scale
+        v = self.base_lr + (self.max_lr - self.base_lr) * factor * scale
+        return _clip(v, *self._range)
 
     def _array(self, n):
         factor, scale = self._wave_np(n)
-        return self.base_lr + (self.max_lr - self.base_lr) * factor * scale
+        return np.clip(self.base_lr + (self.max_lr - self.base_lr) * factor * scale,
+                       *self._range)
 
     @property
     def momentum(self) -> Optional[CyclicMomentum]:
@@ -464,14 +473,18 @@ class CyclicMomentum(_CyclicBase):
                                    hi_open=True)
         self.max_momentum = _real(o, "max_momentum", max_momentum, lo=0.0, hi=1.0, hi_open=True)
         self._init_cycle(step_size_up, step_size_down, mode, gamma)
+        self._range = (min(self.base_momentum, self.max_momentum),
+                       max(self.base_momentum, self.max_momentum))
         self._config = {"base_momentum": self.base_momentum, "max_momentum": self.max_momentum,
                         "step_size_up": self.step_size_up, "step_size_down": self.step_size_down,
                         "mode": self.mode, "gamma": self.gamma}
 
     def _scalar(self, n):
         factor, scale = self._wave(n)
-        return self.max_momentum - (self.max_momentum - self.base_momentum) * factor * scale
+        v = self.max_momentum - (self.max_momentum - self.base_momentum) * factor * scale
+        return _clip(v, *self._range)
 
     def _array(self, n):
         factor, scale = self._wave_np(n)
-        return self.max_momentum - (self.max_momentum - self.base_momentum) * factor * scale
+        return np.clip(self.max_momentum - (self.max_momentum - self.base_momentum) * factor
+                       * scale, *self._range)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .._typing import FloatArray, Step, Steps
 from ._base import Schedule, _as_step, _as_steps, _bool, _choice, _int, _int_list, _is_real, _real
-from ._numerics import (_HALF_PI, _STIRLING, _half_cos_np, _horner, _log1pmx_over_u,
+from ._numerics import (_HALF_PI, _STIRLING, _clip, _half_cos_np, _horner, _log1pmx_over_u,
                         _log1pmx_over_u_np, _stirling_tail)
 
 
@@ -321,6 +321,7 @@ class PolynomialDecay(Schedule):
         self.cycle = _bool(o, "cycle", cycle)
         self._config = {"lr0": self.lr0, "decay_steps": self.decay_steps,
                         "end_lr": self.end_lr, "power": self.power, "cycle": self.cycle}
+        self._lo, self._hi = sorted((self.lr0, self.end_lr))
 
     def _scalar(self, n):
         T = self.decay_steps
@@ -328,7 +329,8 @@ class PolynomialDecay(Schedule):
             T = T * max(1, -(-n // T))
         else:
             n = min(n, T)
-        return (self.lr0 - self.end_lr) * ((T - n) / T) ** self.power + self.end_lr
+        v = (self.lr0 - self.end_lr) * ((T - n) / T) ** self.power + self.end_lr
+        return _clip(v, self._lo, self._hi)
 
     def _array(self, n):
         T = self.decay_steps
@@ -336,7 +338,8 @@ class PolynomialDecay(Schedule):
             T = T * np.maximum(1, -(-n // T))
         else:
             n = np.minimum(n, T)
-        return (self.lr0 - self.end_lr) * ((T - n) / T) ** self.power + self.end_lr
+        v = (self.lr0 - self.end_lr) * ((T - n) / T) ** self.power + self.end_lr
+        return np.clip(v, self._lo, self._hi)
 
 
 class PiecewiseConstant(Schedule):
@@ -438,11 +441,12 @@ class CosineDecay(Schedule):
         self._amp = 1.0 - self.alpha
         self._rise = (0.0 if self.warmup_target is None
                       else self.warmup_target - self.lr0)
+        self._warm_lo, self._warm_hi = sorted((self.lr0, self._peak))
 
     def _scalar(self, n):
         W = self.warmup_steps
         if n < W:
-            return self._rise * (n / W) + self.lr0
+            return _clip(self._rise * (n / W) + self.lr0, self._warm_lo, self._warm_hi)
         T = self.decay_steps
         k = n - W
         if k > T:
@@ -454,15 +458,19 @@ class CosineDecay(Schedule):
         else:
             s = sin(_HALF_PI * (T - k) / T)
             h = s * s
-        return self._peak * (self._amp * h + self.alpha)
+        v = self._peak * (self._amp * h + self.alpha)
+        # >= peak * alpha by monotone rounding; amp * h + alpha can round above 1
+        return v if v <= self._peak else self._peak
 
     def _array(self, n):
         W, T = self.warmup_steps, self.decay_steps
         k = np.minimum(np.maximum(n - W, 0), T).astype(np.float64)
-        decay = self._peak * ((1.0 - self.alpha) * _half_cos_np(k, T) + self.alpha)
+        decay = np.minimum(self._peak * ((1.0 - self.alpha) * _half_cos_np(k, T) + self.alpha),
+                           self._peak)
         if W == 0:
             return decay
-        warm = (self.warmup_target - self.lr0) * (n / W) + self.lr0
+        warm = np.clip((self.warmup_target - self.lr0) * (n / W) + self.lr0, self._warm_lo,
+                       self._warm_hi)
         return np.where(n < W, warm, decay)
 
 
@@ -552,11 +560,15 @@ class LRRangeTest(Schedule):
     def _scalar(self, n):
         t = min(n, self.num_steps - 1) / (self.num_steps - 1)
         if self.mode == "exp":
-            return self.start_lr * (self.end_lr / self.start_lr) ** t
-        return self.start_lr + (self.end_lr - self.start_lr) * t
+            v = self.start_lr * (self.end_lr / self.start_lr) ** t
+        else:
+            v = self.start_lr + (self.end_lr - self.start_lr) * t
+        return _clip(v, self.start_lr, self.end_lr)
 
     def _array(self, n):
         t = np.minimum(n, self.num_steps - 1) / (self.num_steps - 1)
         if self.mode == "exp":
-            return self.start_lr * np.power(self.end_lr / self.start_lr, t)
-        return self.start_lr + (self.end_lr - self.start_lr) * t
+            v = self.start_lr * np.power(self.end_lr / self.start_lr, t)
+        else:
+            v = self.start_lr + (self.end_lr - self.start_lr) * t
+        return np.clip(v, self.start_lr, self.end_lr)

@@ -9,6 +9,12 @@ import numpy as np
 _HALF_PI = 0.5 * math.pi
 
 
+def _clip(v, lo, hi):
+    """``v`` clamped to ``[lo, hi]``: where a formula's rounding can step over the bound
+    that its exact value respects (``a + (b - a) * 1`` can exceed ``b`` by an ulp)."""
+    return lo if v < lo else hi if v > hi else v
+
+
 def _half_cos(k, T):
     """0.5 * (1 + cos(pi * k / T)) for 0 <= k <= T, without cancellation near k = T."""
     if 2.0 * k <= T:
