@@ -109,11 +109,12 @@ def b_piecewise_interpolate(data):
 
 def b_cosine(data):
     lr0, ds, alpha = data.draw(nonneg), data.draw(length), data.draw(unit)
+    exponent = data.draw(st.sampled_from([1.0, 0.5, 2.0, 3.7]))
     if data.draw(st.booleans()):
-        s = S.CosineDecay(lr0, ds, alpha)
+        s = S.CosineDecay(lr0, ds, alpha, exponent=exponent)
         return finish(data, s, lr0 * alpha, lr0, around(ds, ds / 2))
     wt, ws = data.draw(nonneg), data.draw(length)
-    s = S.CosineDecay(lr0, ds, alpha, warmup_target=wt, warmup_steps=ws)
+    s = S.CosineDecay(lr0, ds, alpha, warmup_target=wt, warmup_steps=ws, exponent=exponent)
     return finish(data, s, min(lr0, wt * alpha), max(lr0, wt), around(ws, ws + ds))
 
 
@@ -239,22 +240,25 @@ def b_lr_range(data):
 
 
 def b_keras_scheduler(data):
-    lr0 = data.draw(pos)
-    s = S.LearningRateScheduler(S.ExponentialDecay(1.0, 1e-2), lr0)
+    # a recursion over epochs (cost O(epochs)): 1e10 steps per epoch keeps the far steps
+    # below to 100 epochs
+    lr0, d = data.draw(pos), data.draw(st.floats(0.0, 1.0))
+    s = S.LearningRateScheduler(lambda e, lr: lr * math.exp(-d) if e else lr, lr0,
+                                steps_per_epoch=10 ** 10)
     return finish(data, s, 0.0, lr0, [])
 
 
 BUILDERS = {
     "Constant": b_constant, "TimeBasedDecay": b_time_based, "StepDecay": b_step,
-    "ExponentialDecay": b_exponential,
+    "ExponentialDecay": b_exponential, "ExponentialDecay-optax": b_exponential_optax,
     "InverseTimeDecay": b_inverse_time, "PolynomialDecay": b_polynomial,
-    "PiecewiseConstant": b_piecewise_constant,
+    "PiecewiseConstant": b_piecewise_constant, "PiecewiseInterpolate": b_piecewise_interpolate,
     "CosineDecay": b_cosine, "CosineRestarts": b_restarts, "LinearWarmup": b_linear_warmup,
     "OneCycle": b_one_cycle, "OneCycleMomentum": b_one_cycle_momentum,
-     "Cyclic": b_cyclic, "CyclicMomentum": b_cyclic_momentum,
-    "MultiStepDecay": b_multistep,  "Sequence": b_sequence,
+    "LinearOneCycle": b_linear_onecycle, "Cyclic": b_cyclic, "CyclicMomentum": b_cyclic_momentum,
+    "MultiStepDecay": b_multistep, "WarmupStableDecay": b_wsd, "Sequence": b_sequence,
     "Scaled": b_scaled, "Product": b_product, "ReduceOnPlateau": b_plateau,
-    "LRRangeTest": b_lr_range,
+    "LRRangeTest": b_lr_range, "LearningRateScheduler": b_keras_scheduler,
 }
 
 

@@ -97,14 +97,27 @@ EXAMPLES = {
     "Product-ReduceOnPlateau": _product_with_plateau,
     "LRRangeTest": lambda: S.LRRangeTest(1e-7, 10.0, 100),
     "LRRangeTest-linear": lambda: S.LRRangeTest(0.0, 1.0, 100, "linear"),
+    "ExponentialDecay-optax": lambda: S.ExponentialDecay(0.1, rate=0.7, transition_steps=30,
+                                                         transition_begin=10, staircase=True,
+                                                         end_value=1e-3),
+    "ExponentialDecay-growth": lambda: S.ExponentialDecay(0.1, rate=1.5, transition_steps=100,
+                                                          end_value=2.0),
+    "CosineDecay-exponent": lambda: S.CosineDecay(0.1, 1000, 0.05, exponent=2.0),
+    "PiecewiseInterpolate": lambda: S.PiecewiseInterpolate(0.1, [100, 400, 2000],
+                                                           [2.0, 0.5, 0.01], "cosine"),
+    "LinearOneCycle": lambda: S.LinearOneCycle(2000, 0.1, 0.2, 0.7),
+    "WarmupStableDecay": lambda: S.WarmupStableDecay(0.1, 100, 1500, 900, "sqrt", 1e-4),
 }
+# LearningRateScheduler (Keras' callback form) is a recursion over epochs, not O(1) in n:
+# test_schedule_references.py tests it.
+RECURSIVE = {"LearningRateScheduler"}
 every_schedule = pytest.mark.parametrize("make", list(EXAMPLES.values()), ids=list(EXAMPLES))
 
 BIG = [10 ** 6, 10 ** 9 + 7, 2 ** 40 + 3, 10 ** 12]
 
 
 def test_examples_cover_every_class():
-    made = {type(make()).__name__ for make in EXAMPLES.values()}
+    made = {type(make()).__name__ for make in EXAMPLES.values()} | RECURSIVE
     assert made == set(S._REGISTRY), set(S._REGISTRY) ^ made
     for name in S._REGISTRY:
         assert name in S.__all__

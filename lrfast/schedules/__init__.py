@@ -45,12 +45,13 @@ floor. torch computes some of those forms directly; the two then agree to
 """
 from ._base import _REGISTRY, Schedule, _int, _pyplot, _real, deserialize, serialize
 from ._compose import LinearWarmup, Product, Scaled, Sequence, join_schedules
-from ._cyclic import CosineRestarts, Cyclic, CyclicMomentum, OneCycle, OneCycleMomentum
+from ._cyclic import (CosineRestarts, Cyclic, CyclicMomentum, LinearOneCycle, OneCycle,
+                      OneCycleMomentum)
 from ._decay import (Constant, CosineDecay, ExponentialDecay, InverseTimeDecay, LRRangeTest,
-                     MultiStepDecay, PiecewiseConstant, PolynomialDecay, StepDecay,
-                     TimeBasedDecay)
+                     MultiStepDecay, PiecewiseConstant, PiecewiseInterpolate, PolynomialDecay,
+                     StepDecay, TimeBasedDecay, WarmupStableDecay)
 from ._gallery import _gallery_examples, gallery, gallery_main
-from ._plateau import ReduceOnPlateau
+from ._plateau import LearningRateScheduler, ReduceOnPlateau
 
 __all__ = [
     "Schedule", "Constant", "TimeBasedDecay", "StepDecay", "ExponentialDecay",
@@ -58,6 +59,7 @@ __all__ = [
     "CosineRestarts", "LinearWarmup", "OneCycle", "OneCycleMomentum", "Cyclic",
     "CyclicMomentum", "Sequence", "join_schedules", "MultiStepDecay", "Scaled", "Product",
     "ReduceOnPlateau", "LRRangeTest", "serialize", "deserialize", "gallery",
+    "PiecewiseInterpolate", "LinearOneCycle", "WarmupStableDecay", "LearningRateScheduler",
 ]
 
 # ``_int``, ``_real`` and ``_pyplot`` are shared with lrfast.lr_finder; ``_REGISTRY`` and

@@ -8,6 +8,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from ._base import Schedule, _bool, _choice, _int, _real
+from ._decay import PiecewiseInterpolate
 from ._numerics import _clip, _half_cos, _half_cos_np, _one_plus_cos_pi
 
 
@@ -488,3 +489,60 @@ class CyclicMomentum(_CyclicBase):
         factor, scale = self._wave_np(n)
         return np.clip(self.max_momentum - (self.max_momentum - self.base_momentum) * factor
                        * scale, *self._range)
+
+
+class LinearOneCycle(PiecewiseInterpolate):
+    r"""Optax's asymmetric linear 1cycle (``optax.linear_onecycle_schedule``).
+
+    Three linear phases over ``transition_steps = T`` steps, with
+    ``initial = peak_value / div_factor``: up from ``initial`` to
+    ``peak_value`` until step ``int(pct_start * T)``, back down to
+    ``initial`` at step ``int(pct_final * T)``, then to
+    ``initial / final_div_factor`` at step ``T``, held after. Unlike
+    :class:`OneCycle` (torch's, whose three-phase form is symmetric), the
+    descent (``pct_final - pct_start``) may differ from the ascent. Optax's
+    levels are the running product of its scale factors; here they are the
+    declared values themselves (they differ by an ulp at most).
+
+    Parameters
+    ----------
+    transition_steps : int
+        ``T`` (>= 1).
+    peak_value : float
+        Peak rate (>= 0).
+    pct_start, pct_final : float
+        Ends of the ascent and of the descent as fractions of ``T``:
+        ``0 <= int(pct_start T) < int(pct_final T) < T``.
+    div_factor, final_div_factor : float
+        ``initial = peak_value / div_factor``, final ``initial / final_div_factor`` (> 0).
+
+    Examples
+    --------
+    >>> s = LinearOneCycle(100, 1.0, pct_start=0.2, pct_final=0.5, div_factor=10.0,
+    ...                    final_div_factor=100.0)
+    >>> s(0), s(20), s(50), s(100), s(10**6)
+    (0.1, 1.0, 0.1, 0.001, 0.001)
+    """
+
+    def __init__(self, transition_steps: int, peak_value: float, pct_start: float = 0.3,
+                 pct_final: float = 0.85, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4) -> None:
+        o = "LinearOneCycle"
+        self.transition_steps = T = _int(o, "transition_steps", transition_steps, lo=1)
+        self.peak_value = _real(o, "peak_value", peak_value, lo=0.0)
+        self.pct_start = _real(o, "pct_start", pct_start, lo=0.0, hi=1.0)
+        self.pct_final = _real(o, "pct_final", pct_final, lo=0.0, hi=1.0)
+        self.div_factor = _real(o, "div_factor", div_factor, lo=0.0, lo_open=True)
+        self.final_div_factor = _real(o, "final_div_factor", final_div_factor, lo=0.0,
+                                      lo_open=True)
+        b1, b2 = int(self.pct_start * T), int(self.pct_final * T)
+        if not b1 < b2 < T:
+            raise ValueError(f"{o}: needs int(pct_start * T) < int(pct_final * T) < T, got "
+                             f"{b1}, {b2}, {T} (pct_start={pct_start!r}, "
+                             f"pct_final={pct_final!r}, transition_steps={T})")
+        initial = self.peak_value / self.div_factor
+        self._setup([b1, b2, T], [initial, self.peak_value, initial,
+                                  initial / self.final_div_factor], "linear")
+        self._config = {"transition_steps": T, "peak_value": self.peak_value,
+                        "pct_start": self.pct_start, "pct_final": self.pct_final,
+                        "div_factor": self.div_factor, "final_div_factor": self.final_div_factor}

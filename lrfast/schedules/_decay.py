@@ -5,14 +5,14 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from math import cos, exp, sin
-from typing import Iterable, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 import numpy as np
 
 from .._typing import FloatArray, Step, Steps
 from ._base import Schedule, _as_step, _as_steps, _bool, _choice, _int, _int_list, _is_real, _real
-from ._numerics import (_HALF_PI, _STIRLING, _clip, _half_cos_np, _horner, _log1pmx_over_u,
-                        _log1pmx_over_u_np, _stirling_tail)
+from ._numerics import (_HALF_PI, _STIRLING, _clip, _half_cos, _half_cos_np, _horner,
+                        _log1pmx_over_u, _log1pmx_over_u_np, _stirling_tail)
 
 
 class Constant(Schedule):
@@ -194,40 +194,116 @@ class StepDecay(Schedule):
 
 
 class ExponentialDecay(Schedule):
-    r"""Exponential decay, as in the Wikipedia article "Learning rate".
+    r"""Exponential decay (or growth): the classic form and Optax's.
+
+    Classic form, ``ExponentialDecay(lr0, decay)`` (the Wikipedia article
+    "Learning rate"):
 
     .. math:: \eta_n = \mathrm{lr0}\, e^{-d\,n}
 
-    Equal to torch's ``ExponentialLR(gamma=exp(-d))``. (Keras'
-    ``ExponentialDecay(initial_learning_rate, decay_steps, decay_rate)`` is
-    ``lr0 * decay_rate ** (n / decay_steps)``: this class with
-    ``d = -log(decay_rate) / decay_steps``.)
+    equal to torch's ``ExponentialLR(gamma=exp(-d))`` and Keras'
+    ``ExponentialDecay(lr0, 1, exp(-d))``.
+
+    Optax's form, ``ExponentialDecay(lr0, rate=r, transition_steps=T,
+    transition_begin=B, staircase=False, end_value=None)``
+    (``optax.exponential_decay(init_value, transition_steps, decay_rate,
+    transition_begin, staircase, end_value)``), with ``k = n - B``:
+
+    .. math:: \eta_n = \mathrm{lr0}\ (n \le B), \qquad
+              \mathrm{lr0}\, r^{\,k / T}\ (n > B;\ \lfloor k / T \rfloor
+              \text{ with staircase})
+
+    clamped by ``end_value``: a floor when ``r < 1``, a ceiling when ``r > 1``
+    (a growing rate is allowed). Keras' ``ExponentialDecay(lr0, decay_steps,
+    decay_rate, staircase)`` is ``rate=decay_rate, transition_steps=decay_steps``.
 
     Parameters
     ----------
     lr0 : float
         Initial rate (>= 0).
-    decay : float
-        The decay parameter ``d`` (>= 0).
+    decay : float, optional
+        The decay parameter ``d`` (>= 0) of the classic form.
+    rate : float, optional
+        Optax's ``decay_rate`` (> 0), instead of ``decay``.
+    transition_steps : int
+        Steps per factor ``rate`` (>= 1; Optax form only).
+    transition_begin : int
+        Steps before the decay starts (>= 0; Optax form only).
+    staircase : bool
+        Decay in whole transitions (Optax form only).
+    end_value : float, optional
+        Floor (``rate < 1``, at most ``lr0``) or ceiling (``rate > 1``, at least
+        ``lr0``) of the value (Optax form only).
 
     Examples
     --------
     >>> s = ExponentialDecay(1.0, decay=math.log(2) / 10)  # halves every 10 steps
     >>> round(s(10), 12), round(s(20), 12)
     (0.5, 0.25)
+    >>> s = ExponentialDecay(1.0, rate=0.5, transition_steps=10, transition_begin=5,
+    ...                      staircase=True, end_value=0.2)
+    >>> s(5), s(14), s(15), s(25), s(10**6)
+    (1.0, 1.0, 0.5, 0.25, 0.2)
     """
 
-    def __init__(self, lr0: float, decay: float) -> None:
-        self.lr0 = _real("ExponentialDecay", "lr0", lr0, lo=0.0)
-        self.decay = _real("ExponentialDecay", "decay", decay, lo=0.0)
-        self._config = {"lr0": self.lr0, "decay": self.decay}
-        self._neg_decay = -self.decay
+    def __init__(self, lr0: float, decay: Optional[float] = None, *,
+                 rate: Optional[float] = None, transition_steps: int = 1,
+                 transition_begin: int = 0, staircase: bool = False,
+                 end_value: Optional[float] = None) -> None:
+        o = "ExponentialDecay"
+        self.lr0 = _real(o, "lr0", lr0, lo=0.0)
+        if (decay is None) == (rate is None):
+            raise TypeError(f"{o}: give exactly one of decay= (lr0 * exp(-decay * n)) and "
+                            f"rate= (Optax's lr0 * rate ** (n / transition_steps)), got "
+                            f"decay={decay!r}, rate={rate!r}")
+        self.transition_steps = _int(o, "transition_steps", transition_steps, lo=1)
+        self.transition_begin = _int(o, "transition_begin", transition_begin, lo=0)
+        self.staircase = _bool(o, "staircase", staircase)
+        self.end_value = None if end_value is None else _real(o, "end_value", end_value, lo=0.0)
+        if decay is not None:
+            self.decay = _real(o, "decay", decay, lo=0.0)
+            self.rate = None
+            if (self.transition_steps, self.transition_begin, self.staircase,
+                    self.end_value) != (1, 0, False, None):
+                raise TypeError(f"{o}: transition_steps, transition_begin, staircase and "
+                                "end_value belong to Optax's form: give rate= instead of decay=")
+            self._config = {"lr0": self.lr0, "decay": self.decay}
+            self._neg_decay = -self.decay
+            return
+        self.rate = r = _real(o, "rate", rate, lo=0.0, lo_open=True)
+        self.decay = None
+        e = self.end_value
+        if e is not None and ((r < 1.0 and e > self.lr0) or (r > 1.0 and e < self.lr0)):
+            raise ValueError(f"{o}: end_value must be {'<=' if r < 1.0 else '>='} lr0 "
+                             f"({self.lr0!r}) with rate={r!r} (it is the "
+                             f"{'floor' if r < 1.0 else 'ceiling'}), got {end_value!r}")
+        self._lo = (self.lr0 if r >= 1.0 else 0.0 if e is None else e)
+        self._hi = (self.lr0 if r <= 1.0 else math.inf if e is None else e)
+        self._config = {"lr0": self.lr0, "rate": r, "transition_steps": self.transition_steps,
+                        "transition_begin": self.transition_begin, "staircase": self.staircase,
+                        "end_value": self.end_value}
 
     def _scalar(self, n):
-        return self.lr0 * exp(self._neg_decay * n)
+        if self.rate is None:
+            return self.lr0 * exp(self._neg_decay * n)
+        k = n - self.transition_begin
+        if k <= 0:
+            return self.lr0
+        T = self.transition_steps
+        try:
+            v = self.lr0 * self.rate ** (k // T if self.staircase else k / T)
+        except OverflowError:   # a growing rate far out, without a ceiling
+            v = math.inf
+        return self._lo if v < self._lo else self._hi if v > self._hi else v
 
     def _array(self, n):
-        return self.lr0 * np.exp(-self.decay * n.astype(np.float64))
+        if self.rate is None:
+            return self.lr0 * np.exp(-self.decay * n.astype(np.float64))
+        k = n - self.transition_begin
+        T = self.transition_steps
+        p = (k // T).astype(np.float64) if self.staircase else k / T
+        v = np.where(k <= 0, self.lr0, self.lr0 * np.power(self.rate, p))
+        return np.clip(v, self._lo, self._hi)
 
 
 # --------------------------------------------------------------------------- Keras family
@@ -415,6 +491,10 @@ class CosineDecay(Schedule):
         Peak reached at the end of warmup (>= 0).
     warmup_steps : int
         Warmup length (>= 0; needs ``warmup_target`` when > 0).
+    exponent : float
+        Power ``p`` (> 0) of the cosine factor, as Optax's
+        ``cosine_decay_schedule(..., exponent=p)``:
+        ``peak * ((1 - alpha) * (0.5 (1 + cos(pi n' / T)))**p + alpha)``.
 
     Examples
     --------
@@ -424,7 +504,8 @@ class CosineDecay(Schedule):
     """
 
     def __init__(self, lr0: float, decay_steps: int, alpha: float = 0.0,
-                 warmup_target: Optional[float] = None, warmup_steps: int = 0) -> None:
+                 warmup_target: Optional[float] = None, warmup_steps: int = 0,
+                 exponent: float = 1.0) -> None:
         o = "CosineDecay"
         self.lr0 = _real(o, "lr0", lr0, lo=0.0)
         self.decay_steps = _int(o, "decay_steps", decay_steps, lo=1)
@@ -435,8 +516,11 @@ class CosineDecay(Schedule):
         if self.warmup_target is None and self.warmup_steps > 0:
             raise ValueError(f"{o}: warmup_steps={self.warmup_steps} needs warmup_target (the "
                              "rate reached at the end of warmup), got warmup_target=None")
+        self.exponent = _real(o, "exponent", exponent, lo=0.0, lo_open=True)
         self._config = {"lr0": self.lr0, "decay_steps": self.decay_steps, "alpha": self.alpha,
                         "warmup_target": self.warmup_target, "warmup_steps": self.warmup_steps}
+        if self.exponent != 1.0:  # (configs without it stay as they were)
+            self._config["exponent"] = self.exponent
         self._peak = self.lr0 if self.warmup_target is None else self.warmup_target
         self._amp = 1.0 - self.alpha
         self._rise = (0.0 if self.warmup_target is None
@@ -458,6 +542,8 @@ class CosineDecay(Schedule):
         else:
             s = sin(_HALF_PI * (T - k) / T)
             h = s * s
+        if self.exponent != 1.0:
+            h = h ** self.exponent
         v = self._peak * (self._amp * h + self.alpha)
         # >= peak * alpha by monotone rounding; amp * h + alpha can round above 1
         return v if v <= self._peak else self._peak
@@ -465,8 +551,10 @@ class CosineDecay(Schedule):
     def _array(self, n):
         W, T = self.warmup_steps, self.decay_steps
         k = np.minimum(np.maximum(n - W, 0), T).astype(np.float64)
-        decay = np.minimum(self._peak * ((1.0 - self.alpha) * _half_cos_np(k, T) + self.alpha),
-                           self._peak)
+        h = _half_cos_np(k, T)
+        if self.exponent != 1.0:
+            h = h ** self.exponent
+        decay = np.minimum(self._peak * ((1.0 - self.alpha) * h + self.alpha), self._peak)
         if W == 0:
             return decay
         warm = np.clip((self.warmup_target - self.lr0) * (n / W) + self.lr0, self._warm_lo,
@@ -572,3 +660,195 @@ class LRRangeTest(Schedule):
         else:
             v = self.start_lr + (self.end_lr - self.start_lr) * t
         return np.clip(v, self.start_lr, self.end_lr)
+
+
+class PiecewiseInterpolate(Schedule):
+    r"""Optax's piecewise interpolation: scale the value at boundaries, smoothly.
+
+    With ``b_0 = 0 < b_1 < ... < b_m`` (the boundaries) and the levels
+    ``v_0 = init_value``, ``v_i = v_{i-1} * scales[i-1]``, the value on
+    ``b_i <= n < b_{i+1}`` goes from ``v_i`` to ``v_{i+1}``, with
+    ``pct = (n - b_i) / (b_{i+1} - b_i)``:
+
+    .. math:: v_i + (v_{i+1} - v_i)\,\mathrm{pct}\ \text{("linear")}, \qquad
+              v_{i+1} + (v_i - v_{i+1})\,\tfrac12(1 + \cos \pi\,\mathrm{pct})
+              \ \text{("cosine")}
+
+    and holds ``v_m`` from the last boundary on. Source:
+    ``optax.piecewise_interpolate_schedule(interpolate_type, init_value,
+    boundaries_and_scales)``; the cosine is computed without cancellation near
+    ``pct = 1``.
+
+    Parameters
+    ----------
+    init_value : float
+        ``v_0`` (>= 0).
+    boundaries : list of int, or dict
+        Strictly increasing steps (>= 0); or Optax's ``{boundary: scale}`` dict
+        (then ``scales`` is omitted).
+    scales : list of float, optional
+        One factor (>= 0) per boundary.
+    interpolate_type : {"linear", "cosine"}
+
+    Examples
+    --------
+    >>> s = PiecewiseInterpolate(1.0, [10, 20], [0.5, 0.1])
+    >>> s(0), s(5), s(10), s(20), s(10**6)
+    (1.0, 0.75, 0.5, 0.05, 0.05)
+    >>> PiecewiseInterpolate(1.0, {10: 0.5, 20: 0.1}, interpolate_type="cosine")(10)
+    0.5
+    """
+
+    def __init__(self, init_value: float, boundaries: Any,
+                 scales: Optional[Iterable[float]] = None,
+                 interpolate_type: Literal["linear", "cosine"] = "linear") -> None:
+        o = "PiecewiseInterpolate"
+        self.init_value = _real(o, "init_value", init_value, lo=0.0)
+        if isinstance(boundaries, dict):
+            if scales is not None:
+                raise TypeError(f"{o}: give scales in the boundaries dict or as a list, "
+                                "not both")
+            items = sorted(boundaries.items())
+            boundaries, scales = [b for b, _ in items], [c for _, c in items]
+        if scales is None:
+            raise TypeError(f"{o}: scales is required (or a {{boundary: scale}} dict)")
+        self.boundaries = _int_list(o, "boundaries", boundaries, increasing=True)
+        if isinstance(scales, (str, bytes)) or not hasattr(scales, "__iter__"):
+            raise TypeError(f"{o}: scales must be a list of numbers, got {scales!r}")
+        self.scales = [_real(o, f"scales[{i}]", c, lo=0.0) for i, c in enumerate(scales)]
+        if len(self.scales) != len(self.boundaries):
+            raise ValueError(f"{o}: needs one scale per boundary ({len(self.boundaries)}), "
+                             f"got {len(self.scales)}")
+        self.interpolate_type = _choice(o, "interpolate_type", interpolate_type,
+                                        ("linear", "cosine"))
+        levels = [self.init_value]
+        for c in self.scales:
+            levels.append(levels[-1] * c)
+        self._setup(self.boundaries, levels, self.interpolate_type)
+        self._config = {"init_value": self.init_value, "boundaries": list(self.boundaries),
+                        "scales": list(self.scales), "interpolate_type": self.interpolate_type}
+
+    def _setup(self, boundaries, levels, kind):
+        """Intervals [b_i, b_{i+1}) from 0 through the boundaries, with their levels."""
+        self._starts = [0] + list(boundaries)
+        self._levels = list(levels)
+        self._cosine = kind == "cosine"
+        self._starts_np = np.array(self._starts, dtype=np.int64)
+        self._levels_np = np.array(self._levels)
+        self._lengths_np = np.maximum(np.diff(self._starts_np), 1).astype(np.float64)
+
+    def _scalar(self, n):
+        starts = self._starts
+        i = bisect_right(starts, n) - 1          # n >= starts[i]
+        if i == len(starts) - 1:
+            return self._levels[-1]
+        a, b = self._levels[i], self._levels[i + 1]
+        pct = (n - starts[i]) / max(starts[i + 1] - starts[i], 1)
+        if self._cosine:
+            v = b + (a - b) / 2.0 * (2.0 * _half_cos(pct, 1.0))
+        else:
+            v = (b - a) * pct + a
+        return _clip(v, min(a, b), max(a, b))
+
+    def _array(self, n):
+        last = len(self._starts) - 1
+        i = np.searchsorted(self._starts_np, n, side="right") - 1
+        j = np.minimum(i, last - 1) if last else i
+        if not last:
+            return np.full(n.shape, self._levels[-1])
+        a, b = self._levels_np[j], self._levels_np[j + 1]
+        pct = (n - self._starts_np[j]) / self._lengths_np[j]
+        if self._cosine:
+            v = b + (a - b) / 2.0 * (2.0 * _half_cos_np(np.clip(pct, 0.0, 1.0), 1.0))
+        else:
+            v = (b - a) * pct + a
+        v = np.clip(v, np.minimum(a, b), np.maximum(a, b))
+        return np.where(i >= last, self._levels[-1], v)
+
+
+class WarmupStableDecay(Schedule):
+    r"""Warmup-stable-decay (WSD), the LLM-training schedule.
+
+    With ``W = warmup_steps``, ``S = stable_steps``, ``D = decay_steps`` and
+    the decay fraction ``f = (n - W - S) / D``:
+
+    .. math:: \eta_n = \mathrm{peak}\,\frac{n}{W}\ (n < W), \qquad
+              \mathrm{peak}\ (W \le n < W + S), \qquad
+              \mathrm{end} + (\mathrm{peak} - \mathrm{end})\,g(f)\ (W + S \le n < W + S + D)
+
+    and ``end`` from ``W + S + D`` on, where ``g(f) = 1 - f`` ("linear"),
+    ``(1 + cos(pi f)) / 2`` ("cosine") or ``1 - sqrt(f)`` ("sqrt": the value is
+    ``peak - (peak - end) sqrt(f)``). Sources: Hu et al., MiniCPM (2024);
+    Hägele et al., Scaling Laws and Compute-Optimal Training Beyond Fixed
+    Training Durations (2024).
+
+    Parameters
+    ----------
+    peak : float
+        The stable rate (>= 0).
+    warmup_steps, stable_steps : int
+        Phase lengths (>= 0).
+    decay_steps : int
+        Length of the decay (>= 1).
+    decay : {"linear", "cosine", "sqrt"}
+    end : float
+        Final rate, in [0, peak].
+
+    Examples
+    --------
+    >>> s = WarmupStableDecay(1.0, 10, 80, 10, decay="sqrt", end=0.0)
+    >>> s(0), s(5), s(10), s(89), s(90), round(s(94), 12), s(100)
+    (0.0, 0.5, 1.0, 1.0, 1.0, 0.367544467966, 0.0)
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, stable_steps: int, decay_steps: int,
+                 decay: Literal["linear", "cosine", "sqrt"] = "linear",
+                 end: float = 0.0) -> None:
+        o = "WarmupStableDecay"
+        self.peak = _real(o, "peak", peak, lo=0.0)
+        self.warmup_steps = _int(o, "warmup_steps", warmup_steps, lo=0)
+        self.stable_steps = _int(o, "stable_steps", stable_steps, lo=0)
+        self.decay_steps = _int(o, "decay_steps", decay_steps, lo=1)
+        self.decay = _choice(o, "decay", decay, ("linear", "cosine", "sqrt"))
+        self.end = _real(o, "end", end, lo=0.0, hi=self.peak)
+        self._config = {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                        "stable_steps": self.stable_steps, "decay_steps": self.decay_steps,
+                        "decay": self.decay, "end": self.end}
+        self._decay_start = self.warmup_steps + self.stable_steps
+        self._drop = self.peak - self.end
+
+    def _scalar(self, n):
+        W = self.warmup_steps
+        if n < W:
+            v = self.peak * n / W
+            return v if v <= self.peak else self.peak
+        k = n - self._decay_start
+        if k < 0:
+            return self.peak
+        D = self.decay_steps
+        if k >= D:
+            return self.end
+        if self.decay == "linear":
+            v = self.peak - self._drop * (k / D)
+        elif self.decay == "cosine":
+            v = self.end + self._drop * _half_cos(k, D)
+        else:
+            v = self.peak - self._drop * math.sqrt(k / D)
+        return _clip(v, self.end, self.peak)
+
+    def _array(self, n):
+        W, D = self.warmup_steps, self.decay_steps
+        k = np.clip(n - self._decay_start, 0, D).astype(np.float64)
+        f = k / D
+        if self.decay == "linear":
+            v = self.peak - self._drop * f
+        elif self.decay == "cosine":
+            v = self.end + self._drop * _half_cos_np(k, D)
+        else:
+            v = self.peak - self._drop * np.sqrt(f)
+        v = np.where(k >= D, self.end, np.clip(v, self.end, self.peak))
+        v = np.where(n < self._decay_start, self.peak, v)
+        if W:
+            warm = np.minimum(self.peak * n / W, self.peak)
+            v = np.where(n < W, warm, v)
+        return v

@@ -11,10 +11,10 @@ import numpy as np
 from .._typing import StrPath
 from ._base import _int
 from ._compose import LinearWarmup, Sequence
-from ._cyclic import CosineRestarts, Cyclic, OneCycle
+from ._cyclic import CosineRestarts, Cyclic, LinearOneCycle, OneCycle
 from ._decay import (Constant, CosineDecay, ExponentialDecay, InverseTimeDecay, LRRangeTest,
-                     MultiStepDecay, PiecewiseConstant, PolynomialDecay, StepDecay,
-                     TimeBasedDecay)
+                     MultiStepDecay, PiecewiseConstant, PiecewiseInterpolate, PolynomialDecay,
+                     StepDecay, TimeBasedDecay, WarmupStableDecay)
 from ._plateau import ReduceOnPlateau
 
 
@@ -66,6 +66,11 @@ def _gallery_examples(N):
          CosineRestarts(0.1, 2 * q, t_mul=1.0) * ExponentialDecay(1.0, decay=2.0 / N), False),
         ("ReduceOnPlateau", "ReduceOnPlateau (simulated metric)", plateau, False),
         ("LRRangeTest", "LRRangeTest", LRRangeTest(1e-5, 1.0, N), True),
+        ("WarmupStableDecay", "WarmupStableDecay (sqrt)",
+         WarmupStableDecay(0.1, q, 6 * q, max(N - 7 * q, 1), decay="sqrt"), False),
+        ("PiecewiseInterpolate", "PiecewiseInterpolate (cosine)",
+         PiecewiseInterpolate(0.05, [2 * q, 5 * q, 8 * q], [2.0, 0.5, 0.1], "cosine"), False),
+        ("LinearOneCycle", "LinearOneCycle (Optax)", LinearOneCycle(N, 0.1, 0.2, 0.6), False),
     ]
 
 

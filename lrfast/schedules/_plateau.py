@@ -1,8 +1,9 @@
-"""Stateful schedules: torch's ReduceLROnPlateau."""
+"""Stateful schedules: torch's ReduceLROnPlateau and Keras' LearningRateScheduler."""
 from __future__ import annotations
 
 import math
-from typing import Literal, SupportsFloat, Union
+import numbers
+from typing import Any, Callable, Dict, Literal, SupportsFloat, Union
 
 import numpy as np
 
@@ -165,3 +166,122 @@ class ReduceOnPlateau(Schedule):
         self.level, self.best = level, best
         for k, v in counters.items():
             setattr(self, k, v)
+
+
+class LearningRateScheduler(Schedule):
+    r"""Keras' ``LearningRateScheduler(schedule)`` callback as a stateful schedule.
+
+    Keras calls ``lr = schedule(epoch, lr)`` at the start of every epoch, from
+    the optimizer's initial rate; this schedule does the same with epoch
+    ``e = n // steps_per_epoch``:
+
+    .. math:: \eta^{(-1)} = \mathrm{initial}, \qquad
+              \eta^{(e)} = \mathrm{schedule}(e, \eta^{(e-1)}), \qquad
+              \eta_n = \eta^{(\lfloor n / \mathrm{steps\_per\_epoch} \rfloor)}
+
+    ``schedule`` is any callable ``(epoch, lr) -> lr``, or an lrfast
+    :class:`Schedule` (called as ``schedule(epoch)``, Keras' one-argument
+    form). The recursion is replayed as needed: the schedule keeps the last
+    epoch evaluated and its rate as its state (``state_dict()``, saved in the
+    optimizer's ``state_dict``), so an optimizer stepping forward costs one
+    call of ``schedule`` per epoch, and an evaluation before that epoch starts
+    over from ``initial``. ``schedule`` must therefore be a pure function of
+    its arguments, as Keras' are in practice. Its values must be finite and
+    >= 0. A plain callable is recorded in ``get_config()`` by name only, as
+    :func:`serialize` does: pass it again to rebuild the schedule.
+
+    Source: ``keras.callbacks.LearningRateScheduler``.
+
+    Parameters
+    ----------
+    schedule : callable or Schedule
+        ``(epoch, lr) -> lr``, or a schedule of the epoch.
+    initial : float
+        The optimizer's rate before the first epoch (>= 0).
+    steps_per_epoch : int
+        Optimizer steps per epoch (>= 1).
+
+    Examples
+    --------
+    >>> def halve_after_2(epoch, lr):
+    ...     return lr if epoch < 2 else lr * 0.5
+    >>> s = LearningRateScheduler(halve_after_2, 0.1, steps_per_epoch=10)
+    >>> s(0), s(19), s(20), s(30), s.state_dict()
+    (0.1, 0.1, 0.05, 0.025, {'epoch': 3, 'lr': 0.025})
+    """
+
+    def __init__(self, schedule: Union[Schedule, Callable[[int, float], float]],
+                 initial: float = 0.001, steps_per_epoch: int = 1) -> None:
+        o = "LearningRateScheduler"
+        if isinstance(schedule, dict) and schedule.get("class") == "callable":
+            raise ValueError(f"{o}: the schedule was a plain callable "
+                             f"({schedule.get('name')!r}), saved by name only; pass the "
+                             "callable again")
+        if not callable(schedule):
+            raise TypeError(f"{o}: schedule must be a callable (epoch, lr) -> lr or an "
+                            f"lrfast Schedule, got {schedule!r}")
+        self.schedule = schedule
+        self.initial = _real(o, "initial", initial, lo=0.0)
+        self.steps_per_epoch = _int(o, "steps_per_epoch", steps_per_epoch, lo=1)
+        self._config = {"schedule": schedule, "initial": self.initial,
+                        "steps_per_epoch": self.steps_per_epoch}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the replayed epochs: start over from ``initial``."""
+        self.epoch = -1
+        self.lr = self.initial
+
+    def get_config(self) -> Dict[str, Any]:
+        cfg = super().get_config()
+        if not isinstance(self.schedule, Schedule):
+            cfg["schedule"] = {"class": "callable", "name": getattr(
+                self.schedule, "__qualname__", type(self.schedule).__qualname__)}
+        return cfg
+
+    def _next(self, epoch, lr):
+        s = self.schedule
+        v = s._scalar(epoch) if isinstance(s, Schedule) else s(epoch, lr)
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"LearningRateScheduler: schedule({epoch}, {lr!r}) returned "
+                            f"{v!r} ({type(v).__name__}), not a number")
+        v = float(v)
+        if not (math.isfinite(v) and v >= 0.0):
+            raise ValueError(f"LearningRateScheduler: schedule({epoch}, {lr!r}) returned "
+                             f"{v!r}; a rate must be finite and >= 0")
+        return v
+
+    def _scalar(self, n):
+        e = n // self.steps_per_epoch
+        epoch, lr = self.epoch, self.lr
+        if e < epoch:
+            epoch, lr = -1, self.initial
+        while epoch < e:           # validated before anything is kept
+            epoch += 1
+            lr = self._next(epoch, lr)
+        self.epoch, self.lr = epoch, lr
+        return lr
+
+    def _array(self, n):
+        out = np.empty(n.shape)
+        flat = n.ravel()
+        order = np.argsort(flat, kind="stable")
+        res = out.reshape(-1)
+        for i in order:            # a loop over steps: the recursion is sequential
+            res[i] = self._scalar(int(flat[i]))
+        return out
+
+    def _own_state(self):
+        return {"epoch": self.epoch, "lr": self.lr}
+
+    def _load_own_state(self, state):
+        o = "LearningRateScheduler"
+        if set(state) != {"epoch", "lr"}:
+            raise ValueError(f"{o}: state must have keys ['epoch', 'lr'], got {sorted(state)}")
+        epoch = state["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < -1:
+            raise ValueError(f"{o}: state epoch must be an int >= -1, got {epoch!r}")
+        lr = _from_json_float(o, "lr", state["lr"])
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"{o}: state lr must be finite and >= 0, got {lr!r}")
+        self.epoch, self.lr = epoch, lr
