@@ -213,6 +213,18 @@ def test_warmup_stable_decay_definition(kind, W, St, D, end):
     assert s(W) == 0.5 and s(W + St) == 0.5 and s(W + St + D) == end == s(10 ** 12)
 
 
+@pytest.mark.parametrize("t_mul", [1.0, 2.0])
+def test_cosine_restarts_exponent_definition(t_mul):
+    s = S.CosineRestarts(0.4, 20, t_mul, m_mul=0.8, alpha=0.1, exponent=2.0)
+    base = S.CosineRestarts(0.4, 20, t_mul, m_mul=0.8, alpha=0.1)
+    steps = np.arange(300)
+    # value = lr0 * ((1 - a) m^i c^p + a), with the exponent-free schedule giving c
+    i = np.floor(np.log1p(steps * (t_mul - 1) / 20) / np.log(t_mul)) if t_mul > 1 else steps // 20
+    c = (base(steps) / 0.4 - 0.1) / (0.9 * 0.8 ** i)
+    check(s, 0.4 * (0.9 * 0.8 ** i * c ** 2 + 0.1), steps=steps, rtol=1e-11, atol=1e-15)
+    assert s.get_config()["exponent"] == 2.0 and "exponent" not in base.get_config()
+
+
 def test_exponential_decay_classic_form_unchanged():
     s = S.ExponentialDecay(0.1, 1e-3)
     assert s.get_config() == {"lr0": 0.1, "decay": 1e-3}

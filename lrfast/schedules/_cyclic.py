@@ -45,6 +45,10 @@ class CosineRestarts(Schedule):
         Peak multiplier per cycle, in [0, 1].
     alpha : float
         Floor as a fraction of ``lr0``, in [0, 1].
+    exponent : float
+        Power ``p`` (> 0) of the cosine factor, ``(0.5 (1 + cos pi x))**p``, as
+        the ``exponent`` of Optax's cosine schedules (and so of each cycle of
+        ``optax.sgdr_schedule``).
 
     Examples
     --------
@@ -54,15 +58,18 @@ class CosineRestarts(Schedule):
     """
 
     def __init__(self, lr0: float, first_decay_steps: int, t_mul: float = 2.0,
-                 m_mul: float = 1.0, alpha: float = 0.0) -> None:
+                 m_mul: float = 1.0, alpha: float = 0.0, exponent: float = 1.0) -> None:
         o = "CosineRestarts"
         self.lr0 = _real(o, "lr0", lr0, lo=0.0)
         self.first_decay_steps = _int(o, "first_decay_steps", first_decay_steps, lo=1)
         self.t_mul = _real(o, "t_mul", t_mul, lo=1.0)
         self.m_mul = _real(o, "m_mul", m_mul, lo=0.0, hi=1.0)
         self.alpha = _real(o, "alpha", alpha, lo=0.0, hi=1.0)
+        self.exponent = _real(o, "exponent", exponent, lo=0.0, lo_open=True)
         self._config = {"lr0": self.lr0, "first_decay_steps": self.first_decay_steps,
                         "t_mul": self.t_mul, "m_mul": self.m_mul, "alpha": self.alpha}
+        if self.exponent != 1.0:  # (configs without it stay as they were)
+            self._config["exponent"] = self.exponent
         t = self.t_mul
         self._int_t = int(t) if t.is_integer() and t < 2 ** 53 else None
         if self._int_t is not None and self._int_t > 1:
@@ -105,6 +112,8 @@ class CosineRestarts(Schedule):
     def _scalar(self, n):
         i, start, length = self._cycle(n)
         hc = _half_cos(max(float(n - start), 0.0), float(length))
+        if self.exponent != 1.0:
+            hc = hc ** self.exponent
         v = self.lr0 * ((1.0 - self.alpha) * self.m_mul ** i * hc + self.alpha)
         return v if v <= self.lr0 else self.lr0  # the bracket can round above 1
 
@@ -139,6 +148,8 @@ class CosineRestarts(Schedule):
             i = np.where(up, i + 1.0, np.where(reached(start_of(i)), i, i - 1.0))
             start, length = start_of(i), T0 * tpow(i)
         hc = _half_cos_np(np.maximum(nf - start, 0.0), length)
+        if self.exponent != 1.0:
+            hc = hc ** self.exponent
         return np.minimum(self.lr0 * ((1.0 - self.alpha) * np.power(self.m_mul, i) * hc
                                       + self.alpha), self.lr0)
 
