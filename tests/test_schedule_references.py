@@ -31,8 +31,9 @@ def optax():
 
 
 def optax_values(fn, steps=STEPS):
+    import jax
     import jax.numpy as jnp
-    return np.array([float(fn(jnp.asarray(int(k), dtype=jnp.int64))) for k in steps])
+    return np.asarray(jax.vmap(fn)(jnp.asarray(steps, dtype=jnp.int64)), dtype=np.float64)
 
 
 def check(s, ref, steps=STEPS, rtol=1e-12, atol=0.0):
