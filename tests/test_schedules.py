@@ -97,23 +97,53 @@ EXAMPLES = {
     "Product-ReduceOnPlateau": _product_with_plateau,
     "LRRangeTest": lambda: S.LRRangeTest(1e-7, 10.0, 100),
     "LRRangeTest-linear": lambda: S.LRRangeTest(0.0, 1.0, 100, "linear"),
+    "ExponentialDecay-optax": lambda: S.ExponentialDecay(0.1, rate=0.7, transition_steps=30,
+                                                         transition_begin=10, staircase=True,
+                                                         end_value=1e-3),
+    "ExponentialDecay-growth": lambda: S.ExponentialDecay(0.1, rate=1.5, transition_steps=100,
+                                                          end_value=2.0),
+    "CosineDecay-exponent": lambda: S.CosineDecay(0.1, 1000, 0.05, exponent=2.0),
+    "PiecewiseInterpolate": lambda: S.PiecewiseInterpolate(0.1, [100, 400, 2000],
+                                                           [2.0, 0.5, 0.01], "cosine"),
+    "LinearOneCycle": lambda: S.LinearOneCycle(2000, 0.1, 0.2, 0.7),
+    "WarmupStableDecay": lambda: S.WarmupStableDecay(0.1, 100, 1500, 900, "sqrt", 1e-4),
 }
+# LearningRateScheduler (Keras' callback form) is a recursion over epochs, not O(1) in n:
+# test_schedule_references.py tests it.
+RECURSIVE = {"LearningRateScheduler"}
 every_schedule = pytest.mark.parametrize("make", list(EXAMPLES.values()), ids=list(EXAMPLES))
 
 BIG = [10 ** 6, 10 ** 9 + 7, 2 ** 40 + 3, 10 ** 12]
 
 
 def test_examples_cover_every_class():
-    made = {type(make()).__name__ for make in EXAMPLES.values()}
+    made = {type(make()).__name__ for make in EXAMPLES.values()} | RECURSIVE
     assert made == set(S._REGISTRY), set(S._REGISTRY) ^ made
     for name in S._REGISTRY:
         assert name in S.__all__
 
 
 def test_module_doctests():
-    result = doctest.testmod(S, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 30
-    assert result.failed == 0
+    # the public classes show as lrfast.schedules.X (found in the package); the module
+    # functions (serialize, ...) are found in the submodule that defines them
+    names = {**vars(S), "math": math, "np": np}
+    attempted = 0
+    for mod in [S] + [sys.modules[f"lrfast.schedules.{m}"] for m in
+                      ("_base", "_numerics", "_decay", "_cyclic", "_compose", "_plateau",
+                       "_gallery")]:
+        result = doctest.testmod(mod, extraglobs=names, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.failed == 0, mod.__name__
+        attempted += result.attempted
+    assert attempted > 30
+
+
+def test_public_names_live_in_the_package():
+    for name in S.__all__:
+        obj = getattr(S, name)
+        assert getattr(obj, "__module__", "").startswith("lrfast.schedules"), name
+        if isinstance(obj, type):
+            assert obj.__module__ == "lrfast.schedules", name  # pickles by its public path
+    from lrfast.schedules import CosineDecay, Sequence  # noqa: F401
 
 
 # --------------------------------------------------------------------------- generic properties
@@ -903,7 +933,7 @@ def test_gallery_writes_png(tmp_path, agg, capsys, monkeypatch):
     assert (out / "schedules.png").stat().st_size > 20000
     # one file per schedule (on the first few examples, to keep the test fast)
     few = S._gallery_examples(2)[:3]
-    monkeypatch.setattr(S, "_gallery_examples", lambda N: few)
+    monkeypatch.setattr(sys.modules[S.gallery.__module__], "_gallery_examples", lambda N: few)
     paths = S.gallery(tmp_path / "each", steps=2, per_schedule=True)
     assert paths == [str(tmp_path / "each" / f) for f in
                      ("schedules.png", "schedule_Constant.png", "schedule_TimeBasedDecay.png",
