@@ -67,7 +67,7 @@ from mpi4py import MPI
 
 from ._dispatch import kernels as _K
 from ._typing import Array, Grads, StateDict, StrPath
-from .optim import FORMAT, Optimizer, optimizers, state_index
+from .optim import Optimizer, check_header, optimizers, state_index
 
 __all__ = ["DistributedOptimizer", "default_num_threads"]
 
@@ -92,6 +92,40 @@ def _order(a):
 def _flat(a, order):
     """1-D view of a contiguous array in its memory order."""
     return a.reshape(-1) if order == "C" else a.T.reshape(-1)
+
+
+def _geometry(a):
+    """What a wrapped param must keep: buffer, shape, strides, dtype, writeable."""
+    return (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype,
+            bool(a.flags.writeable))
+
+
+def _like(opt, groups):
+    """An optimizer of ``opt``'s class and options over ``groups`` (each group
+    a dict of 'params' and its hyperparameters, schedules as the same objects)."""
+    return type(opt)(groups, **opt.defaults, max_grad_norm=opt.max_grad_norm,
+                     skip_nonfinite=opt.skip_nonfinite)
+
+
+def _digest62(vals):
+    """A 62-bit digest of a repr-able value (so that -digest fits an int64)."""
+    d = hashlib.blake2b(repr(vals).encode(), digest_size=8).digest()
+    return int.from_bytes(d, "little") >> 2
+
+
+def _msg(e):
+    return f"{type(e).__name__}: {e}"
+
+
+def _raise_everywhere(comm, err, template, cls):
+    """Error path of an agreement that found a failure (every rank is here):
+    allgather the messages; the failing ranks re-raise their own error, the
+    others raise ``cls(template.format(r=first failing rank, e=its message))``."""
+    msgs = comm.allgather(None if err is None else _msg(err))
+    if err is not None:
+        raise err
+    r = next(r for r, m in enumerate(msgs) if m is not None)
+    raise cls(template.format(r=r, e=msgs[r]))
 
 
 def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
@@ -296,12 +330,12 @@ class DistributedOptimizer:
         self._group_of = []
         for gi, pg in enumerate(opt.param_groups):
             self._group_of.extend([gi] * len(pg["params"]))
-        self._ctrl = np.zeros(n + 1, dtype=np.int32)
-        self._scalars = np.zeros(2, dtype=np.float64)
-        self._scalars_all = np.zeros(2 * P, dtype=np.float64)
+        self._geom = [_geometry(p) for p in params]
+        self._ctrl = np.zeros(n + 3, dtype=np.int64)
+        self._scalars = np.zeros(3, dtype=np.float64)
+        self._scalars_all = np.zeros(3 * P, dtype=np.float64)
+        self._verdict_done = False
         self._zeros: Dict[Any, Array] = {}
-        self.max_grad_norm = opt.max_grad_norm
-        self.skip_nonfinite = opt.skip_nonfinite
         self.last_grad_norm = float("nan")
         #: set to a dict to accumulate seconds per phase of step():
         #: "reduce" (pack + reduce), "step" (local kernel step), "gather"
@@ -456,16 +490,9 @@ class DistributedOptimizer:
             g = {k: pg[k] for k in opt.defaults}
             g["params"] = [v for v, t in zip(views, pieces) if self._group_of[t[0]] == gi]
             groups.append(g)
-        cls = type(opt)
-        inner = cls.__new__(cls)
-        Optimizer.__init__(inner, groups, dict(opt.defaults), max_grad_norm=None,
-                           skip_nonfinite=False)
-        self._inner = self._core = inner
-        # a scale-kind engine over the reduced shard: the global norm's local part
-        bufs = [sp.grad_shard for sp in self._spaces]
-        self._norm_bufs = bufs
-        self._norm_engine = _K.Engine(_K.KINDS["scale"], bufs, [None] * len(bufs),
-                                      [0] * len(bufs))
+        # clipping and skipping run inside the inner optimizer's step, on the
+        # global norm that the step's verdict hook (see _verdict) returns
+        self._inner = self._core = _like(opt, groups)
         # the wrapper owns the state now: free the wrapped optimizer's
         opt.release_state()
         if carry is not None:
@@ -505,6 +532,31 @@ class DistributedOptimizer:
         return self._opt.defaults
 
     @property
+    def max_grad_norm(self) -> Optional[float]:
+        """Clip the norm of the whole averaged grad (all ranks) to this value
+        (None: off). Set it on every rank alike: each step checks that ranks agree."""
+        return self._core.max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, v: Optional[float]) -> None:
+        with self._lock:
+            self._core.max_grad_norm = v          # validates
+            if self._core is not self._opt:
+                self._opt.max_grad_norm = v
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        """Skip, on every rank, a step whose averaged grad holds NaN/inf."""
+        return self._core.skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, v: bool) -> None:
+        with self._lock:
+            self._core.skip_nonfinite = v         # validates
+            if self._core is not self._opt:
+                self._opt.skip_nonfinite = v
+
+    @property
     def param_groups(self) -> List[Dict[str, Any]]:
         """The groups, as the wrapped optimizer's (params are the full params);
         setting a hyperparameter applies it to the stepping optimizer."""
@@ -528,10 +580,6 @@ class DistributedOptimizer:
             buf = sum(f.nbytes for f in self._rflat.values())
         return {"state": int(state), "buffers": int(buf)}
 
-    def shard_ranges(self) -> Dict[str, List[Tuple[int, int]]]:
-        """This rank's owned flat ranges: ``{dtype name: [(lo, hi), ...]}``."""
-        return {sp.dtype.name: list(sp.own) for sp in self._spaces}
-
     def __repr__(self):
         return (f"DistributedOptimizer(rank {self.rank}/{self.size}, "
                 f"shard_state={self.shard_state}, {type(self._opt).__name__}, "
@@ -543,10 +591,12 @@ class DistributedOptimizer:
 
     # ------------------------------------------------------------------- step
     def _check_grads(self, grads):
-        """Flat views of the grads (None kept); raises before anything moves."""
+        """Flat plain-ndarray views of the grads (None kept); raises before
+        anything moves."""
         if not isinstance(grads, (list, tuple)):
             raise TypeError(f"grads must be a list or tuple of arrays, got "
                             f"{type(grads).__name__}")
+        grads = tuple(grads)                 # one snapshot of the container
         if len(grads) != self._n:
             raise ValueError(f"expected {self._n} grads (one per param, in param order), "
                              f"got {len(grads)}")
@@ -558,6 +608,9 @@ class DistributedOptimizer:
             where = f"group {self._group_of[i]}, param {i}"
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"{where}: grad must be a numpy ndarray, got {type(g).__name__}")
+            if isinstance(g, np.ma.MaskedArray):
+                raise TypeError(f"{where}: grad is a masked array; its mask would be ignored "
+                                "(pass grad.filled(0) or a plain ndarray)")
             if g.dtype != self._dtypes[i]:
                 raise TypeError(f"{where}: grad dtype {g.dtype} != param dtype {self._dtypes[i]}")
             if g.shape != self._shapes[i]:
@@ -567,33 +620,112 @@ class DistributedOptimizer:
             if not (g.flags.c_contiguous if o == "C" else g.flags.f_contiguous):
                 raise ValueError(f"{where}: grad memory layout differs from the param's "
                                  f"(param is {o}-contiguous; pass a grad of the same layout)")
+            if type(g) is not np.ndarray:      # np.matrix, memmap, ...: the data only
+                g = g.view(np.ndarray)
             out.append(_flat(g, o))
         return out
 
+    def _check_params(self):
+        """The params still are the arrays that were wrapped: the wrapper (and,
+        sharded, the inner optimizer) holds views of their memory."""
+        for i, p in enumerate(self._params):
+            if _geometry(p) != self._geom[i]:
+                raise ValueError(f"group {self._group_of[i]}, param {i}: the param's memory "
+                                 "changed after it was wrapped (shape, dtype, strides, buffer "
+                                 "or writeability); wrap a new optimizer over the new array")
+
+    def _step_values(self):
+        """[(name, value)] every rank must agree on before a step: the step
+        counters, the options and every hyperparameter this step uses
+        (schedules evaluated at this step)."""
+        core = self._core
+        vals: List[Tuple[str, Any]] = [
+            ("step_count", core.step_count), ("skipped_steps", core.skipped_steps),
+            ("max_grad_norm", core.max_grad_norm), ("skip_nonfinite", core.skip_nonfinite)]
+        for gi, hp in enumerate(core.hyperparams):
+            vals.extend((f"group {gi}: {k}", v) for k, v in hp.items())
+        return vals
+
     def _agree(self, grads):
-        """The per-step control collective: (flat grads, global has-grad mask)."""
-        ctrl = self._ctrl
-        err = None
+        """The step's first agreement, before any data moves: one ``Allreduce``
+        (MAX) of [has-grad flag per param, error flag, h, -h] where h is a
+        digest of :meth:`_step_values` (all ranks agree iff max(h) == h and
+        max(-h) == -h). Returns (flat grads, global has-grad mask)."""
+        ctrl, n = self._ctrl, self._n
+        err: Optional[BaseException] = None
+        flats: Any = None
+        vals: Any = None
+        h = 0
         try:
+            self._check_params()
             flats = self._check_grads(grads)
-        except (TypeError, ValueError) as e:
-            err, flats = e, None
+            vals = self._step_values()
+            h = _digest62(vals)
+        except Exception as e:       # noqa: BLE001 - raised on every rank below
+            err = e
         if err is None:
             for i, f in enumerate(flats):
                 ctrl[i] = f is not None
-            ctrl[self._n] = 0
+            ctrl[n] = 0
         else:
-            ctrl[:] = 0
-            ctrl[self._n] = self.rank + 1
+            ctrl[:n] = 0
+            ctrl[n] = 1
+        ctrl[n + 1], ctrl[n + 2] = h, -h
         self._comm.Allreduce(MPI.IN_PLACE, ctrl, op=MPI.MAX)
-        if ctrl[self._n]:           # error path only: tell everyone what went wrong
-            msgs = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
-            if err is not None:
-                raise err
-            r = int(ctrl[self._n]) - 1
-            raise ValueError(f"DistributedOptimizer.step: rank {r} rejected its grads "
-                             f"({msgs[r]}); nothing changed on any rank")
-        return flats, ctrl[:self._n].astype(bool)
+        if ctrl[n]:
+            _raise_everywhere(self._comm, err, "DistributedOptimizer.step: rank {r} could not "
+                              "step ({e}); nothing changed on any rank", ValueError)
+        if ctrl[n + 1] != h or ctrl[n + 2] != -h:
+            everyone = self._comm.allgather(vals)
+            raise ValueError("DistributedOptimizer.step: ranks disagree on this step's "
+                             + _diff(everyone) + " (set hyperparameters on every rank alike); "
+                             "nothing changed on any rank")
+        return flats, ctrl[:n].astype(bool)
+
+    def _verdict(self, sumsq=0.0, finite=True, err=None):
+        """The step's second agreement, after the grads are reduced and before
+        anything is written: one ``Allgather`` of (sum of squares, finite,
+        failed) per rank. The inner step calls it as its norm hook, between
+        the engine's reduction pass and the update; a rank whose step failed
+        before that point calls it with its error. Raises on every rank if any
+        rank failed; else returns the global (sum of squares, finite): sharded,
+        the per-rank partial sums combined exactly (``math.fsum``, so in no
+        rank-dependent order); replicated, this rank's (every rank reduced
+        the same averaged grads)."""
+        self._verdict_done = True
+        s = self._scalars
+        s[0], s[1], s[2] = sumsq, 1.0 if finite else 0.0, 0.0 if err is None else 1.0
+        self._comm.Allgather(s, self._scalars_all)
+        parts = self._scalars_all.reshape(self.size, 3)
+        if parts[:, 2].any():
+            _raise_everywhere(self._comm, err, "DistributedOptimizer.step: rank {r} failed "
+                              "during the step ({e}); nothing changed on any rank",
+                              RuntimeError)
+        if not self.shard_state:
+            return sumsq, finite
+        try:
+            total = math.fsum(parts[:, 0].tolist())
+        except OverflowError:            # finite partial sums whose total overflows
+            total = float("inf")
+        return total, bool((parts[:, 1] == 1.0).all())
+
+    def _run_local(self, opt, grads, err):
+        """Step ``opt`` with the verdict as its norm hook; every rank passes the
+        verdict exactly once, whatever fails where. Returns applied."""
+        self._verdict_done = False
+        ok = False
+        if err is None:
+            try:
+                ok = opt._step(grads, norm_hook=self._verdict)
+            except Exception as e:       # noqa: BLE001 - raised on every rank below
+                if self._verdict_done:    # the verdict raised, or the update ran
+                    raise
+                err = e
+        if err is not None:
+            self._verdict(err=err)       # raises, on every rank
+        self.last_grad_norm = (opt.last_grad_norm if (opt.max_grad_norm is not None
+                                                      or opt.skip_nonfinite) else float("nan"))
+        return ok
 
     def _zero(self, dtype, n):
         z = self._zeros.get(dtype)
@@ -626,6 +758,13 @@ class DistributedOptimizer:
         bool
             False if the step was skipped (``skip_nonfinite`` and a non-finite
             averaged grad), on every rank alike.
+
+        Raises
+        ------
+        ValueError, TypeError, RuntimeError
+            On every rank, if any rank rejects its grads, disagrees on the
+            step's hyperparameters, or fails before the update; nothing is
+            changed on any rank then.
         """
         with self._lock:
             flats, active = self._agree(grads)
@@ -637,12 +776,17 @@ class DistributedOptimizer:
         comm, P = self._comm, self.size
         tm = self.timings
         t0 = time.perf_counter() if tm is not None else 0.0
-        reqs = []
+        reqs, err = [], None
         for sp in self._spaces:
             flat = self._rflat[id(sp)]
             for b in range(sp.nb):
                 lo, hi = sp.bounds[b], sp.bounds[b + 1]
-                self._pack(flats, sp.pack[b], flat[lo:hi])
+                if err is None:
+                    try:
+                        self._pack(flats, sp.pack[b], flat[lo:hi])
+                    except Exception as e:   # noqa: BLE001 - the verdict raises it everywhere
+                        err = e
+                # posted even after a failure: every rank makes the same calls
                 reqs.append(comm.Iallreduce(MPI.IN_PLACE, [flat[lo:hi], sp.mpitype], op=MPI.SUM))
         MPI.Request.Waitall(reqs)
         if P > 1:
@@ -650,8 +794,7 @@ class DistributedOptimizer:
                 np.divide(flat, P, out=flat)
         grads = [g if active[i] else None for i, g in enumerate(self._rgrads)]
         t1 = time.perf_counter() if tm is not None else 0.0
-        ok = self._opt.step(grads)
-        self.last_grad_norm = self._opt.last_grad_norm
+        ok = self._run_local(self._opt, grads, err)
         if tm is not None:
             t2 = time.perf_counter()
             tm["reduce"] = tm.get("reduce", 0.0) + (t1 - t0)
@@ -663,7 +806,7 @@ class DistributedOptimizer:
         tm = self.timings
         t0 = time.perf_counter() if tm is not None else 0.0
         # 1. reduce-scatter, bucket by bucket, double-buffered
-        done = []
+        err = None
         for sp in self._spaces:
             nbuf = len(sp.bufs)
             for b in range(sp.nb):
@@ -673,13 +816,16 @@ class DistributedOptimizer:
                     sp.reqs[k] = None
                 size = sp.bounds[b + 1] - sp.bounds[b]
                 buf = sp.bufs[k][:size]
-                self._pack(flats, sp.pack[b], buf)
+                if err is None:
+                    try:
+                        self._pack(flats, sp.pack[b], buf)
+                    except Exception as e:   # noqa: BLE001 - the verdict raises it everywhere
+                        err = e
                 c = sp.counts[b][self.rank]
                 sp.reqs[k] = comm.Ireduce_scatter(
                     [buf, sp.mpitype], [sp.grad_shard[sp.shard_off[b]:sp.shard_off[b] + c],
                                         sp.mpitype], sp.counts[b], op=MPI.SUM)
-            done.append(sp)
-        for sp in done:
+        for sp in self._spaces:
             for k, r in enumerate(sp.reqs):
                 if r is not None:
                     r.Wait()
@@ -688,36 +834,17 @@ class DistributedOptimizer:
             for sp in self._spaces:
                 np.divide(sp.grad_shard, P, out=sp.grad_shard)
         t1 = time.perf_counter() if tm is not None else 0.0
-        # 2. global norm / finiteness, if asked for
-        if self.max_grad_norm is not None or self.skip_nonfinite:
-            norm_local, finite = self._norm_engine.grad_norm(self._norm_bufs)
-            self._scalars[0] = norm_local
-            self._scalars[1] = 1.0 if finite else 0.0
-            comm.Allgather(self._scalars, self._scalars_all)
-            parts = self._scalars_all.reshape(P, 2)
-            finite = bool(np.all(parts[:, 1] == 1.0))
-            try:            # per-rank partial norms, combined in rank order
-                norm = math.sqrt(math.fsum(float(x) * float(x) for x in parts[:, 0]))
-            except (OverflowError, ValueError):
-                norm = float("inf") if finite else float("nan")
-            self.last_grad_norm = norm
-            if self.skip_nonfinite and not finite:
-                self._inner.skipped_steps += 1
-                return False
-            if self.max_grad_norm is not None:
-                coef = self.max_grad_norm / (norm + 1e-6)
-                if coef < 1.0:
-                    for sp in self._spaces:
-                        np.multiply(sp.grad_shard, sp.dtype.type(coef), out=sp.grad_shard)
-        # 3. the local fused step over this rank's pieces
+        # 2. the local fused step over this rank's pieces; its norm hook is the
+        #    verdict (global norm and finiteness, and every rank's failures)
         if active.all():
             igrads = self._inner_grads
         else:
             pp = self._piece_param
             igrads = [g if active[pp[j]] else None for j, g in enumerate(self._inner_grads)]
-        self._inner.step(igrads)
+        if not self._run_local(self._inner, igrads, err):
+            return False                 # skipped on every rank: nothing to gather
         t2 = time.perf_counter() if tm is not None else 0.0
-        # 4. all-gather the updated pieces, bucket by bucket
+        # 3. all-gather the updated pieces, bucket by bucket
         for sp in self._spaces:
             nbuf = len(sp.bufs)
             pending, j = [], 0
@@ -763,47 +890,58 @@ class DistributedOptimizer:
             self._core.zero_state()
 
     def state_dict(self, root: Optional[int] = 0) -> Optional[StateDict]:
-        """The full, single-process-compatible state_dict (SPEC schema v1, the
-        wrapped optimizer's), gathered on ``root``; other ranks get None.
-        ``root=None``: every rank gets it. Collective.
+        """The full, single-process-compatible state_dict (format
+        ``lrfast.optim/1``, the wrapped optimizer's), gathered on ``root``;
+        other ranks get None. ``root=None``: every rank gets it. Collective;
+        a failure on any rank raises on every rank.
 
         With ``shard_state=False`` every rank already holds the full state: the
         root returns the wrapped optimizer's own ``state_dict()``.
         """
         with self._lock:
-            self._agree_on("state_dict", root)
+            local, err = None, None
+            try:            # local work first: it can fail (a schedule evaluated)
+                if self.shard_state:
+                    local = self._inner.state_dict()
+                elif root is None or root == self.rank:
+                    local = self._opt.state_dict()
+            except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
+                err = e
+            self._agree_on("state_dict", root, err)
             if not self.shard_state:
-                if root is None or root == self.rank:
-                    return self._opt.state_dict()
-                return None
-            return self._gather_state(root)
+                return local
+            return self._gather_state(root, local)
 
-    def _agree_on(self, what, root, err=None):
+    def _agree_on(self, what, root, err=None, same=None):
         """A tiny allgather so that ranks calling a collective with different
-        arguments (or one that failed locally) raise instead of deadlocking."""
+        arguments (or one that failed locally, or whose ``same`` digest
+        differs) raise instead of deadlocking or diverging."""
         if root is not None and (isinstance(root, bool) or not isinstance(root, int)
                                  or not 0 <= root < self.size):
             err = err or ValueError(f"{what}: root must be a rank in [0, {self.size}) or None, "
                                     f"got {root!r}")
             root = -2
-        everyone = self._comm.allgather((what, root, None if err is None else
-                                         f"{type(err).__name__}: {err}"))
-        if len({(w, r) for w, r, _ in everyone}) > 1:
+        everyone = self._comm.allgather((what, root, None if err is None else _msg(err), same))
+        if len({(w, r) for w, r, _, _ in everyone}) > 1:
             if err is not None:
                 raise err
             raise ValueError(f"DistributedOptimizer.{what}: ranks called it with different "
-                             f"arguments: {[(w, r) for w, r, _ in everyone]}")
-        for r, (_, _, e) in enumerate(everyone):
+                             f"arguments: {[(w, r) for w, r, _, _ in everyone]}")
+        for r, (_, _, e, _) in enumerate(everyone):
             if e is not None:
                 if err is not None:
                     raise err
                 raise ValueError(f"DistributedOptimizer.{what}: rank {r} failed ({e}); "
                                  "nothing changed on any rank")
+        if len({s for _, _, _, s in everyone}) > 1:
+            raise ValueError(f"DistributedOptimizer.{what}: ranks passed different state_dicts "
+                             "(step counts, hyperparameters or state entries differ); pass "
+                             "the same dict on every rank, or pass root=k to send rank k's; "
+                             "nothing changed on any rank")
 
-    def _gather_state(self, root):
+    def _gather_state(self, root, local):
         comm = self._comm
         cls = type(self._inner)
-        local = self._inner.state_dict()
         names = set()
         meta = {}
         for j, e in local["state"].items():
@@ -818,12 +956,20 @@ class DistributedOptimizer:
             allnames.update(nm)
         names = [k for k in cls.spec.states if k in allnames]
         get = root is None or root == self.rank
-        flats = {}
+        flats: Dict[Any, Any] = {}
+        err = None
+        try:            # every receive buffer before the first transfer: a failed
+            for sp in self._spaces:         # allocation raises on every rank
+                for name in names:
+                    flats[(id(sp), name)] = np.empty(sp.N, dtype=sp.dtype) if get else None
+        except Exception as e:       # noqa: BLE001 - raised on every rank by _agree_on
+            err = e
+        self._agree_on("state_dict", root, err)
         # index of each piece by (param, a) for the local arrays
         where = {(self._pieces[j][0], self._pieces[j][1]): j for j in range(len(self._pieces))}
         for sp in self._spaces:
             for name in names:
-                full = np.empty(sp.N, dtype=sp.dtype) if get else None
+                full = flats[(id(sp), name)]
                 for b in range(sp.nb):
                     lo, hi = sp.own[b]
                     c = hi - lo
@@ -840,7 +986,6 @@ class DistributedOptimizer:
                         comm.Allgatherv([send, sp.mpitype], spec)
                     else:
                         comm.Gatherv([send, sp.mpitype], spec, root=root)
-                flats[(id(sp), name)] = full
         if not get:
             return None
         state = {}
@@ -893,13 +1038,15 @@ class DistributedOptimizer:
         anything, on every rank.
         """
         with self._lock:
-            err = None
+            err, same = None, None
             if root is None or root == self.rank:
                 try:
                     self._check_full(state_dict)
-                except (TypeError, ValueError) as e:
+                    if root is None:        # ranks must pass the same dict
+                        same = _digest62(self._header(state_dict, type(self._opt).spec.states))
+                except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
                     err = e
-            self._agree_on("load_state_dict", root, err)
+            self._agree_on("load_state_dict", root, err, same)
             if not self.shard_state:
                 sd: Any = state_dict        # the full dict on every rank once broadcast
                 if root is not None:
@@ -914,14 +1061,7 @@ class DistributedOptimizer:
 
     def _check_full(self, sd):
         cls = type(self._opt)
-        if not isinstance(sd, dict):
-            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
-        if sd.get("format") != FORMAT:
-            raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
-                             f"(format {sd.get('format')!r})")
-        if sd.get("optimizer") != cls.__name__:
-            raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not "
-                             f"{cls.__name__}")
+        check_header(sd, cls.__name__)         # type, format, optimizer, step counters
         groups = sd.get("param_groups")
         if not isinstance(groups, list) or len(groups) != len(self._opt.param_groups):
             raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'}"
@@ -960,14 +1100,16 @@ class DistributedOptimizer:
     def _bcast_full(self, sd, root):
         return self._comm.bcast(sd, root=root)
 
-    def _load_all_ranks(self, load, backup_fn):
-        """Run ``load`` on every rank; if it fails anywhere, undo it everywhere."""
-        backup = backup_fn()
-        err = None
-        try:
-            load()
-        except (TypeError, ValueError) as e:
-            err = e
+    def _load_all_ranks(self, load, backup_fn, err=None):
+        """Run ``load`` on every rank (unless this rank already failed with
+        ``err``); if it fails anywhere, undo it everywhere."""
+        backup = None
+        if err is None:
+            try:
+                backup = backup_fn()
+                load()
+            except Exception as e:   # noqa: BLE001 - raised on every rank below
+                err = e
         everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
         failed = [(r, e) for r, e in enumerate(everyone) if e is not None]
         if failed:
@@ -1012,34 +1154,47 @@ class DistributedOptimizer:
 
     def _load_shard_from_full(self, sd):
         names = type(self._inner).spec.states
-        header = self._header(sd, names)
-        full = {int(i): e for i, e in sd["state"].items()}
+        shard, err = None, None
+        try:
+            header = self._header(sd, names)
+            full = {int(i): e for i, e in sd["state"].items()}
 
-        def arrays_of(i, k, a, e, j):
-            arr = full[i][k]
-            return np.array(arr.reshape(-1, order=self._orders[i])[a:e], dtype=self._dtypes[i])
+            def arrays_of(i, k, a, e, j):
+                arr = full[i][k]
+                return np.array(arr.reshape(-1, order=self._orders[i])[a:e],
+                                dtype=self._dtypes[i])
 
-        shard = self._shard_entries(header, arrays_of)
-        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict)
+            shard = self._shard_entries(header, arrays_of)
+        except Exception as e:       # noqa: BLE001 - raised on every rank below
+            err = e
+        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict,
+                             err)
 
     def _load_shard_from_root(self, sd, root):
         comm = self._comm
         names = type(self._inner).spec.states
-        header = comm.bcast(self._header(sd, names) if self.rank == root else None, root=root)
+        header = None
+        if self.rank == root:
+            try:
+                header = self._header(sd, names)
+            except Exception as e:   # noqa: BLE001 - sent to every rank, raised there
+                header = _msg(e)
+        header = comm.bcast(header, root=root)
+        if isinstance(header, str):
+            raise ValueError(f"load_state_dict: rank {root} could not read the state_dict "
+                             f"({header}); nothing changed on any rank")
         present = sorted({k for ent in header["state"].values() for k, v in ent if _is_arr(v)})
         shards = {}
         for sp in self._spaces:
             for name in present:
-                flat = None
-                if self.rank == root:
-                    flat = np.zeros(sp.N, dtype=sp.dtype)
-                    for k, i in enumerate(sp.idx):
-                        ent = sd["state"].get(i, sd["state"].get(str(i)))
-                        v = None if ent is None else ent.get(name)
-                        if v is not None:
-                            flat[int(sp.offsets[k]):int(sp.offsets[k + 1])] = \
-                                v.reshape(-1, order=self._orders[i])
-                recv = np.empty(sp.shard_len, dtype=sp.dtype)
+                flat, err = None, None
+                try:        # the root's flat array and every rank's receive buffer
+                    recv = np.empty(sp.shard_len, dtype=sp.dtype)
+                    if self.rank == root:
+                        flat = self._root_flat(sd, sp, name)
+                except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
+                    err = e
+                self._agree_on("load_state_dict", root, err)
                 for b in range(sp.nb):
                     so, c = sp.shard_off[b], sp.counts[b][self.rank]
                     blo, bhi = sp.bounds[b], sp.bounds[b + 1]
@@ -1055,19 +1210,43 @@ class DistributedOptimizer:
             pos = self._pieces[j][4]
             return shards[(id(sp), k)][pos:pos + e - a].copy()
 
-        shard = self._shard_entries(header, arrays_of)
-        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict)
+        shard, err = None, None
+        try:
+            shard = self._shard_entries(header, arrays_of)
+        except Exception as e:       # noqa: BLE001 - raised on every rank below
+            err = e
+        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict,
+                             err)
+
+    def _root_flat(self, sd, sp, name):
+        """State ``name`` of the params of space ``sp`` as one flat array (zeros
+        where a param has none): the root's send buffer of a load."""
+        flat = np.zeros(sp.N, dtype=sp.dtype)
+        for k, i in enumerate(sp.idx):
+            ent = sd["state"].get(i, sd["state"].get(str(i)))
+            v = None if ent is None else ent.get(name)
+            if v is not None:
+                flat[int(sp.offsets[k]):int(sp.offsets[k + 1])] = \
+                    v.reshape(-1, order=self._orders[i])
+        return flat
 
     # ------------------------------------------------------------- checkpoints
     def save(self, path: StrPath, root: int = 0) -> Optional[str]:
         """Write the full state_dict to ``path`` (.npz, :func:`lrfast.save`'s
         format, loadable by a single-process optimizer) from rank ``root``.
-        Collective; returns the path on the root, None elsewhere."""
+        Collective; returns the path on the root, None elsewhere. If the
+        write fails, every rank raises."""
         from .io import save as _save
         sd = self.state_dict(root=root)
-        if sd is None:
-            return None
-        return _save(sd, path)
+        out, err = None, None
+        if sd is not None:
+            try:
+                out = _save(sd, path)
+            except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
+                err = e
+        with self._lock:
+            self._agree_on("save", root, err)
+        return out
 
     def load(self, path: StrPath, root: int = 0) -> DistributedOptimizer:
         """Read a checkpoint written by :meth:`save` (or :func:`lrfast.save`) on
@@ -1077,14 +1256,15 @@ class DistributedOptimizer:
         if self.rank == root:
             try:
                 sd = read(path)
-            except (OSError, ValueError) as e:
+            except Exception as e:   # noqa: BLE001 - MemoryError too: raised on every rank
                 err = e
-        everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+        everyone = self._comm.allgather(None if err is None else _msg(err))
         for r, e in enumerate(everyone):
             if e is not None:
-                if err is not None:
+                if isinstance(err, (OSError, ValueError)):
                     raise err
-                raise ValueError(f"load: rank {r} could not read {path!r} ({e})")
+                raise ValueError(f"load: rank {r} could not read {path!r} ({e}); nothing "
+                                 "changed on any rank") from err
         self.load_state_dict(sd, root=root)
         return self
 
