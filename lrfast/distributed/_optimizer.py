@@ -1,60 +1,7 @@
-"""Data-parallel training over MPI (mpi4py), with optional ZeRO-1 state sharding.
-
-::
-
-    from mpi4py import MPI                       # mpiexec -n 4 python train.py
-    import lrfast
-    from lrfast.distributed import DistributedOptimizer
-
-    opt = DistributedOptimizer(lrfast.Adam(params, lr=1e-3))   # every rank, same params
-    for batch in my_shard_of_the_data:
-        opt.step(backward(batch))                # grads of THIS rank's batch
-    sd = opt.state_dict()                        # full state on rank 0 (None elsewhere)
-
-Design (read before changing the step)
---------------------------------------
-a) Layout. The params of each dtype are concatenated, in param order, into one
-   flat index space (a C-contiguous param in C order, an F-contiguous one in F
-   order: memory order, so the flat view of a param is a view). The space is cut
-   into buckets of at most ``bucket_mb`` MiB, and every bucket is split evenly
-   among the P ranks: rank r owns one contiguous range of each bucket (one
-   contiguous range of the whole space when it fits in one bucket, the usual
-   case). Owned ranges cut params into pieces; a piece ``p.reshape(-1)[a:b]`` is
-   a contiguous 1-D *view*, so nothing in the kernels changes.
-b) Gradient averaging copies the user's grads (never modified) into a bucket
-   buffer per dtype and reduces it with one nonblocking ``Ireduce_scatter``
-   (``shard_state=True``) or ``Iallreduce`` (``shard_state=False``) per bucket:
-   the next bucket is packed while the previous one is on the wire. No
-   per-tensor messages, no pickling. The sum is divided by P: the reference is
-   one process stepping on the mean of the per-rank grads.
-c) ``shard_state=True`` (ZeRO stage 1): each rank keeps an inner optimizer of
-   the same class and hyperparameters (the same schedule objects) over the
-   views of its pieces, so optimizer state is allocated for ~1/P of the
-   elements, and steps them with the same fused kernel call. Then one
-   ``Iallgatherv`` per bucket sends every rank's updated pieces to all ranks,
-   which copy them into their params. Every element is computed by exactly one
-   rank, so params are bit-identical across ranks by construction.
-   ``shard_state=False`` keeps the wrapped optimizer as it is (full state on
-   every rank) and steps it on the averaged grads.
-d) Elementwise updates on the same averaged grad are bit-identical to one
-   process; only the sum's association order (MPI's) differs from
-   ``g0 + g1 + ... `` (for P = 2 it cannot). Global quantities stay global:
-   clipping uses the norm of the whole averaged grad (per-rank partial sums,
-   combined in rank order with ``math.fsum``) and a non-finite step is skipped
-   on every rank.
-e) No deadlocks on bad input: each step starts with one tiny ``Allreduce`` of a
-   per-param "has a grad" mask plus an error flag, so a rank that rejects its
-   grads makes every rank raise before any data moves; construction allgathers
-   a digest of (optimizer class, hyperparameters, param shapes/dtypes/layouts,
-   options) and every rank raises if the digests differ.
-f) Step counts and schedules: the inner optimizer counts steps exactly as the
-   wrapped one would (a param whose grad is None on every rank is skipped, as in
-   one process; None on some ranks only counts as a zero grad there, as torch
-   DDP does), so schedules evaluate at the same n.
-"""
+"""The data-parallel optimizer: :class:`DistributedOptimizer` (see the
+package docstring for the design)."""
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import os
@@ -65,15 +12,23 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 from mpi4py import MPI
 
-from ._dispatch import kernels as _K
-from ._typing import Array, Grads, StateDict, StrPath
-from .optim import Optimizer, check_header, optimizers, state_index
+from .. import schedules as _schedules
+from .._dispatch import kernels as _K
+from .._threads import set_num_threads
+from .._typing import Array, Grads, StateDict, StrPath
+from ..io import read as _read
+from ..io import save as _save
+from ..optim import Optimizer, check_header, optimizers, state_index
+from ._layout import Space as _Space
+from ._layout import flat as _flat
+from ._layout import geometry as _geometry
+from ._layout import order as _order
+from ._protocol import Agreement, diff as _diff, digest62 as _digest62, msg as _msg
 
 __all__ = ["DistributedOptimizer", "default_num_threads"]
 
 _SUPPORTED = tuple(optimizers(distributed=True))
 _ARR = "\x00ndarray"       # marks "an array goes here" in pickled state headers
-_MPI_TYPE = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
 
 
 def _is_sched(v):
@@ -84,48 +39,11 @@ def _is_arr(v):
     return isinstance(v, str) and v == _ARR
 
 
-def _order(a):
-    """Memory order of a contiguous array: 'C' (also for arrays both C and F) or 'F'."""
-    return "C" if a.flags.c_contiguous else "F"
-
-
-def _flat(a, order):
-    """1-D view of a contiguous array in its memory order."""
-    return a.reshape(-1) if order == "C" else a.T.reshape(-1)
-
-
-def _geometry(a):
-    """What a wrapped param must keep: buffer, shape, strides, dtype, writeable."""
-    return (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype,
-            bool(a.flags.writeable))
-
-
 def _like(opt, groups):
     """An optimizer of ``opt``'s class and options over ``groups`` (each group
     a dict of 'params' and its hyperparameters, schedules as the same objects)."""
     return type(opt)(groups, **opt.defaults, max_grad_norm=opt.max_grad_norm,
                      skip_nonfinite=opt.skip_nonfinite)
-
-
-def _digest62(vals):
-    """A 62-bit digest of a repr-able value (so that -digest fits an int64)."""
-    d = hashlib.blake2b(repr(vals).encode(), digest_size=8).digest()
-    return int.from_bytes(d, "little") >> 2
-
-
-def _msg(e):
-    return f"{type(e).__name__}: {e}"
-
-
-def _raise_everywhere(comm, err, template, cls):
-    """Error path of an agreement that found a failure (every rank is here):
-    allgather the messages; the failing ranks re-raise their own error, the
-    others raise ``cls(template.format(r=first failing rank, e=its message))``."""
-    msgs = comm.allgather(None if err is None else _msg(err))
-    if err is not None:
-        raise err
-    r = next(r for r, m in enumerate(msgs) if m is not None)
-    raise cls(template.format(r=r, e=msgs[r]))
 
 
 def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
@@ -146,60 +64,6 @@ def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
     if mine < ncpu:                       # bound: the binding already divided the cores
         return max(1, mine)
     return max(1, ncpu // nlocal)
-
-
-class _Space:
-    """The flat index space of one dtype: offsets, buckets, this rank's ranges."""
-
-    # set by DistributedOptimizer once the spaces are built
-    pack: List[Any]
-    own_pieces: List[Any]
-    grad_shard: Array
-    bufs: List[Array]
-    reqs: List[Any]
-    send_views: List[Any]
-    recv_views: List[Any]
-    bucket_params: List[Any]
-
-    def __init__(self, dtype, idx, sizes, P, rank, bucket_elems):
-        self.dtype = np.dtype(dtype)
-        self.mpitype = _MPI_TYPE[self.dtype]
-        self.idx = list(idx)                       # param indices, ascending
-        self.offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=self.offsets[1:])
-        self.N = N = int(self.offsets[-1])
-        nb = max(1, -(-N // max(1, bucket_elems)))
-        self.bounds = [b * N // nb for b in range(nb + 1)]
-        self.counts, self.displs, self.own, self.shard_off = [], [], [], []
-        pos = 0
-        for b in range(nb):
-            size = self.bounds[b + 1] - self.bounds[b]
-            c = [size // P + (1 if r < size % P else 0) for r in range(P)]
-            d = [sum(c[:r]) for r in range(P)]
-            self.counts.append(c)
-            self.displs.append(d)
-            lo = self.bounds[b] + d[rank]
-            self.own.append((lo, lo + c[rank]))
-            self.shard_off.append(pos)
-            pos += c[rank]
-        self.shard_len = pos
-        self.nb = nb
-        self.bucket_max = max(self.bounds[b + 1] - self.bounds[b] for b in range(nb))
-
-    def segments(self, lo, hi):
-        """[(param index, a, b, position)] covering flat [lo, hi): the pieces of
-        params there (a:b in the param's flat view; position = flat index - lo)."""
-        out = []
-        if hi <= lo:
-            return out
-        k = int(np.searchsorted(self.offsets, lo, side="right")) - 1
-        while k < len(self.idx) and self.offsets[k] < hi:
-            o, e = int(self.offsets[k]), int(self.offsets[k + 1])
-            a, b = max(lo, o), min(hi, e)
-            if b > a:
-                out.append((self.idx[k], a - o, b - o, a - lo))
-            k += 1
-        return out
 
 
 class _GroupView(dict):
@@ -227,7 +91,7 @@ class _GroupView(dict):
             self[k] = v
 
 
-class DistributedOptimizer:
+class DistributedOptimizer(Agreement):
     r"""Data-parallel wrapper: average grads over MPI ranks, then step.
 
     Every rank builds the same optimizer over its own copy of the params (same
@@ -296,7 +160,7 @@ class DistributedOptimizer:
         try:
             self._check_local(opt, shard_state, bucket_mb, num_threads)
             sig = self._signature(opt, bool(shard_state), float(bucket_mb), sync_params)
-            digest = hashlib.sha256(repr(sig).encode()).hexdigest()
+            digest = _digest62(sig)
         except Exception as e:       # noqa: BLE001 - re-raised below, on every rank
             err, sig, digest = f"{type(e).__name__}: {e}", None, None
             local_exc = e
@@ -313,10 +177,8 @@ class DistributedOptimizer:
             raise ValueError("DistributedOptimizer: ranks disagree on " + _diff(sigs))
         # ---- threads
         if num_threads is not None:
-            from . import set_num_threads
             set_num_threads(int(num_threads))
         elif _K._user_num_threads() == 0 and not os.environ.get("OMP_NUM_THREADS"):
-            from . import set_num_threads
             set_num_threads(default_num_threads(comm))
         self._opt = opt
         params = opt.params
@@ -383,11 +245,10 @@ class DistributedOptimizer:
     @staticmethod
     def _signature(opt, shard_state, bucket_mb, sync_params):
         """[(field, value)]: what every rank must agree on."""
-        from . import schedules as S
 
         def val(v):
             if _is_sched(v):
-                s = S.serialize(v)
+                s = _schedules.serialize(v)
                 return ("schedule", s.get("class"), repr(s.get("config", s.get("name"))))
             if isinstance(v, tuple):
                 return tuple(val(x) for x in v)
@@ -647,85 +508,13 @@ class DistributedOptimizer:
         return vals
 
     def _agree(self, grads):
-        """The step's first agreement, before any data moves: one ``Allreduce``
-        (MAX) of [has-grad flag per param, error flag, h, -h] where h is a
-        digest of :meth:`_step_values` (all ranks agree iff max(h) == h and
-        max(-h) == -h). Returns (flat grads, global has-grad mask)."""
-        ctrl, n = self._ctrl, self._n
-        err: Optional[BaseException] = None
-        flats: Any = None
-        vals: Any = None
-        h = 0
-        try:
+        """The step's first agreement (see ``Agreement._agree_before_step``):
+        returns (flat grads, global has-grad mask)."""
+        def prepare():
             self._check_params()
             flats = self._check_grads(grads)
-            vals = self._step_values()
-            h = _digest62(vals)
-        except Exception as e:       # noqa: BLE001 - raised on every rank below
-            err = e
-        if err is None:
-            for i, f in enumerate(flats):
-                ctrl[i] = f is not None
-            ctrl[n] = 0
-        else:
-            ctrl[:n] = 0
-            ctrl[n] = 1
-        ctrl[n + 1], ctrl[n + 2] = h, -h
-        self._comm.Allreduce(MPI.IN_PLACE, ctrl, op=MPI.MAX)
-        if ctrl[n]:
-            _raise_everywhere(self._comm, err, "DistributedOptimizer.step: rank {r} could not "
-                              "step ({e}); nothing changed on any rank", ValueError)
-        if ctrl[n + 1] != h or ctrl[n + 2] != -h:
-            everyone = self._comm.allgather(vals)
-            raise ValueError("DistributedOptimizer.step: ranks disagree on this step's "
-                             + _diff(everyone) + " (set hyperparameters on every rank alike); "
-                             "nothing changed on any rank")
-        return flats, ctrl[:n].astype(bool)
-
-    def _verdict(self, sumsq=0.0, finite=True, err=None):
-        """The step's second agreement, after the grads are reduced and before
-        anything is written: one ``Allgather`` of (sum of squares, finite,
-        failed) per rank. The inner step calls it as its norm hook, between
-        the engine's reduction pass and the update; a rank whose step failed
-        before that point calls it with its error. Raises on every rank if any
-        rank failed; else returns the global (sum of squares, finite): sharded,
-        the per-rank partial sums combined exactly (``math.fsum``, so in no
-        rank-dependent order); replicated, this rank's (every rank reduced
-        the same averaged grads)."""
-        self._verdict_done = True
-        s = self._scalars
-        s[0], s[1], s[2] = sumsq, 1.0 if finite else 0.0, 0.0 if err is None else 1.0
-        self._comm.Allgather(s, self._scalars_all)
-        parts = self._scalars_all.reshape(self.size, 3)
-        if parts[:, 2].any():
-            _raise_everywhere(self._comm, err, "DistributedOptimizer.step: rank {r} failed "
-                              "during the step ({e}); nothing changed on any rank",
-                              RuntimeError)
-        if not self.shard_state:
-            return sumsq, finite
-        try:
-            total = math.fsum(parts[:, 0].tolist())
-        except OverflowError:            # finite partial sums whose total overflows
-            total = float("inf")
-        return total, bool((parts[:, 1] == 1.0).all())
-
-    def _run_local(self, opt, grads, err):
-        """Step ``opt`` with the verdict as its norm hook; every rank passes the
-        verdict exactly once, whatever fails where. Returns applied."""
-        self._verdict_done = False
-        ok = False
-        if err is None:
-            try:
-                ok = opt._step(grads, norm_hook=self._verdict)
-            except Exception as e:       # noqa: BLE001 - raised on every rank below
-                if self._verdict_done:    # the verdict raised, or the update ran
-                    raise
-                err = e
-        if err is not None:
-            self._verdict(err=err)       # raises, on every rank
-        self.last_grad_norm = (opt.last_grad_norm if (opt.max_grad_norm is not None
-                                                      or opt.skip_nonfinite) else float("nan"))
-        return ok
+            return [f is not None for f in flats], self._step_values(), flats
+        return self._agree_before_step(prepare)
 
     def _zero(self, dtype, n):
         z = self._zeros.get(dtype)
@@ -912,33 +701,6 @@ class DistributedOptimizer:
                 return local
             return self._gather_state(root, local)
 
-    def _agree_on(self, what, root, err=None, same=None):
-        """A tiny allgather so that ranks calling a collective with different
-        arguments (or one that failed locally, or whose ``same`` digest
-        differs) raise instead of deadlocking or diverging."""
-        if root is not None and (isinstance(root, bool) or not isinstance(root, int)
-                                 or not 0 <= root < self.size):
-            err = err or ValueError(f"{what}: root must be a rank in [0, {self.size}) or None, "
-                                    f"got {root!r}")
-            root = -2
-        everyone = self._comm.allgather((what, root, None if err is None else _msg(err), same))
-        if len({(w, r) for w, r, _, _ in everyone}) > 1:
-            if err is not None:
-                raise err
-            raise ValueError(f"DistributedOptimizer.{what}: ranks called it with different "
-                             f"arguments: {[(w, r) for w, r, _, _ in everyone]}")
-        for r, (_, _, e, _) in enumerate(everyone):
-            if e is not None:
-                if err is not None:
-                    raise err
-                raise ValueError(f"DistributedOptimizer.{what}: rank {r} failed ({e}); "
-                                 "nothing changed on any rank")
-        if len({s for _, _, _, s in everyone}) > 1:
-            raise ValueError(f"DistributedOptimizer.{what}: ranks passed different state_dicts "
-                             "(step counts, hyperparameters or state entries differ); pass "
-                             "the same dict on every rank, or pass root=k to send rank k's; "
-                             "nothing changed on any rank")
-
     def _gather_state(self, root, local):
         comm = self._comm
         cls = type(self._inner)
@@ -1100,26 +862,6 @@ class DistributedOptimizer:
     def _bcast_full(self, sd, root):
         return self._comm.bcast(sd, root=root)
 
-    def _load_all_ranks(self, load, backup_fn, err=None):
-        """Run ``load`` on every rank (unless this rank already failed with
-        ``err``); if it fails anywhere, undo it everywhere."""
-        backup = None
-        if err is None:
-            try:
-                backup = backup_fn()
-                load()
-            except Exception as e:   # noqa: BLE001 - raised on every rank below
-                err = e
-        everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
-        failed = [(r, e) for r, e in enumerate(everyone) if e is not None]
-        if failed:
-            if err is None:
-                self._core.load_state_dict(backup)
-                r, e = failed[0]
-                raise ValueError(f"load_state_dict: rank {r} rejected the state ({e}); "
-                                 "nothing changed on any rank")
-            raise err
-
     def _shard_entries(self, header, arrays_of):
         """Build the inner optimizer's state_dict from a full header and a
         function (param i, name, a, b, piece j) -> that piece of that state."""
@@ -1236,7 +978,6 @@ class DistributedOptimizer:
         format, loadable by a single-process optimizer) from rank ``root``.
         Collective; returns the path on the root, None elsewhere. If the
         write fails, every rank raises."""
-        from .io import save as _save
         sd = self.state_dict(root=root)
         out, err = None, None
         if sd is not None:
@@ -1251,11 +992,10 @@ class DistributedOptimizer:
     def load(self, path: StrPath, root: int = 0) -> DistributedOptimizer:
         """Read a checkpoint written by :meth:`save` (or :func:`lrfast.save`) on
         ``root`` and load it, re-sharded for this number of ranks. Collective."""
-        from .io import read
         sd, err = None, None
         if self.rank == root:
             try:
-                sd = read(path)
+                sd = _read(path)
             except Exception as e:   # noqa: BLE001 - MemoryError too: raised on every rank
                 err = e
         everyone = self._comm.allgather(None if err is None else _msg(err))
@@ -1268,29 +1008,3 @@ class DistributedOptimizer:
         self.load_state_dict(sd, root=root)
         return self
 
-
-def _diff(sigs):
-    """Name the first field on which some rank disagrees with rank 0."""
-    ref = sigs[0]
-    for r, s in enumerate(sigs[1:], 1):
-        if s == ref:
-            continue
-        if len(s) != len(ref):
-            n0 = dict(ref).get("number of param groups")
-            return (f"the parameter list: rank 0 has {len(ref)} entries ({n0} groups), "
-                    f"rank {r} has {len(s)} ({dict(s).get('number of param groups')} groups)")
-        for (k0, v0), (k1, v1) in zip(ref, s):
-            if (k0, v0) != (k1, v1):
-                return f"{k0}: rank 0 has {_show(v0)}, rank {r} has {_show(v1)}"
-    return "their settings"
-
-
-def _show(v):
-    if isinstance(v, str):
-        try:
-            return repr(float.fromhex(v)) if v.startswith(("0x", "-0x")) else v
-        except ValueError:
-            return v
-    if isinstance(v, tuple):
-        return "(" + ", ".join(_show(x) for x in v) + ")"
-    return repr(v)
