@@ -161,9 +161,9 @@ class DistributedOptimizer(Agreement):
             self._check_local(opt, shard_state, bucket_mb, num_threads)
             sig = self._signature(opt, bool(shard_state), float(bucket_mb), sync_params)
             digest = _digest62(sig)
-        except Exception as e:       # noqa: BLE001 - re-raised below, on every rank
-            err, sig, digest = f"{type(e).__name__}: {e}", None, None
-            local_exc = e
+        except Exception as exc:       # noqa: BLE001 - re-raised below, on every rank
+            err, sig, digest = f"{type(exc).__name__}: {exc}", None, None
+            local_exc = exc
         everyone = comm.allgather((err, digest))
         bad = [(r, e) for r, (e, _) in enumerate(everyone) if e is not None]
         if bad:
@@ -573,8 +573,8 @@ class DistributedOptimizer(Agreement):
                 if err is None:
                     try:
                         self._pack(flats, sp.pack[b], flat[lo:hi])
-                    except Exception as e:   # noqa: BLE001 - the verdict raises it everywhere
-                        err = e
+                    except Exception as exc:   # noqa: BLE001 - the verdict raises it everywhere
+                        err = exc
                 # posted even after a failure: every rank makes the same calls
                 reqs.append(comm.Iallreduce(MPI.IN_PLACE, [flat[lo:hi], sp.mpitype], op=MPI.SUM))
         MPI.Request.Waitall(reqs)
@@ -608,8 +608,8 @@ class DistributedOptimizer(Agreement):
                 if err is None:
                     try:
                         self._pack(flats, sp.pack[b], buf)
-                    except Exception as e:   # noqa: BLE001 - the verdict raises it everywhere
-                        err = e
+                    except Exception as exc:   # noqa: BLE001 - the verdict raises it everywhere
+                        err = exc
                 c = sp.counts[b][self.rank]
                 sp.reqs[k] = comm.Ireduce_scatter(
                     [buf, sp.mpitype], [sp.grad_shard[sp.shard_off[b]:sp.shard_off[b] + c],
@@ -694,8 +694,8 @@ class DistributedOptimizer(Agreement):
                     local = self._inner.state_dict()
                 elif root is None or root == self.rank:
                     local = self._opt.state_dict()
-            except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
-                err = e
+            except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                err = exc
             self._agree_on("state_dict", root, err)
             if not self.shard_state:
                 return local
@@ -724,8 +724,8 @@ class DistributedOptimizer(Agreement):
             for sp in self._spaces:         # allocation raises on every rank
                 for name in names:
                     flats[(id(sp), name)] = np.empty(sp.N, dtype=sp.dtype) if get else None
-        except Exception as e:       # noqa: BLE001 - raised on every rank by _agree_on
-            err = e
+        except Exception as exc:       # noqa: BLE001 - raised on every rank by _agree_on
+            err = exc
         self._agree_on("state_dict", root, err)
         # index of each piece by (param, a) for the local arrays
         where = {(self._pieces[j][0], self._pieces[j][1]): j for j in range(len(self._pieces))}
@@ -806,8 +806,8 @@ class DistributedOptimizer(Agreement):
                     self._check_full(state_dict)
                     if root is None:        # ranks must pass the same dict
                         same = _digest62(self._header(state_dict, type(self._opt).spec.states))
-                except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
-                    err = e
+                except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                    err = exc
             self._agree_on("load_state_dict", root, err, same)
             if not self.shard_state:
                 sd: Any = state_dict        # the full dict on every rank once broadcast
@@ -907,8 +907,8 @@ class DistributedOptimizer(Agreement):
                                 dtype=self._dtypes[i])
 
             shard = self._shard_entries(header, arrays_of)
-        except Exception as e:       # noqa: BLE001 - raised on every rank below
-            err = e
+        except Exception as exc:       # noqa: BLE001 - raised on every rank below
+            err = exc
         self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict,
                              err)
 
@@ -919,8 +919,8 @@ class DistributedOptimizer(Agreement):
         if self.rank == root:
             try:
                 header = self._header(sd, names)
-            except Exception as e:   # noqa: BLE001 - sent to every rank, raised there
-                header = _msg(e)
+            except Exception as exc:   # noqa: BLE001 - sent to every rank, raised there
+                header = _msg(exc)
         header = comm.bcast(header, root=root)
         if isinstance(header, str):
             raise ValueError(f"load_state_dict: rank {root} could not read the state_dict "
@@ -934,8 +934,8 @@ class DistributedOptimizer(Agreement):
                     recv = np.empty(sp.shard_len, dtype=sp.dtype)
                     if self.rank == root:
                         flat = self._root_flat(sd, sp, name)
-                except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
-                    err = e
+                except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                    err = exc
                 self._agree_on("load_state_dict", root, err)
                 for b in range(sp.nb):
                     so, c = sp.shard_off[b], sp.counts[b][self.rank]
@@ -955,8 +955,8 @@ class DistributedOptimizer(Agreement):
         shard, err = None, None
         try:
             shard = self._shard_entries(header, arrays_of)
-        except Exception as e:       # noqa: BLE001 - raised on every rank below
-            err = e
+        except Exception as exc:       # noqa: BLE001 - raised on every rank below
+            err = exc
         self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict,
                              err)
 
@@ -983,8 +983,8 @@ class DistributedOptimizer(Agreement):
         if sd is not None:
             try:
                 out = _save(sd, path)
-            except Exception as e:   # noqa: BLE001 - raised on every rank by _agree_on
-                err = e
+            except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                err = exc
         with self._lock:
             self._agree_on("save", root, err)
         return out
@@ -996,8 +996,8 @@ class DistributedOptimizer(Agreement):
         if self.rank == root:
             try:
                 sd = _read(path)
-            except Exception as e:   # noqa: BLE001 - MemoryError too: raised on every rank
-                err = e
+            except Exception as exc:   # noqa: BLE001 - MemoryError too: raised on every rank
+                err = exc
         everyone = self._comm.allgather(None if err is None else _msg(err))
         for r, e in enumerate(everyone):
             if e is not None:

@@ -105,8 +105,8 @@ class Agreement:
         try:
             flags, vals, payload = prepare()
             h = digest62(vals)
-        except Exception as e:       # noqa: BLE001 - raised on every rank below
-            err = e
+        except Exception as exc:       # noqa: BLE001 - raised on every rank below
+            err = exc
         if err is None:
             ctrl[:n] = flags
             ctrl[n] = 0
@@ -160,10 +160,10 @@ class Agreement:
         if err is None:
             try:
                 ok = opt._step(grads, norm_hook=self._verdict)
-            except Exception as e:       # noqa: BLE001 - raised on every rank below
+            except Exception as exc:       # noqa: BLE001 - raised on every rank below
                 if self._verdict_done:    # the verdict raised, or the update ran
                     raise
-                err = e
+                err = exc
         if err is not None:
             self._verdict(err=err)       # raises, on every rank
         self.last_grad_norm = (opt.last_grad_norm if (opt.max_grad_norm is not None
@@ -205,8 +205,8 @@ class Agreement:
             try:
                 backup = backup_fn()
                 load()
-            except Exception as e:   # noqa: BLE001 - raised on every rank below
-                err = e
+            except Exception as exc:   # noqa: BLE001 - raised on every rank below
+                err = exc
         everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
         failed = [(r, e) for r, e in enumerate(everyone) if e is not None]
         if failed:
