@@ -58,6 +58,6 @@ e) Step counts and schedules: the inner optimizer counts steps exactly as the
 """
 from __future__ import annotations
 
-from ._optimizer import DistributedOptimizer, default_num_threads
+from ._optimizer import _SUPPORTED, DistributedOptimizer, default_num_threads  # noqa: F401
 
 __all__ = ["DistributedOptimizer", "default_num_threads"]
