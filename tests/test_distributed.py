@@ -363,3 +363,77 @@ def test_lrfast_works_without_mpi4py():
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "ImportError" in r.stdout
+
+
+# ----------------------------------------------- failures on one rank only
+_FAULTS = {}
+
+
+def faults(P, tmp_path_factory):
+    """Run tests/mpi_scripts/run_faults.py once per P, under a timeout: a rank
+    left waiting in a collective is a test failure, not a stuck run."""
+    if P not in _FAULTS:
+        out = tmp_path_factory.mktemp(f"faults{P}")
+        mpirun(P, os.path.join(SCRIPTS, "run_faults.py"), out, timeout=240)
+        ranks = []
+        for r in range(P):
+            with open(out / f"faults{r}.json") as f:
+                ranks.append(json.load(f))
+        _FAULTS[P] = ranks
+    return _FAULTS[P]
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("mode", ["shard", "replicated"])
+@pytest.mark.parametrize("case,words", [
+    # a masked grad on the last rank: refused there, every rank raises
+    ("masked_grad", ["masked"]),
+    # packing of the second bucket fails on the last rank (fault injection)
+    ("pack_fails", ["injected packing failure"]),
+    # the lr schedule raises on the last rank only (issue: the others hung)
+    ("schedule_raises", ["schedule for lr failed", "injected schedule failure"]),
+    # ... on its second evaluation only: the failure is inside the local step,
+    # after the step's first agreement (the verdict catches it)
+    ("local_step_raises", ["schedule for lr failed", "injected schedule failure"]),
+    ("local_step_raises_clip", ["schedule for lr failed", "injected schedule failure"]),
+    # lr set on the last rank only (replicated: params diverged; sharded: each
+    # shard used its own lr)
+    ("lr_differs", ["disagree", "group 0: lr", "0.5", "0.01"]),
+    # a scheduled lr whose values differ between ranks
+    ("scheduled_lr_differs", ["disagree", "group 0: lr", "0.02"]),
+    # max_grad_norm set on the last rank only (sharded: a collective only there)
+    ("clip_differs", ["disagree", "max_grad_norm", "0.1", "None"]),
+    # a param reshaped in place on the last rank: its views are stale
+    ("param_reshaped", ["memory changed"]),
+    # state_dict while the schedule raises on the last rank (the others hung)
+    ("state_dict_schedule_raises", ["injected schedule failure"]),
+    # load_state_dict(root=None) with a different dict on the last rank
+    ("load_different_dicts", ["different state_dicts"]),
+    # a crafted checkpoint declaring a 10**13-element array (rank 0 failed
+    # to allocate and the others hung)
+    ("load_huge_header", ["crafted"]),
+])
+def test_a_failure_on_one_rank_raises_on_every_rank(tmp_path_factory, P, mode, case, words):
+    """Every rank raises (none hangs), naming the problem; nothing changed on
+    any rank; the ranks step together again afterwards."""
+    for r, res in enumerate(faults(P, tmp_path_factory)):
+        rec = res[f"{case}-{mode}"]
+        assert rec["msg"] != "no error", (r, rec)
+        for w in words:
+            assert w in rec["msg"], (r, w, rec["msg"])
+        assert rec.get("unchanged", True) is True, (r, rec)
+        assert rec["stepped_after"] and rec["in_sync"], (r, rec)
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("mode", ["shard", "replicated"])
+def test_a_matrix_grad_on_one_rank_steps_as_its_array(tmp_path_factory, P, mode):
+    """An np.matrix grad passes the grad checks (right dtype, shape, layout):
+    it is used as the plain array it holds, as one process does (it used to
+    fail in packing on that rank only, and the others hung)."""
+    for r, res in enumerate(faults(P, tmp_path_factory)):
+        rec = res[f"matrix_grad-{mode}"]
+        assert rec["msg"] == "no error", (r, rec)
+        assert rec["same_as_plain"] and rec["in_sync"], (r, rec)

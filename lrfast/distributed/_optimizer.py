@@ -1,60 +1,7 @@
-"""Data-parallel training over MPI (mpi4py), with optional ZeRO-1 state sharding.
-
-::
-
-    from mpi4py import MPI                       # mpiexec -n 4 python train.py
-    import lrfast
-    from lrfast.distributed import DistributedOptimizer
-
-    opt = DistributedOptimizer(lrfast.Adam(params, lr=1e-3))   # every rank, same params
-    for batch in my_shard_of_the_data:
-        opt.step(backward(batch))                # grads of THIS rank's batch
-    sd = opt.state_dict()                        # full state on rank 0 (None elsewhere)
-
-Design (read before changing the step)
---------------------------------------
-a) Layout. The params of each dtype are concatenated, in param order, into one
-   flat index space (a C-contiguous param in C order, an F-contiguous one in F
-   order: memory order, so the flat view of a param is a view). The space is cut
-   into buckets of at most ``bucket_mb`` MiB, and every bucket is split evenly
-   among the P ranks: rank r owns one contiguous range of each bucket (one
-   contiguous range of the whole space when it fits in one bucket, the usual
-   case). Owned ranges cut params into pieces; a piece ``p.reshape(-1)[a:b]`` is
-   a contiguous 1-D *view*, so nothing in the kernels changes.
-b) Gradient averaging copies the user's grads (never modified) into a bucket
-   buffer per dtype and reduces it with one nonblocking ``Ireduce_scatter``
-   (``shard_state=True``) or ``Iallreduce`` (``shard_state=False``) per bucket:
-   the next bucket is packed while the previous one is on the wire. No
-   per-tensor messages, no pickling. The sum is divided by P: the reference is
-   one process stepping on the mean of the per-rank grads.
-c) ``shard_state=True`` (ZeRO stage 1): each rank keeps an inner optimizer of
-   the same class and hyperparameters (the same schedule objects) over the
-   views of its pieces, so optimizer state is allocated for ~1/P of the
-   elements, and steps them with the same fused kernel call. Then one
-   ``Iallgatherv`` per bucket sends every rank's updated pieces to all ranks,
-   which copy them into their params. Every element is computed by exactly one
-   rank, so params are bit-identical across ranks by construction.
-   ``shard_state=False`` keeps the wrapped optimizer as it is (full state on
-   every rank) and steps it on the averaged grads.
-d) Elementwise updates on the same averaged grad are bit-identical to one
-   process; only the sum's association order (MPI's) differs from
-   ``g0 + g1 + ... `` (for P = 2 it cannot). Global quantities stay global:
-   clipping uses the norm of the whole averaged grad (per-rank partial sums,
-   combined in rank order with ``math.fsum``) and a non-finite step is skipped
-   on every rank.
-e) No deadlocks on bad input: each step starts with one tiny ``Allreduce`` of a
-   per-param "has a grad" mask plus an error flag, so a rank that rejects its
-   grads makes every rank raise before any data moves; construction allgathers
-   a digest of (optimizer class, hyperparameters, param shapes/dtypes/layouts,
-   options) and every rank raises if the digests differ.
-f) Step counts and schedules: the inner optimizer counts steps exactly as the
-   wrapped one would (a param whose grad is None on every rank is skipped, as in
-   one process; None on some ranks only counts as a zero grad there, as torch
-   DDP does), so schedules evaluate at the same n.
-"""
+"""The data-parallel optimizer: :class:`DistributedOptimizer` (see the
+package docstring for the design)."""
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import os
@@ -65,15 +12,23 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import numpy as np
 from mpi4py import MPI
 
-from ._dispatch import kernels as _K
-from ._typing import Array, Grads, StateDict, StrPath
-from .optim import FORMAT, Optimizer, optimizers, state_index
+from .. import schedules as _schedules
+from .._dispatch import kernels as _K
+from .._threads import set_num_threads
+from .._typing import Array, Grads, StateDict, StrPath
+from ..io import read as _read
+from ..io import save as _save
+from ..optim import Optimizer, check_header, optimizers, state_index
+from ._layout import Space as _Space
+from ._layout import flat as _flat
+from ._layout import geometry as _geometry
+from ._layout import order as _order
+from ._protocol import Agreement, diff as _diff, digest62 as _digest62, msg as _msg
 
 __all__ = ["DistributedOptimizer", "default_num_threads"]
 
 _SUPPORTED = tuple(optimizers(distributed=True))
 _ARR = "\x00ndarray"       # marks "an array goes here" in pickled state headers
-_MPI_TYPE = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
 
 
 def _is_sched(v):
@@ -84,14 +39,11 @@ def _is_arr(v):
     return isinstance(v, str) and v == _ARR
 
 
-def _order(a):
-    """Memory order of a contiguous array: 'C' (also for arrays both C and F) or 'F'."""
-    return "C" if a.flags.c_contiguous else "F"
-
-
-def _flat(a, order):
-    """1-D view of a contiguous array in its memory order."""
-    return a.reshape(-1) if order == "C" else a.T.reshape(-1)
+def _like(opt, groups):
+    """An optimizer of ``opt``'s class and options over ``groups`` (each group
+    a dict of 'params' and its hyperparameters, schedules as the same objects)."""
+    return type(opt)(groups, **opt.defaults, max_grad_norm=opt.max_grad_norm,
+                     skip_nonfinite=opt.skip_nonfinite)
 
 
 def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
@@ -112,60 +64,6 @@ def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
     if mine < ncpu:                       # bound: the binding already divided the cores
         return max(1, mine)
     return max(1, ncpu // nlocal)
-
-
-class _Space:
-    """The flat index space of one dtype: offsets, buckets, this rank's ranges."""
-
-    # set by DistributedOptimizer once the spaces are built
-    pack: List[Any]
-    own_pieces: List[Any]
-    grad_shard: Array
-    bufs: List[Array]
-    reqs: List[Any]
-    send_views: List[Any]
-    recv_views: List[Any]
-    bucket_params: List[Any]
-
-    def __init__(self, dtype, idx, sizes, P, rank, bucket_elems):
-        self.dtype = np.dtype(dtype)
-        self.mpitype = _MPI_TYPE[self.dtype]
-        self.idx = list(idx)                       # param indices, ascending
-        self.offsets = np.zeros(len(idx) + 1, dtype=np.int64)
-        np.cumsum(sizes, out=self.offsets[1:])
-        self.N = N = int(self.offsets[-1])
-        nb = max(1, -(-N // max(1, bucket_elems)))
-        self.bounds = [b * N // nb for b in range(nb + 1)]
-        self.counts, self.displs, self.own, self.shard_off = [], [], [], []
-        pos = 0
-        for b in range(nb):
-            size = self.bounds[b + 1] - self.bounds[b]
-            c = [size // P + (1 if r < size % P else 0) for r in range(P)]
-            d = [sum(c[:r]) for r in range(P)]
-            self.counts.append(c)
-            self.displs.append(d)
-            lo = self.bounds[b] + d[rank]
-            self.own.append((lo, lo + c[rank]))
-            self.shard_off.append(pos)
-            pos += c[rank]
-        self.shard_len = pos
-        self.nb = nb
-        self.bucket_max = max(self.bounds[b + 1] - self.bounds[b] for b in range(nb))
-
-    def segments(self, lo, hi):
-        """[(param index, a, b, position)] covering flat [lo, hi): the pieces of
-        params there (a:b in the param's flat view; position = flat index - lo)."""
-        out = []
-        if hi <= lo:
-            return out
-        k = int(np.searchsorted(self.offsets, lo, side="right")) - 1
-        while k < len(self.idx) and self.offsets[k] < hi:
-            o, e = int(self.offsets[k]), int(self.offsets[k + 1])
-            a, b = max(lo, o), min(hi, e)
-            if b > a:
-                out.append((self.idx[k], a - o, b - o, a - lo))
-            k += 1
-        return out
 
 
 class _GroupView(dict):
@@ -193,7 +91,7 @@ class _GroupView(dict):
             self[k] = v
 
 
-class DistributedOptimizer:
+class DistributedOptimizer(Agreement):
     r"""Data-parallel wrapper: average grads over MPI ranks, then step.
 
     Every rank builds the same optimizer over its own copy of the params (same
@@ -262,10 +160,10 @@ class DistributedOptimizer:
         try:
             self._check_local(opt, shard_state, bucket_mb, num_threads)
             sig = self._signature(opt, bool(shard_state), float(bucket_mb), sync_params)
-            digest = hashlib.sha256(repr(sig).encode()).hexdigest()
-        except Exception as e:       # noqa: BLE001 - re-raised below, on every rank
-            err, sig, digest = f"{type(e).__name__}: {e}", None, None
-            local_exc = e
+            digest = _digest62(sig)
+        except Exception as exc:       # noqa: BLE001 - re-raised below, on every rank
+            err, sig, digest = f"{type(exc).__name__}: {exc}", None, None
+            local_exc = exc
         everyone = comm.allgather((err, digest))
         bad = [(r, e) for r, (e, _) in enumerate(everyone) if e is not None]
         if bad:
@@ -279,10 +177,8 @@ class DistributedOptimizer:
             raise ValueError("DistributedOptimizer: ranks disagree on " + _diff(sigs))
         # ---- threads
         if num_threads is not None:
-            from . import set_num_threads
             set_num_threads(int(num_threads))
         elif _K._user_num_threads() == 0 and not os.environ.get("OMP_NUM_THREADS"):
-            from . import set_num_threads
             set_num_threads(default_num_threads(comm))
         self._opt = opt
         params = opt.params
@@ -296,12 +192,12 @@ class DistributedOptimizer:
         self._group_of = []
         for gi, pg in enumerate(opt.param_groups):
             self._group_of.extend([gi] * len(pg["params"]))
-        self._ctrl = np.zeros(n + 1, dtype=np.int32)
-        self._scalars = np.zeros(2, dtype=np.float64)
-        self._scalars_all = np.zeros(2 * P, dtype=np.float64)
+        self._geom = [_geometry(p) for p in params]
+        self._ctrl = np.zeros(n + 3, dtype=np.int64)
+        self._scalars = np.zeros(3, dtype=np.float64)
+        self._scalars_all = np.zeros(3 * P, dtype=np.float64)
+        self._verdict_done = False
         self._zeros: Dict[Any, Array] = {}
-        self.max_grad_norm = opt.max_grad_norm
-        self.skip_nonfinite = opt.skip_nonfinite
         self.last_grad_norm = float("nan")
         #: set to a dict to accumulate seconds per phase of step():
         #: "reduce" (pack + reduce), "step" (local kernel step), "gather"
@@ -349,11 +245,10 @@ class DistributedOptimizer:
     @staticmethod
     def _signature(opt, shard_state, bucket_mb, sync_params):
         """[(field, value)]: what every rank must agree on."""
-        from . import schedules as S
 
         def val(v):
             if _is_sched(v):
-                s = S.serialize(v)
+                s = _schedules.serialize(v)
                 return ("schedule", s.get("class"), repr(s.get("config", s.get("name"))))
             if isinstance(v, tuple):
                 return tuple(val(x) for x in v)
@@ -456,16 +351,9 @@ class DistributedOptimizer:
             g = {k: pg[k] for k in opt.defaults}
             g["params"] = [v for v, t in zip(views, pieces) if self._group_of[t[0]] == gi]
             groups.append(g)
-        cls = type(opt)
-        inner = cls.__new__(cls)
-        Optimizer.__init__(inner, groups, dict(opt.defaults), max_grad_norm=None,
-                           skip_nonfinite=False)
-        self._inner = self._core = inner
-        # a scale-kind engine over the reduced shard: the global norm's local part
-        bufs = [sp.grad_shard for sp in self._spaces]
-        self._norm_bufs = bufs
-        self._norm_engine = _K.Engine(_K.KINDS["scale"], bufs, [None] * len(bufs),
-                                      [0] * len(bufs))
+        # clipping and skipping run inside the inner optimizer's step, on the
+        # global norm that the step's verdict hook (see _verdict) returns
+        self._inner = self._core = _like(opt, groups)
         # the wrapper owns the state now: free the wrapped optimizer's
         opt.release_state()
         if carry is not None:
@@ -505,6 +393,31 @@ class DistributedOptimizer:
         return self._opt.defaults
 
     @property
+    def max_grad_norm(self) -> Optional[float]:
+        """Clip the norm of the whole averaged grad (all ranks) to this value
+        (None: off). Set it on every rank alike: each step checks that ranks agree."""
+        return self._core.max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, v: Optional[float]) -> None:
+        with self._lock:
+            self._core.max_grad_norm = v          # validates
+            if self._core is not self._opt:
+                self._opt.max_grad_norm = v
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        """Skip, on every rank, a step whose averaged grad holds NaN/inf."""
+        return self._core.skip_nonfinite
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, v: bool) -> None:
+        with self._lock:
+            self._core.skip_nonfinite = v         # validates
+            if self._core is not self._opt:
+                self._opt.skip_nonfinite = v
+
+    @property
     def param_groups(self) -> List[Dict[str, Any]]:
         """The groups, as the wrapped optimizer's (params are the full params);
         setting a hyperparameter applies it to the stepping optimizer."""
@@ -528,10 +441,6 @@ class DistributedOptimizer:
             buf = sum(f.nbytes for f in self._rflat.values())
         return {"state": int(state), "buffers": int(buf)}
 
-    def shard_ranges(self) -> Dict[str, List[Tuple[int, int]]]:
-        """This rank's owned flat ranges: ``{dtype name: [(lo, hi), ...]}``."""
-        return {sp.dtype.name: list(sp.own) for sp in self._spaces}
-
     def __repr__(self):
         return (f"DistributedOptimizer(rank {self.rank}/{self.size}, "
                 f"shard_state={self.shard_state}, {type(self._opt).__name__}, "
@@ -543,10 +452,12 @@ class DistributedOptimizer:
 
     # ------------------------------------------------------------------- step
     def _check_grads(self, grads):
-        """Flat views of the grads (None kept); raises before anything moves."""
+        """Flat plain-ndarray views of the grads (None kept); raises before
+        anything moves."""
         if not isinstance(grads, (list, tuple)):
             raise TypeError(f"grads must be a list or tuple of arrays, got "
                             f"{type(grads).__name__}")
+        grads = tuple(grads)                 # one snapshot of the container
         if len(grads) != self._n:
             raise ValueError(f"expected {self._n} grads (one per param, in param order), "
                              f"got {len(grads)}")
@@ -558,6 +469,9 @@ class DistributedOptimizer:
             where = f"group {self._group_of[i]}, param {i}"
             if not isinstance(g, np.ndarray):
                 raise TypeError(f"{where}: grad must be a numpy ndarray, got {type(g).__name__}")
+            if isinstance(g, np.ma.MaskedArray):
+                raise TypeError(f"{where}: grad is a masked array; its mask would be ignored "
+                                "(pass grad.filled(0) or a plain ndarray)")
             if g.dtype != self._dtypes[i]:
                 raise TypeError(f"{where}: grad dtype {g.dtype} != param dtype {self._dtypes[i]}")
             if g.shape != self._shapes[i]:
@@ -567,33 +481,40 @@ class DistributedOptimizer:
             if not (g.flags.c_contiguous if o == "C" else g.flags.f_contiguous):
                 raise ValueError(f"{where}: grad memory layout differs from the param's "
                                  f"(param is {o}-contiguous; pass a grad of the same layout)")
+            if type(g) is not np.ndarray:      # np.matrix, memmap, ...: the data only
+                g = g.view(np.ndarray)
             out.append(_flat(g, o))
         return out
 
+    def _check_params(self):
+        """The params still are the arrays that were wrapped: the wrapper (and,
+        sharded, the inner optimizer) holds views of their memory."""
+        for i, p in enumerate(self._params):
+            if _geometry(p) != self._geom[i]:
+                raise ValueError(f"group {self._group_of[i]}, param {i}: the param's memory "
+                                 "changed after it was wrapped (shape, dtype, strides, buffer "
+                                 "or writeability); wrap a new optimizer over the new array")
+
+    def _step_values(self):
+        """[(name, value)] every rank must agree on before a step: the step
+        counters, the options and every hyperparameter this step uses
+        (schedules evaluated at this step)."""
+        core = self._core
+        vals: List[Tuple[str, Any]] = [
+            ("step_count", core.step_count), ("skipped_steps", core.skipped_steps),
+            ("max_grad_norm", core.max_grad_norm), ("skip_nonfinite", core.skip_nonfinite)]
+        for gi, hp in enumerate(core.hyperparams):
+            vals.extend((f"group {gi}: {k}", v) for k, v in hp.items())
+        return vals
+
     def _agree(self, grads):
-        """The per-step control collective: (flat grads, global has-grad mask)."""
-        ctrl = self._ctrl
-        err = None
-        try:
+        """The step's first agreement (see ``Agreement._agree_before_step``):
+        returns (flat grads, global has-grad mask)."""
+        def prepare():
+            self._check_params()
             flats = self._check_grads(grads)
-        except (TypeError, ValueError) as e:
-            err, flats = e, None
-        if err is None:
-            for i, f in enumerate(flats):
-                ctrl[i] = f is not None
-            ctrl[self._n] = 0
-        else:
-            ctrl[:] = 0
-            ctrl[self._n] = self.rank + 1
-        self._comm.Allreduce(MPI.IN_PLACE, ctrl, op=MPI.MAX)
-        if ctrl[self._n]:           # error path only: tell everyone what went wrong
-            msgs = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
-            if err is not None:
-                raise err
-            r = int(ctrl[self._n]) - 1
-            raise ValueError(f"DistributedOptimizer.step: rank {r} rejected its grads "
-                             f"({msgs[r]}); nothing changed on any rank")
-        return flats, ctrl[:self._n].astype(bool)
+            return [f is not None for f in flats], self._step_values(), flats
+        return self._agree_before_step(prepare)
 
     def _zero(self, dtype, n):
         z = self._zeros.get(dtype)
@@ -626,6 +547,13 @@ class DistributedOptimizer:
         bool
             False if the step was skipped (``skip_nonfinite`` and a non-finite
             averaged grad), on every rank alike.
+
+        Raises
+        ------
+        ValueError, TypeError, RuntimeError
+            On every rank, if any rank rejects its grads, disagrees on the
+            step's hyperparameters, or fails before the update; nothing is
+            changed on any rank then.
         """
         with self._lock:
             flats, active = self._agree(grads)
@@ -637,12 +565,17 @@ class DistributedOptimizer:
         comm, P = self._comm, self.size
         tm = self.timings
         t0 = time.perf_counter() if tm is not None else 0.0
-        reqs = []
+        reqs, err = [], None
         for sp in self._spaces:
             flat = self._rflat[id(sp)]
             for b in range(sp.nb):
                 lo, hi = sp.bounds[b], sp.bounds[b + 1]
-                self._pack(flats, sp.pack[b], flat[lo:hi])
+                if err is None:
+                    try:
+                        self._pack(flats, sp.pack[b], flat[lo:hi])
+                    except Exception as exc:   # noqa: BLE001 - the verdict raises it everywhere
+                        err = exc
+                # posted even after a failure: every rank makes the same calls
                 reqs.append(comm.Iallreduce(MPI.IN_PLACE, [flat[lo:hi], sp.mpitype], op=MPI.SUM))
         MPI.Request.Waitall(reqs)
         if P > 1:
@@ -650,8 +583,7 @@ class DistributedOptimizer:
                 np.divide(flat, P, out=flat)
         grads = [g if active[i] else None for i, g in enumerate(self._rgrads)]
         t1 = time.perf_counter() if tm is not None else 0.0
-        ok = self._opt.step(grads)
-        self.last_grad_norm = self._opt.last_grad_norm
+        ok = self._run_local(self._opt, grads, err)
         if tm is not None:
             t2 = time.perf_counter()
             tm["reduce"] = tm.get("reduce", 0.0) + (t1 - t0)
@@ -663,7 +595,7 @@ class DistributedOptimizer:
         tm = self.timings
         t0 = time.perf_counter() if tm is not None else 0.0
         # 1. reduce-scatter, bucket by bucket, double-buffered
-        done = []
+        err = None
         for sp in self._spaces:
             nbuf = len(sp.bufs)
             for b in range(sp.nb):
@@ -673,13 +605,16 @@ class DistributedOptimizer:
                     sp.reqs[k] = None
                 size = sp.bounds[b + 1] - sp.bounds[b]
                 buf = sp.bufs[k][:size]
-                self._pack(flats, sp.pack[b], buf)
+                if err is None:
+                    try:
+                        self._pack(flats, sp.pack[b], buf)
+                    except Exception as exc:   # noqa: BLE001 - the verdict raises it everywhere
+                        err = exc
                 c = sp.counts[b][self.rank]
                 sp.reqs[k] = comm.Ireduce_scatter(
                     [buf, sp.mpitype], [sp.grad_shard[sp.shard_off[b]:sp.shard_off[b] + c],
                                         sp.mpitype], sp.counts[b], op=MPI.SUM)
-            done.append(sp)
-        for sp in done:
+        for sp in self._spaces:
             for k, r in enumerate(sp.reqs):
                 if r is not None:
                     r.Wait()
@@ -688,36 +623,17 @@ class DistributedOptimizer:
             for sp in self._spaces:
                 np.divide(sp.grad_shard, P, out=sp.grad_shard)
         t1 = time.perf_counter() if tm is not None else 0.0
-        # 2. global norm / finiteness, if asked for
-        if self.max_grad_norm is not None or self.skip_nonfinite:
-            norm_local, finite = self._norm_engine.grad_norm(self._norm_bufs)
-            self._scalars[0] = norm_local
-            self._scalars[1] = 1.0 if finite else 0.0
-            comm.Allgather(self._scalars, self._scalars_all)
-            parts = self._scalars_all.reshape(P, 2)
-            finite = bool(np.all(parts[:, 1] == 1.0))
-            try:            # per-rank partial norms, combined in rank order
-                norm = math.sqrt(math.fsum(float(x) * float(x) for x in parts[:, 0]))
-            except (OverflowError, ValueError):
-                norm = float("inf") if finite else float("nan")
-            self.last_grad_norm = norm
-            if self.skip_nonfinite and not finite:
-                self._inner.skipped_steps += 1
-                return False
-            if self.max_grad_norm is not None:
-                coef = self.max_grad_norm / (norm + 1e-6)
-                if coef < 1.0:
-                    for sp in self._spaces:
-                        np.multiply(sp.grad_shard, sp.dtype.type(coef), out=sp.grad_shard)
-        # 3. the local fused step over this rank's pieces
+        # 2. the local fused step over this rank's pieces; its norm hook is the
+        #    verdict (global norm and finiteness, and every rank's failures)
         if active.all():
             igrads = self._inner_grads
         else:
             pp = self._piece_param
             igrads = [g if active[pp[j]] else None for j, g in enumerate(self._inner_grads)]
-        self._inner.step(igrads)
+        if not self._run_local(self._inner, igrads, err):
+            return False                 # skipped on every rank: nothing to gather
         t2 = time.perf_counter() if tm is not None else 0.0
-        # 4. all-gather the updated pieces, bucket by bucket
+        # 3. all-gather the updated pieces, bucket by bucket
         for sp in self._spaces:
             nbuf = len(sp.bufs)
             pending, j = [], 0
@@ -763,47 +679,31 @@ class DistributedOptimizer:
             self._core.zero_state()
 
     def state_dict(self, root: Optional[int] = 0) -> Optional[StateDict]:
-        """The full, single-process-compatible state_dict (SPEC schema v1, the
-        wrapped optimizer's), gathered on ``root``; other ranks get None.
-        ``root=None``: every rank gets it. Collective.
+        """The full, single-process-compatible state_dict (format
+        ``lrfast.optim/1``, the wrapped optimizer's), gathered on ``root``;
+        other ranks get None. ``root=None``: every rank gets it. Collective;
+        a failure on any rank raises on every rank.
 
         With ``shard_state=False`` every rank already holds the full state: the
         root returns the wrapped optimizer's own ``state_dict()``.
         """
         with self._lock:
-            self._agree_on("state_dict", root)
+            local, err = None, None
+            try:            # local work first: it can fail (a schedule evaluated)
+                if self.shard_state:
+                    local = self._inner.state_dict()
+                elif root is None or root == self.rank:
+                    local = self._opt.state_dict()
+            except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                err = exc
+            self._agree_on("state_dict", root, err)
             if not self.shard_state:
-                if root is None or root == self.rank:
-                    return self._opt.state_dict()
-                return None
-            return self._gather_state(root)
+                return local
+            return self._gather_state(root, local)
 
-    def _agree_on(self, what, root, err=None):
-        """A tiny allgather so that ranks calling a collective with different
-        arguments (or one that failed locally) raise instead of deadlocking."""
-        if root is not None and (isinstance(root, bool) or not isinstance(root, int)
-                                 or not 0 <= root < self.size):
-            err = err or ValueError(f"{what}: root must be a rank in [0, {self.size}) or None, "
-                                    f"got {root!r}")
-            root = -2
-        everyone = self._comm.allgather((what, root, None if err is None else
-                                         f"{type(err).__name__}: {err}"))
-        if len({(w, r) for w, r, _ in everyone}) > 1:
-            if err is not None:
-                raise err
-            raise ValueError(f"DistributedOptimizer.{what}: ranks called it with different "
-                             f"arguments: {[(w, r) for w, r, _ in everyone]}")
-        for r, (_, _, e) in enumerate(everyone):
-            if e is not None:
-                if err is not None:
-                    raise err
-                raise ValueError(f"DistributedOptimizer.{what}: rank {r} failed ({e}); "
-                                 "nothing changed on any rank")
-
-    def _gather_state(self, root):
+    def _gather_state(self, root, local):
         comm = self._comm
         cls = type(self._inner)
-        local = self._inner.state_dict()
         names = set()
         meta = {}
         for j, e in local["state"].items():
@@ -818,12 +718,20 @@ class DistributedOptimizer:
             allnames.update(nm)
         names = [k for k in cls.spec.states if k in allnames]
         get = root is None or root == self.rank
-        flats = {}
+        flats: Dict[Any, Any] = {}
+        err = None
+        try:            # every receive buffer before the first transfer: a failed
+            for sp in self._spaces:         # allocation raises on every rank
+                for name in names:
+                    flats[(id(sp), name)] = np.empty(sp.N, dtype=sp.dtype) if get else None
+        except Exception as exc:       # noqa: BLE001 - raised on every rank by _agree_on
+            err = exc
+        self._agree_on("state_dict", root, err)
         # index of each piece by (param, a) for the local arrays
         where = {(self._pieces[j][0], self._pieces[j][1]): j for j in range(len(self._pieces))}
         for sp in self._spaces:
             for name in names:
-                full = np.empty(sp.N, dtype=sp.dtype) if get else None
+                full = flats[(id(sp), name)]
                 for b in range(sp.nb):
                     lo, hi = sp.own[b]
                     c = hi - lo
@@ -840,7 +748,6 @@ class DistributedOptimizer:
                         comm.Allgatherv([send, sp.mpitype], spec)
                     else:
                         comm.Gatherv([send, sp.mpitype], spec, root=root)
-                flats[(id(sp), name)] = full
         if not get:
             return None
         state = {}
@@ -893,13 +800,15 @@ class DistributedOptimizer:
         anything, on every rank.
         """
         with self._lock:
-            err = None
+            err, same = None, None
             if root is None or root == self.rank:
                 try:
                     self._check_full(state_dict)
-                except (TypeError, ValueError) as e:
-                    err = e
-            self._agree_on("load_state_dict", root, err)
+                    if root is None:        # ranks must pass the same dict
+                        same = _digest62(self._header(state_dict, type(self._opt).spec.states))
+                except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                    err = exc
+            self._agree_on("load_state_dict", root, err, same)
             if not self.shard_state:
                 sd: Any = state_dict        # the full dict on every rank once broadcast
                 if root is not None:
@@ -914,14 +823,7 @@ class DistributedOptimizer:
 
     def _check_full(self, sd):
         cls = type(self._opt)
-        if not isinstance(sd, dict):
-            raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
-        if sd.get("format") != FORMAT:
-            raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
-                             f"(format {sd.get('format')!r})")
-        if sd.get("optimizer") != cls.__name__:
-            raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not "
-                             f"{cls.__name__}")
+        check_header(sd, cls.__name__)         # type, format, optimizer, step counters
         groups = sd.get("param_groups")
         if not isinstance(groups, list) or len(groups) != len(self._opt.param_groups):
             raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'}"
@@ -960,24 +862,6 @@ class DistributedOptimizer:
     def _bcast_full(self, sd, root):
         return self._comm.bcast(sd, root=root)
 
-    def _load_all_ranks(self, load, backup_fn):
-        """Run ``load`` on every rank; if it fails anywhere, undo it everywhere."""
-        backup = backup_fn()
-        err = None
-        try:
-            load()
-        except (TypeError, ValueError) as e:
-            err = e
-        everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
-        failed = [(r, e) for r, e in enumerate(everyone) if e is not None]
-        if failed:
-            if err is None:
-                self._core.load_state_dict(backup)
-                r, e = failed[0]
-                raise ValueError(f"load_state_dict: rank {r} rejected the state ({e}); "
-                                 "nothing changed on any rank")
-            raise err
-
     def _shard_entries(self, header, arrays_of):
         """Build the inner optimizer's state_dict from a full header and a
         function (param i, name, a, b, piece j) -> that piece of that state."""
@@ -1012,34 +896,47 @@ class DistributedOptimizer:
 
     def _load_shard_from_full(self, sd):
         names = type(self._inner).spec.states
-        header = self._header(sd, names)
-        full = {int(i): e for i, e in sd["state"].items()}
+        shard, err = None, None
+        try:
+            header = self._header(sd, names)
+            full = {int(i): e for i, e in sd["state"].items()}
 
-        def arrays_of(i, k, a, e, j):
-            arr = full[i][k]
-            return np.array(arr.reshape(-1, order=self._orders[i])[a:e], dtype=self._dtypes[i])
+            def arrays_of(i, k, a, e, j):
+                arr = full[i][k]
+                return np.array(arr.reshape(-1, order=self._orders[i])[a:e],
+                                dtype=self._dtypes[i])
 
-        shard = self._shard_entries(header, arrays_of)
-        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict)
+            shard = self._shard_entries(header, arrays_of)
+        except Exception as exc:       # noqa: BLE001 - raised on every rank below
+            err = exc
+        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict,
+                             err)
 
     def _load_shard_from_root(self, sd, root):
         comm = self._comm
         names = type(self._inner).spec.states
-        header = comm.bcast(self._header(sd, names) if self.rank == root else None, root=root)
+        header = None
+        if self.rank == root:
+            try:
+                header = self._header(sd, names)
+            except Exception as exc:   # noqa: BLE001 - sent to every rank, raised there
+                header = _msg(exc)
+        header = comm.bcast(header, root=root)
+        if isinstance(header, str):
+            raise ValueError(f"load_state_dict: rank {root} could not read the state_dict "
+                             f"({header}); nothing changed on any rank")
         present = sorted({k for ent in header["state"].values() for k, v in ent if _is_arr(v)})
         shards = {}
         for sp in self._spaces:
             for name in present:
-                flat = None
-                if self.rank == root:
-                    flat = np.zeros(sp.N, dtype=sp.dtype)
-                    for k, i in enumerate(sp.idx):
-                        ent = sd["state"].get(i, sd["state"].get(str(i)))
-                        v = None if ent is None else ent.get(name)
-                        if v is not None:
-                            flat[int(sp.offsets[k]):int(sp.offsets[k + 1])] = \
-                                v.reshape(-1, order=self._orders[i])
-                recv = np.empty(sp.shard_len, dtype=sp.dtype)
+                flat, err = None, None
+                try:        # the root's flat array and every rank's receive buffer
+                    recv = np.empty(sp.shard_len, dtype=sp.dtype)
+                    if self.rank == root:
+                        flat = self._root_flat(sd, sp, name)
+                except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                    err = exc
+                self._agree_on("load_state_dict", root, err)
                 for b in range(sp.nb):
                     so, c = sp.shard_off[b], sp.counts[b][self.rank]
                     blo, bhi = sp.bounds[b], sp.bounds[b + 1]
@@ -1055,62 +952,59 @@ class DistributedOptimizer:
             pos = self._pieces[j][4]
             return shards[(id(sp), k)][pos:pos + e - a].copy()
 
-        shard = self._shard_entries(header, arrays_of)
-        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict)
+        shard, err = None, None
+        try:
+            shard = self._shard_entries(header, arrays_of)
+        except Exception as exc:       # noqa: BLE001 - raised on every rank below
+            err = exc
+        self._load_all_ranks(lambda: self._inner.load_state_dict(shard), self._inner.state_dict,
+                             err)
+
+    def _root_flat(self, sd, sp, name):
+        """State ``name`` of the params of space ``sp`` as one flat array (zeros
+        where a param has none): the root's send buffer of a load."""
+        flat = np.zeros(sp.N, dtype=sp.dtype)
+        for k, i in enumerate(sp.idx):
+            ent = sd["state"].get(i, sd["state"].get(str(i)))
+            v = None if ent is None else ent.get(name)
+            if v is not None:
+                flat[int(sp.offsets[k]):int(sp.offsets[k + 1])] = \
+                    v.reshape(-1, order=self._orders[i])
+        return flat
 
     # ------------------------------------------------------------- checkpoints
     def save(self, path: StrPath, root: int = 0) -> Optional[str]:
         """Write the full state_dict to ``path`` (.npz, :func:`lrfast.save`'s
         format, loadable by a single-process optimizer) from rank ``root``.
-        Collective; returns the path on the root, None elsewhere."""
-        from .io import save as _save
+        Collective; returns the path on the root, None elsewhere. If the
+        write fails, every rank raises."""
         sd = self.state_dict(root=root)
-        if sd is None:
-            return None
-        return _save(sd, path)
+        out, err = None, None
+        if sd is not None:
+            try:
+                out = _save(sd, path)
+            except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
+                err = exc
+        with self._lock:
+            self._agree_on("save", root, err)
+        return out
 
     def load(self, path: StrPath, root: int = 0) -> DistributedOptimizer:
         """Read a checkpoint written by :meth:`save` (or :func:`lrfast.save`) on
         ``root`` and load it, re-sharded for this number of ranks. Collective."""
-        from .io import read
         sd, err = None, None
         if self.rank == root:
             try:
-                sd = read(path)
-            except (OSError, ValueError) as e:
-                err = e
-        everyone = self._comm.allgather(None if err is None else f"{type(err).__name__}: {err}")
+                sd = _read(path)
+            except Exception as exc:   # noqa: BLE001 - MemoryError too: raised on every rank
+                err = exc
+        everyone = self._comm.allgather(None if err is None else _msg(err))
         for r, e in enumerate(everyone):
             if e is not None:
-                if err is not None:
+                if isinstance(err, (OSError, ValueError)):
                     raise err
-                raise ValueError(f"load: rank {r} could not read {path!r} ({e})")
+                raise ValueError(f"load: rank {r} could not read {path!r} ({e}); nothing "
+                                 "changed on any rank") from err
         self.load_state_dict(sd, root=root)
         return self
 
-
-def _diff(sigs):
-    """Name the first field on which some rank disagrees with rank 0."""
-    ref = sigs[0]
-    for r, s in enumerate(sigs[1:], 1):
-        if s == ref:
-            continue
-        if len(s) != len(ref):
-            n0 = dict(ref).get("number of param groups")
-            return (f"the parameter list: rank 0 has {len(ref)} entries ({n0} groups), "
-                    f"rank {r} has {len(s)} ({dict(s).get('number of param groups')} groups)")
-        for (k0, v0), (k1, v1) in zip(ref, s):
-            if (k0, v0) != (k1, v1):
-                return f"{k0}: rank 0 has {_show(v0)}, rank {r} has {_show(v1)}"
-    return "their settings"
-
-
-def _show(v):
-    if isinstance(v, str):
-        try:
-            return repr(float.fromhex(v)) if v.startswith(("0x", "-0x")) else v
-        except ValueError:
-            return v
-    if isinstance(v, tuple):
-        return "(" + ", ".join(_show(x) for x in v) + ")"
-    return repr(v)

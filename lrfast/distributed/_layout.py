@@ -1,0 +1,92 @@
+"""Layout arithmetic of the distributed optimizer: flat index spaces, buckets
+and shards.
+
+The params of each dtype are concatenated, in param order, into one flat index
+space (a C-contiguous param in C order, an F-contiguous one in F order: memory
+order, so the flat view of a param is a view). The space is cut into buckets
+of at most ``bucket_mb`` MiB, and every bucket is split evenly among the P
+ranks: rank r owns one contiguous range of each bucket (one contiguous range of
+the whole space when it fits in one bucket, the usual case). Owned ranges cut
+params into pieces; a piece ``p.reshape(-1)[a:b]`` is a contiguous 1-D *view*,
+so nothing in the kernels changes.
+"""
+from __future__ import annotations
+
+from typing import Any, List
+
+import numpy as np
+from mpi4py import MPI
+
+from .._typing import Array
+
+MPI_TYPE = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
+
+
+def order(a):
+    """Memory order of a contiguous array: 'C' (also for arrays both C and F) or 'F'."""
+    return "C" if a.flags.c_contiguous else "F"
+
+
+def flat(a, order):
+    """1-D view of a contiguous array in its memory order."""
+    return a.reshape(-1) if order == "C" else a.T.reshape(-1)
+
+
+def geometry(a):
+    """What a wrapped param must keep: buffer, shape, strides, dtype, writeable."""
+    return (a.__array_interface__["data"][0], a.shape, a.strides, a.dtype,
+            bool(a.flags.writeable))
+
+
+class Space:
+    """The flat index space of one dtype: offsets, buckets, this rank's ranges."""
+
+    # set by DistributedOptimizer once the spaces are built
+    pack: List[Any]
+    own_pieces: List[Any]
+    grad_shard: Array
+    bufs: List[Array]
+    reqs: List[Any]
+    send_views: List[Any]
+    recv_views: List[Any]
+    bucket_params: List[Any]
+
+    def __init__(self, dtype, idx, sizes, P, rank, bucket_elems):
+        self.dtype = np.dtype(dtype)
+        self.mpitype = MPI_TYPE[self.dtype]
+        self.idx = list(idx)                       # param indices, ascending
+        self.offsets = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(sizes, out=self.offsets[1:])
+        self.N = N = int(self.offsets[-1])
+        nb = max(1, -(-N // max(1, bucket_elems)))
+        self.bounds = [b * N // nb for b in range(nb + 1)]
+        self.counts, self.displs, self.own, self.shard_off = [], [], [], []
+        pos = 0
+        for b in range(nb):
+            size = self.bounds[b + 1] - self.bounds[b]
+            c = [size // P + (1 if r < size % P else 0) for r in range(P)]
+            d = [sum(c[:r]) for r in range(P)]
+            self.counts.append(c)
+            self.displs.append(d)
+            lo = self.bounds[b] + d[rank]
+            self.own.append((lo, lo + c[rank]))
+            self.shard_off.append(pos)
+            pos += c[rank]
+        self.shard_len = pos
+        self.nb = nb
+        self.bucket_max = max(self.bounds[b + 1] - self.bounds[b] for b in range(nb))
+
+    def segments(self, lo, hi):
+        """[(param index, a, b, position)] covering flat [lo, hi): the pieces of
+        params there (a:b in the param's flat view; position = flat index - lo)."""
+        out = []
+        if hi <= lo:
+            return out
+        k = int(np.searchsorted(self.offsets, lo, side="right")) - 1
+        while k < len(self.idx) and self.offsets[k] < hi:
+            o, e = int(self.offsets[k]), int(self.offsets[k + 1])
+            a, b = max(lo, o), min(hi, e)
+            if b > a:
+                out.append((self.idx[k], a - o, b - o, a - lo))
+            k += 1
+        return out
