@@ -178,8 +178,9 @@ def step_count(v: Any, name: str = "step", *, low: int = 0) -> int:
     return int(v)
 
 
-def check_param(a: Any, where: str, what: str = "param") -> None:
-    """Raise unless ``a`` can be updated in place by the kernels."""
+def check_param(a: Any, where: str, what: str = "param", *, writeable: bool = True) -> None:
+    """Raise unless ``a`` can be updated in place by the kernels (or, with
+    ``writeable=False``, read by them)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{where}: {what} must be a numpy ndarray, got {type(a).__name__}")
     if isinstance(a, np.ma.MaskedArray):
@@ -189,7 +190,7 @@ def check_param(a: Any, where: str, what: str = "param") -> None:
                         "a.astype(a.dtype.newbyteorder('=')))")
     if a.dtype not in (np.float32, np.float64):
         raise TypeError(f"{where}: {what} dtype {a.dtype} is not supported (float32 or float64)")
-    if not a.flags.writeable:
+    if writeable and not a.flags.writeable:
         raise ValueError(f"{where}: {what} is read-only (the optimizer updates it in place)")
     if not (a.flags.c_contiguous or a.flags.f_contiguous):
         raise ValueError(f"{where}: {what} is not contiguous (use np.ascontiguousarray and "

@@ -35,7 +35,6 @@ evaluations used and which conditions the accepted step satisfies.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Optional, SupportsFloat
 
@@ -43,6 +42,7 @@ import numpy as np
 
 from ._dispatch import kernels as _K
 from ._typing import ArrayOrList, FAndGrad
+from ._validate import integer, real, scalar
 
 __all__ = ["LineSearchResult", "strong_wolfe", "backtracking_armijo"]
 
@@ -249,40 +249,6 @@ def _armijo_holds(t, f_new, f0, gtd0, c1):
 # ----------------------------------------------------------------------------
 # Public functions for numpy users
 # ----------------------------------------------------------------------------
-def _real(name, v, lo=None, hi=None, lo_open=True, hi_open=True):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
-    if hi is not None and (v >= hi if hi_open else v > hi):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {v!r}")
-    return v
-
-
-def _count(name, v, lo):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    return int(v)
-
-
-def _as_float(v, what):
-    """A loss as a Python float: a real number, a 1-element array, or anything
-    with ``__float__`` (a 0-d tensor); never a bool or a string."""
-    if isinstance(v, np.ndarray) and v.size == 1:
-        v = v.reshape(()).item()
-    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
-        return float(v)
-    if isinstance(v, (bool, np.bool_, str, bytes, complex)) or not hasattr(v, "__float__"):
-        raise TypeError(f"{what} must be a real number, got {v!r}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a real number, got {v!r}") from None
-
-
 def _as_list(x, name):
     if isinstance(x, np.ndarray):
         return [x], True
@@ -347,7 +313,7 @@ class _Problem:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError(f"f_and_grad must return a pair (f, g), got {type(out).__name__}")
         g, gtd = self._copy_grad(out[1], "the gradient from f_and_grad")
-        return _as_float(out[0], "f_and_grad's f"), gtd, g
+        return scalar(out[0], "f_and_grad's f"), gtd, g
 
     def start(self, f0, g0):
         if (f0 is None) != (g0 is None):
@@ -356,7 +322,7 @@ class _Problem:
             f0, gtd0, g = self.evaluate(self.xs)
             n = 1
         else:
-            f0 = _as_float(f0, "f0")
+            f0 = scalar(f0, "f0")
             g, gtd0 = self._copy_grad(g0, "g0")
             n = 0
         if not math.isfinite(f0):
@@ -423,13 +389,13 @@ def strong_wolfe(f_and_grad: FAndGrad, x: ArrayOrList, d: ArrayOrList,
         If ``d`` is not a descent direction (``g(x).d >= 0``), ``f(x)`` or
         ``g(x).d`` is not finite, or an argument is out of range.
     """
-    t0 = _real("t0", t0, 0.0)
-    c1 = _real("c1", c1, 0.0, 1.0)
-    c2 = _real("c2", c2, 0.0, 1.0)
+    t0 = real(t0, "t0", low=0.0, low_open=True)
+    c1 = real(c1, "c1", low=0.0, high=1.0, low_open=True, high_open=True)
+    c2 = real(c2, "c2", low=0.0, high=1.0, low_open=True, high_open=True)
     if not c1 < c2:
         raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
-    tolerance_change = _real("tolerance_change", tolerance_change, 0.0, lo_open=False)
-    max_ls = _count("max_ls", max_ls, 0)
+    tolerance_change = real(tolerance_change, "tolerance_change", low=0.0)
+    max_ls = integer(max_ls, "max_ls", low=0)
     prob = _Problem(f_and_grad, x, d)
     f, gtd, g, n0 = prob.start(f0, g0)
     t, f_new, gtd_new, tok, n = _wolfe_core(prob.phi, t0, f, gtd, (None, g), prob.d_norm,
@@ -467,10 +433,10 @@ def backtracking_armijo(f_and_grad: FAndGrad, x: ArrayOrList, d: ArrayOrList,
         If ``d`` is not a descent direction (``g(x).d >= 0``), ``f(x)`` is
         not finite, or an argument is out of range.
     """
-    t0 = _real("t0", t0, 0.0)
-    c1 = _real("c1", c1, 0.0, 1.0)
-    shrink = _real("shrink", shrink, 0.0, 1.0)
-    max_evals = _count("max_evals", max_evals, 1)
+    t0 = real(t0, "t0", low=0.0, low_open=True)
+    c1 = real(c1, "c1", low=0.0, high=1.0, low_open=True, high_open=True)
+    shrink = real(shrink, "shrink", low=0.0, high=1.0, low_open=True, high_open=True)
+    max_evals = integer(max_evals, "max_evals", low=1)
     prob = _Problem(f_and_grad, x, d)
     f, gtd, g, n0 = prob.start(f0, g0)
     t, f_new, gtd_new, tok, n = _armijo_core(prob.phi, t0, f, gtd, (None, g), c1, shrink,

@@ -6,7 +6,10 @@ import math
 import numpy as np
 import pytest
 
+import lrfast
 from lrfast import _validate as V
+from lrfast import line_search
+from lrfast.io import from_torch_state_dict
 
 HUGE = 10 ** 400
 
@@ -90,3 +93,62 @@ def test_schedule_value_passes_reentry_through():
         raise RuntimeError("boom")           # any other error: a ValueError naming it
     with pytest.raises(ValueError, match="schedule for lr failed at step 0: boom"):
         V.schedule_value(broken, 0, "lr", "ge0")
+
+
+# The same bad value is judged the same way by every entry point that takes it.
+def _lbfgs(v):
+    lrfast.LBFGS([np.zeros(2)], tolerance_change=v)
+
+
+def _wolfe(v):
+    x = np.array([1.0, 2.0])
+    line_search.strong_wolfe(lambda z: (float(z @ z), 2 * z), x, -x, tolerance_change=v)
+
+
+def _find_lr(v):
+    lrfast.find_lr(lambda p: (float(p[0] @ p[0]), [2 * p[0]]), [np.ones(2)],
+                   diverge_threshold=v)
+
+
+def _sgd(v):
+    lrfast.SGD([np.zeros(2)], lr=v)
+
+
+@pytest.mark.parametrize("v,exc", [("1", TypeError), (True, TypeError), (None, TypeError),
+                                   (math.nan, ValueError), (math.inf, ValueError),
+                                   (HUGE, ValueError), (-5.0, ValueError)])
+@pytest.mark.parametrize("call", [_lbfgs, _wolfe, _find_lr, _sgd])
+def test_one_judgement_everywhere(call, v, exc):
+    with pytest.raises(exc) as info:
+        call(v)
+    assert type(info.value) is exc
+    msg = str(info.value)
+    assert msg.endswith(f"got {v!r}") and " must be " in msg
+
+
+@pytest.mark.parametrize("v,exc", [(2.5, TypeError), ("3", TypeError), (True, TypeError),
+                                   (0, ValueError), (HUGE, ValueError)])
+def test_counts_judged_alike(v, exc):
+    x = np.array([1.0, 2.0])
+    calls = [lambda: lrfast.LBFGS([np.zeros(2)], history_size=v),
+             lambda: line_search.backtracking_armijo(lambda z: (float(z @ z), 2 * z), x, -x,
+                                                     max_evals=v),
+             lambda: lrfast.find_lr(lambda p: (float(p[0] @ p[0]), [2 * p[0]]), [np.ones(2)],
+                                    num_steps=v)]
+    for c in calls:
+        with pytest.raises(exc, match=r" must be .*got "):
+            c()
+
+
+def test_from_torch_state_dict_checks_steps():
+    tsd = {"state": {0: {"step": np.array(3.0, np.float32), "exp_avg": np.zeros(2),
+                         "exp_avg_sq": np.zeros(2)}},
+           "param_groups": [{"params": [0], "lr": 0.1}]}
+    assert from_torch_state_dict(tsd, "Adam")["step_count"] == 3
+    for bad in (np.array(math.nan), np.array(2.5), -1.0, math.inf):
+        tsd["state"][0]["step"] = bad
+        with pytest.raises(ValueError, match=r"state\[0\]\['step'\] must be an int"):
+            from_torch_state_dict(tsd, "Adam")
+    tsd["state"][0]["step"] = 3.0
+    with pytest.raises(ValueError, match="step_count must be an int"):
+        from_torch_state_dict(tsd, "Adam", step_count=HUGE)
