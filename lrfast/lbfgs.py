@@ -1,7 +1,7 @@
 r"""L-BFGS (torch.optim.LBFGS's algorithm and names) over numpy params.
 
-The seed text: "the learning rate is related to the step length determined by
-inexact line search in quasi-Newton methods". L-BFGS keeps the last
+As the Wikipedia article "Learning rate" puts it, in quasi-Newton methods "the
+learning rate is related to the step length determined by inexact line search". L-BFGS keeps the last
 ``history_size`` pairs ``s_k = x_{k+1} - x_k``, ``y_k = g_{k+1} - g_k`` and
 applies the implied inverse-Hessian approximation to the gradient by the
 two-loop recursion (Nocedal & Wright, *Numerical Optimization*, 2nd ed.,
@@ -76,8 +76,9 @@ class LBFGS(OptimizerBase):
     ``max|t d| <= tolerance_change``, ``|f - f_prev| < tolerance_change``,
     ``max_iter`` iterations or ``max_eval`` evaluations (torch's quirk kept: a
     strong-Wolfe search may use up to ``max_eval - evals + 1`` evaluations).
-    The learning rate is the initial trial step of the line search: the seed's
-    "step length determined by inexact line search in quasi-Newton methods".
+    The learning rate is the initial trial step of the line search: the "step
+    length determined by inexact line search" of quasi-Newton methods (Nocedal &
+    Wright, *Numerical Optimization*, 2nd ed., chapter 3).
 
     Parameters
     ----------

@@ -1,9 +1,9 @@
 r"""Inexact line searches: the step length of quasi-Newton methods.
 
-The seed text: "the learning rate is related to the step length determined by
-inexact line search in quasi-Newton methods". Given a point ``x``, a descent
-direction ``d`` (``g(x).d < 0``) and a function returning ``(f, g)``, a line
-search picks a step ``t > 0`` along ``x + t*d``:
+In quasi-Newton methods "the learning rate is related to the step length
+determined by inexact line search" (Wikipedia, "Learning rate"). Given a
+point ``x``, a descent direction ``d`` (``g(x).d < 0``) and a function
+returning ``(f, g)``, a line search picks a step ``t > 0`` along ``x + t*d``:
 
 - :func:`strong_wolfe`: bracketing and zoom with safeguarded cubic
   interpolation, a port of torch.optim.LBFGS's ``_strong_wolfe`` (itself from

@@ -1,7 +1,7 @@
 """The LR range test ("LR finder"): pick an initial learning rate by trying them all.
 
-The seed says the initial rate "can be left as system default or can be
-selected using a range of techniques". The range test (Smith, *Cyclical
+The initial rate "can be left as system default or can be selected using a
+range of techniques" (Wikipedia, "Learning rate"). The range test (Smith, *Cyclical
 Learning Rates for Training Neural Networks*, 2017; popularized by fastai and
 torch-lr-finder) trains for a few steps while the rate grows from tiny to huge
 (:class:`lrfast.schedules.LRRangeTest`), records the loss after each step and
