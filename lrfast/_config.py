@@ -14,7 +14,7 @@ from ._dispatch import kernels as _K
 
 def _openmp_runtime():
     try:        # threadpoolctl is optional: imported only when asked, and may be absent
-        from threadpoolctl import threadpool_info
+        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
     except ImportError:
         return "unknown (install threadpoolctl to see it)"
     libs = [i for i in threadpool_info() if i.get("user_api") == "openmp"]

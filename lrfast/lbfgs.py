@@ -1,12 +1,12 @@
 r"""L-BFGS (torch.optim.LBFGS's algorithm and names) over numpy params.
 
 As the Wikipedia article "Learning rate" puts it, in quasi-Newton methods "the
-learning rate is related to the step length determined by inexact line search". L-BFGS keeps the last
-``history_size`` pairs ``s_k = x_{k+1} - x_k``, ``y_k = g_{k+1} - g_k`` and
-applies the implied inverse-Hessian approximation to the gradient by the
-two-loop recursion (Nocedal & Wright, *Numerical Optimization*, 2nd ed.,
-Algorithms 7.4 and 7.5); the step length along that direction is ``lr`` or
-comes from a line search (:mod:`lrfast.line_search`).
+learning rate is related to the step length determined by inexact line
+search". L-BFGS keeps the last ``history_size`` pairs ``s_k = x_{k+1} - x_k``,
+``y_k = g_{k+1} - g_k`` and applies the implied inverse-Hessian approximation
+to the gradient by the two-loop recursion (Nocedal & Wright, *Numerical
+Optimization*, 2nd ed., Algorithms 7.4 and 7.5); the step length along that
+direction is ``lr`` or comes from a line search (:mod:`lrfast.line_search`).
 
 All vector work (the two-loop recursion, dot products, axpys, trial points)
 runs in lrfast's kernels over the params as one flat vector without

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, SupportsFloat
+from typing import Any, List, Optional, SupportsFloat
 
 import numpy as np
 
@@ -133,6 +133,21 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     return (xmin_bound + xmax_bound) / 2.0
 
 
+def _safeguard(t, bracket, insuf_progress):
+    """Keep a zoom trial t at least 10% of the bracket away from its ends
+    (torch.optim.lbfgs._strong_wolfe); returns (t, insuf_progress)."""
+    eps = 0.1 * (max(bracket) - min(bracket))
+    if min(max(bracket) - t, t - min(bracket)) < eps:
+        if insuf_progress or t >= max(bracket) or t <= min(bracket):
+            if abs(t - max(bracket)) < abs(t - min(bracket)):
+                t = max(bracket) - eps
+            else:
+                t = min(bracket) + eps
+            return t, False
+        return t, True
+    return t, False
+
+
 def _wolfe_core(phi, t, f, gtd, g, d_norm, c1, c2, tolerance_change, max_ls):
     """torch.optim.lbfgs._strong_wolfe on scalars: returns
     (t, f_new, gtd_new, token_new, n_evals). ``g`` is the token of x itself.
@@ -150,7 +165,11 @@ def _wolfe_core(phi, t, f, gtd, g, d_norm, c1, c2, tolerance_change, max_ls):
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
     ls_iter = 0
-    bracket = bracket_f = bracket_g = bracket_gtd = None
+    # (always set before use: by a break below, or when ls_iter reaches max_ls)
+    bracket: List[float] = []
+    bracket_f: List[float] = []
+    bracket_g: List[Any] = []
+    bracket_gtd: List[float] = []
     while ls_iter < max_ls:
         if bad or f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
             bracket, bracket_f = [t_prev, t], [f_prev, f_new]
@@ -189,19 +208,7 @@ def _wolfe_core(phi, t, f, gtd, g, d_norm, c1, c2, tolerance_change, max_ls):
             break
         t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
                                bracket[1], bracket_f[1], bracket_gtd[1])
-        # safeguard: keep t at least 10% of the bracket away from its ends
-        eps = 0.1 * (max(bracket) - min(bracket))
-        if min(max(bracket) - t, t - min(bracket)) < eps:
-            if insuf_progress or t >= max(bracket) or t <= min(bracket):
-                if abs(t - max(bracket)) < abs(t - min(bracket)):
-                    t = max(bracket) - eps
-                else:
-                    t = min(bracket) + eps
-                insuf_progress = False
-            else:
-                insuf_progress = True
-        else:
-            insuf_progress = False
+        t, insuf_progress = _safeguard(t, bracket, insuf_progress)
 
         f_new, gtd_new, g_new, bad = ev(t)
         ls_func_evals += 1

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import lrfast
+from lrfast._optimizer_base import OptimizerBase
 
 from conftest import bits_equal
-from lrfast._optimizer_base import OptimizerBase
 
 C1, C2 = 1e-4, 0.9
 SEARCHES = ["strong_wolfe", "backtracking", None]
