@@ -8,13 +8,13 @@ from typing import Any, Dict
 
 import numpy as np
 
-from . import _dispatch
+from . import __version__, _dispatch
 from ._dispatch import kernels as _K
 
 
 def _openmp_runtime():
-    try:
-        from threadpoolctl import threadpool_info
+    try:        # threadpoolctl is optional: imported only when asked, and may be absent
+        from threadpoolctl import threadpool_info  # type: ignore[import-untyped]
     except ImportError:
         return "unknown (install threadpoolctl to see it)"
     libs = [i for i in threadpool_info() if i.get("user_api") == "openmp"]
@@ -26,7 +26,6 @@ def _openmp_runtime():
 
 def config() -> Dict[str, Any]:
     """The configuration as a dict (what ``show_config`` prints)."""
-    from . import __version__
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["MAX_STEP", "is_schedule", "is_bool", "number", "check_value", "schedule_value",
-           "step_count", "check_param", "finite"]
+__all__ = ["MAX_STEP", "is_schedule", "is_bool", "number", "real", "integer", "scalar",
+           "choice", "check_value", "schedule_value", "step_count", "check_param",
+           "optional_positive", "finite", "ReentryError"]
 
 MAX_STEP = 2 ** 53     # step counts enter double arithmetic (beta ** t): keep them exact
+
+
+class ReentryError(RuntimeError):
+    """An optimizer was called back by code it was running (a closure, a
+    schedule, a callback). Passed through unwrapped wherever user code's
+    errors are otherwise reported as a ValueError."""
 
 
 def is_schedule(v: Any) -> bool:
@@ -48,6 +55,70 @@ def number(v: Any, name: str, where: str = "") -> float:
     raise ValueError(f"{where}{name} must be finite, got {v!r}")
 
 
+def _bounds(low: Optional[float], high: Optional[float], low_open: bool,
+            high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"{'<' if high_open else '<='} {high:g}"
+
+
+def real(v: Any, name: str, where: str = "", *, low: Optional[float] = None,
+         high: Optional[float] = None, low_open: bool = False,
+         high_open: bool = False) -> float:
+    """``v`` as a finite float within optional bounds: TypeError for a non-number
+    (bools, strings, arrays), ValueError for NaN/inf, an int too large for a
+    double, or a value out of bounds."""
+    x = number(v, name, where)
+    if ((low is not None and (x <= low if low_open else x < low))
+            or (high is not None and (x >= high if high_open else x > high))):
+        raise ValueError(f"{where}{name} must be {_bounds(low, high, low_open, high_open)}, "
+                         f"got {v!r}")
+    return x
+
+
+def integer(v: Any, name: str, where: str = "", *, low: Optional[int] = None,
+            high: int = MAX_STEP) -> int:
+    """``v`` as a Python int in [low, high] (numpy integers accepted; bools,
+    floats and strings are a TypeError). Counts above 2**53 are refused: they
+    reach double arithmetic, where they would not be exact."""
+    if is_bool(v) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{where}{name} must be an int, got {v!r}")
+    x = int(v)
+    if (low is not None and x < low) or x > high:
+        bound = f">= {low}" if x < high else f"<= {'2**53' if high == MAX_STEP else high}"
+        raise ValueError(f"{where}{name} must be {bound}, got {v!r}")
+    return x
+
+
+def scalar(v: Any, name: str, where: str = "") -> float:
+    """A value a user's function returned (a loss) as a float, NaN and inf
+    allowed: a real number, a 1-element array or anything with ``__float__``
+    (a 0-d tensor); never a bool, a string or a complex."""
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.reshape(()).item()
+    if isinstance(v, numbers.Real) and not is_bool(v):
+        try:
+            return float(v)
+        except OverflowError:            # an int too large for a double
+            raise ValueError(f"{where}{name} is too large for a double, got {v!r}") from None
+    if is_bool(v) or isinstance(v, (str, bytes, complex, np.ndarray)) or not hasattr(
+            v, "__float__"):
+        raise TypeError(f"{where}{name} must be a number, got {v!r}")
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}{name} must be a number, got {v!r}") from None
+
+
+def choice(v: Any, name: str, choices: Tuple[Any, ...], where: str = "") -> Any:
+    """``v`` if it is one of ``choices`` (compared by equality, strings or None)."""
+    if not any(v is c or (isinstance(v, str) and v == c) for c in choices):
+        raise ValueError(f"{where}{name} must be one of {choices}, got {v!r}")
+    return v
+
+
 _RANGES: Dict[str, Any] = {
     "ge0": (lambda x: x >= 0.0, "must be >= 0"),
     "gt0": (lambda x: x > 0.0, "must be > 0"),
@@ -72,7 +143,7 @@ def check_value(v: Any, name: str, check: str, where: str = "") -> Any:
     x = number(v, name, where)
     ok, msg = _RANGES[check]
     if not ok(x):
-        raise ValueError(f"{where}invalid {name}: {v!r} ({msg})")
+        raise ValueError(f"{where}{name} {msg}, got {v!r}")
     return x
 
 
@@ -81,6 +152,8 @@ def schedule_value(fn: Callable[[int], Any], n: int, name: str, check: str,
     """Evaluate a schedule at step n and check the value as a static one would be."""
     try:
         v = fn(n)
+    except ReentryError:
+        raise
     except Exception as e:
         raise ValueError(f"{where}schedule for {name} failed at step {n}: {e}") from e
     if type(v) is float and v - v == 0.0 and _RANGES[check][0](v):
@@ -100,13 +173,14 @@ def step_count(v: Any, name: str = "step", *, low: int = 0) -> int:
         v = v.item()
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    if is_bool(v) or not isinstance(v, numbers.Integral) or not low <= v <= MAX_STEP:
+    if is_bool(v) or not isinstance(v, numbers.Integral) or not low <= int(v) <= MAX_STEP:
         raise ValueError(f"{name} must be an int in [{low}, 2**53], got {v!r}")
     return int(v)
 
 
-def check_param(a: Any, where: str, what: str = "param") -> None:
-    """Raise unless ``a`` can be updated in place by the kernels."""
+def check_param(a: Any, where: str, what: str = "param", *, writeable: bool = True) -> None:
+    """Raise unless ``a`` can be updated in place by the kernels (or, with
+    ``writeable=False``, read by them)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{where}: {what} must be a numpy ndarray, got {type(a).__name__}")
     if isinstance(a, np.ma.MaskedArray):
@@ -116,7 +190,7 @@ def check_param(a: Any, where: str, what: str = "param") -> None:
                         "a.astype(a.dtype.newbyteorder('=')))")
     if a.dtype not in (np.float32, np.float64):
         raise TypeError(f"{where}: {what} dtype {a.dtype} is not supported (float32 or float64)")
-    if not a.flags.writeable:
+    if writeable and not a.flags.writeable:
         raise ValueError(f"{where}: {what} is read-only (the optimizer updates it in place)")
     if not (a.flags.c_contiguous or a.flags.f_contiguous):
         raise ValueError(f"{where}: {what} is not contiguous (use np.ascontiguousarray and "

@@ -12,6 +12,7 @@ from typing import Any, Dict, Mapping, Optional, TypeVar, Union
 import numpy as np
 
 from ._typing import StateDict, StrPath, SupportsLoadStateDict, SupportsStateDict
+from ._validate import step_count as _step_count
 
 __all__ = ["save", "load", "to_torch_state_dict", "from_torch_state_dict"]
 
@@ -185,7 +186,7 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
         for k, v in e.items():
             v = arr(v)
             if k == "step":
-                v = int(round(float(v)))
+                v = _step_count(v, f"from_torch_state_dict: state[{i!r}]['step']")
                 steps.append(v)
             elif k == "mu_product":
                 v = float(v)
@@ -201,7 +202,7 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
         if "betas" in lg:
             lg["betas"] = tuple(lg["betas"])
         groups.append(lg)
-    if step_count is None:
-        step_count = max(steps) if steps else 0
+    step_count = (max(steps) if steps else 0) if step_count is None else _step_count(
+        step_count, "from_torch_state_dict: step_count")
     return {"format": "lrfast.optim/1", "optimizer": name, "step_count": int(step_count),
             "skipped_steps": 0, "state": state, "param_groups": groups}

@@ -1,12 +1,12 @@
 r"""L-BFGS (torch.optim.LBFGS's algorithm and names) over numpy params.
 
-The seed text: "the learning rate is related to the step length determined by
-inexact line search in quasi-Newton methods". L-BFGS keeps the last
-``history_size`` pairs ``s_k = x_{k+1} - x_k``, ``y_k = g_{k+1} - g_k`` and
-applies the implied inverse-Hessian approximation to the gradient by the
-two-loop recursion (Nocedal & Wright, *Numerical Optimization*, 2nd ed.,
-Algorithms 7.4 and 7.5); the step length along that direction is ``lr`` or
-comes from a line search (:mod:`lrfast.line_search`).
+As the Wikipedia article "Learning rate" puts it, in quasi-Newton methods "the
+learning rate is related to the step length determined by inexact line
+search". L-BFGS keeps the last ``history_size`` pairs ``s_k = x_{k+1} - x_k``,
+``y_k = g_{k+1} - g_k`` and applies the implied inverse-Hessian approximation
+to the gradient by the two-loop recursion (Nocedal & Wright, *Numerical
+Optimization*, 2nd ed., Algorithms 7.4 and 7.5); the step length along that
+direction is ``lr`` or comes from a line search (:mod:`lrfast.line_search`).
 
 All vector work (the two-loop recursion, dot products, axpys, trial points)
 runs in lrfast's kernels over the params as one flat vector without
@@ -15,22 +15,19 @@ bit for bit for any thread count.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import numbers
-import threading
-from typing import Any, Dict, List, Literal, NoReturn, Optional
+from typing import Any, Dict, List, Literal, NoReturn, Optional, Tuple
 
 import numpy as np
 
+from . import schedules as _schedules
 from ._dispatch import kernels as _K
+from ._optimizer_base import OptimizerBase, schedule_restore
 from ._typing import Array, Closure, Hyper, ParamsLike, StateDict
-from .line_search import (LineSearchResult, _armijo_core, _armijo_holds, _as_float,
-                          _wolfe_core)
-from ._validate import check_param
-from ._validate import finite as _finite
-from ._validate import is_schedule as _is_sched
-from .optim import FORMAT, ParamGroup, check_header, parse_groups
+from ._validate import (check_param, check_value, choice, integer, is_schedule, number,
+                        scalar, schedule_value, step_count)
+from .line_search import LineSearchResult, _armijo_core, _armijo_holds, _wolfe_core
+from .optim import ParamGroup, parse_groups
 
 __all__ = ["LBFGS"]
 
@@ -38,6 +35,7 @@ _LINE_SEARCHES = (None, "strong_wolfe", "backtracking")
 _HP = ("lr", "max_iter", "max_eval", "tolerance_grad", "tolerance_change", "history_size",
        "line_search_fn")
 _C1, _C2, _SHRINK = 1e-4, 0.9, 0.5
+_WHERE = "group 0: "
 
 
 def _named(fn, *args):
@@ -50,38 +48,18 @@ def _named(fn, *args):
         raise type(e)(msg if msg.startswith("group") else f"group 0, {msg}") from None
 
 
-def _check_hp(hp, where="group 0"):
+def _check_hp(hp: Dict[str, Any], where: str = _WHERE) -> None:
     """Validate LBFGS hyperparameters (lr may be a schedule: checked when evaluated)."""
-    lr = hp["lr"]
-    if not _is_sched(lr):
-        _check_lr(lr, where)
+    if not is_schedule(hp["lr"]):
+        check_value(hp["lr"], "lr", "ge0", where)
     for k in ("max_iter", "max_eval", "history_size"):
-        v = hp[k]
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{where}: {k} must be an int, got {v!r}")
-        if v < 1:
-            raise ValueError(f"{where}: invalid {k} {v!r} (must be >= 1)")
+        integer(hp[k], k, where, low=1)
     for k in ("tolerance_grad", "tolerance_change"):
-        v = hp[k]
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-            raise TypeError(f"{where}: {k} must be a number, got {v!r}")
-        if not _finite(v) or v < 0:
-            raise ValueError(f"{where}: invalid {k} {v!r} (must be finite and >= 0)")
-    if hp["line_search_fn"] not in _LINE_SEARCHES:
-        raise ValueError(f"{where}: line_search_fn must be one of {_LINE_SEARCHES}, got "
-                         f"{hp['line_search_fn']!r}")
+        check_value(hp[k], k, "ge0", where)
+    choice(hp["line_search_fn"], "line_search_fn", _LINE_SEARCHES, where)
 
 
-def _check_lr(lr, where):
-    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
-        raise TypeError(f"{where}: lr must be a number or a schedule, got {lr!r}")
-    if not _finite(lr):
-        raise ValueError(f"{where}: lr must be finite, got {lr!r}")
-    if lr < 0:
-        raise ValueError(f"{where}: invalid learning rate {lr!r} (must be >= 0)")
-
-
-class LBFGS:
+class LBFGS(OptimizerBase):
     r"""L-BFGS with torch.optim.LBFGS's algorithm, names and defaults.
 
     Each :meth:`step` runs up to ``max_iter`` iterations of::
@@ -98,8 +76,9 @@ class LBFGS:
     ``max|t d| <= tolerance_change``, ``|f - f_prev| < tolerance_change``,
     ``max_iter`` iterations or ``max_eval`` evaluations (torch's quirk kept: a
     strong-Wolfe search may use up to ``max_eval - evals + 1`` evaluations).
-    The learning rate is the initial trial step of the line search: the seed's
-    "step length determined by inexact line search in quasi-Newton methods".
+    The learning rate is the initial trial step of the line search: the "step
+    length determined by inexact line search" of quasi-Newton methods (Nocedal &
+    Wright, *Numerical Optimization*, 2nd ed., chapter 3).
 
     Parameters
     ----------
@@ -161,8 +140,7 @@ class LBFGS:
         if "max_iter" in overrides:
             max_iter = overrides["max_iter"]
         if max_eval is None and "max_eval" not in overrides:
-            if isinstance(max_iter, numbers.Integral) and not isinstance(max_iter, bool):
-                max_eval = max_iter * 5 // 4
+            max_eval = integer(max_iter, "max_iter", _WHERE, low=1) * 5 // 4
         hp = dict(lr=lr, max_iter=max_iter, max_eval=max_eval, tolerance_grad=tolerance_grad,
                   tolerance_change=tolerance_change, history_size=history_size,
                   line_search_fn=line_search_fn)
@@ -175,6 +153,7 @@ class LBFGS:
             raise TypeError(f"group 0: LBFGS needs all params of one dtype (it works on them as "
                             f"one flat vector), got {sorted(str(d) for d in dtypes)}")
         self._space = _named(_K.FlatParams, plist)        # rejects overlapping params
+        self._init_base()
         self.defaults = {k: hp[k] for k in _HP}
         group = ParamGroup(params=plist, **hp)
         group._bind(self, 0)
@@ -182,13 +161,9 @@ class LBFGS:
         self._params = plist
         self._dtype = plist[0].dtype
         self._n = self._space.n
-        self._lock = threading.Lock()
-        self._owner = None
-        self._x0 = None
-        self._step_count = 0
-        self.skipped_steps = 0
+        self._x0: Optional[Array] = None
         self.line_search_log: List[LineSearchResult] = []
-        self._reset_state()
+        self._clear_state()
 
     @staticmethod
     def _parse_params(params):
@@ -217,24 +192,19 @@ class LBFGS:
         _check_hp(trial)
         return lambda: None
 
-    def _reset_state(self):
+    def _clear_state(self) -> None:
         self._func_evals = 0
         self._n_iter = 0
-        self._d = None            # last direction (flat)
-        self._t = None            # last step length
-        self._S = []              # s_i = t_i d_i, oldest first (torch: old_stps)
-        self._Y = []              # y_i = g_{i+1} - g_i (torch: old_dirs)
-        self._ro = []             # 1 / (y_i . s_i)
-        self._H = 1.0             # initial inverse-Hessian scale (torch: H_diag)
-        self._prev_g = None       # flat grad at the start of the last iteration
-        self._prev_loss = None
+        self._d: Optional[Array] = None       # last direction (flat)
+        self._t: Optional[float] = None       # last step length
+        self._S: List[Array] = []             # s_i = t_i d_i, oldest first (torch: old_stps)
+        self._Y: List[Array] = []             # y_i = g_{i+1} - g_i (torch: old_dirs)
+        self._ro: List[float] = []            # 1 / (y_i . s_i)
+        self._H = 1.0                         # initial inverse-Hessian scale (torch: H_diag)
+        self._prev_g: Optional[Array] = None  # flat grad at the start of the last iteration
+        self._prev_loss: Optional[float] = None
 
     # ------------------------------------------------------------------ views
-    @property
-    def step_count(self) -> int:
-        """Number of completed :meth:`step` calls."""
-        return self._step_count
-
     @property
     def n_iter(self) -> int:
         """L-BFGS iterations over all steps (torch's ``state['n_iter']``)."""
@@ -245,44 +215,35 @@ class LBFGS:
         """Closure evaluations over all steps (torch's ``state['func_evals']``)."""
         return self._func_evals
 
-    @property
-    def params(self) -> List[Array]:
-        return list(self._params)
-
-    @property
-    def hyperparams(self) -> List[Dict[str, Any]]:
-        """The hyperparameter values the next step will use (one group)."""
+    def _hyperparams(self) -> List[Dict[str, Any]]:
         hp = {k: self.param_groups[0][k] for k in _HP}
-        if _is_sched(hp["lr"]):
+        if is_schedule(hp["lr"]):
             hp["lr"] = self._lr_at(hp["lr"], self._step_count)
         return [hp]
 
-    @property
-    def lr(self) -> float:
-        """The lr the next step will use."""
-        return self.hyperparams[0]["lr"]
+    def _state_entries(self, copy: bool) -> Dict[int, Dict[str, Any]]:
+        """``{0: entry}`` (the flat vectors as one entry, as torch), or ``{}``
+        before the first step."""
+        if self._func_evals == 0 and self._n_iter == 0:
+            return {}
+        c = (lambda a: None if a is None else a.copy()) if copy else (lambda a: a)
+        m = len(self._S)
+        return {0: {
+            "func_evals": self._func_evals, "n_iter": self._n_iter,
+            "d": c(self._d), "t": self._t,
+            "old_dirs": np.array(self._Y) if m else np.empty((0, self._n), self._dtype),
+            "old_stps": np.array(self._S) if m else np.empty((0, self._n), self._dtype),
+            "ro": np.array(self._ro, dtype=np.float64), "H_diag": self._H,
+            "prev_flat_grad": c(self._prev_g), "prev_loss": self._prev_loss,
+        }}
 
-    @property
-    def state(self) -> Dict[int, Dict[str, Any]]:
-        """torch-like state: ``{0: {...}}`` with views of the buffers (empty before
-        the first step)."""
-        e = self._state_entry(copy=False)
-        return {} if e is None else {0: e}
-
-    def __repr__(self):
-        hp = self.hyperparams[0]
-        return (f"LBFGS ({len(self._params)} params, {self._n} elements, {self._dtype}, "
-                + ", ".join(f"{k}={v!r}" for k, v in hp.items())
-                + f", n_iter={self._n_iter}, func_evals={self._func_evals})")
+    def _repr_extra(self) -> List[str]:
+        return [f"{self._n} elements", str(self._dtype), f"n_iter={self._n_iter}",
+                f"func_evals={self._func_evals}"]
 
     @staticmethod
     def _lr_at(fn, n):
-        try:
-            v = float(fn(n))
-        except Exception as e:
-            raise ValueError(f"group 0: schedule for lr failed at step {n}: {e}") from e
-        _check_lr(v, "group 0")
-        return v
+        return schedule_value(fn, n, "lr", "ge0", _WHERE)
 
     # ------------------------------------------------------------------- step
     def _call(self, closure, d=None):
@@ -291,7 +252,7 @@ class LBFGS:
         if not isinstance(out, (tuple, list)) or len(out) != 2:
             raise TypeError("the LBFGS closure must return (loss, grads), grads one array per "
                             f"param; got {type(out).__name__}")
-        loss = _as_float(out[0], "the closure's loss")
+        loss = scalar(out[0], "the closure's loss")
         g = np.empty(self._n, self._dtype)
         sumabs, maxabs, gtd = _named(self._space.gather, out[1], g, d)
         return loss, g, sumabs, maxabs, gtd
@@ -315,36 +276,73 @@ class LBFGS:
         ValueError
             If the closure's first loss or gradient is not finite (nothing
             is changed then), or its grads do not match the params.
+        RuntimeError
+            If the closure calls this optimizer back.
         """
         if not callable(closure):
             raise TypeError("LBFGS.step needs a closure: closure() -> (loss, grads)")
         with self._guard("step"):
             return self._step(closure)
 
-    @contextlib.contextmanager
-    def _guard(self, what):
-        # One step at a time (another thread waits); the closure itself must
-        # not re-enter the optimizer (that would deadlock or corrupt a step).
-        me = threading.get_ident()
-        if self._owner == me:
-            raise RuntimeError(f"LBFGS.{what} called from the closure while a step is running")
-        with self._lock:
-            self._owner = me
-            try:
-                yield
-            finally:
-                self._owner = None
+    def _direction(self, k, g, history_size):
+        """The k-th search direction -H g; updates the (s, y) history from the
+        last iteration first (kept only if s.y > 1e-10)."""
+        K = _K
+        if k == 1:
+            d = np.empty_like(g)
+            K.vscale(-1.0, g, out=d)
+            return d, [], [], [], 1.0
+        S, Y, ro, H = self._S, self._Y, self._ro, self._H
+        y = np.empty_like(g)
+        K.vlincomb(y, g, -1.0, self._prev_g)          # y = g - prev_g
+        s = np.empty_like(g)
+        K.vscale(self._t, self._d, out=s)             # s = d * t
+        ys = K.vdot(y, s)
+        if ys > 1e-10:
+            S, Y, ro = list(S), list(Y), list(ro)
+            while len(S) >= history_size:             # shift history by one
+                del S[0], Y[0], ro[0]
+            S.append(s)
+            Y.append(y)
+            ro.append(1.0 / ys)
+            H = ys / K.vdot(y, y)
+        d = np.empty_like(g)
+        K.lbfgs_two_loop(g, d, S, Y, ro, H)
+        return d, S, Y, ro, H
+
+    def _search(self, closure, kind, x0, d, t, loss, gtd, tok0, dmax, budget, tolerance_change):
+        """One line search from x0 along d; leaves the params at the accepted
+        point. Returns (t, loss, (g, sum|g|, max|g|), evaluations)."""
+        space = self._space
+
+        def phi(tt):
+            space.push(x0, tt, d)
+            f_new, g_new, sa, ma, gtd_new = self._eval(closure, d)
+            return f_new, gtd_new, (g_new, sa, ma)
+
+        if kind == "strong_wolfe":
+            t, f_new, gtd_new, tok, n = _wolfe_core(phi, t, loss, gtd, tok0, dmax, _C1, _C2,
+                                                    tolerance_change, budget)
+            curv: Optional[bool] = bool(abs(gtd_new) <= -_C2 * gtd)
+        else:
+            t, f_new, gtd_new, tok, n = _armijo_core(phi, t, loss, gtd, tok0, _C1, _SHRINK,
+                                                     max(1, budget))
+            curv = None
+        space.push(x0, t, d)
+        self.line_search_log.append(LineSearchResult(
+            step=float(t), f=f_new, g=None, gtd=gtd_new, f0=loss, gtd0=gtd, n_evals=n,
+            armijo=_armijo_holds(t, f_new, loss, gtd, _C1), curvature=curv))
+        return t, f_new, tok, n
 
     def _step(self, closure):
         group = self.param_groups[0]
         _check_hp(group)
         lr = group["lr"]
-        if _is_sched(lr):
+        if is_schedule(lr):
             lr = self._lr_at(lr, self._step_count)
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tolerance_grad, tolerance_change = group["tolerance_grad"], group["tolerance_change"]
         line_search_fn, history_size = group["line_search_fn"], group["history_size"]
-        space, K = self._space, _K
 
         # evaluate initial f(x) and df/dx
         loss, g, sumabs, maxabs, _ = self._call(closure)
@@ -360,9 +358,6 @@ class LBFGS:
             self._step_count += 1
             return orig_loss
 
-        d, t = self._d, self._t
-        S, Y, ro, H = self._S, self._Y, self._ro, self._H
-        prev_g, prev_loss = self._prev_g, self._prev_loss
         if self._x0 is None:
             self._x0 = np.empty(self._n, self._dtype)
         x0 = self._x0
@@ -372,65 +367,26 @@ class LBFGS:
             while n_iter < max_iter:
                 n_iter += 1
                 k = self._n_iter + 1
-                # ---- direction
-                if k == 1:
-                    d = np.empty_like(g)
-                    K.vscale(-1.0, g, out=d)
-                    S, Y, ro, H = [], [], [], 1.0
-                else:
-                    y = np.empty_like(g)
-                    K.vlincomb(y, g, -1.0, prev_g)            # y = g - prev_g
-                    s = np.empty_like(g)
-                    K.vscale(t, d, out=s)                     # s = d * t
-                    ys = K.vdot(y, s)
-                    if ys > 1e-10:
-                        S, Y, ro = list(S), list(Y), list(ro)
-                        while len(S) >= history_size:         # shift history by one
-                            del S[0], Y[0], ro[0]
-                        S.append(s)
-                        Y.append(y)
-                        ro.append(1.0 / ys)
-                        H = ys / K.vdot(y, y)
-                    d = np.empty_like(g)
-                    K.lbfgs_two_loop(g, d, S, Y, ro, H)
+                d, S, Y, ro, H = self._direction(k, g, history_size)
                 prev_g, prev_loss = g, loss
                 # ---- step length
                 t = min(1.0, 1.0 / sumabs) * lr if k == 1 else lr
-                gtd = K.vdot(g, d)
+                gtd = _K.vdot(g, d)
                 if gtd > -tolerance_change:
                     self._commit(k, d, t, S, Y, ro, H, prev_g, prev_loss)
                     break
-                dmax = K.vstats(d)[1]
+                dmax = _K.vstats(d)[1]
                 ls_evals = 0
-                space.pull(x0)
+                self._space.pull(x0)
                 moved = True
                 if line_search_fn is not None:
-                    def phi(tt):
-                        space.push(x0, tt, d)
-                        f_new, g_new, sa, ma, gtd_new = self._eval(closure, d)
-                        return f_new, gtd_new, (g_new, sa, ma)
-
-                    tok0 = (g, sumabs, maxabs)
-                    if line_search_fn == "strong_wolfe":
-                        t, loss, gtd_new, tok, ls_evals = _wolfe_core(
-                            phi, t, loss, gtd, tok0, dmax, _C1, _C2, tolerance_change,
-                            max_eval - current_evals)
-                        curv = bool(abs(gtd_new) <= -_C2 * gtd)
-                    else:
-                        t, loss, gtd_new, tok, ls_evals = _armijo_core(
-                            phi, t, loss, gtd, tok0, _C1, _SHRINK,
-                            max(1, max_eval - current_evals))
-                        curv = None
-                    g, sumabs, maxabs = tok
-                    space.push(x0, t, d)
+                    t, loss, (g, sumabs, maxabs), ls_evals = self._search(
+                        closure, line_search_fn, x0, d, t, loss, gtd, (g, sumabs, maxabs),
+                        dmax, max_eval - current_evals, tolerance_change)
                     opt_cond = maxabs <= tolerance_grad
-                    self.line_search_log.append(LineSearchResult(
-                        step=float(t), f=loss, g=None, gtd=gtd_new, f0=prev_loss, gtd0=gtd,
-                        n_evals=ls_evals, armijo=_armijo_holds(t, loss, prev_loss, gtd, _C1),
-                        curvature=curv))
                 else:
                     # no line search, simply move with fixed step
-                    space.add(t, d)
+                    self._space.add(t, d)
                     opt_cond = False
                     if n_iter != max_iter:
                         loss, g, sumabs, maxabs, _ = self._eval(closure)
@@ -439,20 +395,15 @@ class LBFGS:
                 moved = False
                 current_evals += ls_evals
                 self._commit(k, d, t, S, Y, ro, H, prev_g, prev_loss)
-                # ---- check conditions
-                if n_iter == max_iter:
-                    break
-                if current_evals >= max_eval:
-                    break
-                if opt_cond:
-                    break
-                if abs(t) * dmax <= tolerance_change:      # lack of progress
-                    break
-                if abs(loss - prev_loss) < tolerance_change:
+                # ---- check conditions: iterations, evaluations, optimality,
+                # lack of progress in x, lack of progress in f
+                if (n_iter == max_iter or current_evals >= max_eval or opt_cond
+                        or abs(t) * dmax <= tolerance_change
+                        or abs(loss - prev_loss) < tolerance_change):
                     break
         except BaseException:
             if moved:
-                space.put(x0)
+                self._space.put(x0)
             raise
         self._step_count += 1
         return orig_loss
@@ -464,134 +415,84 @@ class LBFGS:
         self._prev_g, self._prev_loss = prev_g, float(prev_loss)
 
     # ------------------------------------------------------------ state dict
-    def zero_state(self) -> None:
-        """Forget the history and counters (params untouched; step_count restarts)."""
-        with self._guard("zero_state"):
-            self._reset_state()
-            self._step_count = 0
-            self.skipped_steps = 0
+    def _saved_groups(self) -> List[Dict[str, Any]]:
+        g: Dict[str, Any] = {"params": list(range(len(self._params)))}
+        g.update(self.hyperparams[0])
+        lr = self.param_groups[0]["lr"]
+        if is_schedule(lr):
+            g["schedules"] = {"lr": _schedules.serialize(lr)}
+        return [g]
 
-    def _state_entry(self, copy=True):
-        if self._func_evals == 0 and self._n_iter == 0:
-            return None
-        c = (lambda a: None if a is None else a.copy()) if copy else (lambda a: a)
-        m = len(self._S)
-        return {
-            "func_evals": self._func_evals, "n_iter": self._n_iter,
-            "d": c(self._d), "t": self._t,
-            "old_dirs": np.array(self._Y) if m else np.empty((0, self._n), self._dtype),
-            "old_stps": np.array(self._S) if m else np.empty((0, self._n), self._dtype),
-            "ro": np.array(self._ro, dtype=np.float64), "H_diag": self._H,
-            "prev_flat_grad": c(self._prev_g), "prev_loss": self._prev_loss,
-        }
+    def _plan_load(self, sd: StateDict) -> Tuple[Dict[str, Any], Any, Any]:
+        groups = sd.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0], dict):
+            raise ValueError("state_dict must have exactly one param group for LBFGS")
+        g = groups[0]
+        if list(g.get("params", [])) != list(range(len(self._params))):
+            raise ValueError(f"group 0: state_dict lists params {g.get('params')}, the "
+                             f"optimizer has {len(self._params)}")
+        trial = dict(self.param_groups[0])
+        for k in _HP:
+            if k not in g:
+                raise ValueError(f"group 0: state_dict lacks hyperparameter {k!r}")
+            if k == "lr" and is_schedule(trial["lr"]):
+                continue
+            trial[k] = g[k]
+        _check_hp(trial)
+        state = sd.get("state")
+        if not isinstance(state, dict):
+            raise ValueError("state_dict['state'] must be a dict")
+        keys = [int(k) if isinstance(k, str) and k.isdigit() else k for k in state]
+        if keys not in ([], [0]):
+            raise ValueError(f"state_dict['state'] must be empty or have one entry (0) for "
+                             f"LBFGS, got keys {list(state)}")
+        new = self._check_entry(next(iter(state.values())), trial) if state else None
+        lr = self.param_groups[0]["lr"]
+        schedules = g.get("schedules") or {}
+        restore = (schedule_restore(lr, schedules.get("lr"), "lr", _WHERE)
+                   if is_schedule(lr) and isinstance(schedules, dict) else None)
+        return trial, new, restore
 
-    def state_dict(self) -> StateDict:
-        """A plain dict (numpy arrays, numbers, strings; SPEC schema v1): the
-        history as ``(m, n)`` arrays ``old_dirs`` (y) and ``old_stps`` (s),
-        oldest first, with torch's other state names."""
-        with self._guard("state_dict"):
-            g: Dict[str, Any] = {"params": list(range(len(self._params)))}
-            g.update(self.hyperparams[0])
-            lr = self.param_groups[0]["lr"]
-            if _is_sched(lr):
-                from . import schedules as S
-                ser = getattr(S, "serialize", None)
-                g["schedules"] = {"lr": ser(lr) if ser is not None else
-                                  {"class": type(lr).__name__}}
-            e = self._state_entry(copy=True)
-            return {"format": FORMAT, "optimizer": "LBFGS", "step_count": self._step_count,
-                    "skipped_steps": self.skipped_steps, "state": {} if e is None else {0: e},
-                    "param_groups": [g]}
-
-    def load_state_dict(self, state_dict: StateDict) -> None:
-        """Restore a state_dict (exact resume); checks everything before changing
-        anything."""
-        with self._guard("load_state_dict"):
-            sd = state_dict
-            check_header(sd, "LBFGS")
-            groups = sd.get("param_groups")
-            if not isinstance(groups, list) or len(groups) != 1 or not isinstance(groups[0],
-                                                                                  dict):
-                raise ValueError("state_dict must have exactly one param group for LBFGS")
-            g = groups[0]
-            if list(g.get("params", [])) != list(range(len(self._params))):
-                raise ValueError(f"group 0: state_dict lists params {g.get('params')}, the "
-                                 f"optimizer has {len(self._params)}")
-            trial = dict(self.param_groups[0])
-            for k in _HP:
-                if k not in g:
-                    raise ValueError(f"group 0: state_dict lacks hyperparameter {k!r}")
-                if k == "lr" and _is_sched(trial["lr"]):
-                    continue
-                trial[k] = g[k]
-            _check_hp(trial)
-            state = sd.get("state")
-            if not isinstance(state, dict):
-                raise ValueError("state_dict['state'] must be a dict")
-            keys = [int(k) if isinstance(k, str) and k.isdigit() else k for k in state]
-            if keys not in ([], [0]):
-                raise ValueError(f"state_dict['state'] must be empty or have one entry (0) for "
-                                 f"LBFGS, got keys {list(state)}")
-            new = self._check_entry(next(iter(state.values())), trial) if state else None
-            # ---- commit
-            lr = self.param_groups[0]["lr"]
-            ser = (g.get("schedules") or {}).get("lr")
-            if _is_sched(lr) and isinstance(ser, dict) and ser.get("state") and hasattr(
-                    lr, "load_state_dict"):
-                lr.load_state_dict(ser["state"])
-            for k in _HP:
-                dict.__setitem__(self.param_groups[0], k, trial[k])
-            self._reset_state()
-            if new is not None:
-                for k, v in new.items():
-                    setattr(self, k, v)
-            self._step_count = int(sd["step_count"])
-            self.skipped_steps = int(sd["skipped_steps"])
+    def _commit_load(self, plan: Tuple[Dict[str, Any], Any, Any]) -> None:
+        trial, new, restore = plan
+        if restore is not None:
+            fn, st = restore
+            fn.load_state_dict(st)
+        for k in _HP:
+            dict.__setitem__(self.param_groups[0], k, trial[k])
+        self._clear_state()
+        if new is not None:
+            for k, v in new.items():
+                setattr(self, k, v)
 
     def _check_entry(self, e, hp):
         where = "group 0, state"
         if not isinstance(e, dict):
             raise ValueError(f"{where}: entry must be a dict")
-        n, dt = self._n, self._dtype
-
-        def count(k):
-            v = e.get(k)
-            if isinstance(v, np.ndarray) and v.size == 1:
-                v = v.item()
-            if isinstance(v, float) and v.is_integer():
-                v = int(v)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-                raise ValueError(f"{where}: {k!r} must be an int >= 0, got {v!r}")
-            return int(v)
-
-        def num(k, none_ok):
-            v = e.get(k)
-            if v is None and none_ok:
-                return None
-            if isinstance(v, np.ndarray) and v.size == 1:
-                v = v.item()
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not _finite(v):
-                raise ValueError(f"{where}: {k!r} must be a finite number, got {v!r}")
-            return float(v)
-
-        def vec(k, none_ok):
-            v = e.get(k)
-            if v is None and none_ok:
-                return None
-            if not isinstance(v, np.ndarray):
-                raise TypeError(f"{where}: {k!r} must be an ndarray, got {type(v).__name__}")
-            if v.shape != (n,) or v.dtype != dt:
-                raise ValueError(f"{where}: {k!r} has shape/dtype {v.shape}/{v.dtype}, "
-                                 f"expected ({n},)/{dt}")
-            return np.array(v, order="C", copy=True)
-
-        out = {"_func_evals": count("func_evals"), "_n_iter": count("n_iter")}
+        out: Dict[str, Any] = {"_func_evals": _saved_count(e, "func_evals", where),
+                               "_n_iter": _saved_count(e, "n_iter", where)}
         started = out["_n_iter"] > 0
-        out["_d"] = vec("d", not started)
-        out["_prev_g"] = vec("prev_flat_grad", not started)
-        out["_t"] = num("t", not started)
-        out["_prev_loss"] = num("prev_loss", not started)
-        out["_H"] = num("H_diag", False) if "H_diag" in e else 1.0
+        out["_d"] = self._saved_vector(e, "d", where, not started)
+        out["_prev_g"] = self._saved_vector(e, "prev_flat_grad", where, not started)
+        out["_t"] = _saved_number(e, "t", where, not started)
+        out["_prev_loss"] = _saved_number(e, "prev_loss", where, not started)
+        out["_H"] = _saved_number(e, "H_diag", where, False) if "H_diag" in e else 1.0
+        out["_Y"], out["_S"], out["_ro"] = self._saved_history(e, where, hp["history_size"])
+        return out
+
+    def _saved_vector(self, e, k, where, none_ok):
+        v = e.get(k)
+        if v is None and none_ok:
+            return None
+        if not isinstance(v, np.ndarray):
+            raise TypeError(f"{where}: {k!r} must be an ndarray, got {type(v).__name__}")
+        if v.shape != (self._n,) or v.dtype != self._dtype:
+            raise ValueError(f"{where}: {k!r} has shape/dtype {v.shape}/{v.dtype}, "
+                             f"expected ({self._n},)/{self._dtype}")
+        return np.array(v, order="C", copy=True)
+
+    def _saved_history(self, e, where, history_size):
+        n, dt = self._n, self._dtype
         hist = []
         for k in ("old_dirs", "old_stps"):
             v = e.get(k)
@@ -603,23 +504,46 @@ class LBFGS:
         m = hist[0].shape[0]
         if hist[1].shape[0] != m or ro is None or ro.shape != (m,):
             raise ValueError(f"{where}: old_dirs, old_stps and ro must have the same length")
-        if m > hp["history_size"]:
+        if m > history_size:
             raise ValueError(f"{where}: history has {m} pairs, more than history_size="
-                             f"{hp['history_size']}")
+                             f"{history_size}")
         if not np.all(np.isfinite(ro)):
             raise ValueError(f"{where}: 'ro' must be finite")
-        out["_Y"] = [np.array(hist[0][i], order="C", copy=True) for i in range(m)]
-        out["_S"] = [np.array(hist[1][i], order="C", copy=True) for i in range(m)]
-        out["_ro"] = [float(r) for r in ro]
-        return out
+        return ([np.array(hist[0][i], order="C", copy=True) for i in range(m)],
+                [np.array(hist[1][i], order="C", copy=True) for i in range(m)],
+                [float(r) for r in ro])
 
     # -------------------------------------------------------- pickle, copy
-    def __getstate__(self):
+    def _init_args(self) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
         hp = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return {"params": list(self._params), "hp": hp, "state": self.state_dict(),
-                "log": list(self.line_search_log)}
+        return (list(self._params),), hp
 
-    def __setstate__(self, st):
-        LBFGS.__init__(self, st["params"], **st["hp"])
-        self.load_state_dict(st["state"])
-        self.line_search_log = st.get("log", [])
+    def _reinit(self, *args: Any, **kwargs: Any) -> None:
+        LBFGS.__init__(self, *args, **kwargs)
+
+    def _pickle_extra(self) -> Dict[str, Any]:
+        return {"log": list(self.line_search_log)}
+
+    def _unpickle_extra(self, extra: Dict[str, Any]) -> None:
+        self.line_search_log = extra.get("log", [])
+
+
+def _unwrap(v):
+    if isinstance(v, np.ndarray) and v.size == 1:
+        return v.item()
+    return v
+
+
+def _saved_count(e, k, where):
+    """A saved counter: an int in [0, 2**53] (a bad state_dict is a ValueError)."""
+    return step_count(_unwrap(e.get(k)), f"{where}: {k!r}")
+
+
+def _saved_number(e, k, where, none_ok):
+    v = _unwrap(e.get(k))
+    if v is None and none_ok:
+        return None
+    try:
+        return number(v, repr(k), f"{where}: ")
+    except TypeError as err:                  # a bad state_dict is a ValueError
+        raise ValueError(str(err)) from None

@@ -1,9 +1,9 @@
 r"""Inexact line searches: the step length of quasi-Newton methods.
 
-The seed text: "the learning rate is related to the step length determined by
-inexact line search in quasi-Newton methods". Given a point ``x``, a descent
-direction ``d`` (``g(x).d < 0``) and a function returning ``(f, g)``, a line
-search picks a step ``t > 0`` along ``x + t*d``:
+In quasi-Newton methods "the learning rate is related to the step length
+determined by inexact line search" (Wikipedia, "Learning rate"). Given a
+point ``x``, a descent direction ``d`` (``g(x).d < 0``) and a function
+returning ``(f, g)``, a line search picks a step ``t > 0`` along ``x + t*d``:
 
 - :func:`strong_wolfe`: bracketing and zoom with safeguarded cubic
   interpolation, a port of torch.optim.LBFGS's ``_strong_wolfe`` (itself from
@@ -35,14 +35,14 @@ evaluations used and which conditions the accepted step satisfies.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
-from typing import Any, Optional, SupportsFloat
+from typing import Any, List, Optional, SupportsFloat
 
 import numpy as np
 
 from ._dispatch import kernels as _K
 from ._typing import ArrayOrList, FAndGrad
+from ._validate import integer, real, scalar
 
 __all__ = ["LineSearchResult", "strong_wolfe", "backtracking_armijo"]
 
@@ -133,6 +133,21 @@ def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
     return (xmin_bound + xmax_bound) / 2.0
 
 
+def _safeguard(t, bracket, insuf_progress):
+    """Keep a zoom trial t at least 10% of the bracket away from its ends
+    (torch.optim.lbfgs._strong_wolfe); returns (t, insuf_progress)."""
+    eps = 0.1 * (max(bracket) - min(bracket))
+    if min(max(bracket) - t, t - min(bracket)) < eps:
+        if insuf_progress or t >= max(bracket) or t <= min(bracket):
+            if abs(t - max(bracket)) < abs(t - min(bracket)):
+                t = max(bracket) - eps
+            else:
+                t = min(bracket) + eps
+            return t, False
+        return t, True
+    return t, False
+
+
 def _wolfe_core(phi, t, f, gtd, g, d_norm, c1, c2, tolerance_change, max_ls):
     """torch.optim.lbfgs._strong_wolfe on scalars: returns
     (t, f_new, gtd_new, token_new, n_evals). ``g`` is the token of x itself.
@@ -150,7 +165,11 @@ def _wolfe_core(phi, t, f, gtd, g, d_norm, c1, c2, tolerance_change, max_ls):
     t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
     done = False
     ls_iter = 0
-    bracket = bracket_f = bracket_g = bracket_gtd = None
+    # (always set before use: by a break below, or when ls_iter reaches max_ls)
+    bracket: List[float] = []
+    bracket_f: List[float] = []
+    bracket_g: List[Any] = []
+    bracket_gtd: List[float] = []
     while ls_iter < max_ls:
         if bad or f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
             bracket, bracket_f = [t_prev, t], [f_prev, f_new]
@@ -189,19 +208,7 @@ def _wolfe_core(phi, t, f, gtd, g, d_norm, c1, c2, tolerance_change, max_ls):
             break
         t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0],
                                bracket[1], bracket_f[1], bracket_gtd[1])
-        # safeguard: keep t at least 10% of the bracket away from its ends
-        eps = 0.1 * (max(bracket) - min(bracket))
-        if min(max(bracket) - t, t - min(bracket)) < eps:
-            if insuf_progress or t >= max(bracket) or t <= min(bracket):
-                if abs(t - max(bracket)) < abs(t - min(bracket)):
-                    t = max(bracket) - eps
-                else:
-                    t = min(bracket) + eps
-                insuf_progress = False
-            else:
-                insuf_progress = True
-        else:
-            insuf_progress = False
+        t, insuf_progress = _safeguard(t, bracket, insuf_progress)
 
         f_new, gtd_new, g_new, bad = ev(t)
         ls_func_evals += 1
@@ -249,40 +256,6 @@ def _armijo_holds(t, f_new, f0, gtd0, c1):
 # ----------------------------------------------------------------------------
 # Public functions for numpy users
 # ----------------------------------------------------------------------------
-def _real(name, v, lo=None, hi=None, lo_open=True, hi_open=True):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    if lo is not None and (v <= lo if lo_open else v < lo):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
-    if hi is not None and (v >= hi if hi_open else v > hi):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {v!r}")
-    return v
-
-
-def _count(name, v, lo):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    return int(v)
-
-
-def _as_float(v, what):
-    """A loss as a Python float: a real number, a 1-element array, or anything
-    with ``__float__`` (a 0-d tensor); never a bool or a string."""
-    if isinstance(v, np.ndarray) and v.size == 1:
-        v = v.reshape(()).item()
-    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
-        return float(v)
-    if isinstance(v, (bool, np.bool_, str, bytes, complex)) or not hasattr(v, "__float__"):
-        raise TypeError(f"{what} must be a real number, got {v!r}")
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        raise TypeError(f"{what} must be a real number, got {v!r}") from None
-
-
 def _as_list(x, name):
     if isinstance(x, np.ndarray):
         return [x], True
@@ -347,7 +320,7 @@ class _Problem:
         if not isinstance(out, tuple) or len(out) != 2:
             raise TypeError(f"f_and_grad must return a pair (f, g), got {type(out).__name__}")
         g, gtd = self._copy_grad(out[1], "the gradient from f_and_grad")
-        return _as_float(out[0], "f_and_grad's f"), gtd, g
+        return scalar(out[0], "f_and_grad's f"), gtd, g
 
     def start(self, f0, g0):
         if (f0 is None) != (g0 is None):
@@ -356,7 +329,7 @@ class _Problem:
             f0, gtd0, g = self.evaluate(self.xs)
             n = 1
         else:
-            f0 = _as_float(f0, "f0")
+            f0 = scalar(f0, "f0")
             g, gtd0 = self._copy_grad(g0, "g0")
             n = 0
         if not math.isfinite(f0):
@@ -423,13 +396,13 @@ def strong_wolfe(f_and_grad: FAndGrad, x: ArrayOrList, d: ArrayOrList,
         If ``d`` is not a descent direction (``g(x).d >= 0``), ``f(x)`` or
         ``g(x).d`` is not finite, or an argument is out of range.
     """
-    t0 = _real("t0", t0, 0.0)
-    c1 = _real("c1", c1, 0.0, 1.0)
-    c2 = _real("c2", c2, 0.0, 1.0)
+    t0 = real(t0, "t0", low=0.0, low_open=True)
+    c1 = real(c1, "c1", low=0.0, high=1.0, low_open=True, high_open=True)
+    c2 = real(c2, "c2", low=0.0, high=1.0, low_open=True, high_open=True)
     if not c1 < c2:
         raise ValueError(f"need 0 < c1 < c2 < 1, got c1={c1}, c2={c2}")
-    tolerance_change = _real("tolerance_change", tolerance_change, 0.0, lo_open=False)
-    max_ls = _count("max_ls", max_ls, 0)
+    tolerance_change = real(tolerance_change, "tolerance_change", low=0.0)
+    max_ls = integer(max_ls, "max_ls", low=0)
     prob = _Problem(f_and_grad, x, d)
     f, gtd, g, n0 = prob.start(f0, g0)
     t, f_new, gtd_new, tok, n = _wolfe_core(prob.phi, t0, f, gtd, (None, g), prob.d_norm,
@@ -467,10 +440,10 @@ def backtracking_armijo(f_and_grad: FAndGrad, x: ArrayOrList, d: ArrayOrList,
         If ``d`` is not a descent direction (``g(x).d >= 0``), ``f(x)`` is
         not finite, or an argument is out of range.
     """
-    t0 = _real("t0", t0, 0.0)
-    c1 = _real("c1", c1, 0.0, 1.0)
-    shrink = _real("shrink", shrink, 0.0, 1.0)
-    max_evals = _count("max_evals", max_evals, 1)
+    t0 = real(t0, "t0", low=0.0, low_open=True)
+    c1 = real(c1, "c1", low=0.0, high=1.0, low_open=True, high_open=True)
+    shrink = real(shrink, "shrink", low=0.0, high=1.0, low_open=True, high_open=True)
+    max_evals = integer(max_evals, "max_evals", low=1)
     prob = _Problem(f_and_grad, x, d)
     f, gtd, g, n0 = prob.start(f0, g0)
     t, f_new, gtd_new, tok, n = _armijo_core(prob.phi, t0, f, gtd, (None, g), c1, shrink,

@@ -1,7 +1,7 @@
 """The LR range test ("LR finder"): pick an initial learning rate by trying them all.
 
-The seed says the initial rate "can be left as system default or can be
-selected using a range of techniques". The range test (Smith, *Cyclical
+The initial rate "can be left as system default or can be selected using a
+range of techniques" (Wikipedia, "Learning rate"). The range test (Smith, *Cyclical
 Learning Rates for Training Neural Networks*, 2017; popularized by fastai and
 torch-lr-finder) trains for a few steps while the rate grows from tiny to huge
 (:class:`lrfast.schedules.LRRangeTest`), records the loss after each step and
@@ -17,7 +17,9 @@ from typing import Any, Callable, List, Literal, Optional, Sequence, SupportsFlo
 import numpy as np
 
 from ._typing import Array, Axes
-from .schedules import LRRangeTest, _int, _pyplot, _real
+from ._validate import integer, real, scalar
+from .optim import SGD
+from .schedules import LRRangeTest, _pyplot
 
 __all__ = ["find_lr", "LRFinderResult"]
 
@@ -95,10 +97,7 @@ def _evaluate(loss_and_grads, params, n_params):
         raise TypeError("find_lr: loss_and_grads(params) must return (loss, grads), got "
                         f"{type(out).__name__}")
     loss, grads = out
-    try:
-        loss = float(loss)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"find_lr: the loss must be a number, got {loss!r}") from e
+    loss = scalar(loss, "the loss", "find_lr: ")
     if not isinstance(grads, (list, tuple)) or len(grads) != n_params:
         raise ValueError(f"find_lr: loss_and_grads must return one grad per param "
                          f"({n_params}), got {grads!r:.80}")
@@ -185,14 +184,13 @@ def find_lr(loss_and_grads: Callable[[List[Array]],
                             f"{type(p).__name__} (parameter groups are not supported here)")
     if "lr" in optimizer_kwargs:
         raise TypeError("find_lr: lr is set by the range test; use start_lr and end_lr")
-    num_steps = _int("find_lr", "num_steps", num_steps, lo=2)
-    smooth = _real("find_lr", "smooth", smooth, lo=0.0, hi=1.0, lo_open=True)
-    diverge_threshold = _real("find_lr", "diverge_threshold", diverge_threshold, lo=1.0,
-                              lo_open=True)
+    num_steps = integer(num_steps, "num_steps", "find_lr: ", low=2)
+    smooth = real(smooth, "smooth", "find_lr: ", low=0.0, high=1.0, low_open=True)
+    diverge_threshold = real(diverge_threshold, "diverge_threshold", "find_lr: ", low=1.0,
+                             low_open=True)
     schedule = LRRangeTest(start_lr, end_lr, num_steps, mode=mode)
     if optimizer is None:
-        from . import optim
-        optimizer = optim.SGD
+        optimizer = SGD
     if not callable(optimizer):
         raise TypeError(f"find_lr: optimizer must be an optimizer class, got {optimizer!r}")
 

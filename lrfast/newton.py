@@ -1,8 +1,8 @@
 r"""Diagonal Newton: per-parameter rates as a diagonal inverse Hessian.
 
-The seed text: "per-parameter rates ... a diagonal matrix that can be
-interpreted as an approximation to the inverse of the Hessian matrix in
-Newton's method". Newton's step is ``x -= H^{-1} g``; keeping only the
+Per-parameter rates form "a diagonal matrix that can be interpreted as an
+approximation to the inverse of the Hessian matrix in Newton's method"
+(Wikipedia, "Learning rate"). Newton's step is ``x -= H^{-1} g``; keeping only the
 diagonal of ``H`` gives every parameter its own rate ``lr / (|h_ii| + damping)``
 (Becker & LeCun, "Improving the convergence of back-propagation learning with
 second order methods", 1988; LeCun, Bottou, Orr & Müller, "Efficient
@@ -32,8 +32,8 @@ class DiagonalNewton(Optimizer):
         p -= lr * g / (|h| + damping)          # h: the Hessian diagonal, per element
 
     ``lr / (|h| + damping)`` is a diagonal approximation of the inverse Hessian
-    of Newton's method (the seed's view of per-parameter rates; Becker & LeCun
-    1988; LeCun et al., "Efficient BackProp", 1998, eq. for eta_ki = epsilon /
+    of Newton's method (per-parameter rates as in Becker & LeCun 1988; LeCun
+    et al., "Efficient BackProp", 1998, eq. for eta_ki = epsilon /
     (mu + h_kk)). The absolute value keeps the step a descent step where the
     curvature estimate is negative; ``damping`` (> 0) bounds the rate where it
     is near zero. One fused kernel call per step for all tensors, like every

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._dispatch import kernels as _K
 from ._typing import Array
-from ._validate import optional_positive
+from ._validate import check_param, optional_positive
 
 __all__ = ["grad_norm", "clip_grad_norm"]
 
@@ -22,12 +22,7 @@ def _engine(grads, what):
     for i, g in enumerate(grads):
         if g is None:
             continue
-        if not isinstance(g, np.ndarray):
-            raise TypeError(f"{what}: grads[{i}] must be a numpy ndarray, got {type(g).__name__}")
-        if g.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{what}: grads[{i}] has dtype {g.dtype} (float32 or float64)")
-        if not (g.flags.c_contiguous or g.flags.f_contiguous) or not g.flags.aligned:
-            raise ValueError(f"{what}: grads[{i}] must be contiguous and aligned")
+        check_param(g, what, f"grads[{i}]", writeable=False)
         arrays.append(g)
     eng = _K.Engine(_K.KINDS["scale"], arrays, [None] * len(arrays), [0] * len(arrays))
     return eng, arrays

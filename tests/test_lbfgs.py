@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import lrfast
+from lrfast._optimizer_base import OptimizerBase
 
 from conftest import bits_equal
 
@@ -425,7 +426,7 @@ def test_zero_state_restarts():
     (lambda: lrfast.LBFGS([{"params": [np.ones(2)]}, {"params": [np.ones(2)]}]), ValueError,
      "groups"),
     (lambda: lrfast.LBFGS([{"params": [np.ones(2)], "momentum": 0.9}]), ValueError, "unknown"),
-    (lambda: lrfast.LBFGS([np.ones(2)], lr=-1), ValueError, "learning rate"),
+    (lambda: lrfast.LBFGS([np.ones(2)], lr=-1), ValueError, r"lr must be >= 0, got -1"),
     (lambda: lrfast.LBFGS([np.ones(2)], lr=math.nan), ValueError, "finite"),
     (lambda: lrfast.LBFGS([np.ones(2)], lr="1"), TypeError, "lr"),
     (lambda: lrfast.LBFGS([np.ones(2)], max_iter=0), ValueError, "max_iter"),
@@ -635,3 +636,79 @@ def test_lazy_exports():
     assert lrfast.LBFGS is __import__("lrfast.lbfgs", fromlist=["LBFGS"]).LBFGS
     assert lrfast.line_search.strong_wolfe is not None
     assert "LBFGS" in repr(lrfast.LBFGS([np.ones(2)]))
+
+
+# ---------------------------------------------------------------------------
+# the API shared with every lrfast optimizer (lrfast._optimizer_base)
+# ---------------------------------------------------------------------------
+def test_shared_api_views_and_repr():
+    x = np.array([-1.2, 1.0])
+    opt = lrfast.LBFGS([x], lr=lambda n: 0.5 / (n + 1), max_iter=3,
+                       line_search_fn="backtracking")
+    assert isinstance(opt, OptimizerBase)
+    assert opt.lr == 0.5 and opt.hyperparams[0]["lr"] == 0.5 and opt.params[0] is x
+    opt.step(lambda: rosen(x)[:1] + ([rosen(x)[1]],))
+    assert opt.step_count == 1 and opt.lr == 0.25
+    r = repr(opt)
+    assert r.startswith("LBFGS (\n  group 0: 1 params, lr=0.25, max_iter=3,")
+    assert r.endswith(f"2 elements, float64, n_iter={opt.n_iter}, "
+                      f"func_evals={opt.func_evals}, step_count=1)")
+
+
+def test_reentry_from_a_schedule_is_a_runtime_error():
+    x = np.array([1.0, 2.0])
+    holder = []
+
+    def sched(n):
+        holder[0].state_dict()            # the schedule calls the optimizer back
+        return 0.1
+    opt = lrfast.LBFGS([x], lr=0.1)
+    holder.append(opt)
+    opt.param_groups[0]["lr"] = sched
+    with pytest.raises(RuntimeError, match=r"LBFGS.state_dict called from the closure, a "
+                       r"schedule or a callback while LBFGS.state_dict is running"):
+        opt.state_dict()
+    opt.param_groups[0]["lr"] = 0.1      # the guard was released: usable again
+    assert opt.state_dict()["step_count"] == 0
+
+
+def test_pickle_keeps_the_line_search_log():
+    x = np.tile([-1.2, 1.0], 5)
+    opt = lrfast.LBFGS([x], max_iter=3, max_eval=100, line_search_fn="strong_wolfe")
+    opt.step(closure_for(ext_rosen, [x]))
+    opt2 = pickle.loads(pickle.dumps(opt))
+    assert opt2.line_search_log == opt.line_search_log and len(opt2.line_search_log) == 3
+    assert repr(opt2) == repr(opt)
+
+
+def test_saved_schedule_state_that_does_not_fit_changes_nothing():
+    x = np.array([4.0])
+    s = lrfast.schedules.ReduceOnPlateau(0.5, patience=0)
+    opt = lrfast.LBFGS([x], lr=s, max_iter=1)
+    opt.step(lambda: (float(x @ x), [2 * x]))
+    sd = opt.state_dict()
+    assert sd["param_groups"][0]["schedules"]["lr"]["class"] == "ReduceOnPlateau"
+    sd["param_groups"][0]["schedules"]["lr"]["state"] = {"nonsense": 1}
+    before = snapshot(opt, [x])
+    s_before = s.state_dict()
+    with pytest.raises(ValueError, match="schedule lr does not fit"):
+        opt.load_state_dict(sd)
+    assert same_snapshot(before, snapshot(opt, [x])) and s.state_dict() == s_before
+    plain = lrfast.LBFGS([x], lr=lambda n: 0.5, max_iter=1)
+    good = opt.state_dict()
+    with pytest.raises(ValueError, match="has state but the optimizer's lr is"):
+        plain.load_state_dict(good)
+
+
+@pytest.mark.parametrize("key,value", [("func_evals", 2 ** 53 + 1), ("n_iter", -1),
+                                       ("n_iter", 1.5), ("t", True), ("t", "1"),
+                                       ("prev_loss", 10 ** 400)])
+def test_saved_scalars_are_value_errors(key, value):
+    x, opt = make_rosen100()
+    opt.step(closure_for(ext_rosen, [x]))
+    sd = opt.state_dict()
+    before = snapshot(opt, [x])
+    sd["state"][0][key] = value
+    with pytest.raises(ValueError, match=f"group 0, state: '{key}' must be"):
+        opt.load_state_dict(sd)
+    assert same_snapshot(before, snapshot(opt, [x]))

@@ -274,7 +274,7 @@ def test_non_descent_direction_raises(search):
 @pytest.mark.parametrize("kw,err", [
     (dict(c1=0.95), ValueError), (dict(c2=1.0), ValueError), (dict(c1=0.0), ValueError),
     (dict(t0=0.0), ValueError), (dict(t0=math.nan), ValueError), (dict(t0=math.inf), ValueError),
-    (dict(max_ls=-1), ValueError), (dict(max_ls=2.5), ValueError), (dict(c1="a"), TypeError),
+    (dict(max_ls=-1), ValueError), (dict(max_ls=2.5), TypeError), (dict(c1="a"), TypeError),
     (dict(tolerance_change=-1.0), ValueError)])
 def test_strong_wolfe_bad_arguments(kw, err):
     x = np.array([-1.2, 1.0])
