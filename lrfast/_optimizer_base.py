@@ -39,10 +39,24 @@ import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from ._typing import Array, StateDict
-from ._validate import ReentryError
-from .optim._base import FORMAT, check_header
+from ._validate import ReentryError, step_count
 
-__all__ = ["OptimizerBase", "schedule_restore"]
+FORMAT = "lrfast.optim/1"
+
+__all__ = ["OptimizerBase", "schedule_restore", "FORMAT", "check_header"]
+
+
+def check_header(sd: Any, optimizer: str) -> None:
+    """Check a state_dict's type, format, optimizer kind and step counters."""
+    if not isinstance(sd, dict):
+        raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+    if sd.get("format") != FORMAT:
+        raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
+                         f"(format {sd.get('format')!r})")
+    if sd.get("optimizer") != optimizer:
+        raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not {optimizer}")
+    for k in ("step_count", "skipped_steps"):
+        step_count(sd.get(k), f"state_dict[{k!r}]")
 
 
 def _name(fn: Any) -> str:

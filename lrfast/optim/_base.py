@@ -12,25 +12,22 @@ grads and walk all tensors with the GIL released.
 from __future__ import annotations
 
 import copy
-import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .. import schedules as _schedules
 from .._dispatch import kernels as _K
-from .._typing import Array, Betas, Grads, Hyper, ParamsLike, StateDict
+from .._typing import Array, Betas, Grads, Hyper, ParamsLike
 from .._validate import (check_param, check_value, is_bool, is_schedule,
                          optional_positive, schedule_value, step_count)
+from .._optimizer_base import FORMAT, OptimizerBase, check_header, schedule_restore
 from ._rules import RULES, Rule
 from ._table import KINDS, Spec
 
 __all__ = ["Optimizer", "ParamGroup", "GroupPlan", "FORMAT", "parse_groups", "check_header",
            "state_index"]
-
-FORMAT = "lrfast.optim/1"
-
 
 def _name(fn):
     return getattr(fn, "__qualname__", None) or type(fn).__name__
@@ -66,19 +63,6 @@ def parse_groups(params: Any) -> List[Dict[str, Any]]:
     if any(isinstance(p, dict) for p in params):
         raise TypeError("params must be all arrays or all dicts (parameter groups)")
     return [{"params": params}]
-
-
-def check_header(sd, optimizer):
-    """Check a state_dict's type, format, optimizer kind and step counters."""
-    if not isinstance(sd, dict):
-        raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
-    if sd.get("format") != FORMAT:
-        raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
-                         f"(format {sd.get('format')!r})")
-    if sd.get("optimizer") != optimizer:
-        raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not {optimizer}")
-    for k in ("step_count", "skipped_steps"):
-        step_count(sd.get(k), f"state_dict[{k!r}]")
 
 
 def state_index(i, n):
@@ -172,7 +156,7 @@ class ParamGroup(dict):
                              f"{sorted(k for k in self if k != 'params')})")
         trial = dict(self)
         trial.update(changes)
-        opt._enter()            # validation runs schedules: user code, guarded
+        opt._enter("param_groups")   # validation runs schedules: user code, guarded
         try:
             commit = opt._check_group_change(self._index, trial)  # raises: nothing changes
             dict.update(self, changes)
@@ -241,7 +225,7 @@ def _spec_checks(spec: Spec) -> Dict[str, str]:
     return {h.name: h.check for h in spec.hparams}
 
 
-class Optimizer:
+class Optimizer(OptimizerBase):
     """Base class of every lrfast optimizer: param groups, validation, per-step
     rows, state, resume. An optimizer is its table row (``spec``) and rule;
     subclasses are a docstring and a name."""
@@ -265,8 +249,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.max_grad_norm = max_grad_norm
         self.skip_nonfinite = skip_nonfinite
-        self._lock = threading.RLock()
-        self._entered = False
+        self._init_base()
         self._param_groups = GroupList()
         self._plans: List[GroupPlan] = []
         self._params: List[Array] = []
@@ -275,8 +258,6 @@ class Optimizer:
         self._ukeys: List[List[Any]] = []   # per group: its distinct step keys
         self._cls: List[int] = []           # per param: index of its key in its group's list
         self._uniform = True                # every group has one key: rows by group
-        self._step_count = 0
-        self.skipped_steps = 0
         self.last_grad_norm = float("nan")
         for g in parse_groups(params):
             self._add_group(g, build=False)
@@ -316,21 +297,6 @@ class Optimizer:
         if not is_bool(v):
             raise TypeError(f"skip_nonfinite must be a bool, got {v!r}")
         self._skip = bool(v)
-
-    # ------------------------------------------------------------- the guard
-    def _enter(self):
-        """Take the optimizer's lock; re-entry from user code it calls (a
-        schedule, a closure) is a RuntimeError, never a deadlock."""
-        self._lock.acquire()
-        if self._entered:
-            self._lock.release()
-            raise RuntimeError(f"{type(self).__name__} was re-entered from code it is running "
-                               "(a schedule or callback called the optimizer back)")
-        self._entered = True
-
-    def _exit(self):
-        self._entered = False
-        self._lock.release()
 
     # ------------------------------------------------------------------ setup
     def _add_group(self, group, build=True):
@@ -392,7 +358,7 @@ class Optimizer:
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Add a group (a dict with 'params' and optional hyperparameters), as torch."""
-        self._enter()
+        self._enter("add_param_group")
         try:
             self._add_group(param_group, build=True)
             self._sync_row_map()
@@ -594,26 +560,9 @@ class Optimizer:
             self._engine.set_row_map([off[g] + c for g, c in zip(self._group_of, self._cls)])
         self._uniform = uniform
 
-    # ----------------------------------------------------------------- views
-    @property
-    def step_count(self) -> int:
-        """Number of completed (not skipped) steps."""
-        return self._step_count
-
-    @property
-    def hyperparams(self) -> List[Dict[str, Any]]:
-        """Per group, the hyperparameter values the next step will use."""
+    # ----------------------------------------------------------------- hooks
+    def _hyperparams(self) -> List[Dict[str, Any]]:
         return [dict(self._values(p, self._step_count)) for p in self._plans]
-
-    @property
-    def lr(self) -> Union[float, List[float]]:
-        """The learning rate the next step will use (a list for several groups)."""
-        lrs = [h["lr"] for h in self.hyperparams]
-        return lrs[0] if len(lrs) == 1 else lrs
-
-    @property
-    def params(self) -> List[Array]:
-        return list(self._params)
 
     @property
     def released(self) -> bool:
@@ -623,12 +572,10 @@ class Optimizer:
     def _key_of(self, i):
         return self._ukeys[self._group_of[i]][self._cls[i]]
 
-    @property
-    def state(self) -> Dict[int, Dict[str, Any]]:
-        """Per-param state, as torch's ``optimizer.state`` (views, not copies)."""
+    def _state_entries(self, copy: bool) -> Dict[int, Dict[str, Any]]:
         out = {}
         for i in range(self._n):
-            e = self._state_entry(i, copy=False)
+            e = self._state_entry(i, copy=copy)
             if e is not None:
                 out[i] = e
         return out
@@ -650,70 +597,32 @@ class Optimizer:
         rule.entry_extra(e, key)
         return e
 
-    def __repr__(self):
-        lines = [f"{type(self).__name__} ("]
-        for gi, hp in enumerate(self.hyperparams):
-            lines.append(f"  group {gi}: {len(self._param_groups[gi]['params'])} params, "
-                         + ", ".join(f"{k}={v!r}" for k, v in hp.items()))
-        lines.append(f"  step_count={self._step_count})")
-        return "\n".join(lines)
-
     # ------------------------------------------------------------ state dict
-    def zero_state(self) -> None:
-        """Reset all optimizer state (moments, step counts) as if freshly built.
-        Params and schedules are untouched; ``step_count`` restarts at 0."""
-        self._enter()
-        try:
-            for i, p in enumerate(self._params):
-                fresh = self._rule.alloc(p, self._plans[self._group_of[i]].static)
-                for a, f in zip(self._states[i], fresh):
-                    if a is not None:
-                        a[...] = f
-            self._set_keys([self._rule.initial_key] * self._n)
-            self._step_count = 0
-            self.skipped_steps = 0
-        finally:
-            self._exit()
+    def _clear_state(self) -> None:
+        for i, p in enumerate(self._params):
+            fresh = self._rule.alloc(p, self._plans[self._group_of[i]].static)
+            for a, f in zip(self._states[i], fresh):
+                if a is not None:
+                    a[...] = f
+        self._set_keys([self._rule.initial_key] * self._n)
 
-    def state_dict(self) -> StateDict:
-        """A plain dict (numpy arrays, numbers, strings): the format
-        ``lrfast.optim/1`` described in docs/state_dict.md."""
-        self._enter()
-        try:
-            state = {}
-            for i in range(self._n):
-                e = self._state_entry(i, copy=True)
-                if e is not None:
-                    state[i] = e
-            groups, start = [], 0
-            for gi, pg in enumerate(self._param_groups):
-                plan = self._plans[gi]
-                hp = self._values(plan, self._step_count)
-                g: Dict[str, Any] = {"params": list(range(start, start + len(pg["params"])))}
-                start += len(pg["params"])
-                g.update(hp)
-                sched = {k if i is None else f"{k}.{i}": _serialize(fn)
-                         for k, i, fn in plan.schedules()}
-                if sched:
-                    g["schedules"] = sched
-                groups.append(g)
-            return {"format": FORMAT, "optimizer": type(self).__name__,
-                    "step_count": self._step_count, "skipped_steps": self.skipped_steps,
-                    "state": state, "param_groups": groups}
-        finally:
-            self._exit()
-
-    def load_state_dict(self, state_dict: StateDict) -> None:
-        """Restore a state_dict; checks everything before changing anything."""
-        self._enter()
-        try:
-            self._commit_load(*self._plan_load(state_dict))
-        finally:
-            self._exit()
+    def _saved_groups(self) -> List[Dict[str, Any]]:
+        groups, start = [], 0
+        for gi, pg in enumerate(self._param_groups):
+            plan = self._plans[gi]
+            g: Dict[str, Any] = {"params": list(range(start, start + len(pg["params"])))}
+            start += len(pg["params"])
+            g.update(self._values(plan, self._step_count))
+            sched = {k if i is None else f"{k}.{i}": _serialize(fn)
+                     for k, i, fn in plan.schedules()}
+            if sched:
+                g["schedules"] = sched
+            groups.append(g)
+        return groups
 
     def _plan_load(self, sd):
-        """Everything a load changes, validated; raises before any write."""
-        check_header(sd, type(self).__name__)
+        """Everything a load changes, validated; raises before any write (the
+        header was checked by load_state_dict)."""
         groups = sd.get("param_groups")
         if not isinstance(groups, list) or len(groups) != len(self._param_groups):
             raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'}"
@@ -740,16 +649,10 @@ class Optimizer:
         restores = []                              # (schedule, saved state)
         for gi, g in enumerate(groups):
             for name, fn, ser in _matching_schedules(plans[gi], g):
-                if not hasattr(fn, "load_state_dict"):
-                    raise ValueError(f"group {gi}: saved schedule {name} has state but "
-                                     f"the optimizer's {name} is {_name(fn)}")
-                try:        # on a copy: the commit below must not fail halfway
-                    copy.deepcopy(fn).load_state_dict(ser["state"])
-                except (TypeError, ValueError, KeyError) as e:
-                    raise ValueError(f"group {gi}: saved state of schedule {name} does "
-                                     f"not fit: {e}") from e
-                restores.append((fn, ser["state"]))
-        return sd, plans, entries, restores
+                r = schedule_restore(fn, ser, name, f"group {gi}: ")
+                if r is not None:
+                    restores.append(r)
+        return plans, entries, restores
 
     def _load_group_values(self, gi, g, pg, start):
         if not isinstance(g, dict):
@@ -778,7 +681,8 @@ class Optimizer:
                 trial[k] = g[k]                  # the optimizer's schedules stay
         return trial
 
-    def _commit_load(self, sd, plans, entries, restores):
+    def _commit_load(self, plan):
+        plans, entries, restores = plan
         for fn, st in restores:
             fn.load_state_dict(st)
         for gi, plan in enumerate(plans):
@@ -798,8 +702,6 @@ class Optimizer:
                     a[...] = src if src is not None else 0
             keys.append(key)
         self._set_keys(keys)
-        self._step_count = int(sd["step_count"])
-        self.skipped_steps = int(sd["skipped_steps"])
 
     def _check_entry(self, i, e):
         """Validate one saved state entry against param i; return (arrays, key)."""
@@ -836,18 +738,15 @@ class Optimizer:
         return arrays, self._rule.entry_key(t, e, where)
 
     # -------------------------------------------------------- pickle, copy
-    def __getstate__(self):
+    def _init_args(self):
         groups = [dict(pg) for pg in self._param_groups]
         for g in groups:
             g["params"] = list(g["params"])
-        return {"groups": groups, "defaults": self.defaults,
-                "options": {"max_grad_norm": self.max_grad_norm,
-                            "skip_nonfinite": self.skip_nonfinite},
-                "state": self.state_dict()}
+        return ((groups, self.defaults), {"max_grad_norm": self.max_grad_norm,
+                                          "skip_nonfinite": self.skip_nonfinite})
 
-    def __setstate__(self, st):
-        Optimizer.__init__(self, st["groups"], st["defaults"], **st["options"])
-        self.load_state_dict(st["state"])
+    def _reinit(self, *args, **kwargs):
+        Optimizer.__init__(self, *args, **kwargs)
 
 
 def _matching_schedules(plan: GroupPlan, g: Dict[str, Any]):
