@@ -1,7 +1,7 @@
 """Plain-numpy twins of every update rule: the "slow" reference the kernels are
 tested against, bit for bit.
 
-Written from SPEC.md's formulas in torch's order. Per-step scalars are computed
+Written from torch.optim 2.13's documented algorithms, in torch's order. Per-step scalars are computed
 in Python floats (double), then rounded ONCE to the param dtype (``T(x)``);
 every array operation is a numpy ufunc in the param's dtype, one operation at a
 time, so numpy's rounding equals the kernels' (compiled without contraction).

@@ -1,4 +1,4 @@
-"""Thread policy (SPEC.md): in a child forked after a parallel region, 1 thread
+"""Thread policy: in a child forked after a parallel region, 1 thread
 (gcc's libgomp hangs otherwise) until the child calls set_num_threads;
 ``set_num_threads(n)`` for the process; otherwise ``omp_get_max_threads()`` read
 at every step, so OMP_NUM_THREADS and threadpoolctl limits are honoured."""

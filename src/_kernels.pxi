@@ -14,7 +14,7 @@
 #    "row" per (group, step-count), and cast once to the tensor's dtype at the
 #    start of each task. float32 loops never promote to double per element, and
 #    there are no literals in the loops (they would promote).
-# c) Loop bodies are the update rules written exactly as SPEC.md gives them, in
+# c) Loop bodies are the update rules written exactly as torch.optim documents them, in
 #    torch's order, compiled with -ffp-contract=off: every kernel equals its
 #    plain-numpy twin in lrfast/_reference.py bit for bit, for any thread count
 #    and on any ISA build. Options that change which arrays are touched are
@@ -104,7 +104,7 @@ FORK_UNSAFE_OMP = bool(LRFAST_FORK_UNSAFE_OMP)
 
 
 # --------------------------------------------------------------------------
-# Thread policy (SPEC.md "Threads"): forked child -> 1; set_num_threads(n);
+# Thread policy: forked child -> 1; set_num_threads(n);
 # else omp_get_max_threads() read at every step. The serial threshold is a
 # measured default (bench/), overridable.
 # --------------------------------------------------------------------------

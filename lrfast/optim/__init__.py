@@ -20,8 +20,9 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
 class SGD(Optimizer):
     r"""Stochastic gradient descent with momentum (torch.optim.SGD).
 
-    The seed's "learning rate as step size" with its "momentum ... analogous to a
-    ball rolling down a hill". Per element, in torch's order::
+    The learning rate as step size, with momentum "analogous to a ball rolling
+    down a hill" (Wikipedia, "Learning rate"; Polyak 1964, Sutskever et al.
+    2013). Per element, in torch's order::
 
         g = -g if maximize;  g += wd*p
         if momentum != 0:

@@ -204,12 +204,15 @@ class GroupPlan:
     ``lr_fn`` its schedule; ``others`` lists the other scheduled values
     ``(name, index or None, schedule, check)``, re-planned every step.
     """
-    __slots__ = ("static", "lr", "lr_fn", "others", "fixed", "step", "where")
+    __slots__ = ("static", "lr", "lr_fn", "lr_call", "others", "fixed", "step", "where")
 
     def __init__(self, static, lr, lr_fn, others, fixed, step, where):
         self.static = static
         self.lr = lr
         self.lr_fn = lr_fn
+        # lrfast schedules evaluate an int step directly (their __call__ only dispatches)
+        self.lr_call = (lr_fn._scalar if isinstance(lr_fn, _schedules.Schedule)
+                        else lr_fn)
         self.others = others
         self.fixed = fixed
         self.step = step
@@ -462,7 +465,8 @@ class Optimizer(OptimizerBase):
                                      "build a new optimizer with it on")
 
     # ------------------------------------------------------------------- step
-    def step(self, grads: Grads, _aux: Optional[Grads] = None) -> bool:
+    def step(self, grads: Grads, _aux: Optional[Grads] = None, *,
+             _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None) -> bool:
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -479,12 +483,6 @@ class Optimizer(OptimizerBase):
             False if the step was skipped (``skip_nonfinite`` and a grad held
             NaN/inf); nothing was written then.
         """
-        return self._step(grads, _aux)
-
-    def _step(self, grads, aux=None, norm_hook=None):
-        """``step``, with the engine's hooks: ``aux`` (a second input per
-        param) and ``norm_hook`` (see ``Engine.step``; a sharded wrapper makes
-        the norm global there)."""
         self._enter()
         try:
             n = self._step_count
@@ -499,7 +497,7 @@ class Optimizer(OptimizerBase):
                 else:
                     fixed, stepfn = plan.fixed, plan.step
                     lr = plan.lr if plan.lr_fn is None else schedule_value(
-                        plan.lr_fn, n, "lr", "ge0", plan.where)
+                        plan.lr_call, n, "lr", "ge0", plan.where)
                 nk = []
                 for key in ukeys:
                     sv, k2 = stepfn(key, lr)
@@ -507,8 +505,8 @@ class Optimizer(OptimizerBase):
                     nk.append(k2)
                 new_keys.append(nk)
             na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
-                                                  skip_nonfinite=self._skip, aux=aux,
-                                                  norm_hook=norm_hook)
+                                                  skip_nonfinite=self._skip, aux=_aux,
+                                                  norm_hook=_norm_hook)
             self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
@@ -521,6 +519,12 @@ class Optimizer(OptimizerBase):
             return True
         finally:
             self._exit()
+
+    def _step(self, grads, aux=None, norm_hook=None):
+        """``step`` with the engine's hooks: ``aux`` (a second input per param)
+        and ``norm_hook`` (see ``Engine.step``: a sharded wrapper makes the norm
+        global there)."""
+        return Optimizer.step(self, grads, aux, _norm_hook=norm_hook)
 
     def _advance_partial(self, active, new_keys):
         """Some grads were None: those params keep their keys. Re-derive each
