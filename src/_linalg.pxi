@@ -300,6 +300,7 @@ cdef void _vblock(VJob* j, Py_ssize_t b) noexcept nogil:
 cdef void _vrun(VJob* j, int nt) noexcept nogil:
     global _parallel_used
     cdef Py_ssize_t b
+    nt = <int>min(<Py_ssize_t>nt, j.nblocks)     # never more threads than blocks
     if nt <= 1 or j.nblocks <= 1:
         for b in range(j.nblocks):
             _vblock(j, b)
@@ -582,6 +583,7 @@ cdef void _tl_block(TLPass* s, Py_ssize_t b) noexcept nogil:
 cdef double _tl_pass(TLPass* s, int nt) noexcept nogil:
     global _parallel_used
     cdef Py_ssize_t b, nb = (s.n + BLOCK - 1) // BLOCK
+    nt = <int>min(<Py_ssize_t>nt, nb)            # never more threads than blocks
     if nt <= 1 or nb <= 1:
         for b in range(nb):
             _tl_block(s, b)
