@@ -225,7 +225,7 @@ def set_num_threads(n):
     """
     global _user_threads, _forked
     n = _check_threads(n, "set_num_threads")
-    _warn_thread_request(n, 4)
+    _warn_thread_request(n, 2)       # (stacklevel: the caller of lrfast.set_num_threads)
     _user_threads = n
     if _forked and LRFAST_FORK_UNSAFE_OMP:
         if n != 1:
@@ -244,7 +244,7 @@ def _set_thread_override(n):
     global _forked
     n = _check_threads(n, "threads")
     cdef int prev = lrfast_tl_threads()
-    if _warn_thread_request(n, 5):
+    if _warn_thread_request(n, 3):   # (the caller of `with lrfast.threads(n)`)
         if n > 1:
             import warnings
             warnings.warn("lrfast: this process was forked after its parent ran parallel "

@@ -230,19 +230,34 @@ def test_show_config_reports_thread_mode(capsys):
 # ---------------------------------------------------------------------------
 # issue 15: a serial build says so (CI runs this file on the serial build)
 # ---------------------------------------------------------------------------
+SERIAL_CHILD = """
+import warnings, lrfast
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    lrfast.set_num_threads(2)
+    assert lrfast.get_num_threads() == 1, lrfast.get_num_threads()
+    lrfast.set_num_threads(4)
+    with lrfast.threads(3):
+        assert lrfast.get_num_threads() == 1
+    lrfast.set_num_threads(1)
+msgs = [(str(x.message), x.filename) for x in w if issubclass(x.category, RuntimeWarning)]
+assert len(msgs) == 1 and "serial build" in msgs[0][0], msgs
+assert msgs[0][1] == "<string>", msgs            # points at the caller's line
+assert "serial" in lrfast.config()["thread_mode"]
+print("ok")
+"""
+
+
 @pytest.mark.skipif(OPENMP, reason="serial build only")
-def test_serial_build_warns_once_and_reports_one_thread(monkeypatch):
-    monkeypatch.setattr(K, "_serial_warned", 0, raising=False)
-    with pytest.warns(RuntimeWarning, match="serial build"):
-        lrfast.set_num_threads(2)
-    assert lrfast.get_num_threads() == 1
-    import warnings
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        lrfast.set_num_threads(4)                         # once only
-        with lrfast.threads(3):
-            assert lrfast.get_num_threads() == 1
-    assert "serial" in lrfast.config()["thread_mode"]
+def test_serial_build_warns_once_and_reports_one_thread():
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lrfast.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", SERIAL_CHILD], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 # ---------------------------------------------------------------------------
