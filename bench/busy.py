@@ -12,11 +12,12 @@ are bit-identical whatever it picks). This script checks that:
 - quiet: no spinners; default / one-thread at 1e6, target <= 0.7 on 2+ cores
   (the default still gets the thread speedup).
 
-Method: two optimizers per size over separate copies of the same params, one
-stepped with the default policy and one inside ``lrfast.threads(1)``; rounds
-alternate the order; each round times a block of steps (at least 64, so the
-policy's probes are included) for both; the figure is the median over rounds of
-the per-round ratio. Results depend on the machine's other load: the script
+Method: three optimizers per size over separate copies of the same params, one
+stepped with the default policy, one inside ``lrfast.threads(1)`` and one inside
+``lrfast.threads(all)`` (for reference: what threads alone do on this machine
+now); rounds rotate and reverse the order; each round times a block of steps
+(at least 64, so the policy's probes are included) for each; the figure is the
+median over rounds of the per-round ratio. Results depend on the machine's other load: the script
 prints the load average and the CPU count it ran with.
 
     python bench/busy.py                      # both scenarios, all sizes
@@ -69,10 +70,12 @@ def _make(n: int, seed: int = 0):
     return p, g
 
 
-def _block(opt, g, steps: int, pinned: bool) -> float:
+def _block(opt, g, steps: int, pinned) -> float:
+    """Seconds per step over `steps` steps; pinned: a thread count (or False
+    for the default policy)."""
     grads = [g]
     if pinned:
-        with lrfast.threads(1):
+        with lrfast.threads(int(pinned)):
             t0 = time.perf_counter()
             for _ in range(steps):
                 opt.step(grads)
@@ -86,29 +89,30 @@ def _block(opt, g, steps: int, pinned: bool) -> float:
 def measure(n: int, rounds: int, block_s: float) -> dict:
     """Median over rounds of default/one-thread step time for Adam fp32 at n."""
     p1, g = _make(n)
-    p2 = p1.copy()
     d = lrfast.Adam([p1], lr=1e-3)
-    one = lrfast.Adam([p2], lr=1e-3)
-    # warm up both (page faults, thread pool, the policy's first samples)
+    one = lrfast.Adam([p1.copy()], lr=1e-3)
+    nmax = lrfast.get_num_threads()
+    allt = lrfast.Adam([p1.copy()], lr=1e-3)
+    # warm up (page faults, thread pool, the policy's first samples)
     _block(d, g, 8, False)
-    t1 = _block(one, g, 8, True)
+    _block(allt, g, 8, nmax)
+    t1 = _block(one, g, 8, 1)
     steps = max(64, int(block_s / max(t1, 1e-7)))
-    ratios, td, to = [], [], []
+    runs = [("default", d, False), ("one", one, 1), ("all", allt, nmax)]
+    times = {k: [] for k, _, _ in runs}
     for r in range(rounds):
-        if r % 2 == 0:
-            a = _block(d, g, steps, False)
-            b = _block(one, g, steps, True)
-        else:
-            b = _block(one, g, steps, True)
-            a = _block(d, g, steps, False)
-        td.append(a)
-        to.append(b)
-        ratios.append(a / b)
+        order = runs[r % 3:] + runs[:r % 3]
+        for k, opt, pin in (order if r % 2 == 0 else order[::-1]):
+            times[k].append(_block(opt, g, steps, pin))
+    ratios = [a / b for a, b in zip(times["default"], times["one"])]
+    ratios_all = [a / b for a, b in zip(times["all"], times["one"])]
     st = d._engine._policy_state()["step"] if hasattr(d, "_engine") else None
-    return {"elements": n, "steps_per_block": steps, "rounds": rounds,
-            "default_us": statistics.median(td) * 1e6, "one_thread_us": statistics.median(to) * 1e6,
+    return {"elements": n, "steps_per_block": steps, "rounds": rounds, "threads_all": nmax,
+            "default_us": statistics.median(times["default"]) * 1e6,
+            "one_thread_us": statistics.median(times["one"]) * 1e6,
+            "all_threads_us": statistics.median(times["all"]) * 1e6,
             "ratio": statistics.median(ratios), "ratios": ratios,
-            "policy": st}
+            "ratio_all_threads": statistics.median(ratios_all), "policy": st}
 
 
 def run(scenario: str, sizes, rounds: int, block_s: float) -> dict:
@@ -128,7 +132,8 @@ def run(scenario: str, sizes, rounds: int, block_s: float) -> dict:
             out["results"].append(res)
             print(f"  {scenario:5} Adam fp32 {int(n):>9,d}: default {res['default_us']:9.1f} us"
                   f"  one thread {res['one_thread_us']:9.1f} us  default/one = "
-                  f"{res['ratio']:.2f}", file=sys.stderr, flush=True)
+                  f"{res['ratio']:.2f}  ({res['threads_all']} pinned threads/one = "
+                  f"{res['ratio_all_threads']:.2f})", file=sys.stderr, flush=True)
     finally:
         stop_spinners(procs)
     out["loadavg_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -140,7 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("--scenario", choices=["busy", "quiet", "both"], default="both")
     ap.add_argument("--sizes", default=None,
                     help="comma-separated element counts (busy default 1e5,1e6,4e6; quiet 1e6)")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--block-seconds", type=float, default=0.15,
                     help="time per timed block of steps (at least 64 steps)")
     ap.add_argument("--json", default=None, help="write the results here")
@@ -159,7 +164,8 @@ def main(argv=None) -> int:
             good = r["ratio"] <= 1.2
             ok &= good
             lines.append(f"busy  {r['elements']:>9,d}  default/one {r['ratio']:.2f}  "
-                         f"(target <= 1.20) {'PASS' if good else 'FAIL'}")
+                         f"(target <= 1.20) {'PASS' if good else 'FAIL'}   pinned "
+                         f"{r['threads_all']}/one {r['ratio_all_threads']:.2f}")
     if args.scenario in ("quiet", "both"):
         sizes = [float(s) for s in (args.sizes or "1e6").split(",")]
         report["quiet"] = run("quiet", sizes, args.rounds, args.block_seconds)
@@ -170,7 +176,11 @@ def main(argv=None) -> int:
                 verdict = f"(target <= 0.70) {'PASS' if good else 'FAIL'}"
             else:
                 verdict = "(no target: one core or a serial build)"
-            lines.append(f"quiet {r['elements']:>9,d}  default/one {r['ratio']:.2f}  {verdict}")
+            lines.append(f"quiet {r['elements']:>9,d}  default/one {r['ratio']:.2f}  {verdict}"
+                         f"   pinned {r['threads_all']}/one {r['ratio_all_threads']:.2f}")
+            if r["ratio_all_threads"] > 0.8:
+                lines.append("      (pinned threads do not win here either: the machine is not "
+                             "quiet; other processes hold the cores)")
     la = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"\nlrfast {lrfast.__version__}, {os.cpu_count()} CPUs, "
           f"{lrfast.config()['thread_mode']}, load average now {la}")

@@ -345,13 +345,19 @@ cdef int _threads_for(Py_ssize_t n_elements) noexcept nogil:
 # start, first-touch page faults) and not counted; then one step of each mode
 # is measured, and the cheaper mode runs. Every `interval` steps (64, doubling
 # to 256 while probes confirm the choice) one step runs in the other mode and
-# its time replaces that mode's estimate (which is that old). Switching needs a
-# 5% win. The cost: two clock reads per step and one step in 64-256 in the
+# its time replaces that mode's estimate (which is that old), provided the steps
+# run since the last probe took at least 20 times what the probe is expected to
+# lose, judged by the worse of that mode's average and latest sample (a parallel
+# step on a busy machine can cost 500 serial ones: probes then wait longer, so
+# they never cost more than about 5%). A probe must win by 17% to switch (one
+# sample of a heavy-tailed time can be lucky), an average by 5%.
+# The cost: two clock reads per step and one step in 64-256 (or fewer) in the
 # losing mode. An engine is stepped by one thread at a time, so its Policy needs
 # no lock. `_policy_simulate` drives this logic with synthetic timings (tests).
 cdef enum:
     POLICY_PROBE_MIN = 64
     POLICY_PROBE_MAX = 256
+    POLICY_PROBE_PRICE = 20     # steps between probes take >= 20x a probe's expected loss
 
 cdef struct Policy:
     double cost[2]          # EWMA seconds per element: [0] one thread, [1] threads
@@ -363,11 +369,14 @@ cdef struct Policy:
     int since               # steps since the last probe
     int interval            # steps between probes
     int warm                # the warm-up step was taken
+    double credit           # seconds spent in the winning mode since the last probe
+    double last[2]          # the latest sample per mode (seconds per element)
 
 
-cdef int _policy_choose(Policy* pol, int base) noexcept nogil:
+cdef int _policy_choose(Policy* pol, int base, Py_ssize_t work) noexcept nogil:
     # The count for this step, given `base` threads for the parallel mode.
     cdef int m
+    cdef double loss
     pol.adaptive = 1
     if pol.interval < POLICY_PROBE_MIN:
         pol.interval = POLICY_PROBE_MIN
@@ -378,8 +387,11 @@ cdef int _policy_choose(Policy* pol, int base) noexcept nogil:
         m = 0
     else:
         pol.since += 1
-        if pol.since >= pol.interval:
+        loss = (max(pol.cost[1 - pol.mode], pol.last[1 - pol.mode])
+                - pol.cost[pol.mode]) * <double>work
+        if pol.since >= pol.interval and pol.credit >= POLICY_PROBE_PRICE * loss:
             pol.since = 0
+            pol.credit = 0.0
             m = 1 - pol.mode
         else:
             m = pol.mode
@@ -393,7 +405,7 @@ cdef int _policy_threads(Policy* pol, Py_ssize_t work) noexcept nogil:
     if base <= 1 or _pinned():
         pol.adaptive = 0
         return base
-    return _policy_choose(pol, base)
+    return _policy_choose(pol, base, work)
 
 
 cdef void _policy_record(Policy* pol, int nt, Py_ssize_t work, double seconds) noexcept nogil:
@@ -410,6 +422,9 @@ cdef void _policy_record(Policy* pol, int nt, Py_ssize_t work, double seconds) n
         pol.warm = 1            # the first step: thread start-up and page faults
         return
     c = seconds / <double>work
+    pol.last[m] = c
+    if m == pol.mode:
+        pol.credit += seconds
     if pol.seen[m] == 0 or m != pol.mode:
         pol.cost[m] = c         # first sample, or a probe: the old estimate is stale
     else:
@@ -418,10 +433,12 @@ cdef void _policy_record(Policy* pol, int nt, Py_ssize_t work, double seconds) n
     if pol.seen[0] == 0 or pol.seen[1] == 0:
         return
     other = 1 - pol.mode
-    if pol.cost[other] < 0.95 * pol.cost[pol.mode]:
+    # a probe (one sample) must win by 17%, an average by 5%
+    if pol.cost[other] < (0.83 if m == other else 0.95) * pol.cost[pol.mode]:
         pol.mode = other
         pol.interval = POLICY_PROBE_MIN
         pol.since = 0
+        pol.credit = 0.0
     elif m != pol.mode and pol.seen[m] > 1 and pol.interval < POLICY_PROBE_MAX:
         pol.interval = pol.interval * 2     # a probe confirmed the choice: probe less
 
@@ -444,7 +461,7 @@ def _policy_simulate(int base, cost, int steps, Py_ssize_t work=1000000):
     memset(&pol, 0, sizeof(Policy))
     out = []
     for k in range(steps):
-        nt = _policy_choose(&pol, base)
+        nt = _policy_choose(&pol, base, work)
         out.append(nt)
         _policy_record(&pol, nt, work, float(cost(k, nt)))
     return out, _policy_dict(&pol)
