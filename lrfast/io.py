@@ -103,8 +103,10 @@ def save(opt: Union[SupportsStateDict, StateDict], path: StrPath) -> str:
 
     - If ``path`` is a symlink, the file it points to is replaced (as editors
       do) and the link is kept.
-    - An existing file keeps its permission bits; a new file gets
-      ``0o666 & ~umask``, as ``open(path, "wb")`` would give it.
+    - An existing file keeps its permission bits (and its owner and group where
+      the process may set them); a new file gets ``0o666 & ~umask``, as
+      ``open(path, "wb")`` would give it. The file is replaced, not rewritten:
+      other hard links to it keep the old content.
     - If the save fails (an exception, a full disk), the temp file is removed
       and the exception propagates; ``path`` is unchanged.
     - If the process is killed mid-save (``kill -9``, power loss), ``path`` is
@@ -130,9 +132,9 @@ def save(opt: Union[SupportsStateDict, StateDict], path: StrPath) -> str:
     if os.path.isdir(target):
         raise IsADirectoryError(errno.EISDIR, "save: the destination is a directory", path)
     try:
-        mode: Optional[int] = stat.S_IMODE(os.stat(target).st_mode)
+        st: Optional[os.stat_result] = os.stat(target)
     except FileNotFoundError:
-        mode = None                         # a new file: 0o666 & ~umask (set by os.open)
+        st = None                           # a new file: 0o666 & ~umask (set by os.open)
     fd, tmp = _create_temp(d, base)
     try:
         f = os.fdopen(fd, "wb")
@@ -142,11 +144,16 @@ def save(opt: Union[SupportsStateDict, StateDict], path: StrPath) -> str:
         raise
     try:
         with f:
-            if mode is not None:
+            if st is not None:
+                if hasattr(os, "fchown"):   # keep the owner where allowed (as editors do)
+                    try:
+                        os.fchown(f.fileno(), st.st_uid, st.st_gid)
+                    except OSError:
+                        pass
                 if hasattr(os, "fchmod"):
-                    os.fchmod(f.fileno(), mode)
+                    os.fchmod(f.fileno(), stat.S_IMODE(st.st_mode))
                 else:                       # pragma: no cover - Windows
-                    os.chmod(tmp, mode)
+                    os.chmod(tmp, stat.S_IMODE(st.st_mode))
             np.savez(f, **{_META: np.array(meta)}, **arrays)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
