@@ -371,6 +371,7 @@ cdef struct Policy:
     int warm                # the warm-up step was taken
     double credit           # seconds spent in the winning mode since the last probe
     double last[2]          # the latest sample per mode (seconds per element)
+    double seed             # > 0: cost ratio threads/one thread inherited (see below)
 
 
 cdef int _policy_choose(Policy* pol, int base, Py_ssize_t work) noexcept nogil:
@@ -381,7 +382,9 @@ cdef int _policy_choose(Policy* pol, int base, Py_ssize_t work) noexcept nogil:
     if pol.interval < POLICY_PROBE_MIN:
         pol.interval = POLICY_PROBE_MIN
         pol.mode = 1
-    if not pol.warm or pol.seen[1] == 0:
+    if pol.seed > 0.0 and pol.seen[0] == 0 and pol.seen[1] == 0:
+        m = pol.mode            # a new engine starts in the mode the process last chose
+    elif not pol.warm or pol.seen[1] == 0:
         m = 1
     elif pol.seen[0] == 0:
         m = 0
@@ -430,6 +433,11 @@ cdef void _policy_record(Policy* pol, int nt, Py_ssize_t work, double seconds) n
     else:
         pol.cost[m] = pol.cost[m] + 0.25 * (c - pol.cost[m])
     pol.seen[m] += 1
+    if pol.seed > 0.0 and pol.seen[1 - m] == 0:
+        # the other mode's estimate from the inherited ratio, in this engine's units
+        pol.cost[1 - m] = c * pol.seed if m == 0 else c / pol.seed
+        pol.last[1 - m] = pol.cost[1 - m]
+        pol.seen[1 - m] = 1
     if pol.seen[0] == 0 or pol.seen[1] == 0:
         return
     other = 1 - pol.mode
@@ -443,6 +451,52 @@ cdef void _policy_record(Policy* pol, int nt, Py_ssize_t work, double seconds) n
         pol.interval = pol.interval * 2     # a probe confirmed the choice: probe less
 
 
+# What the process has learnt, for engines created later: a new engine (and
+# lrfast.grad_norm, clip_grad_norm and the functional kernels build one per
+# call) starts in the mode the last measured engine chose, with its cost ratio,
+# instead of a parallel warm-up step that costs milliseconds on a busy machine.
+# Read and written with the GIL held (Engine.__cinit__, after each step).
+cdef Policy _shared_pol
+cdef int _shared_valid = 0
+
+
+cdef void _policy_share(Policy* pol) noexcept:
+    # after a step, GIL held
+    global _shared_pol, _shared_valid
+    if pol.seen[0] > 0 and pol.seen[1] > 0 and pol.cost[0] > 0.0 and pol.cost[1] > 0.0:
+        _shared_pol = pol[0]
+        _shared_valid = 1
+
+
+cdef void _policy_seed(Policy* pol) noexcept:
+    # a new engine, GIL held
+    memset(pol, 0, sizeof(Policy))
+    if _shared_valid:
+        pol.mode = _shared_pol.mode
+        pol.seed = _shared_pol.cost[1] / _shared_pol.cost[0]
+        pol.warm = 1
+        pol.interval = POLICY_PROBE_MIN
+
+
+def _policy_set_shared(mode=None, double ratio=1.0):
+    """Test hook: set (mode "threads" / "one thread", cost ratio threads/one)
+    or forget (None) what new engines inherit."""
+    global _shared_valid
+    if mode is None:
+        _shared_valid = 0
+        return
+    memset(&_shared_pol, 0, sizeof(Policy))
+    _shared_pol.mode = 1 if mode == "threads" else 0
+    _shared_pol.cost[0] = 1.0
+    _shared_pol.cost[1] = ratio
+    _shared_pol.seen[0] = _shared_pol.seen[1] = 1
+    _shared_valid = 1
+
+
+def _policy_shared():
+    return _policy_dict(&_shared_pol) if _shared_valid else None
+
+
 cdef dict _policy_dict(Policy* pol):
     return {"mode": "threads" if pol.mode else "one thread",
             "cost_per_element": (pol.cost[0] if pol.seen[0] else None,
@@ -452,13 +506,21 @@ cdef dict _policy_dict(Policy* pol):
             "probe_interval": pol.interval}
 
 
-def _policy_simulate(int base, cost, int steps, Py_ssize_t work=1000000):
+def _policy_simulate(int base, cost, int steps, Py_ssize_t work=1000000, seed_mode=None,
+                     double seed_ratio=1.0):
     """Test hook: run the adaptive policy for `steps` steps with a synthetic
-    wall time ``cost(step, nt)`` (seconds for the whole step). Returns (the
-    thread count chosen at each step, the final policy state)."""
+    wall time ``cost(step, nt)`` (seconds for the whole step), for a fresh
+    engine or (seed_mode "threads"/"one thread") one that inherits a mode and
+    cost ratio. Returns (the thread count chosen at each step, the final
+    policy state)."""
     cdef Policy pol
     cdef int k, nt
     memset(&pol, 0, sizeof(Policy))
+    if seed_mode is not None:
+        pol.mode = 1 if seed_mode == "threads" else 0
+        pol.seed = seed_ratio
+        pol.warm = 1
+        pol.interval = POLICY_PROBE_MIN
     out = []
     for k in range(steps):
         nt = _policy_choose(&pol, base, work)
@@ -863,7 +925,7 @@ cdef class Engine:
     part_elems : int      target elements per part (0: automatic)
     """
     cdef Data d
-    cdef Policy _pol, _pol_norm        # adaptive thread counts (zeroed by tp_alloc)
+    cdef Policy _pol, _pol_norm        # adaptive thread counts (seeded in __cinit__)
     cdef list _params, _states, _shapes
     cdef int _busy
     cdef Py_ssize_t _nw
@@ -874,6 +936,8 @@ cdef class Engine:
     cdef readonly int ntensors
 
     def __cinit__(self):
+        _policy_seed(&self._pol)
+        _policy_seed(&self._pol_norm)
         self.d.t = NULL
         self.d.tasks = NULL
         self.d.part_first = NULL
@@ -1192,6 +1256,7 @@ cdef class Engine:
                                 self.d.rows[k * NS] = self.d.rows[k * NS] * coef
                     _run(&self.d, nt)
                 _policy_record(&self._pol, nt, work, lrfast_monotonic() - t0)
+            _policy_share(&self._pol)
         finally:
             self._busy = 0
             self._unbind()
@@ -1227,6 +1292,7 @@ cdef class Engine:
                 t0 = lrfast_monotonic()
                 _reduce(&self.d, nt, &sumsq, &finite)
                 _policy_record(&self._pol_norm, nt, work, lrfast_monotonic() - t0)
+            _policy_share(&self._pol_norm)
         finally:
             self._busy = 0
             self._unbind()

@@ -25,6 +25,13 @@ OPENMP = lrfast.config()["openmp"]
 JOIN = 60.0
 
 
+@pytest.fixture
+def forget_shared():
+    K._policy_set_shared(None)
+    yield
+    K._policy_set_shared(None)
+
+
 # ---------------------------------------------------------------------------
 # items 3 and 17: argument checks
 # ---------------------------------------------------------------------------
@@ -336,6 +343,42 @@ def test_policy_lucky_parallel_samples_do_not_cost_much(p_lucky, bad):
     assert total <= 1.1 * n
 
 
+@pytest.mark.parametrize("seed_mode, ratio, first", [("one thread", 8.0, 1), ("threads", 0.5, 2)])
+def test_policy_new_engine_starts_in_the_inherited_mode(seed_mode, ratio, first):
+    """An engine created after others measured the machine starts in their
+    mode, without a warm-up step in the other one; its other-mode estimate is
+    its own first sample times the inherited ratio."""
+    busy = seed_mode == "one thread"
+    nts, state = K._policy_simulate(2, lambda k, nt: (6.0 if busy else 0.5) if nt > 1 else 1.0,
+                                    300, seed_mode=seed_mode, seed_ratio=ratio)
+    assert nts[:63] == [first] * 63
+    assert state["mode"] == seed_mode
+    assert state["samples"][0] >= 1 and state["samples"][1] >= 1
+
+
+def test_policy_inherited_mode_is_corrected_by_measurement():
+    # told "threads lose" while they win: the first probe finds out
+    nts, state = K._policy_simulate(2, lambda k, nt: 0.5 if nt > 1 else 1.0, 400,
+                                    seed_mode="one thread", seed_ratio=1.5)
+    assert nts[0] == 1 and state["mode"] == "threads"
+    assert nts[100:].count(2) >= 290
+
+
+@pytest.mark.skipif(not OPENMP, reason="the policy runs only in an OpenMP build")
+@pytest.mark.parametrize("mode, ratio, expect", [(None, 1.0, (0, 1)), ("one thread", 8.0, (1, 0)),
+                                                 ("threads", 0.5, (0, 1))])
+def test_new_engines_inherit_the_process_mode(parallel_always, forget_shared, mode, ratio,
+                                              expect):
+    """grad_norm, clip_grad_norm and the functional kernels build an engine per
+    call: each starts in the mode the process last measured (no parallel
+    warm-up on a busy machine)."""
+    K._policy_set_shared(mode, ratio)
+    ps, opt = _adam_run(steps=1)
+    assert opt._engine._policy_state()["step"]["steps"] == expect
+    shared = K._policy_shared()
+    assert shared is None if mode is None else shared is not None
+
+
 def test_policy_ignores_the_warm_up_step():
     # the first (parallel) step is very slow (thread start, page faults): ignored
     nts, state = simulate(lambda k, nt: 100.0 if k == 0 else (0.5 if nt > 1 else 1.0), 100)
@@ -350,9 +393,10 @@ def test_policy_equal_costs_do_not_flip_flop():
 
 
 @pytest.mark.skipif(not OPENMP, reason="the policy runs only in an OpenMP build")
-def test_adaptive_steps_equal_one_thread_bitwise_in_both_modes(parallel_always):
-    """200 adaptive steps go through both modes (the warm-up and probes run
-    each, whatever the timings) and give the same bits as one thread."""
+def test_adaptive_steps_equal_one_thread_bitwise_in_both_modes(parallel_always, forget_shared):
+    """200 adaptive steps of a fresh engine go through both modes (its warm-up
+    step runs threads, its first measured step one thread, whatever the
+    timings) and give the same bits as one thread."""
     with lrfast.threads(1):
         ref, ropt = _adam_run(steps=200, shapes=((50_000,), (301,), (7, 9)))
     got, opt = _adam_run(steps=200, shapes=((50_000,), (301,), (7, 9)))
