@@ -115,6 +115,14 @@ def measure(n: int, rounds: int, block_s: float) -> dict:
             "ratio_all_threads": statistics.median(ratios_all), "policy": st}
 
 
+def _steps(res) -> str:
+    st = res.get("policy")
+    if not st:
+        return ""
+    one, par = st["steps"]
+    return f"  [default ran {one} one-thread and {par} threaded steps]"
+
+
 def run(scenario: str, sizes, rounds: int, block_s: float) -> dict:
     ncpu = os.cpu_count() or 1
     out = {"scenario": scenario, "cpu_count": ncpu, "num_threads": lrfast.get_num_threads(),
@@ -133,7 +141,7 @@ def run(scenario: str, sizes, rounds: int, block_s: float) -> dict:
             print(f"  {scenario:5} Adam fp32 {int(n):>9,d}: default {res['default_us']:9.1f} us"
                   f"  one thread {res['one_thread_us']:9.1f} us  default/one = "
                   f"{res['ratio']:.2f}  ({res['threads_all']} pinned threads/one = "
-                  f"{res['ratio_all_threads']:.2f})", file=sys.stderr, flush=True)
+                  f"{res['ratio_all_threads']:.2f})" + _steps(res), file=sys.stderr, flush=True)
     finally:
         stop_spinners(procs)
     out["loadavg_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
@@ -165,7 +173,7 @@ def main(argv=None) -> int:
             ok &= good
             lines.append(f"busy  {r['elements']:>9,d}  default/one {r['ratio']:.2f}  "
                          f"(target <= 1.20) {'PASS' if good else 'FAIL'}   pinned "
-                         f"{r['threads_all']}/one {r['ratio_all_threads']:.2f}")
+                         f"{r['threads_all']}/one {r['ratio_all_threads']:.2f}" + _steps(r))
     if args.scenario in ("quiet", "both"):
         sizes = [float(s) for s in (args.sizes or "1e6").split(",")]
         report["quiet"] = run("quiet", sizes, args.rounds, args.block_seconds)
@@ -177,7 +185,7 @@ def main(argv=None) -> int:
             else:
                 verdict = "(no target: one core or a serial build)"
             lines.append(f"quiet {r['elements']:>9,d}  default/one {r['ratio']:.2f}  {verdict}"
-                         f"   pinned {r['threads_all']}/one {r['ratio_all_threads']:.2f}")
+                         f"   pinned {r['threads_all']}/one {r['ratio_all_threads']:.2f}" + _steps(r))
             if r["ratio_all_threads"] > 0.8:
                 lines.append("      (pinned threads do not win here either: the machine is not "
                              "quiet; other processes hold the cores)")

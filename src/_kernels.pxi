@@ -431,7 +431,7 @@ cdef void _policy_record(Policy* pol, int nt, Py_ssize_t work, double seconds) n
     if pol.seen[m] == 0 or m != pol.mode:
         pol.cost[m] = c         # first sample, or a probe: the old estimate is stale
     else:
-        pol.cost[m] = pol.cost[m] + 0.25 * (c - pol.cost[m])
+        pol.cost[m] = pol.cost[m] + 0.125 * (c - pol.cost[m])
     pol.seen[m] += 1
     if pol.seed > 0.0 and pol.seen[1 - m] == 0:
         # the other mode's estimate from the inherited ratio, in this engine's units
