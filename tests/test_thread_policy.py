@@ -414,3 +414,36 @@ def test_grad_norm_policy_is_exact(parallel_always):
         ref = lrfast.grad_norm(gs)
     for _ in range(5):
         assert lrfast.grad_norm(gs) == ref
+
+
+HUGE_OMP_CHILD = """
+import numpy as np, lrfast
+lrfast.set_parallel_threshold(0)
+p = np.ones(300_000, np.float32); q = p.copy()
+g = np.full(300_000, 0.5, np.float32)
+o = lrfast.Adam([p])
+for _ in range(3):
+    o.step([g])
+with lrfast.threads(1):
+    o1 = lrfast.Adam([q])
+    for _ in range(3):
+        o1.step([g])
+assert p.tobytes() == q.tobytes()
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not OPENMP, reason="OpenMP build only")
+def test_huge_omp_num_threads_is_capped_at_the_parts():
+    """OMP_NUM_THREADS=100000 (the environment's sibling of
+    set_num_threads(100000)): the default passes at most one thread per part to
+    OpenMP, so the step runs, and exactly."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lrfast.__file__)))
+    env = dict(os.environ, OMP_NUM_THREADS="100000",
+               PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", HUGE_OMP_CHILD], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("ok"), (out.returncode, out.stderr)
