@@ -84,7 +84,22 @@ def _openmp_flags():
     return None
 
 
+def _generate_table():
+    """Write src/_table.pxi and src/_table_dispatch.pxi (the kernels' enum, named
+    row structs and dispatch) from the optimizer table, lrfast/optim/_table.py."""
+    import runpy
+    here = os.path.dirname(os.path.abspath(__file__))
+    table = runpy.run_path(os.path.join(here, "lrfast", "optim", "_table.py"))
+    for fname, text in table["cython_source"]().items():
+        path = os.path.join(here, "src", fname)
+        old = open(path).read() if os.path.exists(path) else None
+        if old != text:                     # unchanged files keep their mtime (no rebuild)
+            with open(path, "w") as f:
+                f.write(text)
+
+
 def _extensions():
+    _generate_table()
     omp = _openmp_flags()
     if omp is None:
         msg = ("lrfast: OpenMP was not found (or LRFAST_DISABLE_OPENMP=1): building SERIAL "

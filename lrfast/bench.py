@@ -79,6 +79,10 @@ import warnings
 
 import numpy as np
 
+from lrfast.optim._table import KINDS, TABLE, optimizers
+
+SGD_ROW = KINDS["sgd"]
+
 __all__ = ["run", "main", "Ceiling", "make_case", "make_inputs", "model_shapes",
            "many_small_shapes", "build_contenders", "OPTIMIZERS", "IMPLS"]
 
@@ -94,17 +98,8 @@ THREADED = ("lrfast", "ceiling", "torch-forloop", "torch-foreach", "torch-fused"
 
 # name -> (lrfast/torch class, hyperparameters). The hyperparameters are
 # torch's defaults (SGD: momentum 0.9, the "SGD-momentum" of the targets).
-OPTIMIZERS = {
-    "adam": ("Adam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}),
-    "adamw": ("AdamW", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}),
-    "sgd": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
-    "adagrad": ("Adagrad", {"lr": 1e-2, "eps": 1e-10}),
-    "rmsprop": ("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8}),
-    "adadelta": ("Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6}),
-    "adamax": ("Adamax", {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8}),
-    "nadam": ("NAdam", {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8}),
-    "radam": ("RAdam", {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8}),
-}
+OPTIMIZERS = {name.lower(): (name, {**TABLE[name].defaults, **TABLE[name].bench})
+              for name in optimizers() if TABLE[name].bench is not None}
 
 
 # ---------------------------------------------------------------------------
@@ -190,18 +185,20 @@ class Ceiling:
         groups = [0] * n
         if self.n_states >= 1:
             st = [[s, None, None] for s in self.states[0]]
-            row = (1.0, 0.0, 0.0, lr, mu, damp, 1.0, 0.0, 0.0)
+            row = SGD_ROW.pack(gs=1.0, wd=0.0, l2=0.0, mu=mu, d1=damp, mom=1.0, nesterov=0.0,
+                               lr=lr, first=0.0)
             self.passes = [("SGD-momentum", ["p", "g", "s0"], ["s0", "p"])]
         else:
             st = [[None, None, None] for _ in range(n)]
-            row = (1.0, 0.0, 0.0, lr, 0.0, 1.0, 0.0, 0.0, 0.0)
+            row = SGD_ROW.pack(gs=1.0, wd=0.0, l2=0.0, mu=0.0, d1=1.0, mom=0.0, nesterov=0.0,
+                               lr=lr, first=0.0)
             self.passes = [("SGD", ["p", "g"], ["p"])]
-        self.engines = [K.Engine(K.KINDS["SGD"], self.params, st, groups)]
+        self.engines = [K.Engine(K.KINDS["sgd"], self.params, st, groups)]
         self._calls = [(self.engines[0].step, self.grads, [row])]
         for j in range(1, self.n_states):
             arrs = self.states[j]
             self.engines.append(K.Engine(K.KINDS["scale"], arrs, [None] * n, groups))
-            self._calls.append((self.engines[-1].step, arrs, [(scale,)]))
+            self._calls.append((self.engines[-1].step, arrs, [KINDS["scale"].pack(gs=scale)]))
             self.passes.append(("scale", [f"s{j}"], [f"s{j}"]))
 
     @property

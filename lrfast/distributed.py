@@ -67,11 +67,11 @@ from mpi4py import MPI
 
 from ._dispatch import kernels as _K
 from ._typing import Array, Grads, StateDict, StrPath
-from .optim import Optimizer, FORMAT, state_index
+from .optim import FORMAT, Optimizer, optimizers, state_index
 
 __all__ = ["DistributedOptimizer", "default_num_threads"]
 
-_SUPPORTED = ("SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "Adamax", "NAdam", "RAdam")
+_SUPPORTED = tuple(optimizers(distributed=True))
 _ARR = "\x00ndarray"       # marks "an array goes here" in pickled state headers
 _MPI_TYPE = {np.dtype(np.float32): MPI.FLOAT, np.dtype(np.float64): MPI.DOUBLE}
 
@@ -92,27 +92,6 @@ def _order(a):
 def _flat(a, order):
     """1-D view of a contiguous array in its memory order."""
     return a.reshape(-1) if order == "C" else a.T.reshape(-1)
-
-
-class _Released:
-    """Stands in for the wrapped optimizer's state once a sharded wrapper owns it."""
-
-    __slots__ = ()
-    _msg = ("this optimizer is wrapped by lrfast.distributed.DistributedOptimizer("
-            "shard_state=True), which now holds its (sharded) state: call step, "
-            "state_dict, load_state_dict and zero_state on the wrapper")
-
-    def __getattr__(self, name):
-        raise RuntimeError(self._msg)
-
-    def __getitem__(self, i):
-        raise RuntimeError(self._msg)
-
-    def __iter__(self):
-        raise RuntimeError(self._msg)
-
-    def __len__(self):
-        raise RuntimeError(self._msg)
 
 
 def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
@@ -352,10 +331,10 @@ class DistributedOptimizer:
         if not isinstance(opt, Optimizer):
             raise TypeError(f"DistributedOptimizer wraps an lrfast optimizer, got "
                             f"{type(opt).__name__}")
-        if getattr(type(opt), "_kernel_name", None) not in _SUPPORTED:
-            raise TypeError(f"DistributedOptimizer supports {', '.join(_SUPPORTED)} (and "
-                            f"AdamW); {type(opt).__name__} is out of scope")
-        if isinstance(opt.__dict__.get("_engine"), _Released):
+        if getattr(getattr(type(opt), "spec", None), "name", None) not in _SUPPORTED:
+            raise TypeError(f"DistributedOptimizer supports {', '.join(_SUPPORTED)}; "
+                            f"{type(opt).__name__} is out of scope")
+        if opt.released:
             raise ValueError("this optimizer is already wrapped by a sharded "
                              "DistributedOptimizer")
         if not isinstance(shard_state, (bool, np.bool_)):
@@ -488,8 +467,7 @@ class DistributedOptimizer:
         self._norm_engine = _K.Engine(_K.KINDS["scale"], bufs, [None] * len(bufs),
                                       [0] * len(bufs))
         # the wrapper owns the state now: free the wrapped optimizer's
-        opt._states = _Released()
-        opt._engine = _Released()
+        opt.release_state()
         if carry is not None:
             self._load_shard_from_full(carry)
 
@@ -838,7 +816,7 @@ class DistributedOptimizer:
         for m, nm in everyone:
             allmeta.update(m)
             allnames.update(nm)
-        names = [k for k in cls._state_names if k in allnames]
+        names = [k for k in cls.spec.states if k in allnames]
         get = root is None or root == self.rank
         flats = {}
         # index of each piece by (param, a) for the local arrays
@@ -965,7 +943,7 @@ class DistributedOptimizer:
             where = f"group {self._group_of[i]}, param {i}"
             if not isinstance(e, dict):
                 raise ValueError(f"{where}: state entry must be a dict")
-            for name in cls._state_names:
+            for name in cls.spec.states:
                 v = e.get(name)
                 if v is None:
                     continue
@@ -1033,7 +1011,7 @@ class DistributedOptimizer:
                 "state": state, "param_groups": sd["param_groups"]}
 
     def _load_shard_from_full(self, sd):
-        names = type(self._inner)._state_names
+        names = type(self._inner).spec.states
         header = self._header(sd, names)
         full = {int(i): e for i, e in sd["state"].items()}
 
@@ -1046,7 +1024,7 @@ class DistributedOptimizer:
 
     def _load_shard_from_root(self, sd, root):
         comm = self._comm
-        names = type(self._inner)._state_names
+        names = type(self._inner).spec.states
         header = comm.bcast(self._header(sd, names) if self.rank == root else None, root=root)
         present = sorted({k for ent in header["state"].values() for k, v in ent if _is_arr(v)})
         shards = {}

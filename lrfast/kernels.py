@@ -1,9 +1,11 @@
 """Functional layer: one optimizer update on one array, in place, for users who
 keep their own state and for benchmark comparisons.
 
-Every function runs the same fused kernel as the optimizer classes (GIL
-released, OpenMP above the serial threshold) and validates everything before
-writing. ``step`` is the step count AFTER this update (1 on the first call).
+Every function runs the same kernel loop as the optimizer classes (GIL
+released, OpenMP above the serial threshold) through a light entry point (no
+optimizer or engine is built per call), with the same validation and the same
+row plans (:mod:`lrfast.optim._rules`), and checks everything before writing.
+``step`` is the step count AFTER this update (1 on the first call).
 
 >>> import numpy as np
 >>> from lrfast import kernels
@@ -15,52 +17,85 @@ array([0.9, 0.9, 0.9])
 """
 from __future__ import annotations
 
-import numbers
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import optim as _o
 from ._dispatch import kernels as _K
 from ._typing import Array
+from ._validate import MAX_STEP, check_value, step_count
+from .optim._rules import RULES
+from .optim._table import KINDS, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step"]
 
+_CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
-def _run(cls, p, g, states, hp, key):
-    _o.check_param(p, "param")
-    for name, s in states:
-        if s is None:
-            continue
-        _o.check_param(s, name)
-        if s.shape != p.shape or s.dtype != p.dtype:
-            raise ValueError(f"{name}: shape/dtype {s.shape}/{s.dtype} != param's "
-                             f"{p.shape}/{p.dtype}")
-        if s.flags.c_contiguous != p.flags.c_contiguous and p.ndim > 1:
-            raise ValueError(f"{name}: memory layout differs from the param's")
-    for k in cls._flag_names:
-        if k in hp and not isinstance(hp[k], (bool, np.bool_)):
-            raise TypeError(f"{k} must be a bool, got {hp[k]!r}")
-    inst = cls.__new__(cls)
-    inst._check_all(hp, 0)
-    need = inst._alloc(np.empty(0, p.dtype), hp)
-    for (name, s), want in zip(states, need):
-        if s is None and want is not None:
-            raise ValueError(f"{cls.__name__.lower()} step: state array {name!r} is required "
-                             "with these hyperparameters, got None")
-    row, newkey = inst._row(hp, key)
-    slots = [s for _, s in states] + [None] * (_K.N_STATES - len(states))
-    eng = _K.Engine(_K.KINDS[cls._kernel_name], [p], [slots], [0])
-    eng.step([g], [row], None, 0.0, False, False)
+
+def _cache_key(name: str, hp: Dict[str, Any]) -> Tuple[Any, ...]:
+    # floats and ints stand for themselves (equal values validate alike); any
+    # other type joins the key, so True never hits the entry of 1.0
+    key: List[Any] = [name]
+    for v in hp.values():
+        t = type(v)
+        if t is float or t is int:
+            key.append(v)
+        elif t is tuple:
+            key.extend(x if type(x) is float else (type(x), x) for x in v)
+        else:
+            key.append((t, v))
+    return tuple(key)
+
+
+def _plan(name: str, hp: Dict[str, Any]):
+    """The validated row plan of optimizer ``name`` for ``hp`` (cached: a loop
+    that calls the same step with the same hyperparameters validates once)."""
+    key = _cache_key(name, hp)
+    try:
+        return _CACHE[key]
+    except (KeyError, TypeError):       # TypeError: an unhashable value (checked below)
+        pass
+    spec, rule = TABLE[name], RULES[name]
+    checks = {h.name: h.check for h in spec.hparams}
+    where = f"{name.lower()}_step: "
+    vals = {k: check_value(v, k, checks[k], where) for k, v in hp.items()}
+    rule.check(vals, where)
+    fixed, step = rule.plan(vals)
+    kind = KINDS[spec.kind]
+    need = rule.alloc(np.empty(0), vals)
+    out = (tuple(float(fixed[f]) for f in kind.fields), step, vals["lr"],
+           _K.KINDS[spec.kind], tuple(n for n, a in zip(spec.states, need) if a is not None),
+           spec.states)
+    if len(_CACHE) > 256:
+        _CACHE.clear()
+    try:
+        _CACHE[key] = out
+    except TypeError:
+        pass
+    return out
+
+
+def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]],
+         hp: Dict[str, Any], key: Any) -> Any:
+    """Validate and apply one step of optimizer ``name``; ``states`` are its
+    state arrays in table order (None where an option is off)."""
+    fixed, stepfn, lr, kind, needed, names = _plan(name, hp)
+    if any(s is None for s in states):
+        for sname, s in zip(names, states):
+            if s is None and sname in needed:
+                raise ValueError(f"{name.lower()}_step: state array {sname!r} is required "
+                                 "with these hyperparameters, got None")
+    sv, newkey = stepfn(key, lr)
+    s = list(states) + [None] * (3 - len(states))
+    _K.step_one(kind, p, g, s[0], s[1], s[2], fixed + sv, None, f"{name.lower()}_step", names)
     return newkey
 
 
-def _step_arg(step):
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
-        raise ValueError(f"step must be the step count after this update (an int >= 1), "
-                         f"got {step!r}")
-    return int(step)
+def _step_arg(step: Any) -> int:
+    if type(step) is int and 0 < step <= MAX_STEP:
+        return step
+    return step_count(step, "step (the step count after this update)", low=1)
 
 
 def sgd_step(p: Array, g: Array, momentum_buffer: Optional[Array] = None, *, lr: float,
@@ -68,11 +103,10 @@ def sgd_step(p: Array, g: Array, momentum_buffer: Optional[Array] = None, *, lr:
              nesterov: bool = False, maximize: bool = False, first_step: bool = False) -> None:
     """SGD: ``p -= lr*g`` with momentum/nesterov (see :class:`lrfast.SGD`).
     ``first_step=True`` starts the momentum buffer (``b = g``)."""
-    if momentum != 0 and momentum_buffer is None:
-        raise ValueError("sgd_step: momentum != 0 needs a momentum_buffer array")
+    first_step = check_value(first_step, "first_step", "bool", "sgd_step: ")
     hp = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
               nesterov=nesterov, maximize=maximize)
-    _run(_o.SGD, p, g, [("momentum_buffer", momentum_buffer)], hp, (0, not first_step))
+    _run("SGD", p, g, [momentum_buffer], hp, (0, not first_step))
 
 
 def adagrad_step(p: Array, g: Array, state_sum: Array, *, lr: float, step: int,
@@ -81,7 +115,7 @@ def adagrad_step(p: Array, g: Array, state_sum: Array, *, lr: float, step: int,
     """Adagrad (see :class:`lrfast.Adagrad`)."""
     hp = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
               initial_accumulator_value=0.0, eps=eps, maximize=maximize)
-    _run(_o.Adagrad, p, g, [("sum", state_sum)], hp, _step_arg(step) - 1)
+    _run("Adagrad", p, g, [state_sum], hp, _step_arg(step) - 1)
 
 
 def adadelta_step(p: Array, g: Array, square_avg: Array, acc_delta: Array, *,
@@ -89,7 +123,7 @@ def adadelta_step(p: Array, g: Array, square_avg: Array, acc_delta: Array, *,
                   weight_decay: float = 0.0, maximize: bool = False) -> None:
     """Adadelta (see :class:`lrfast.Adadelta`)."""
     hp = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    _run(_o.Adadelta, p, g, [("square_avg", square_avg), ("acc_delta", acc_delta)], hp, 0)
+    _run("Adadelta", p, g, [square_avg, acc_delta], hp, 0)
 
 
 def rmsprop_step(p: Array, g: Array, square_avg: Array, *,
@@ -98,14 +132,9 @@ def rmsprop_step(p: Array, g: Array, square_avg: Array, *,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
                  maximize: bool = False) -> None:
     """RMSprop (see :class:`lrfast.RMSprop`)."""
-    if momentum > 0 and momentum_buffer is None:
-        raise ValueError("rmsprop_step: momentum > 0 needs a momentum_buffer array")
-    if centered and grad_avg is None:
-        raise ValueError("rmsprop_step: centered=True needs a grad_avg array")
     hp = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
               centered=centered, maximize=maximize)
-    _run(_o.RMSprop, p, g, [("square_avg", square_avg), ("momentum_buffer", momentum_buffer),
-                            ("grad_avg", grad_avg)], hp, 0)
+    _run("RMSprop", p, g, [square_avg, momentum_buffer, grad_avg], hp, 0)
 
 
 def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
@@ -114,13 +143,12 @@ def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: floa
               max_exp_avg_sq: Optional[Array] = None, maximize: bool = False,
               decoupled: bool = False) -> None:
     """Adam / AdamW (``decoupled=True``) (see :class:`lrfast.Adam`)."""
-    if amsgrad and max_exp_avg_sq is None:
-        raise ValueError("adam_step: amsgrad=True needs a max_exp_avg_sq array")
+    if decoupled is not True and decoupled is not False:
+        decoupled = check_value(decoupled, "decoupled", "bool", "adam_step: ")
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               amsgrad=amsgrad, maximize=maximize)
-    cls = _o.AdamW if decoupled else _o.Adam
-    _run(cls, p, g, [("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq),
-                     ("max_exp_avg_sq", max_exp_avg_sq if amsgrad else None)],
+    _run("AdamW" if decoupled else "Adam", p, g,
+         [exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad is True else None],
          hp, _step_arg(step) - 1)
 
 
@@ -136,7 +164,7 @@ def adamax_step(p: Array, g: Array, exp_avg: Array, exp_inf: Array, *, lr: float
     """Adamax (see :class:`lrfast.Adamax`)."""
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               maximize=maximize)
-    _run(_o.Adamax, p, g, [("exp_avg", exp_avg), ("exp_inf", exp_inf)], hp,
+    _run("Adamax", p, g, [exp_avg, exp_inf], hp,
          _step_arg(step) - 1)
 
 
@@ -150,8 +178,9 @@ def nadam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
               maximize=maximize)
-    return _run(_o.NAdam, p, g, [("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)], hp,
-                (_step_arg(step) - 1, float(mu_product)))[1]
+    t = _step_arg(step) - 1
+    key = RULES["NAdam"].entry_key(t, {"mu_product": mu_product}, "nadam_step")
+    return _run("NAdam", p, g, [exp_avg, exp_avg_sq], hp, key)[1]
 
 
 def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
@@ -161,5 +190,5 @@ def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
     """RAdam (see :class:`lrfast.RAdam`)."""
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-    _run(_o.RAdam, p, g, [("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)], hp,
+    _run("RAdam", p, g, [exp_avg, exp_avg_sq], hp,
          _step_arg(step) - 1)

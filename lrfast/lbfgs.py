@@ -27,8 +27,10 @@ from ._dispatch import kernels as _K
 from ._typing import Array, Closure, Hyper, ParamsLike, StateDict
 from .line_search import (LineSearchResult, _armijo_core, _armijo_holds, _as_float,
                           _wolfe_core)
-from .optim import (FORMAT, ParamGroup, _finite, _is_sched, check_header, check_param,
-                    parse_groups)
+from ._validate import check_param
+from ._validate import finite as _finite
+from ._validate import is_schedule as _is_sched
+from .optim import FORMAT, ParamGroup, check_header, parse_groups
 
 __all__ = ["LBFGS"]
 
@@ -175,7 +177,7 @@ class LBFGS:
         self._space = _named(_K.FlatParams, plist)        # rejects overlapping params
         self.defaults = {k: hp[k] for k in _HP}
         group = ParamGroup(params=plist, **hp)
-        group._opt, group._index = self, 0
+        group._bind(self, 0)
         self.param_groups = [group]
         self._params = plist
         self._dtype = plist[0].dtype

@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional, Sequence, Union, overload
 import numpy as np
 
 from ._typing import Array, ArrayOrList, Grads, Hyper, ParamsLike
-from .optim import Optimizer, _gs, _l2
+from .optim import TABLE, Optimizer, make_init
 
 __all__ = ["DiagonalNewton", "hutchinson_diag", "secant_diag"]
 
@@ -64,32 +64,9 @@ class DiagonalNewton(Optimizer):
     True
     True
     """
-    _kernel_name = "DiagonalNewton"
-    _defaults = dict(lr=1.0, damping=1e-4, weight_decay=0.0, maximize=False)
-    _state_names = ()
-
-    def __init__(self, params: ParamsLike, lr: Hyper = 1.0, damping: float = 1e-4,
-                 weight_decay: Hyper = 0.0, *, maximize: bool = False,
-                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
-        super().__init__(params, dict(lr=lr, damping=damping, weight_decay=weight_decay,
-                                      maximize=maximize),
-                         max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)
-
-    def _check(self, hp, gi):
-        if not hp["damping"] > 0:
-            raise ValueError(f"group {gi}: invalid damping {hp['damping']!r} (must be > 0: it "
-                             "keeps the per-parameter rate lr/(|h| + damping) finite)")
-
-    def _alloc(self, p, hp):
-        return [None, None, None]
-
-    def _make_row(self, hp):
-        wd, l2, _, _ = _l2(hp)
-        gs, lr, damping = _gs(hp), hp["lr"], hp["damping"]
-
-        def row(t):
-            return (gs, wd, l2, lr, damping), t + 1
-        return row
+    spec = TABLE["DiagonalNewton"]
+    __init__ = make_init(spec)
+    _aux_name = "hess_diag"
 
     def step(self, grads: Grads, hess_diag: Grads) -> bool:  # type: ignore[override]
         """Apply ``p -= lr * g / (|h| + damping)`` to every param that has a grad.
@@ -110,7 +87,7 @@ class DiagonalNewton(Optimizer):
         if hess_diag is None:
             raise ValueError("DiagonalNewton.step needs hess_diag: one Hessian-diagonal "
                              "array per param (see hutchinson_diag, secant_diag)")
-        return Optimizer.step(self, grads, _aux=hess_diag)
+        return self._step(grads, hess_diag)
 
 
 # ----------------------------------------------------------------------------

@@ -3,14 +3,13 @@ reduction (fixed blocks, double accumulators, fixed combine order: the same
 result for any thread count)."""
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Iterable, Optional, Tuple, Union
 
 import numpy as np
 
 from ._dispatch import kernels as _K
 from ._typing import Array
+from ._validate import optional_positive
 
 __all__ = ["grad_norm", "clip_grad_norm"]
 
@@ -34,16 +33,6 @@ def _engine(grads, what):
     return eng, arrays
 
 
-def _positive_finite(x):
-    if isinstance(x, bool) or not isinstance(x, numbers.Real):
-        return False
-    try:
-        x = float(x)
-    except OverflowError:       # an int too large for a double
-        return False
-    return math.isfinite(x) and x > 0
-
-
 def grad_norm(grads: Union[Array, Iterable[Optional[Array]]]) -> Tuple[float, bool]:
     """Global L2 norm of ``grads`` (None entries skipped), in double.
 
@@ -63,9 +52,9 @@ def clip_grad_norm(grads: Union[Array, Iterable[Optional[Array]]], max_norm: flo
     Returns the total norm before clipping. (Optimizers take ``max_grad_norm=``
     instead, which clips a temporary and never modifies the grads.)
     """
-    if not _positive_finite(max_norm):
-        raise ValueError(f"clip_grad_norm: max_norm must be a positive finite number, "
-                         f"got {max_norm!r}")
+    if max_norm is None:
+        raise ValueError("clip_grad_norm: max_norm must be a positive finite number, got None")
+    optional_positive(max_norm, "clip_grad_norm: max_norm")
     eng, arrays = _engine(grads, "clip_grad_norm")
     for i, g in enumerate(arrays):
         if not g.flags.writeable:
@@ -76,5 +65,5 @@ def clip_grad_norm(grads: Union[Array, Iterable[Optional[Array]]], max_norm: flo
             raise RuntimeError(f"clip_grad_norm: the total norm is {norm} (non-finite grads)")
     coef = max_norm / (norm + 1e-6)
     if not coef >= 1.0:        # a NaN norm scales by NaN, as torch does
-        eng.step(arrays, [(coef,)], None, 0.0, False, False)
+        eng.step(arrays, [(coef,)], allow_none=False)
     return norm

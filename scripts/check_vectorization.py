@@ -17,10 +17,14 @@ import subprocess
 import sys
 import sysconfig
 
+import runpy
+
 import numpy as np
 
-KERNELS = ["_sgd", "_adagrad", "_adadelta", "_rmsprop", "_adam", "_adamax", "_nadam", "_radam",
-           "_diag_newton", "_scale", "_sumsq"]
+# Every kernel kind of the optimizer table, plus the reduction pass.
+_TABLE = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                     "lrfast", "optim", "_table.py"))
+KERNELS = [f"_{k}" for k in _TABLE["KINDS"]] + ["_sumsq"]
 FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3"]}
 
 

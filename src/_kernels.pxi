@@ -31,6 +31,7 @@
 
 cimport cython
 cimport numpy as cnp
+import numpy as np
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf, fabs, fabsf, NAN
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -86,29 +87,14 @@ ctypedef fused real:
     float
     double
 
-# Optimizer kinds (the Python layer uses the same numbers, see lrfast/optim.py).
-cdef enum:
-    K_SGD = 0
-    K_ADAGRAD = 1
-    K_ADADELTA = 2
-    K_RMSPROP = 3
-    K_ADAM = 4
-    K_ADAMAX = 5
-    K_NADAM = 6
-    K_RADAM = 7
-    K_SCALE = 8      # g *= row[0] (clip_grad_norm's in-place scaling)
-    K_DIAG_NEWTON = 9
-    N_KINDS = 10
+# The kind enum, one named row struct per kind (SgdRow, AdamRow, ...) and the
+# KINDS / ROW_FIELDS / ROW_SIZES maps, generated from lrfast/optim/_table.py.
+include "_table.pxi"
 
 cdef enum:
-    NS = 16          # doubles per scalar row
     MAX_STATES = 3   # state arrays per param
     BLOCK = 4096     # elements per reduction block (fixed: results never depend on threads)
 
-KINDS = {"SGD": K_SGD, "Adagrad": K_ADAGRAD, "Adadelta": K_ADADELTA, "RMSprop": K_RMSPROP,
-         "Adam": K_ADAM, "Adamax": K_ADAMAX, "NAdam": K_NADAM, "RAdam": K_RADAM, "scale": K_SCALE,
-         "DiagonalNewton": K_DIAG_NEWTON}
-ROW_SIZE = NS
 N_STATES = MAX_STATES
 BLOCK_SIZE = BLOCK
 ISA = LRFAST_ISA_NAME.decode()
@@ -564,12 +550,17 @@ cdef inline real _decay(real p, real dm, bint decoupled) noexcept nogil:
 
 
 # --------------------------------------------------------------------------
-# Update loops, one per optimizer. p: param (IN/OUT), g: grad (IN, never
-# written), s0..s2: state (IN/OUT, NULL when not allocated), r: scalar row.
+# Update loops, one per kernel kind, all with one signature: p: param (IN/OUT),
+# g: grad (IN, never written), h: auxiliary input (IN, NULL unless the kind
+# reads one), s0..s2: state (IN/OUT, NULL when not allocated), r: the kind's
+# named scalar row (lrfast/optim/_table.py lists its fields; the row plans in
+# lrfast/optim/_rules.py fill them). Scalars are cast once to the param dtype.
 # --------------------------------------------------------------------------
-cdef void _sgd(real* p, const real* g, real* b, Py_ssize_t n, const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], lr = <real>r[3], mu = <real>r[4], d1 = <real>r[5]
-    cdef bint l2 = r[2] != 0, mom = r[6] != 0, nesterov = r[7] != 0, first = r[8] != 0
+cdef void _sgd(real* p, const real* g, const real* h, real* b, real* s1, real* s2,
+               Py_ssize_t n, const SgdRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, lr = <real>r.lr, mu = <real>r.mu
+    cdef real d1 = <real>r.d1
+    cdef bint l2 = r.l2 != 0, mom = r.mom != 0, nesterov = r.nesterov != 0, first = r.first != 0
     cdef Py_ssize_t i
     cdef real gi, bi
     if not mom:
@@ -584,9 +575,10 @@ cdef void _sgd(real* p, const real* g, real* b, Py_ssize_t n, const double* r) n
         p[i] = p[i] - lr * gi
 
 
-cdef void _adagrad(real* p, const real* g, real* s, Py_ssize_t n, const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], clr = <real>r[3], eps = <real>r[4]
-    cdef bint l2 = r[2] != 0
+cdef void _adagrad(real* p, const real* g, const real* h, real* s, real* s1, real* s2,
+                   Py_ssize_t n, const AdagradRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, clr = <real>r.clr, eps = <real>r.eps
+    cdef bint l2 = r.l2 != 0
     cdef Py_ssize_t i
     cdef real gi, si
     for i in range(n):
@@ -596,11 +588,11 @@ cdef void _adagrad(real* p, const real* g, real* s, Py_ssize_t n, const double* 
         p[i] = p[i] - clr * gi / (_sqrt(si) + eps)
 
 
-cdef void _adadelta(real* p, const real* g, real* v, real* u, Py_ssize_t n,
-                    const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], lr = <real>r[3], rho = <real>r[4]
-    cdef real c = <real>r[5], eps = <real>r[6]
-    cdef bint l2 = r[2] != 0
+cdef void _adadelta(real* p, const real* g, const real* h, real* v, real* u, real* s2,
+                    Py_ssize_t n, const AdadeltaRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, lr = <real>r.lr, rho = <real>r.rho
+    cdef real c = <real>r.c, eps = <real>r.eps
+    cdef bint l2 = r.l2 != 0
     cdef Py_ssize_t i
     cdef real gi, vi, di
     for i in range(n):
@@ -612,11 +604,11 @@ cdef void _adadelta(real* p, const real* g, real* v, real* u, Py_ssize_t n,
         p[i] = p[i] - lr * di
 
 
-cdef void _rmsprop(real* p, const real* g, real* v, real* b, real* a, Py_ssize_t n,
-                   const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], lr = <real>r[3], alpha = <real>r[4]
-    cdef real c = <real>r[5], eps = <real>r[6], mu = <real>r[7]
-    cdef bint l2 = r[2] != 0, mom = r[8] != 0, centered = r[9] != 0
+cdef void _rmsprop(real* p, const real* g, const real* h, real* v, real* b, real* a,
+                   Py_ssize_t n, const RmspropRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, lr = <real>r.lr, alpha = <real>r.alpha
+    cdef real c = <real>r.c, eps = <real>r.eps, mu = <real>r.mu
+    cdef bint l2 = r.l2 != 0, mom = r.mom != 0, centered = r.centered != 0
     cdef Py_ssize_t i
     cdef real gi, vi, ai, wi, bi
     for i in range(n):
@@ -636,11 +628,12 @@ cdef void _rmsprop(real* p, const real* g, real* v, real* b, real* a, Py_ssize_t
             p[i] = p[i] - lr * gi / wi
 
 
-cdef void _adam(real* p, const real* g, real* m, real* v, real* vmax, Py_ssize_t n,
-                const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], c1 = <real>r[3], b2 = <real>r[4], c2 = <real>r[5]
-    cdef real ss = <real>r[6], bc2s = <real>r[7], eps = <real>r[8], dm = <real>r[9]
-    cdef bint l2 = r[2] != 0, decoupled = r[10] != 0, amsgrad = r[11] != 0
+cdef void _adam(real* p, const real* g, const real* h, real* m, real* v, real* vmax,
+                Py_ssize_t n, const AdamRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, ss = <real>r.step_size, bc2s = <real>r.bc2_sqrt
+    cdef real eps = <real>r.eps, dm = <real>r.dm
+    cdef bint l2 = r.l2 != 0, decoupled = r.decoupled != 0, amsgrad = r.amsgrad != 0
     cdef Py_ssize_t i
     cdef real gi, mi, vi
     for i in range(n):
@@ -655,11 +648,11 @@ cdef void _adam(real* p, const real* g, real* m, real* v, real* vmax, Py_ssize_t
         p[i] = _decay(p[i], dm, decoupled) - ss * mi / (_sqrt(vi) / bc2s + eps)
 
 
-cdef void _adamax(real* p, const real* g, real* m, real* u, Py_ssize_t n,
-                  const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], c1 = <real>r[3], b2 = <real>r[4]
-    cdef real eps = <real>r[5], clr = <real>r[6]
-    cdef bint l2 = r[2] != 0
+cdef void _adamax(real* p, const real* g, const real* h, real* m, real* u, real* s2,
+                  Py_ssize_t n, const AdamaxRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real eps = <real>r.eps, clr = <real>r.clr
+    cdef bint l2 = r.l2 != 0
     cdef Py_ssize_t i
     cdef real gi, mi, ui
     for i in range(n):
@@ -671,11 +664,12 @@ cdef void _adamax(real* p, const real* g, real* m, real* u, Py_ssize_t n,
         p[i] = p[i] - clr * mi / ui
 
 
-cdef void _nadam(real* p, const real* g, real* m, real* v, Py_ssize_t n,
-                 const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], c1 = <real>r[3], b2 = <real>r[4], c2 = <real>r[5]
-    cdef real bc2 = <real>r[6], eps = <real>r[7], cg = <real>r[8], cm = <real>r[9], dm = <real>r[10]
-    cdef bint l2 = r[2] != 0, decoupled = r[11] != 0
+cdef void _nadam(real* p, const real* g, const real* h, real* m, real* v, real* s2,
+                 Py_ssize_t n, const NadamRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, bc2 = <real>r.bc2, eps = <real>r.eps, cg = <real>r.cg
+    cdef real cm = <real>r.cm, dm = <real>r.dm
+    cdef bint l2 = r.l2 != 0, decoupled = r.decoupled != 0
     cdef Py_ssize_t i
     cdef real gi, mi, vi, den, pi
     for i in range(n):
@@ -690,12 +684,12 @@ cdef void _nadam(real* p, const real* g, real* m, real* v, Py_ssize_t n,
         p[i] = pi - cm * mi / den
 
 
-cdef void _radam(real* p, const real* g, real* m, real* v, Py_ssize_t n,
-                 const double* r) noexcept nogil:
-    cdef real gs = <real>r[0], wd = <real>r[1], c1 = <real>r[3], b2 = <real>r[4], c2 = <real>r[5]
-    cdef real bc1 = <real>r[6], lr = <real>r[7], bc2s = <real>r[8], eps = <real>r[9]
-    cdef real rect = <real>r[10], dm = <real>r[12], one = 1
-    cdef bint l2 = r[2] != 0, rectify = r[11] != 0, decoupled = r[13] != 0
+cdef void _radam(real* p, const real* g, const real* h, real* m, real* v, real* s2,
+                 Py_ssize_t n, const RadamRow* r) noexcept nogil:
+    cdef real gs = <real>r.gs, wd = <real>r.wd, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, bc1 = <real>r.bc1, lr = <real>r.lr, bc2s = <real>r.bc2_sqrt
+    cdef real eps = <real>r.eps, rect = <real>r.rect, dm = <real>r.dm, one = 1
+    cdef bint l2 = r.l2 != 0, rectify = r.rectify != 0, decoupled = r.decoupled != 0
     cdef Py_ssize_t i
     cdef real gi, mi, vi, step
     for i in range(n):
@@ -710,46 +704,27 @@ cdef void _radam(real* p, const real* g, real* m, real* v, Py_ssize_t n,
         p[i] = _decay(p[i], dm, decoupled) - step
 
 
-cdef void _diag_newton(real* p, const real* g, const real* h, Py_ssize_t n,
-                       const double* r) noexcept nogil:
+cdef void _diag_newton(real* p, const real* g, const real* h, real* s0, real* s1, real* s2,
+                       Py_ssize_t n, const DiagNewtonRow* r) noexcept nogil:
     # p -= lr * g / (|h| + damping): per-parameter rates as a diagonal
-    # approximation of the inverse Hessian (the seed's view of adaptive rates).
-    cdef real gs = <real>r[0], wd = <real>r[1], lr = <real>r[3], damping = <real>r[4]
-    cdef bint l2 = r[2] != 0
+    # approximation of the inverse Hessian.
+    cdef real gs = <real>r.gs, wd = <real>r.wd, lr = <real>r.lr, damping = <real>r.damping
+    cdef bint l2 = r.l2 != 0
     cdef Py_ssize_t i
     for i in range(n):
         p[i] = p[i] - lr * _grad(g[i], p[i], gs, wd, l2) / (_abs(h[i]) + damping)
 
 
-cdef void _scale(real* x, Py_ssize_t n, const double* r) noexcept nogil:
-    cdef real c = <real>r[0]
+cdef void _scale(real* x, const real* g, const real* h, real* s0, real* s1, real* s2,
+                 Py_ssize_t n, const ScaleRow* r) noexcept nogil:
+    cdef real c = <real>r.gs
     cdef Py_ssize_t i
     for i in range(n):
         x[i] = x[i] * c
 
 
-cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0, real* s1,
-                        real* s2, Py_ssize_t n, const double* r) noexcept nogil:
-    if kind == K_SGD:
-        _sgd(p, g, s0, n, r)
-    elif kind == K_ADAGRAD:
-        _adagrad(p, g, s0, n, r)
-    elif kind == K_ADADELTA:
-        _adadelta(p, g, s0, s1, n, r)
-    elif kind == K_RMSPROP:
-        _rmsprop(p, g, s0, s1, s2, n, r)
-    elif kind == K_ADAM:
-        _adam(p, g, s0, s1, s2, n, r)
-    elif kind == K_ADAMAX:
-        _adamax(p, g, s0, s1, n, r)
-    elif kind == K_NADAM:
-        _nadam(p, g, s0, s1, n, r)
-    elif kind == K_RADAM:
-        _radam(p, g, s0, s1, n, r)
-    elif kind == K_SCALE:
-        _scale(p, n, r)
-    elif kind == K_DIAG_NEWTON:
-        _diag_newton(p, g, h, n, r)
+# _apply(kind, ...): the dispatch over kinds, generated from the table.
+include "_table_dispatch.pxi"
 
 
 # Read-only reduction over one block: sum of squares and a non-finite probe,
@@ -799,9 +774,11 @@ cdef struct TensorRec:
     char* s[MAX_STATES]        # state arrays, NULL when not allocated
     Py_ssize_t size
     int dtype                  # 0 float32, 1 float64
+    int typenum                # the param's numpy type number at registration
     int itemsize
     int group
     int row                    # this step's scalar row
+    int active                 # had a grad in the last step
     int c_contig, f_contig
 
 
@@ -857,7 +834,8 @@ cdef void _run_part(Data* d, Py_ssize_t k) noexcept nogil:
 cdef void _run(Data* d, int nt) noexcept nogil:
     global _parallel_used
     cdef Py_ssize_t k
-    nt = min(nt, d.nparts)              # never more threads than parts
+    if nt > d.nparts:          # never more threads than work parts
+        nt = d.nparts
     if nt <= 1:
         for k in range(d.nparts):
             _run_part(d, k)
@@ -891,7 +869,8 @@ cdef void _reduce_block(Data* d, Py_ssize_t k) noexcept nogil:
 cdef void _reduce(Data* d, int nt, double* sumsq, bint* finite) noexcept nogil:
     global _parallel_used
     cdef Py_ssize_t k
-    nt = min(nt, d.nblocks)             # never more threads than blocks
+    if nt > d.nblocks:
+        nt = d.nblocks
     if nt <= 1:
         for k in range(d.nblocks):
             _reduce_block(d, k)
@@ -913,27 +892,69 @@ cdef inline int _dtype_code(cnp.ndarray a):
     return -1
 
 
+cdef int _check_array(object x, str what, str where, TensorRec* t) except -1:
+    # One input array (grad or auxiliary input) against its param's record:
+    # type, dtype, byte order, shape, layout, alignment. Raises; never writes.
+    if not cnp.PyArray_CheckExact(x):
+        if not cnp.PyArray_Check(x):
+            raise TypeError(f"{where}: {what} must be a numpy ndarray, got {type(x).__name__}")
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError(f"{where}: {what} is a masked array; its mask would be ignored "
+                            f"(pass {what}.filled(0) or a plain ndarray)")
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if _dtype_code(a) != t.dtype:
+        raise TypeError(f"{where}: {what} dtype {a.dtype} != param dtype "
+                        f"{'float32' if t.dtype == 0 else 'float64'}")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{where}: {what} has non-native byte order ({a.dtype}); "
+                        f"use {what}.astype({what}.dtype.newbyteorder('='))")
+    if cnp.PyArray_SIZE(a) != t.size:
+        raise ValueError(f"{where}: {what} shape {x.shape} does not match its param "
+                         f"({t.size} elements)")
+    if not ((t.c_contig and cnp.PyArray_IS_C_CONTIGUOUS(a))
+            or (t.f_contig and cnp.PyArray_IS_F_CONTIGUOUS(a))):
+        raise ValueError(f"{where}: {what} memory layout differs from the param's "
+                         f"(param is {'C' if t.c_contig else 'F'}-contiguous; pass "
+                         f"np.ascontiguousarray({what}) or an array of the same layout)")
+    if not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{where}: {what} is not aligned")
+    return 0
+
+
 cdef class Engine:
     """Fused multi-tensor stepper for one optimizer (internal; see lrfast.optim).
 
     Parameters
     ----------
-    kind : int            optimizer kind (KINDS)
+    kind : int            kernel kind (KINDS)
     params : list         validated writable contiguous float32/float64 ndarrays
+                          (or views of them: a sharded optimizer passes slices)
     states : list         per param, a list of MAX_STATES state arrays or None
     groups : list[int]    group index of each param (names errors, picks rows)
     part_elems : int      target elements per part (0: automatic)
+    aux_name : str        what the auxiliary input is called in errors
+
+    The engine holds a reference to every param and state array for its whole
+    life, records each param's geometry (data pointer, dtype, shape, layout)
+    and refuses to step if any of it changed since (numpy lets users change a
+    live array's dtype, shape or buffer). Each step holds the grads for the
+    whole call (a snapshot of the sequence it was given).
     """
     cdef Data d
     cdef Policy _pol, _pol_norm        # adaptive thread counts (seeded in __cinit__)
     cdef list _params, _states, _shapes
+    cdef tuple _geom
     cdef int _busy
     cdef Py_ssize_t _nw
     cdef uintptr_t* _wlo
     cdef uintptr_t* _whi
     cdef int* _wown
+    cdef int _row_len
+    cdef int _max_row              # largest row index a step needs (row map set)
+    cdef bint _row_map             # rows picked by the map, not by group
     cdef readonly Py_ssize_t total_elements
     cdef readonly int ntensors
+    cdef public str aux_name
 
     def __cinit__(self):
         _policy_seed(&self._pol)
@@ -961,12 +982,17 @@ cdef class Engine:
         free(self._whi)
         free(self._wown)
 
-    def __init__(self, int kind, list params, list states, list groups, Py_ssize_t part_elems=0):
+    def __init__(self, int kind, list params, list states, list groups, Py_ssize_t part_elems=0,
+                 *, str aux_name="auxiliary input"):
         cdef int n = len(params), i, j
         cdef cnp.ndarray a
         if not 0 <= kind < N_KINDS:
             raise ValueError(f"unknown kernel kind {kind}")
+        if len(states) != n or len(groups) != n:
+            raise ValueError("params, states and groups must have the same length")
         self.d.kind = kind
+        self._row_len = _ROW_LEN[kind]
+        self.aux_name = aux_name
         self.d.ntensors = n
         self.ntensors = n
         self._params = list(params)
@@ -981,6 +1007,7 @@ cdef class Engine:
             self.d.t[i].p = <char*>cnp.PyArray_DATA(a)
             self.d.t[i].size = cnp.PyArray_SIZE(a)
             self.d.t[i].dtype = _dtype_code(a)
+            self.d.t[i].typenum = cnp.PyArray_TYPE(a)
             self.d.t[i].itemsize = 4 if self.d.t[i].dtype == 0 else 8
             self.d.t[i].group = groups[i]
             self.d.t[i].c_contig = cnp.PyArray_IS_C_CONTIGUOUS(a)
@@ -990,11 +1017,52 @@ cdef class Engine:
                 self.d.t[i].s[j] = <char*>cnp.PyArray_DATA(s) if s is not None else NULL
             total += self.d.t[i].size
         self.total_elements = total
+        self._geom = tuple(self._geometry(i) for i in range(n))
         if kind != K_SCALE:
             self._build_written()
         self._build_tasks(part_elems)
         self._build_blocks()
         self._ensure_rows(n + 1)
+        for i in range(n):
+            self.d.t[i].row = self.d.t[i].group
+        self._row_map = False
+        self._max_row = max(groups) if n else 0
+
+    cdef tuple _geometry(self, Py_ssize_t i):
+        # Everything the kernel relies on, per array: buffer, type, shape,
+        # strides, writability (params and state).
+        arrs = [self._params[i]] + [s for s in self._states[i] if s is not None]
+        return tuple((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>x), cnp.PyArray_TYPE(<cnp.ndarray>x),
+                      x.shape, x.strides, bool(cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x)))
+                     for x in arrs)
+
+    cdef int _check_geometry(self) except -1:
+        # Cheap per step: pointer, type and flags of every registered array;
+        # the full record only when one of those looks different.
+        cdef Py_ssize_t i, j
+        cdef cnp.ndarray a
+        cdef TensorRec* t
+        for i in range(self.d.ntensors):
+            t = &self.d.t[i]
+            a = <cnp.ndarray>self._params[i]
+            ok = (<char*>cnp.PyArray_DATA(a) == t.p and cnp.PyArray_TYPE(a) == t.typenum
+                  and cnp.PyArray_SIZE(a) == t.size and cnp.PyArray_ISWRITEABLE(a)
+                  and (cnp.PyArray_IS_C_CONTIGUOUS(a) == t.c_contig)
+                  and (cnp.PyArray_IS_F_CONTIGUOUS(a) == t.f_contig))
+            if ok:
+                for j in range(MAX_STATES):
+                    if t.s[j] != NULL:
+                        a = <cnp.ndarray>self._states[i][j]
+                        if (<char*>cnp.PyArray_DATA(a) != t.s[j] or cnp.PyArray_TYPE(a) != t.typenum
+                                or cnp.PyArray_SIZE(a) != t.size or not cnp.PyArray_ISWRITEABLE(a)):
+                            ok = False
+            if not ok and self._geometry(i) != self._geom[i]:
+                raise ValueError(f"{self._where(i)}: the param or its optimizer state changed "
+                                 "after it was registered (buffer, dtype, shape, strides or "
+                                 "writability: resize, dtype or shape assignment, "
+                                 "__setstate__); the optimizer refuses to touch it. Build a "
+                                 "new optimizer over the current arrays")
+        return 0
 
     cdef _build_tasks(self, Py_ssize_t part_elems):
         # Cut the concatenation of all tensors into parts of ~part_elems
@@ -1062,79 +1130,75 @@ cdef class Engine:
         self.d.rows = rows
         self.d.nrows_cap = n
 
-    @property
-    def n_tasks(self):
-        return self.d.ntasks
-
-    @property
-    def n_parts(self):
-        return self.d.nparts
-
     def tasks(self):
         """[(tensor, start, length)] per part: the prebuilt work list."""
         return [[(self.d.tasks[j].tensor, self.d.tasks[j].start, self.d.tasks[j].n)
                  for j in range(self.d.part_first[k], self.d.part_first[k + 1])]
                 for k in range(self.d.nparts)]
 
-    cdef int _bind_grads(self, object grads, bint allow_none, int slot=0) except -1:
-        # Validate every grad and record its pointer. Raises before anything
-        # is written; returns the number of params that have a grad.
+    def active(self):
+        """Per param, whether it had a grad in the last step."""
+        return [bool(self.d.t[i].active) for i in range(self.d.ntensors)]
+
+    def set_row_map(self, row_index):
+        """Which scalar row each param reads: a list with one row index per
+        param, or None for "the row of its group". Kept across steps until set
+        again, so a step passes only its rows."""
+        cdef Py_ssize_t i, k, mx = 0
+        if row_index is None:
+            for i in range(self.d.ntensors):
+                self.d.t[i].row = self.d.t[i].group
+                mx = max(mx, self.d.t[i].group)
+            self._row_map = False
+        else:
+            idx = [int(k) for k in row_index]
+            if len(idx) != self.d.ntensors or (idx and min(idx) < 0):
+                raise ValueError("row_index must hold one index >= 0 per param")
+            for i in range(self.d.ntensors):
+                self.d.t[i].row = <int>idx[i]
+                mx = max(mx, idx[i])
+            self._row_map = True
+        self._max_row = <int>mx
+
+    cdef int _bind(self, tuple xs, bint allow_none, int slot) except -1:
+        # Validate every grad (slot 0) or auxiliary input (slot 1) and record
+        # its pointer. Raises before anything is written; returns the number
+        # of params that have one.
         cdef Py_ssize_t n = self.d.ntensors, i, j, na = 0
-        cdef cnp.ndarray a, p
         cdef TensorRec* t
         cdef char* gp
         cdef Py_ssize_t nbytes
-        if not isinstance(grads, (list, tuple)):
-            raise TypeError(f"grads must be a list or tuple of arrays, got {type(grads).__name__}")
-        if len(grads) != n:
-            raise ValueError(f"expected {n} grads (one per param, in param order), got {len(grads)}")
+        cdef str what = "grad" if slot == 0 else self.aux_name
+        if len(xs) != n:
+            raise ValueError(f"expected {n} {what}s (one per param, in param order), got {len(xs)}")
         for i in range(n):
-            g = grads[i]
+            g = xs[i]
             t = &self.d.t[i]
+            if slot == 0:
+                t.active = g is not None
             if g is None:
                 if slot == 1 and t.g != NULL:
-                    raise ValueError(f"{self._where(i)}: has a grad but no auxiliary input")
+                    raise ValueError(f"{self._where(i)}: has a grad but no {what}")
                 if not allow_none:
-                    raise ValueError(f"{self._where(i)}: grad is None")
+                    raise ValueError(f"{self._where(i)}: {what} is None")
                 if slot == 0:
                     t.g = NULL
                 else:
                     t.h = NULL
                 continue
             if slot == 1 and t.g == NULL:
-                raise ValueError(f"{self._where(i)}: has an auxiliary input but no grad")
-            if not cnp.PyArray_Check(g):
-                raise TypeError(f"{self._where(i)}: grad must be a numpy ndarray, "
-                                f"got {type(g).__name__}")
-            a = <cnp.ndarray>g
-            p = <cnp.ndarray>self._params[i]
-            if _dtype_code(a) != t.dtype:
-                raise TypeError(f"{self._where(i)}: grad dtype {a.dtype} != param dtype {p.dtype}")
-            if not cnp.PyArray_ISNOTSWAPPED(a):
-                raise TypeError(f"{self._where(i)}: grad has non-native byte order ({a.dtype}); "
-                                "use grad.astype(grad.dtype.newbyteorder('='))")
-            if cnp.PyArray_NDIM(a) != cnp.PyArray_NDIM(p):
-                raise ValueError(f"{self._where(i)}: grad shape {g.shape} != param shape {self._shapes[i]}")
-            for j in range(cnp.PyArray_NDIM(p)):
-                if cnp.PyArray_DIM(a, j) != cnp.PyArray_DIM(p, j):
-                    raise ValueError(f"{self._where(i)}: grad shape {g.shape} != param shape {self._shapes[i]}")
-            if not ((t.c_contig and cnp.PyArray_IS_C_CONTIGUOUS(a))
-                    or (t.f_contig and cnp.PyArray_IS_F_CONTIGUOUS(a))):
-                raise ValueError(f"{self._where(i)}: grad memory layout differs from the param's "
-                                 f"(param is {'C' if t.c_contig else 'F'}-contiguous; pass "
-                                 f"np.ascontiguousarray(grad) or a grad of the same layout)")
-            if not cnp.PyArray_ISALIGNED(a):
-                raise ValueError(f"{self._where(i)}: grad is not aligned")
-            gp = <char*>cnp.PyArray_DATA(a)
+                raise ValueError(f"{self._where(i)}: has a {what} but no grad")
+            _check_array(g, what, self._where(i), t)
+            if g.shape != self._params[i].shape:
+                raise ValueError(f"{self._where(i)}: {what} shape {g.shape} != param shape "
+                                 f"{self._params[i].shape}")
+            gp = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
             nbytes = t.size * t.itemsize
             if nbytes and self.d.kind != K_SCALE:
                 j = self._written_overlap(<uintptr_t>gp, <uintptr_t>gp + nbytes)
                 if j >= 0:
-                    j = self._wown[j]
-                    raise ValueError(f"{self._where(i)}: grad overlaps "
-                                     + ("its own param" if j == i else
-                                        f"the param or optimizer state of {self._where(j)}")
-                                     + " (pass a separate grad array)")
+                    raise ValueError(f"{self._where(i)}: {what} overlaps "
+                                     + self._written_name(j, i) + f" (pass a separate {what} array)")
             if slot == 0:
                 t.g = gp
             else:
@@ -1153,15 +1217,16 @@ cdef class Engine:
             nb = t.size * t.itemsize
             if nb == 0:
                 continue
-            iv.append((<uintptr_t>t.p, <uintptr_t>t.p + nb, i, "param"))
+            iv.append((<uintptr_t>t.p, <uintptr_t>t.p + nb, i, 0))
             for k in range(MAX_STATES):
                 if t.s[k] != NULL:
-                    iv.append((<uintptr_t>t.s[k], <uintptr_t>t.s[k] + nb, i, "optimizer state"))
+                    iv.append((<uintptr_t>t.s[k], <uintptr_t>t.s[k] + nb, i, 1))
         iv.sort()
         for k in range(1, len(iv)):
             if iv[k][0] < iv[k - 1][1]:
                 a, b = iv[k - 1], iv[k]
-                raise ValueError(f"{self._where(b[2])}: {b[3]} overlaps the {a[3]} of "
+                what = ("param", "optimizer state")
+                raise ValueError(f"{self._where(b[2])}: {what[b[3]]} overlaps the {what[a[3]]} of "
                                  f"{self._where(a[2])}")
         self._nw = len(iv)
         self._wlo = <uintptr_t*>malloc(max(self._nw, 1) * sizeof(uintptr_t))
@@ -1172,7 +1237,14 @@ cdef class Engine:
         for k in range(self._nw):
             self._wlo[k] = iv[k][0]
             self._whi[k] = iv[k][1]
-            self._wown[k] = iv[k][2]
+            self._wown[k] = 2 * iv[k][2] + iv[k][3]     # owner param, and param (0) or state (1)
+
+    cdef str _written_name(self, Py_ssize_t j, Py_ssize_t i):
+        cdef int owner = self._wown[j] // 2, is_state = self._wown[j] % 2
+        if owner == i:
+            return "its own optimizer state" if is_state else "its own param"
+        return (f"the optimizer state of {self._where(owner)}" if is_state
+                else f"the param of {self._where(owner)}")
 
     cdef int _written_overlap(self, uintptr_t lo, uintptr_t hi) noexcept:
         # index of the written range overlapping [lo, hi), or -1
@@ -1190,72 +1262,87 @@ cdef class Engine:
     def _where(self, Py_ssize_t i):
         return f"group {self.d.t[i].group}, param {i}"
 
-    def step(self, grads, rows, row_index=None, double max_norm=0.0,
-             bint skip_nonfinite=False, bint allow_none=True, aux=None):
+    cdef int _load_rows(self, rows) except -1:
+        cdef Py_ssize_t k, j, nrows = len(rows), rl = self._row_len
+        if nrows <= self._max_row:
+            raise ValueError(f"{nrows} scalar rows given, the row map needs {self._max_row + 1}")
+        self._ensure_rows(<int>nrows)
+        for k in range(nrows):
+            row = rows[k]
+            if len(row) != rl:
+                raise ValueError(f"scalar row {k} has {len(row)} fields, this kernel's row "
+                                 f"has {rl}")
+            for j in range(rl):
+                self.d.rows[k * NS + j] = row[j]
+        return 0
+
+    def step(self, grads, rows, *, double max_norm=0.0, bint skip_nonfinite=False,
+             bint allow_none=True, aux=None, norm_hook=None):
         """Validate grads, then apply one fused step.
 
-        rows: list of scalar rows (sequences of <= ROW_SIZE floats); tensor i
-        uses rows[row_index[i]] if row_index is given, else rows[its group].
-        aux: optional second input per tensor (same rules as grads; the
-        DiagonalNewton kernel reads the Hessian diagonal from it).
-        Returns (n_active, applied, grad_norm): grad_norm is NaN unless
-        max_norm > 0 or skip_nonfinite.
+        rows: the scalar rows of this step (each a sequence of exactly the
+        kernel's row fields, see ROW_FIELDS); param i reads the row that
+        ``set_row_map`` gave it (by default its group's). aux: optional second
+        input per param (same rules as grads; DiagonalNewton's Hessian
+        diagonal). norm_hook: optional ``f(sumsq, finite) -> (sumsq, finite)``
+        called between the reduction pass and the update (a sharded optimizer
+        turns its local sum of squares into the global one there); clipping
+        and skipping then use what it returns. Returns (n_active, applied,
+        grad_norm): grad_norm is NaN unless max_norm > 0, skip_nonfinite or
+        a hook.
         """
-        cdef Py_ssize_t i, j, nrows, k
+        cdef Py_ssize_t i, k, nrows
         cdef int na, nt
         cdef double sumsq = 0.0, norm = NAN, coef
-        cdef bint finite = True
+        cdef bint finite = True, reduce = max_norm > 0.0 or skip_nonfinite or norm_hook is not None
         cdef Py_ssize_t work = 0
-        cdef double t0
+        cdef double t0, el = 0.0   # the kernels' wall time (not the norm hook's)
+        cdef tuple gs, hs = None     # the snapshots hold every input for the whole call
         if self._busy:
             raise RuntimeError("this optimizer is being stepped from another thread")
         self._busy = 1
         try:
-            na = self._bind_grads(grads, allow_none)
+            if not isinstance(grads, (list, tuple)):
+                raise TypeError(f"grads must be a list or tuple of arrays, got "
+                                f"{type(grads).__name__}")
+            gs = tuple(grads)
+            self._check_geometry()
+            na = self._bind(gs, allow_none, 0)
             if aux is not None:
-                self._bind_grads(aux, allow_none, 1)
-            elif self.d.kind == K_DIAG_NEWTON:
-                raise ValueError("this kernel needs an auxiliary input per param")
+                if not isinstance(aux, (list, tuple)):
+                    raise TypeError(f"{self.aux_name} must be a list or tuple of arrays, got "
+                                    f"{type(aux).__name__}")
+                hs = tuple(aux)
+                self._bind(hs, allow_none, 1)
+            elif self.d.kind in AUX_KINDS:
+                raise ValueError(f"this kernel needs a {self.aux_name} per param")
+            self._load_rows(rows)
             nrows = len(rows)
-            self._ensure_rows(<int>nrows)
-            for k in range(nrows):
-                row = rows[k]
-                if len(row) > NS:
-                    raise ValueError("scalar row too long")
-                for j in range(len(row)):
-                    self.d.rows[k * NS + j] = row[j]
-            if row_index is None:
-                for i in range(self.d.ntensors):
-                    if self.d.t[i].group >= nrows:
-                        raise ValueError("missing scalar row for a group")
-                    self.d.t[i].row = self.d.t[i].group
-            else:
-                if len(row_index) != self.d.ntensors:
-                    raise ValueError("row_index must have one entry per param")
-                for i in range(self.d.ntensors):
-                    k = row_index[i]
-                    if not 0 <= k < nrows:
-                        raise ValueError("row_index out of range")
-                    self.d.t[i].row = <int>k
             for i in range(self.d.ntensors):
                 if self.d.t[i].g != NULL:
                     work += self.d.t[i].size
             with nogil:
                 nt = _policy_threads(&self._pol, work)
                 t0 = lrfast_monotonic()
-                if max_norm > 0.0 or skip_nonfinite:
+                if reduce:
                     _reduce(&self.d, nt, &sumsq, &finite)
-                    norm = sqrt(sumsq)
+                el = lrfast_monotonic() - t0
+            if norm_hook is not None:
+                sumsq, finite = norm_hook(sumsq, bool(finite))
+            if reduce:
+                norm = sqrt(sumsq)
+            with nogil:
+                t0 = lrfast_monotonic()
                 if not (skip_nonfinite and not finite):
                     if max_norm > 0.0:
                         # torch: g *= clamp(max_norm/(norm + 1e-6), max=1); a NaN
                         # norm gives a NaN factor (not "no clipping")
                         coef = max_norm / (norm + 1e-6)
                         if not coef >= 1.0:
-                            for k in range(nrows):
+                            for k in range(nrows):       # field 0 of every row: gs
                                 self.d.rows[k * NS] = self.d.rows[k * NS] * coef
                     _run(&self.d, nt)
-                _policy_record(&self._pol, nt, work, lrfast_monotonic() - t0)
+                _policy_record(&self._pol, nt, work, el + (lrfast_monotonic() - t0))
             _policy_share(&self._pol)
         finally:
             self._busy = 0
@@ -1279,11 +1366,16 @@ cdef class Engine:
         cdef Py_ssize_t i, work = 0
         cdef int nt
         cdef double t0
+        cdef tuple gs
         if self._busy:
             raise RuntimeError("this engine is in use by another thread")
         self._busy = 1
         try:
-            self._bind_grads(grads, True)
+            if not isinstance(grads, (list, tuple)):
+                raise TypeError(f"grads must be a list or tuple of arrays, got "
+                                f"{type(grads).__name__}")
+            gs = tuple(grads)
+            self._bind(gs, True, 0)
             for i in range(self.d.ntensors):
                 if self.d.t[i].g != NULL:
                     work += self.d.t[i].size
@@ -1297,3 +1389,128 @@ cdef class Engine:
             self._busy = 0
             self._unbind()
         return sqrt(sumsq), bool(finite)
+
+
+# --------------------------------------------------------------------------
+# One array, one step: the functional layer (lrfast.kernels.*_step). No
+# Engine is built: a stack record, parts cut arithmetically, the same loops.
+# --------------------------------------------------------------------------
+cdef int _check_writable(object x, str where, str what) except -1:
+    # A param or state array the kernel writes: the checks of
+    # lrfast._validate.check_param, in C (same messages).
+    if not cnp.PyArray_Check(x):
+        raise TypeError(f"{where}: {what} must be a numpy ndarray, got {type(x).__name__}")
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    if not cnp.PyArray_CheckExact(x) and isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{where}: {what} is a masked array (its mask would be ignored)")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{where}: {what} dtype {a.dtype.str} has non-native byte order (use "
+                        "a.astype(a.dtype.newbyteorder('=')))")
+    if _dtype_code(a) < 0:
+        raise TypeError(f"{where}: {what} dtype {a.dtype} is not supported (float32 or float64)")
+    if not cnp.PyArray_ISWRITEABLE(a):
+        raise ValueError(f"{where}: {what} is read-only (the optimizer updates it in place)")
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) or cnp.PyArray_IS_F_CONTIGUOUS(a)):
+        raise ValueError(f"{where}: {what} is not contiguous (use np.ascontiguousarray and "
+                         "keep a reference to the copy)")
+    if not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{where}: {what} is not aligned")
+    return 0
+
+
+def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple names=None):
+    """Apply kernel ``kind`` to one param in place: the functional layer's
+    entry. Validates the param, its state arrays (``names`` name them in
+    errors), the grad and the auxiliary input, and that no two of them
+    overlap, before anything is written. ``row`` holds exactly the kind's row
+    fields."""
+    cdef TensorRec t
+    cdef Data d
+    cdef Task tasks[64]
+    cdef int part_first[65]
+    cdef double r[NS]
+    cdef Py_ssize_t j, k, n, per, pos = 0
+    cdef int nparts, nt
+    cdef cnp.ndarray pa, sa
+    cdef uintptr_t lo[5]
+    cdef uintptr_t hi[5]
+    if not 0 <= kind < N_KINDS:
+        raise ValueError(f"unknown kernel kind {kind}")
+    if len(row) != _ROW_LEN[kind]:
+        raise ValueError(f"scalar row has {len(row)} fields, this kernel's row has "
+                         f"{_ROW_LEN[kind]}")
+    _check_writable(p, where, "param")
+    pa = <cnp.ndarray>p
+    memset(&t, 0, sizeof(TensorRec))
+    t.p = <char*>cnp.PyArray_DATA(pa)
+    t.size = cnp.PyArray_SIZE(pa)
+    t.dtype = _dtype_code(pa)
+    t.itemsize = 4 if t.dtype == 0 else 8
+    t.c_contig = cnp.PyArray_IS_C_CONTIGUOUS(pa)
+    t.f_contig = cnp.PyArray_IS_F_CONTIGUOUS(pa)
+    labels = ["param"]
+    arrays = [p]
+    for j, x in enumerate((s0, s1, s2)):
+        if x is None:
+            continue
+        what = f"state {names[j]!r}" if names is not None else f"state {j}"
+        _check_writable(x, where, what)
+        sa = <cnp.ndarray>x
+        if x.shape != p.shape or _dtype_code(sa) != t.dtype:
+            raise ValueError(f"{where}: {what} shape/dtype {x.shape}/{x.dtype} != param's "
+                             f"{p.shape}/{p.dtype}")
+        if (cnp.PyArray_IS_C_CONTIGUOUS(sa) != t.c_contig) and cnp.PyArray_NDIM(pa) > 1:
+            raise ValueError(f"{where}: {what} memory layout differs from the param's")
+        t.s[j] = <char*>cnp.PyArray_DATA(sa)
+        labels.append(what)
+        arrays.append(x)
+    _check_array(g, "grad", where, &t)
+    if g.shape != p.shape:
+        raise ValueError(f"{where}: grad shape {g.shape} != param shape {p.shape}")
+    t.g = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
+    if h is not None:
+        _check_array(h, "auxiliary input", where, &t)
+        t.h = <char*>cnp.PyArray_DATA(<cnp.ndarray>h)
+    elif kind in AUX_KINDS:
+        raise ValueError("this kernel needs an auxiliary input")
+    if t.size:
+        # written arrays must not overlap each other, and the grad none of them
+        for j in range(len(arrays)):
+            lo[j] = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>arrays[j])
+            hi[j] = lo[j] + <uintptr_t>(t.size * t.itemsize)
+        for j in range(len(arrays)):
+            for k in range(j + 1, len(arrays)):
+                if lo[j] < hi[k] and lo[k] < hi[j]:
+                    raise ValueError(f"{where}: {labels[k]} overlaps the {labels[j]} (the param "
+                                     "and each state must be separate arrays)")
+            if lo[j] < <uintptr_t>t.g + <uintptr_t>(t.size * t.itemsize) and <uintptr_t>t.g < hi[j]:
+                raise ValueError(f"{where}: grad overlaps its own "
+                                 f"{'param' if j == 0 else 'optimizer state'} "
+                                 "(pass a separate grad array)")
+    for j in range(_ROW_LEN[kind]):
+        r[j] = row[j]
+    n = t.size
+    nparts = <int>min(<Py_ssize_t>64, max(<Py_ssize_t>1, n // 4096))
+    per = (n + nparts - 1) // nparts
+    per = (per + 63) // 64 * 64
+    nparts = 0
+    part_first[0] = 0
+    while pos < n:
+        tasks[nparts].tensor = 0
+        tasks[nparts].start = pos
+        tasks[nparts].n = min(per, n - pos)
+        pos += tasks[nparts].n
+        nparts += 1
+        part_first[nparts] = nparts
+    memset(&d, 0, sizeof(Data))
+    d.kind = kind
+    d.ntensors = 1
+    d.t = &t
+    d.tasks = tasks
+    d.ntasks = nparts
+    d.part_first = part_first
+    d.nparts = nparts
+    d.rows = r
+    with nogil:
+        nt = _threads_for(n)
+        _run(&d, nt)

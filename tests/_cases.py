@@ -1,5 +1,15 @@
-"""Optimizer configurations shared by the parity tests: every option of every
-optimizer (SPEC.md) at least once."""
+"""Optimizer configurations shared by the tests: every option of every optimizer
+at least once. The optimizer names come from lrfast's table; adding an
+optimizer adds its option sets here (its one test entry)."""
+import math
+
+import numpy as np
+
+import lrfast
+from lrfast.optim import TABLE, optimizers
+
+NAMES = optimizers(twin=True)          # every optimizer with a numpy twin
+
 CASES = [
     ("SGD", dict(lr=0.05)),
     ("SGD", dict(lr=0.05, momentum=0.9)),
@@ -33,3 +43,44 @@ CASES = [
 def case_id(case):
     name, hp = case
     return name + "-" + "-".join(f"{k}={v}" for k, v in hp.items())
+
+
+def _n_states(name, hp):
+    opt = getattr(lrfast, name)([np.zeros(2)], **hp)
+    return sum(a is not None for a in opt._states[0])
+
+
+def rich_case(name):
+    """The simplest option set of ``name`` that allocates the most state
+    arrays: exercises every state buffer."""
+    cases = [hp for n, hp in CASES if n == name]
+    return dict(max(cases, key=lambda hp: (_n_states(name, hp), -len(hp))))
+
+
+_NAN, _INF = float("nan"), float("inf")
+BETAS_BAD = [((1.0, 0.999), ValueError), ((0.9, 1.0), ValueError), ((-0.1, 0.999), ValueError),
+             ((0.9, _NAN), ValueError), ((0.9, 1.5), ValueError), ((0.9,), ValueError),
+             (0.9, ValueError), ((0.9, 0.99, 0.5), ValueError), (("a", 0.9), TypeError),
+             ((None, 0.9), TypeError), ((True, 0.9), TypeError)]
+_NUM_BAD = [(_NAN, ValueError), (_INF, ValueError), (-_INF, ValueError), ("0.1", TypeError),
+            (None, TypeError), (True, TypeError), (1j, TypeError), ([0.1], TypeError),
+            (np.array([0.1, 0.2]), TypeError), (10 ** 400, ValueError)]
+# Bad values for each range of the table (lrfast/optim/_table.py, HP.check).
+BAD_BY_CHECK = {
+    "ge0": _NUM_BAD + [(-1e-3, ValueError)],
+    "gt0": _NUM_BAD + [(0.0, ValueError), (-1e-8, ValueError)],
+    "unit": _NUM_BAD + [(1.5, ValueError), (-0.1, ValueError)],
+    "unit_open": _NUM_BAD + [(1.0, ValueError), (-0.1, ValueError)],
+    "real": _NUM_BAD,
+    "bool": [("yes", TypeError), (1, TypeError), (None, TypeError), (0.0, TypeError)],
+    "betas": BETAS_BAD,
+}
+
+
+def bad_hyperparams(name):
+    """(key, bad value, exception) for every hyperparameter of ``name``, from
+    its table range."""
+    return [(h.name, v, e) for h in TABLE[name].hparams for v, e in BAD_BY_CHECK[h.check]]
+
+
+assert math.isnan(_NAN)

@@ -22,7 +22,9 @@ from lrfast import _reference as R
 from _snap import assert_same, snapshot
 from conftest import bits_equal
 
-NAMES = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
+from _cases import NAMES
+from lrfast.optim import TABLE
+from lrfast.optim._rules import RULES
 SETTINGS = dict(deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -33,45 +35,25 @@ eps = st.floats(1e-10, 1e-3, allow_nan=False)
 flag = st.booleans()
 
 
+_BY_CHECK = {"ge0": small, "gt0": eps, "unit": unit, "unit_open": beta, "real": unit,
+             "bool": flag}
+_BY_NAME = {"lr": st.floats(0.0, 1.0, allow_nan=False),
+            "momentum": st.sampled_from([0.0, 0.5, 0.9]) | unit,
+            "momentum_decay": st.floats(0.0, 0.01)}
+
+
 @st.composite
 def hyperparams(draw, name):
-    """A valid group of hyperparameters for ``name`` (some keys left at default)."""
+    """A valid-range group of hyperparameters for ``name`` (some keys left at
+    default), drawn from the table's ranges."""
     hp = {}
-
-    def maybe(key, strat):
-        if draw(st.booleans()):
-            hp[key] = draw(strat)
-
-    maybe("lr", st.floats(0.0, 1.0, allow_nan=False))
-    maybe("weight_decay", small)
-    maybe("maximize", flag)
-    if name == "SGD":
-        hp["momentum"] = draw(st.sampled_from([0.0, 0.5, 0.9]) | unit)
-        maybe("dampening", unit)
-        if hp["momentum"] > 0 and hp.get("dampening", 0.0) == 0.0:
-            maybe("nesterov", flag)
-    elif name == "Adagrad":
-        maybe("lr_decay", small)
-        maybe("initial_accumulator_value", unit)
-        maybe("eps", eps)
-    elif name == "Adadelta":
-        maybe("rho", unit)
-        maybe("eps", eps)
-    elif name == "RMSprop":
-        maybe("alpha", unit)
-        maybe("eps", eps)
-        maybe("momentum", unit)
-        maybe("centered", flag)
-    else:
-        if draw(st.booleans()):
-            hp["betas"] = (draw(beta), draw(beta))
-        maybe("eps", eps)
-        if name in ("Adam", "AdamW"):
-            maybe("amsgrad", flag)
-        if name == "NAdam":
-            maybe("momentum_decay", st.floats(0.0, 0.01))
-        if name in ("NAdam", "RAdam"):
-            maybe("decoupled_weight_decay", flag)
+    for h in TABLE[name].hparams:
+        if not draw(st.booleans()):
+            continue
+        if h.check == "betas":
+            hp[h.name] = (draw(beta), draw(beta))
+        else:
+            hp[h.name] = draw(_BY_NAME.get(h.name, _BY_CHECK[h.check]))
     return hp
 
 
@@ -89,11 +71,13 @@ def problem(draw):
     bounds = [0] + cuts + [n]
     groups = [(list(range(a, b)), draw(hyperparams(name))) for a, b in zip(bounds, bounds[1:])]
     top = draw(hyperparams(name))
-    if name == "SGD":       # nesterov needs momentum > 0 and no dampening, after merging
-        for _, ghp in groups:
-            h = _full(name, top, ghp)
-            if h["nesterov"] and (h["momentum"] <= 0 or h["dampening"] != 0):
-                ghp["nesterov"] = False
+    for _, ghp in groups:    # cross-field rules (SGD's nesterov): turn the flags off
+        try:
+            RULES[name].check(_full(name, top, ghp), "")
+        except ValueError:
+            for h in TABLE[name].hparams:
+                if h.check == "bool" and h.name != "maximize":
+                    ghp[h.name] = False
     steps = draw(st.integers(1, 6))
     none = draw(st.sets(st.tuples(st.integers(0, steps - 1), st.integers(0, n - 1)),
                         max_size=4))
@@ -107,7 +91,7 @@ def problem(draw):
 
 
 def _full(name, top, ghp):
-    d = dict(getattr(lrfast, name)._defaults)
+    d = dict(getattr(lrfast, name).spec.defaults)
     d.update(top)
     d.update(ghp)
     return d
@@ -170,7 +154,7 @@ def test_per_param_steps_after_a_partial_step_then_full_steps(name):
     ps = [np.ones(3), np.ones(2), np.ones(4)]
     ref = [p.copy() for p in ps]
     opt = getattr(lrfast, name)([{"params": ps[:2]}, {"params": ps[2:]}], lr=0.1)
-    hp = dict(getattr(lrfast, name)._defaults, lr=0.1)
+    hp = dict(getattr(lrfast, name).spec.defaults, lr=0.1)
     states = [R.init_state(name, p, **hp) for p in ref]
     steps = [0, 0, 0]
     rng = np.random.default_rng(0)
@@ -282,8 +266,8 @@ def test_malformed_hyperparameters_raise_and_change_nothing(name, data):
     opt, params, buf = _model(name, 0)
     opt.step(_grads(params, np.random.default_rng(0)))
     gi = data.draw(st.integers(0, 1))
-    key = data.draw(st.sampled_from(sorted(getattr(lrfast, name)._defaults)))
-    if key in opt._flag_names:
+    key = data.draw(st.sampled_from(sorted(getattr(lrfast, name).spec.defaults)))
+    if {h.name: h.check for h in type(opt).spec.hparams}[key] == "bool":
         value = data.draw(st.sampled_from(BAD_FLAGS))
     elif key == "betas":
         value = data.draw(st.sampled_from(BAD_NUMBERS + [(0.9, v) for v in BAD_NUMBERS]

@@ -5,6 +5,9 @@ import sys
 
 import numpy as np
 
+from lrfast.optim import TABLE
+from lrfast.optim._rules import build_row
+
 import lrfast
 from lrfast import _dispatch
 
@@ -69,11 +72,10 @@ def test_engines_of_both_builds_agree_in_process():
         r = np.random.default_rng(1)
         p = r.standard_normal(50000).astype(np.float32)
         m, v = np.zeros_like(p), np.zeros_like(p)
-        eng = K.Engine(K.KINDS["Adam"], [p], [[m, v, None]], [0])
+        eng = K.Engine(K.KINDS["adam"], [p], [[m, v, None]], [0])
         for t in range(1, 4):
             g = r.standard_normal(p.shape).astype(np.float32)
-            row = (1.0, 0.0, 0.0, 0.1, 0.999, 0.001, 0.01 / (1 - 0.9 ** t),
-                   (1 - 0.999 ** t) ** 0.5, 1e-8, 1.0, 0.0, 0.0)
+            row, _ = build_row("Adam", {**TABLE["Adam"].defaults, "lr": 0.01}, t - 1)
             eng.step([g], [row])
         outs.append(p.tobytes())
     assert len(set(outs)) == 1

@@ -504,7 +504,7 @@ def test_bad_hyperparameter_assignment_changes_nothing():
     opt = lrfast.LBFGS([np.ones(2)])
     for k, v, err in [("lr", -1.0, ValueError), ("max_iter", 0, ValueError),
                       ("line_search_fn", "x", ValueError), ("params", [], ValueError),
-                      ("momentum", 0.9, KeyError)]:
+                      ("momentum", 0.9, ValueError)]:
         with pytest.raises(err):
             opt.param_groups[0][k] = v
     assert opt.param_groups[0]["lr"] == 1 and opt.param_groups[0]["max_iter"] == 20

@@ -22,24 +22,15 @@ from lrfast import _reference as R
 from _snap import assert_same, snapshot
 from conftest import bits_equal
 
-NAMES = ["SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "RAdam"]
-HP = {
-    "SGD": dict(lr=0.05, momentum=0.9, weight_decay=0.01),
-    "Adagrad": dict(lr=0.1, lr_decay=0.01),
-    "Adadelta": dict(weight_decay=0.01),
-    "RMSprop": dict(lr=0.01, momentum=0.5, centered=True),
-    "Adam": dict(lr=0.01, amsgrad=True, weight_decay=0.01),
-    "AdamW": dict(lr=0.01, amsgrad=True),
-    "Adamax": dict(lr=0.01),
-    "NAdam": dict(lr=0.01, weight_decay=0.01),
-    "RAdam": dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True),
-}
+from _cases import NAMES, rich_case
+
+HP = {name: rich_case(name) for name in NAMES}
 SHAPES = [(7, 5), (13,), (1,), (0,), (2, 3, 4)]
 BIG_SHAPES = [(3 * 4096 + 5,), (4096,), (1,), (0,), (20000,)]   # many reduction blocks
 
 
 def full_hp(name):
-    return {**getattr(lrfast, name)._defaults, **HP[name]}
+    return {**getattr(lrfast, name).spec.defaults, **HP[name]}
 
 
 def make(shapes, dtype, seed=0):
@@ -381,3 +372,24 @@ def test_clip_grad_norm_is_in_place_and_returns_norm():
     g2 = np.array([3.0, 4.0])
     assert lrfast.clip_grad_norm(g2, 10.0) == 5.0          # a single array works too
     assert bits_equal(g2, np.array([3.0, 4.0]))
+
+
+def test_norm_hook_turns_the_local_norm_into_the_global_one():
+    """A wrapper that shards the state gets the engine's local sum of squares,
+    returns a global one, and clipping and skipping use it (nothing else)."""
+    g = np.full(4, 3.0)
+    seen = []
+
+    def hook(sumsq, finite):
+        seen.append((sumsq, finite))
+        return sumsq + 64.0, finite            # another rank holds 8^2 more
+
+    p = np.zeros(4)
+    opt = lrfast.SGD([p], lr=1.0, max_grad_norm=1.0)
+    assert opt._step([g], norm_hook=hook)
+    assert seen == [(36.0, True)]
+    assert opt.last_grad_norm == 10.0
+    np.testing.assert_allclose(p, -3.0 * 1.0 / (10.0 + 1e-6))
+    opt2 = lrfast.SGD([np.zeros(4)], lr=1.0, skip_nonfinite=True)
+    assert not opt2._step([g], norm_hook=lambda s, f: (s, False))   # another rank saw a NaN
+    assert opt2.skipped_steps == 1 and opt2.step_count == 0

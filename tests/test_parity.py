@@ -80,7 +80,7 @@ def run_both(name, hp, shapes, dtype, steps=6, none_at=(), groups=None, seed=0, 
 
 
 def _full_defaults(name):
-    d = dict(getattr(lrfast, name)._defaults)
+    d = dict(getattr(lrfast, name).spec.defaults)
     if name == "AdamW":
         d.pop("weight_decay")
         d["weight_decay"] = 1e-2

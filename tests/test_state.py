@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import lrfast
+from _cases import NAMES
 
 from _cases import CASES, case_id
 from conftest import bits_equal
@@ -142,8 +143,7 @@ def test_zero_state():
     assert np.all(opt._states[0][0] == 0.5)
 
 
-@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta",
-                                  "Adamax", "NAdam", "RAdam"])
+@pytest.mark.parametrize("name", NAMES)
 def test_torch_state_dict_round_trip(name):
     torch = pytest.importorskip("torch")
     hp = {"SGD": dict(lr=0.1, momentum=0.9), "RMSprop": dict(momentum=0.9, centered=True),

@@ -106,7 +106,7 @@ def make_params(spec):
 def build_opt(spec, groups):
     cls = getattr(lrfast, spec["opt"])
     hp = _hp(spec["hp"])
-    lr = hp.get("lr", cls._defaults["lr"])
+    lr = hp.get("lr", cls.spec.defaults["lr"])
     pgs = []
     for over, ps in groups:
         g = {"params": ps}

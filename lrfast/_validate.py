@@ -1,0 +1,134 @@
+"""One place for input checks: hyperparameter values, step counters, arrays.
+
+Every public entry point (optimizer classes, the functional layer, L-BFGS, the
+line searches, utilities, the distributed wrapper) validates through these
+helpers, so a value is judged the same way everywhere and the messages read
+alike. Checks raise ``TypeError`` for a wrong type and ``ValueError`` for a
+wrong value, and never change anything.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+
+__all__ = ["MAX_STEP", "is_schedule", "is_bool", "number", "check_value", "schedule_value",
+           "step_count", "check_param", "finite"]
+
+MAX_STEP = 2 ** 53     # step counts enter double arithmetic (beta ** t): keep them exact
+
+
+def is_schedule(v: Any) -> bool:
+    """A schedule is any callable that is not a number or an array."""
+    return callable(v) and not isinstance(v, (numbers.Number, np.ndarray))
+
+
+def is_bool(v: Any) -> bool:
+    return isinstance(v, (bool, np.bool_))
+
+
+def finite(v: Any) -> bool:
+    try:
+        return math.isfinite(v)
+    except OverflowError:       # an int too large for a double
+        return False
+
+
+def number(v: Any, name: str, where: str = "") -> float:
+    """``v`` as a finite float, or a clear error (bools, strings, arrays refused)."""
+    if type(v) is float:                 # the common case, first
+        if v - v == 0.0:
+            return v
+    elif is_bool(v) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{where}{name} must be a number, got {v!r}")
+    elif finite(v):
+        return float(v)
+    raise ValueError(f"{where}{name} must be finite, got {v!r}")
+
+
+_RANGES: Dict[str, Any] = {
+    "ge0": (lambda x: x >= 0.0, "must be >= 0"),
+    "gt0": (lambda x: x > 0.0, "must be > 0"),
+    "unit": (lambda x: 0.0 <= x <= 1.0, "must be in [0, 1]"),
+    "unit_open": (lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
+    "real": (lambda x: True, ""),
+}
+
+
+def check_value(v: Any, name: str, check: str, where: str = "") -> Any:
+    """Validate one static hyperparameter value against its table range; return
+    it normalized (floats for numbers, a tuple for betas, bool for flags)."""
+    if check == "bool":
+        if not is_bool(v):
+            raise TypeError(f"{where}{name} must be a bool, got {v!r}")
+        return bool(v)
+    if check == "betas":
+        if not isinstance(v, (tuple, list)) or len(v) != 2:
+            raise ValueError(f"{where}{name} must be a pair (beta1, beta2), got {v!r}")
+        return tuple(b if is_schedule(b) else check_value(b, f"{name}[{i}]", "unit_open", where)
+                     for i, b in enumerate(v))
+    x = number(v, name, where)
+    ok, msg = _RANGES[check]
+    if not ok(x):
+        raise ValueError(f"{where}invalid {name}: {v!r} ({msg})")
+    return x
+
+
+def schedule_value(fn: Callable[[int], Any], n: int, name: str, check: str,
+                   where: str = "") -> float:
+    """Evaluate a schedule at step n and check the value as a static one would be."""
+    try:
+        v = fn(n)
+    except Exception as e:
+        raise ValueError(f"{where}schedule for {name} failed at step {n}: {e}") from e
+    if type(v) is float and v - v == 0.0 and _RANGES[check][0](v):
+        return v                          # fast path: a finite float in range
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v[()]
+    try:
+        return check_value(v, name, check)
+    except (TypeError, ValueError) as e:     # the schedule misbehaved: a ValueError
+        raise ValueError(f"{where}schedule for {name} failed at step {n}: it returned "
+                         f"{v!r}; {e}") from None
+
+
+def step_count(v: Any, name: str = "step", *, low: int = 0) -> int:
+    """An int step counter in [low, 2**53] (numpy integers accepted)."""
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if is_bool(v) or not isinstance(v, numbers.Integral) or not low <= v <= MAX_STEP:
+        raise ValueError(f"{name} must be an int in [{low}, 2**53], got {v!r}")
+    return int(v)
+
+
+def check_param(a: Any, where: str, what: str = "param") -> None:
+    """Raise unless ``a`` can be updated in place by the kernels."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{where}: {what} must be a numpy ndarray, got {type(a).__name__}")
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(f"{where}: {what} is a masked array (its mask would be ignored)")
+    if not a.dtype.isnative:
+        raise TypeError(f"{where}: {what} dtype {a.dtype.str} has non-native byte order (use "
+                        "a.astype(a.dtype.newbyteorder('=')))")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{where}: {what} dtype {a.dtype} is not supported (float32 or float64)")
+    if not a.flags.writeable:
+        raise ValueError(f"{where}: {what} is read-only (the optimizer updates it in place)")
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        raise ValueError(f"{where}: {what} is not contiguous (use np.ascontiguousarray and "
+                         "keep a reference to the copy)")
+    if not a.flags.aligned:
+        raise ValueError(f"{where}: {what} is not aligned")
+
+
+def optional_positive(v: Optional[Any], name: str) -> Optional[float]:
+    """None, or a positive finite number."""
+    if v is None:
+        return None
+    if is_bool(v) or not isinstance(v, numbers.Real) or not finite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number or None, got {v!r}")
+    return float(v)

@@ -1,0 +1,138 @@
+"""Optimizers: the thin Python layer over the fused kernels.
+
+Every optimizer is one row of the table in :mod:`lrfast.optim._table`, one row
+plan in :mod:`lrfast.optim._rules` and one loop in the kernels; its class here
+is a name and a docstring, with the signature and defaults derived from its
+table row. Update rules are torch.optim 2.13's documented algorithms; each has a
+plain-numpy twin in :mod:`lrfast._reference` that the kernels equal bit for bit.
+"""
+from __future__ import annotations
+
+from ._base import (FORMAT, GroupPlan, Optimizer, ParamGroup, check_header, make_init,
+                    parse_groups, state_index)
+from .._validate import check_param
+from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
+
+__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
+           "Adamax", "NAdam", "RAdam", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent with momentum (torch.optim.SGD).
+
+    The seed's "learning rate as step size" with its "momentum ... analogous to a
+    ball rolling down a hill". Per element, in torch's order::
+
+        g = -g if maximize;  g += wd*p
+        if momentum != 0:
+            b = g (first step with momentum) else b = momentum*b + (1-dampening)*g
+            g = g + momentum*b if nesterov else b
+        p -= lr*g
+
+    Examples
+    --------
+    >>> import numpy as np, lrfast
+    >>> w = np.zeros(3, np.float32)
+    >>> opt = lrfast.SGD([w], lr=0.1, momentum=0.9)
+    >>> opt.step([np.ones(3, np.float32)]); w
+    True
+    array([-0.1, -0.1, -0.1], dtype=float32)
+    """
+    spec = TABLE["SGD"]
+    __init__ = make_init(spec)
+
+class Adagrad(Optimizer):
+    r"""Adagrad (torch.optim.Adagrad): per-parameter rates from the sum of squared grads.
+
+    ::
+
+        clr = lr / (1 + (t-1)*lr_decay);  g += wd*p;  s += g*g
+        p -= clr * g / (sqrt(s) + eps)          # s starts at initial_accumulator_value
+    """
+    spec = TABLE["Adagrad"]
+    __init__ = make_init(spec)
+
+class Adadelta(Optimizer):
+    r"""Adadelta (torch.optim.Adadelta), eps inside the square roots.
+
+    ::
+
+        g += wd*p;  v = rho*v + (1-rho)*g*g
+        d = sqrt(u + eps) / sqrt(v + eps) * g;  u = rho*u + (1-rho)*d*d;  p -= lr*d
+    """
+    spec = TABLE["Adadelta"]
+    __init__ = make_init(spec)
+
+class RMSprop(Optimizer):
+    r"""RMSprop (torch.optim.RMSprop), optionally centered and with momentum.
+
+    ::
+
+        g += wd*p;  v = alpha*v + (1-alpha)*g*g
+        centered: a += (1-alpha)*(g-a);  w = v - a*a   else w = v
+        momentum > 0: b = momentum*b + g/(sqrt(w)+eps);  p -= lr*b
+        else: p -= lr*g/(sqrt(w)+eps)
+    """
+    spec = TABLE["RMSprop"]
+    __init__ = make_init(spec)
+
+class Adam(Optimizer):
+    r"""Adam (torch.optim.Adam), with amsgrad; L2 weight decay (``AdamW``: decoupled).
+
+    ::
+
+        g += wd*p   (AdamW: p *= 1 - lr*wd)
+        m += (1-beta1)*(g-m);  v = beta2*v + (1-beta2)*g*g;  amsgrad: vmax = max(vmax, v)
+        p -= lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps)
+
+    Bias corrections are computed once per step in double. Any of lr, betas[0],
+    betas[1], weight_decay may be a schedule; bias correction then uses the
+    current beta (as torch).
+    """
+    spec = TABLE["Adam"]
+    __init__ = make_init(spec)
+
+class AdamW(Optimizer):
+    r"""AdamW (torch.optim.AdamW): Adam with decoupled weight decay ``p *= 1 - lr*wd``
+    (default weight_decay 1e-2)."""
+    spec = TABLE["AdamW"]
+    __init__ = make_init(spec)
+
+class Adamax(Optimizer):
+    r"""Adamax (torch.optim.Adamax): Adam with an infinity norm.
+
+    ::
+
+        g += wd*p;  m += (1-beta1)*(g-m);  u = max(beta2*u, |g| + eps)
+        p -= lr/(1-beta1^t) * m / u
+    """
+    spec = TABLE["Adamax"]
+    __init__ = make_init(spec)
+
+class NAdam(Optimizer):
+    r"""NAdam (torch.optim.NAdam): Adam with Nesterov momentum and momentum decay.
+
+    ::
+
+        mu_t = beta1*(1 - 0.5*0.96^(t*momentum_decay));  mu_{t+1} likewise
+        g += wd*p (or p *= 1 - lr*wd with decoupled_weight_decay)
+        m += (1-beta1)*(g-m);  v = beta2*v + (1-beta2)*g*g;  d = sqrt(v/(1-beta2^t)) + eps
+        p -= lr*(1-mu_t)/(1-prod mu) * g/d;  p -= lr*mu_{t+1}/(1-prod mu * mu_{t+1}) * m/d
+    """
+    spec = TABLE["NAdam"]
+    __init__ = make_init(spec)
+
+class RAdam(Optimizer):
+    r"""RAdam (torch.optim.RAdam): Adam with variance rectification.
+
+    ::
+
+        rho_inf = 2/(1-beta2) - 1;  rho_t = rho_inf - 2 t beta2^t / (1-beta2^t)
+        m_hat = m/(1-beta1^t)
+        rho_t > 5: p -= m_hat*lr * (1/(sqrt(v)+eps) * sqrt(1-beta2^t)) * r_t   else p -= m_hat*lr
+    """
+    spec = TABLE["RAdam"]
+    __init__ = make_init(spec)
+
+
+_ = (FORMAT, GroupPlan, check_header, parse_groups, state_index, KINDS, HP, Kind, Spec)

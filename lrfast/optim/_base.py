@@ -1,0 +1,896 @@
+"""The optimizer base: param groups, compiled group plans, the per-step path,
+state and resume.
+
+Each optimizer validates its params once, allocates its state, and builds one
+:class:`Engine` (a prebuilt task list over all tensors). Each param group is
+compiled once into a :class:`GroupPlan` (rebuilt only when the group changes
+through the validated API). ``step(grads)`` evaluates only the scheduled
+values (each checked once), builds one scalar row per group and distinct
+per-param step key, and makes ONE call into the kernels, which validate the
+grads and walk all tensors with the GIL released.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .. import schedules as _schedules
+from .._dispatch import kernels as _K
+from .._typing import Array, Betas, Grads, Hyper, ParamsLike, StateDict
+from .._validate import (check_param, check_value, is_bool, is_schedule,
+                         optional_positive, schedule_value, step_count)
+from ._rules import RULES, Rule
+from ._table import KINDS, Spec
+
+__all__ = ["Optimizer", "ParamGroup", "GroupPlan", "FORMAT", "parse_groups", "check_header",
+           "state_index"]
+
+FORMAT = "lrfast.optim/1"
+
+
+def _name(fn):
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def _serialize(fn):
+    """{"class", "config", "state"} of an lrfast schedule; a plain callable is
+    recorded by name only."""
+    if hasattr(fn, "get_config"):
+        return _schedules.serialize(fn)
+    return {"class": "callable", "name": _name(fn)}
+
+
+def parse_groups(params: Any) -> List[Dict[str, Any]]:
+    """``params`` as torch takes them (a list of arrays, or of group dicts) ->
+    a list of group dicts. Raises a clear error for anything else."""
+    if isinstance(params, np.ndarray):
+        raise TypeError("params must be a list of arrays (or of dicts), got a single "
+                        "ndarray: wrap it in a list")
+    if isinstance(params, dict):
+        params = [params]
+    if params is None or isinstance(params, (str, bytes)):
+        raise TypeError(f"params must be a list of arrays or of dicts, got {params!r}")
+    try:
+        params = list(params)
+    except TypeError:
+        raise TypeError(f"params must be a list of arrays or of dicts, got "
+                        f"{type(params).__name__}") from None
+    if not params:
+        raise ValueError("optimizer got an empty parameter list")
+    if all(isinstance(p, dict) for p in params):
+        return params
+    if any(isinstance(p, dict) for p in params):
+        raise TypeError("params must be all arrays or all dicts (parameter groups)")
+    return [{"params": params}]
+
+
+def check_header(sd, optimizer):
+    """Check a state_dict's type, format, optimizer kind and step counters."""
+    if not isinstance(sd, dict):
+        raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
+    if sd.get("format") != FORMAT:
+        raise ValueError(f"not an lrfast optimizer state_dict of format {FORMAT!r} "
+                         f"(format {sd.get('format')!r})")
+    if sd.get("optimizer") != optimizer:
+        raise ValueError(f"state_dict is for optimizer {sd.get('optimizer')!r}, not {optimizer}")
+    for k in ("step_count", "skipped_steps"):
+        step_count(sd.get(k), f"state_dict[{k!r}]")
+
+
+def state_index(i, n):
+    """A state_dict['state'] key (int, or digits after a JSON round trip) as an
+    index into n params; raises ValueError otherwise."""
+    if isinstance(i, str) and i.isascii() and i.isdigit():
+        i = int(i)
+    if is_bool(i) or not isinstance(i, (int, np.integer)) or not 0 <= i < n:
+        raise ValueError(f"state_dict['state'] has an entry for param {i!r}; the optimizer "
+                         f"has {n} params (keys are param indices 0..{n - 1})")
+    return int(i)
+
+
+# ---------------------------------------------------------------------------
+# Param groups: dicts whose every mutation is validated, or refused.
+# ---------------------------------------------------------------------------
+class ParamList(list):
+    """A group's params: read-only (add params with ``add_param_group``)."""
+
+    def _refuse(self, *a, **k):
+        raise TypeError("a param group's 'params' cannot be changed in place (the optimizer "
+                        "compiled its state and task list for them); use "
+                        "opt.add_param_group({'params': [...]}) or build a new optimizer")
+
+    append = extend = insert = remove = pop = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+    def __deepcopy__(self, memo):
+        return list(self)
+
+
+class GroupList(list):
+    """``opt.param_groups``: the groups may be changed key by key, not replaced."""
+
+    def _refuse(self, *a, **k):
+        raise TypeError("param_groups cannot be replaced, reordered or removed; change a "
+                        "hyperparameter with opt.param_groups[i][key] = value, or add a "
+                        "group with opt.add_param_group")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    insert = remove = pop = clear = sort = reverse = extend = _refuse
+
+    def _append(self, g):
+        list.append(self, g)
+
+    def append(self, g):
+        self._refuse()
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+
+class ParamGroup(dict):
+    """A parameter group: a dict that validates hyperparameters when they are set
+    (``opt.param_groups[0]["lr"] = 0.1`` works as in torch, and is checked; the
+    next step uses it). Removing keys or changing 'params' is refused."""
+
+    __slots__ = ("_ref", "_index")
+
+    def _owner(self):
+        ref = getattr(self, "_ref", None)
+        return ref() if ref is not None else None
+
+    def _bind(self, opt, index):
+        self._ref = weakref.ref(opt)        # no reference cycle with the optimizer
+        self._index = index
+
+    def __setitem__(self, key, value):
+        self.update({key: value})
+
+    def update(self, *args, **kw):
+        changes = dict(*args, **kw)
+        opt = self._owner()
+        if opt is None:
+            dict.update(self, changes)
+            return
+        if "params" in changes:
+            raise ValueError("param_groups[i]['params'] cannot be reassigned; "
+                             "use add_param_group or a new optimizer")
+        unknown = [k for k in changes if k not in self]
+        if unknown:
+            raise ValueError(f"{type(opt).__name__}: unknown hyperparameter(s) "
+                             f"{sorted(map(str, unknown))} (known: "
+                             f"{sorted(k for k in self if k != 'params')})")
+        trial = dict(self)
+        trial.update(changes)
+        commit = opt._check_group_change(self._index, trial)  # raises: nothing changes
+        dict.update(self, changes)
+        commit()
+
+    def __ior__(self, other):
+        self.update(other)
+        return self
+
+    def setdefault(self, key, default=None):
+        if key in self:
+            return self[key]
+        self.update({key: default})          # unknown key: refused
+        return self[key]
+
+    def _refuse(self, *a, **k):
+        if self._owner() is None:
+            raise TypeError("cannot remove keys from a param group")
+        raise TypeError("a param group's keys cannot be removed (every hyperparameter "
+                        "is needed by the next step); set a new value instead")
+
+    __delitem__ = pop = popitem = clear = _refuse
+
+    def __reduce__(self):
+        return (dict, (dict(self),))
+
+    def __copy__(self):
+        return dict(self)
+
+    def __deepcopy__(self, memo):
+        return {k: copy.deepcopy(v, memo) for k, v in self.items()}
+
+
+# ---------------------------------------------------------------------------
+# Group plans
+# ---------------------------------------------------------------------------
+class GroupPlan:
+    """A compiled param group: its static values, its schedules, and (when
+    only lr or nothing is scheduled) its kernel row plan, built once.
+
+    ``fixed`` is the row's fixed part (a tuple in the kind's field order) and
+    ``step(key, lr)`` its per-step part; ``lr`` is the static lr or None with
+    ``lr_fn`` its schedule; ``others`` lists the other scheduled values
+    ``(name, index or None, schedule, check)``, re-planned every step.
+    """
+    __slots__ = ("static", "lr", "lr_fn", "others", "fixed", "step", "where")
+
+    def __init__(self, static, lr, lr_fn, others, fixed, step, where):
+        self.static = static
+        self.lr = lr
+        self.lr_fn = lr_fn
+        self.others = others
+        self.fixed = fixed
+        self.step = step
+        self.where = where
+
+    def schedules(self):
+        """[(name, index, fn)] of every scheduled value."""
+        out = [("lr", None, self.lr_fn)] if self.lr_fn is not None else []
+        return out + [(k, i, fn) for k, i, fn, _ in self.others]
+
+
+def _spec_checks(spec: Spec) -> Dict[str, str]:
+    return {h.name: h.check for h in spec.hparams}
+
+
+class Optimizer:
+    """Base class of every lrfast optimizer: param groups, validation, per-step
+    rows, state, resume. An optimizer is its table row (``spec``) and rule;
+    subclasses are a docstring and a name."""
+
+    spec: Spec
+    _rule: Rule
+    _kind: int
+    _aux_name = "auxiliary input"
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        spec = cls.__dict__.get("spec")
+        if spec is not None:
+            cls._rule = RULES[spec.name]
+            cls._kind = _K.KINDS[spec.kind]
+
+    def __init__(self, params: ParamsLike, defaults: Optional[Dict[str, Any]] = None, *,
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
+        if defaults is None:
+            defaults = dict(self.spec.defaults)
+        self.defaults = dict(defaults)
+        self.max_grad_norm = max_grad_norm
+        self.skip_nonfinite = skip_nonfinite
+        self._lock = threading.RLock()
+        self._entered = False
+        self._param_groups = GroupList()
+        self._plans: List[GroupPlan] = []
+        self._params: List[Array] = []
+        self._group_of: List[int] = []
+        self._states: List[Any] = []
+        self._ukeys: List[List[Any]] = []   # per group: its distinct step keys
+        self._cls: List[int] = []           # per param: index of its key in its group's list
+        self._uniform = True                # every group has one key: rows by group
+        self._step_count = 0
+        self.skipped_steps = 0
+        self.last_grad_norm = float("nan")
+        for g in parse_groups(params):
+            self._add_group(g, build=False)
+        self._build()
+
+    # ------------------------------------------------------------ properties
+    @property
+    def param_groups(self) -> List[Dict[str, Any]]:
+        """The groups (dicts, as torch's): ``opt.param_groups[i][key] = value``
+        is validated and used by the next step."""
+        return self._param_groups
+
+    @param_groups.setter
+    def param_groups(self, v):
+        raise TypeError("param_groups cannot be replaced; change values with "
+                        "opt.param_groups[i][key] = value, or add a group with "
+                        "opt.add_param_group")
+
+    @property
+    def max_grad_norm(self) -> Optional[float]:
+        """Clip the global grad norm to this value before each step (None: off)."""
+        return self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, v: Optional[float]) -> None:
+        optional_positive(v, "max_grad_norm")
+        self._max_grad_norm = v
+        self._max_norm = 0.0 if v is None else float(v)
+
+    @property
+    def skip_nonfinite(self) -> bool:
+        """Skip (write nothing, count in ``skipped_steps``) steps whose grads hold NaN/inf."""
+        return self._skip
+
+    @skip_nonfinite.setter
+    def skip_nonfinite(self, v: bool) -> None:
+        if not is_bool(v):
+            raise TypeError(f"skip_nonfinite must be a bool, got {v!r}")
+        self._skip = bool(v)
+
+    # ------------------------------------------------------------- the guard
+    def _enter(self):
+        """Take the optimizer's lock; re-entry from user code it calls (a
+        schedule, a closure) is a RuntimeError, never a deadlock."""
+        self._lock.acquire()
+        if self._entered:
+            self._lock.release()
+            raise RuntimeError(f"{type(self).__name__} was re-entered from code it is running "
+                               "(a schedule or callback called the optimizer back)")
+        self._entered = True
+
+    def _exit(self):
+        self._entered = False
+        self._lock.release()
+
+    # ------------------------------------------------------------------ setup
+    def _add_group(self, group, build=True):
+        gi = len(self._param_groups)
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"group {gi}: a parameter group is a dict with a 'params' list")
+        plist = group["params"]
+        if isinstance(plist, np.ndarray):
+            plist = [plist]
+        if plist is None or isinstance(plist, (str, bytes, dict)):
+            raise TypeError(f"group {gi}: 'params' must be a list of arrays, got {plist!r}")
+        try:
+            plist = list(plist)
+        except TypeError:
+            raise TypeError(f"group {gi}: 'params' must be a list of arrays, got "
+                            f"{type(plist).__name__}") from None
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(f"group {gi}: unknown hyperparameter(s) {sorted(map(str, unknown))} "
+                             f"for {type(self).__name__}")
+        full = {k: group.get(k, v) for k, v in self.defaults.items()}
+        base = len(self._params)
+        for j, p in enumerate(plist):
+            check_param(p, f"group {gi}, param {base + j}")
+        plan = self._compile_group(full, gi)
+        full = plan.static
+        pg = ParamGroup(params=ParamList(plist), **full)
+        states = [self._rule.alloc(p, full) for p in plist]
+        # Everything is valid: commit.
+        pg._bind(self, gi)
+        self._param_groups._append(pg)
+        self._plans.append(plan)
+        self._params.extend(plist)
+        self._group_of.extend([gi] * len(plist))
+        self._states.extend(states)
+        self._ukeys.append([self._rule.initial_key])
+        self._cls.extend([0] * len(plist))
+        if build:
+            try:
+                self._build()
+            except Exception:
+                list.pop(self._param_groups)
+                del self._plans[-1], self._ukeys[-1]
+                del self._params[base:], self._group_of[base:], self._states[base:]
+                del self._cls[base:]
+                self._build()
+                raise
+
+    def _check_group_change(self, gi, trial):
+        """Validate group ``gi`` with new values; return the commit."""
+        plan = self._compile_group(trial, gi)
+        self._check_slots(plan.static, gi)
+
+        def commit():
+            self._plans[gi] = plan
+            for k, v in plan.static.items():         # normalized values (betas as a tuple)
+                dict.__setitem__(self._param_groups[gi], k, v)
+        return commit
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a group (a dict with 'params' and optional hyperparameters), as torch."""
+        self._enter()
+        try:
+            self._add_group(param_group, build=True)
+            self._sync_row_map()
+        finally:
+            self._exit()
+
+    def _build(self):
+        self._engine = _K.Engine(self._kind, self._params, self._states, self._group_of,
+                                 aux_name=self._aux_name)
+        self._n = len(self._params)
+        self._uniform = True
+
+    def release_state(self) -> None:
+        """Drop this optimizer's state and engine (a wrapper that shards the
+        state took it over); any later use raises a clear RuntimeError."""
+        self._states = _Released()
+        self._engine = _Released()
+
+    def _compile_group(self, group, gi) -> GroupPlan:
+        """Validate a group's values (static ones against the table's ranges,
+        schedules at the current step) and compile its plan."""
+        where = f"group {gi}: "
+        checks = _spec_checks(self.spec)
+        static: Dict[str, Any] = {}
+        others = []
+        lr_fn = None
+        for k in self.defaults:
+            v, check = group[k], checks[k]
+            sched = is_schedule(v)
+            if sched and check == "betas":
+                raise TypeError(f"{where}give betas as a pair whose items may be schedules")
+            if sched:
+                if not self._schedulable(k):
+                    raise TypeError(f"{where}{k} cannot be a schedule (it is used when the "
+                                    "state is allocated)")
+                if k == "lr":
+                    lr_fn = v
+                else:
+                    others.append((k, None, v, check))
+                static[k] = v
+                continue
+            static[k] = v = check_value(v, k, check, where)
+            if check == "betas":
+                others += [(k, i, b, "unit_open") for i, b in enumerate(v) if is_schedule(b)]
+        plan = GroupPlan(static, None if lr_fn else static["lr"], lr_fn, others, None, None,
+                         where)
+        hp = self._values(plan, self._step_count)        # checks every schedule once
+        self._rule.check(hp, where)
+        if not others:
+            fixed, plan.step = self._rule.plan(hp)
+            plan.fixed = self._pack(fixed)
+        return plan
+
+    def _schedulable(self, k):
+        for h in self.spec.hparams:
+            if h.name == k:
+                return h.schedulable and h.check != "bool"
+        return False
+
+    def _pack(self, fixed: Dict[str, float]) -> Tuple[float, ...]:
+        """The fixed fields in the kind's order; exactly the kind's fields."""
+        kind = KINDS[self.spec.kind]
+        if set(fixed) != set(kind.fields):
+            raise AssertionError(f"{self.spec.name}: row plan fills {sorted(fixed)}, the "
+                                 f"kernel reads {sorted(kind.fields)}")
+        return tuple(float(fixed[f]) for f in kind.fields)
+
+    def _values(self, plan: GroupPlan, n: int) -> Dict[str, Any]:
+        """The hyperparameters at step n (schedules evaluated and checked)."""
+        if plan.lr_fn is None and not plan.others:
+            return plan.static
+        hp = dict(plan.static)
+        if plan.lr_fn is not None:
+            hp["lr"] = schedule_value(plan.lr_fn, n, "lr", "ge0", plan.where)
+        for k, i, fn, check in plan.others:
+            v = schedule_value(fn, n, k if i is None else f"{k}[{i}]", check, plan.where)
+            if i is None:
+                hp[k] = v
+            else:
+                b = list(hp[k])
+                b[i] = v
+                hp[k] = tuple(b)
+        return hp
+
+    def _check_slots(self, static, gi):
+        # A change to an existing group (param_groups[i][k] = v, load_state_dict)
+        # must not switch on an option whose state was never allocated (amsgrad,
+        # momentum, centered): the kernel would write through a NULL pointer.
+        need = {}
+        for i in range(len(self._params)):
+            if self._group_of[i] != gi:
+                continue
+            dt = self._params[i].dtype
+            if dt not in need:
+                need[dt] = self._rule.alloc(np.empty(0, dt), static)
+            for name, want, have in zip(self.spec.states, need[dt], self._states[i]):
+                if want is not None and have is None:
+                    raise ValueError(f"group {gi}, param {i}: these hyperparameters need "
+                                     f"optimizer state {name!r}, which was not allocated "
+                                     "(the optimizer was built with that option off); "
+                                     "build a new optimizer with it on")
+
+    # ------------------------------------------------------------------- step
+    def step(self, grads: Grads, _aux: Optional[Grads] = None) -> bool:
+        """Apply one update to every param that has a grad.
+
+        Parameters
+        ----------
+        grads : list of ndarray or None
+            One per param, in the order the params were given (groups
+            flattened in order); same shape, dtype and layout as its param.
+            ``None`` skips that param for this step (its state and step count
+            stay as they are). Grads are never modified.
+
+        Returns
+        -------
+        bool
+            False if the step was skipped (``skip_nonfinite`` and a grad held
+            NaN/inf); nothing was written then.
+        """
+        return self._step(grads, _aux)
+
+    def _step(self, grads, aux=None, norm_hook=None):
+        """``step``, with the engine's hooks: ``aux`` (a second input per
+        param) and ``norm_hook`` (see ``Engine.step``; a sharded wrapper makes
+        the norm global there)."""
+        self._enter()
+        try:
+            n = self._step_count
+            rows, new_keys = [], []
+            for plan, ukeys in zip(self._plans, self._ukeys):
+                if plan.others:
+                    hp = self._values(plan, n)
+                    self._rule.check(hp, plan.where)
+                    fixed, stepfn = self._rule.plan(hp)
+                    fixed = self._pack(fixed)
+                    lr = hp["lr"]
+                else:
+                    fixed, stepfn = plan.fixed, plan.step
+                    lr = plan.lr if plan.lr_fn is None else schedule_value(
+                        plan.lr_fn, n, "lr", "ge0", plan.where)
+                nk = []
+                for key in ukeys:
+                    sv, k2 = stepfn(key, lr)
+                    rows.append(fixed + sv)
+                    nk.append(k2)
+                new_keys.append(nk)
+            na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
+                                                  skip_nonfinite=self._skip, aux=aux,
+                                                  norm_hook=norm_hook)
+            self.last_grad_norm = norm
+            if not applied:
+                self.skipped_steps += 1
+                return False
+            if na == self._n:
+                self._ukeys = new_keys
+            else:
+                self._advance_partial(self._engine.active(), new_keys)
+            self._step_count = n + 1
+            return True
+        finally:
+            self._exit()
+
+    def _advance_partial(self, active, new_keys):
+        """Some grads were None: those params keep their keys. Re-derive each
+        group's distinct keys (O(params), only on such a step)."""
+        keys = [new_keys[g][c] if active[i] else self._ukeys[g][c]
+                for i, (g, c) in enumerate(zip(self._group_of, self._cls))]
+        self._set_keys(keys)
+
+    def _set_keys(self, keys):
+        """Per-param keys -> per group distinct keys and each param's class."""
+        ukeys: List[List[Any]] = [[] for _ in self._plans]
+        seen: List[Dict[Any, int]] = [{} for _ in self._plans]
+        cls = []
+        for i, key in enumerate(keys):
+            g = self._group_of[i]
+            c = seen[g].get(key)
+            if c is None:
+                c = seen[g][key] = len(ukeys[g])
+                ukeys[g].append(key)
+            cls.append(c)
+        for g in range(len(ukeys)):
+            if not ukeys[g]:
+                ukeys[g].append(self._rule.initial_key)
+        self._ukeys, self._cls = ukeys, cls
+        self._sync_row_map()
+
+    def _sync_row_map(self):
+        uniform = all(len(u) == 1 for u in self._ukeys)
+        if uniform:
+            if not self._uniform:
+                self._engine.set_row_map(None)
+        else:
+            off, o = [], 0
+            for u in self._ukeys:
+                off.append(o)
+                o += len(u)
+            self._engine.set_row_map([off[g] + c for g, c in zip(self._group_of, self._cls)])
+        self._uniform = uniform
+
+    # ----------------------------------------------------------------- views
+    @property
+    def step_count(self) -> int:
+        """Number of completed (not skipped) steps."""
+        return self._step_count
+
+    @property
+    def hyperparams(self) -> List[Dict[str, Any]]:
+        """Per group, the hyperparameter values the next step will use."""
+        return [dict(self._values(p, self._step_count)) for p in self._plans]
+
+    @property
+    def lr(self) -> Union[float, List[float]]:
+        """The learning rate the next step will use (a list for several groups)."""
+        lrs = [h["lr"] for h in self.hyperparams]
+        return lrs[0] if len(lrs) == 1 else lrs
+
+    @property
+    def params(self) -> List[Array]:
+        return list(self._params)
+
+    @property
+    def released(self) -> bool:
+        """True once ``release_state`` handed the state to a wrapper."""
+        return isinstance(self.__dict__.get("_engine"), _Released)
+
+    def _key_of(self, i):
+        return self._ukeys[self._group_of[i]][self._cls[i]]
+
+    @property
+    def state(self) -> Dict[int, Dict[str, Any]]:
+        """Per-param state, as torch's ``optimizer.state`` (views, not copies)."""
+        out = {}
+        for i in range(self._n):
+            e = self._state_entry(i, copy=False)
+            if e is not None:
+                out[i] = e
+        return out
+
+    def _state_entry(self, i, copy=True):
+        key = self._key_of(i)
+        rule = self._rule
+        if key == rule.initial_key:
+            return None
+        if not self.spec.has_step:            # SGD: the momentum buffer, once started
+            a = self._states[i][0]
+            if not key[1] or a is None:
+                return {"momentum_buffer": None}
+            return {"momentum_buffer": a.copy() if copy else a}
+        e: Dict[str, Any] = {"step": rule.t_of(key)}
+        for name, a in zip(self.spec.states, self._states[i]):
+            if a is not None:
+                e[name] = a.copy() if copy else a
+        rule.entry_extra(e, key)
+        return e
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for gi, hp in enumerate(self.hyperparams):
+            lines.append(f"  group {gi}: {len(self._param_groups[gi]['params'])} params, "
+                         + ", ".join(f"{k}={v!r}" for k, v in hp.items()))
+        lines.append(f"  step_count={self._step_count})")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------ state dict
+    def zero_state(self) -> None:
+        """Reset all optimizer state (moments, step counts) as if freshly built.
+        Params and schedules are untouched; ``step_count`` restarts at 0."""
+        self._enter()
+        try:
+            for i, p in enumerate(self._params):
+                fresh = self._rule.alloc(p, self._plans[self._group_of[i]].static)
+                for a, f in zip(self._states[i], fresh):
+                    if a is not None:
+                        a[...] = f
+            self._set_keys([self._rule.initial_key] * self._n)
+            self._step_count = 0
+            self.skipped_steps = 0
+        finally:
+            self._exit()
+
+    def state_dict(self) -> StateDict:
+        """A plain dict (numpy arrays, numbers, strings): the format
+        ``lrfast.optim/1`` described in docs/state_dict.md."""
+        self._enter()
+        try:
+            state = {}
+            for i in range(self._n):
+                e = self._state_entry(i, copy=True)
+                if e is not None:
+                    state[i] = e
+            groups, start = [], 0
+            for gi, pg in enumerate(self._param_groups):
+                plan = self._plans[gi]
+                hp = self._values(plan, self._step_count)
+                g: Dict[str, Any] = {"params": list(range(start, start + len(pg["params"])))}
+                start += len(pg["params"])
+                g.update(hp)
+                sched = {k if i is None else f"{k}.{i}": _serialize(fn)
+                         for k, i, fn in plan.schedules()}
+                if sched:
+                    g["schedules"] = sched
+                groups.append(g)
+            return {"format": FORMAT, "optimizer": type(self).__name__,
+                    "step_count": self._step_count, "skipped_steps": self.skipped_steps,
+                    "state": state, "param_groups": groups}
+        finally:
+            self._exit()
+
+    def load_state_dict(self, state_dict: StateDict) -> None:
+        """Restore a state_dict; checks everything before changing anything."""
+        self._enter()
+        try:
+            self._commit_load(*self._plan_load(state_dict))
+        finally:
+            self._exit()
+
+    def _plan_load(self, sd):
+        """Everything a load changes, validated; raises before any write."""
+        check_header(sd, type(self).__name__)
+        groups = sd.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self._param_groups):
+            raise ValueError(f"state_dict has {len(groups) if isinstance(groups, list) else '?'}"
+                             f" param groups, optimizer has {len(self._param_groups)}")
+        trials, start = [], 0
+        for gi, (g, pg) in enumerate(zip(groups, self._param_groups)):
+            trials.append(self._load_group_values(gi, g, pg, start))
+            start += len(pg["params"])
+        state = sd.get("state")
+        if not isinstance(state, dict):
+            raise ValueError("state_dict['state'] must be a dict")
+        entries = {}
+        for i, e in state.items():
+            i = state_index(i, self._n)
+            entries[i] = self._check_entry(i, e)
+        saved_n = self._step_count
+        self._step_count = sd["step_count"]      # schedules are checked at the saved step
+        try:
+            plans = [self._compile_group(trial, gi) for gi, trial in enumerate(trials)]
+        finally:
+            self._step_count = saved_n
+        for gi, plan in enumerate(plans):
+            self._check_slots(plan.static, gi)
+        restores = []                              # (schedule, saved state)
+        for gi, g in enumerate(groups):
+            for name, fn, ser in _matching_schedules(plans[gi], g):
+                if not hasattr(fn, "load_state_dict"):
+                    raise ValueError(f"group {gi}: saved schedule {name} has state but "
+                                     f"the optimizer's {name} is {_name(fn)}")
+                try:        # on a copy: the commit below must not fail halfway
+                    copy.deepcopy(fn).load_state_dict(ser["state"])
+                except (TypeError, ValueError, KeyError) as e:
+                    raise ValueError(f"group {gi}: saved state of schedule {name} does "
+                                     f"not fit: {e}") from e
+                restores.append((fn, ser["state"]))
+        return sd, plans, entries, restores
+
+    def _load_group_values(self, gi, g, pg, start):
+        if not isinstance(g, dict):
+            raise ValueError(f"group {gi}: state_dict param group must be a dict, got "
+                             f"{type(g).__name__}")
+        n = len(pg["params"])
+        gp = g.get("params", [])
+        if not isinstance(gp, (list, tuple)) or list(gp) != list(range(start, start + n)):
+            raise ValueError(f"group {gi}: state_dict lists params {g.get('params')}, "
+                             f"optimizer group has {n} params starting at {start}")
+        saved_sched = g.get("schedules", {}) or {}
+        if not isinstance(saved_sched, dict):
+            raise ValueError(f"group {gi}: state_dict 'schedules' must be a dict, got "
+                             f"{type(saved_sched).__name__}")
+        trial = dict(pg)
+        for k in self.defaults:
+            if k not in g:
+                raise ValueError(f"group {gi}: state_dict lacks hyperparameter {k!r}")
+            cur = trial[k]
+            if isinstance(cur, tuple):           # betas: items may be schedules
+                if not isinstance(g[k], (tuple, list)) or len(g[k]) != 2:
+                    raise ValueError(f"group {gi}: state_dict {k} must be a pair, got {g[k]!r}")
+                trial[k] = tuple(c if (is_schedule(c) or f"{k}.{i}" in saved_sched) else s
+                                 for i, (c, s) in enumerate(zip(cur, g[k])))
+            elif not is_schedule(cur) and k not in saved_sched:
+                trial[k] = g[k]                  # the optimizer's schedules stay
+        return trial
+
+    def _commit_load(self, sd, plans, entries, restores):
+        for fn, st in restores:
+            fn.load_state_dict(st)
+        for gi, plan in enumerate(plans):
+            pg = self._param_groups[gi]
+            for k, v in plan.static.items():
+                dict.__setitem__(pg, k, v)
+            self._plans[gi] = plan
+        keys = []
+        for i in range(self._n):
+            if i in entries:
+                arrays, key = entries[i]
+            else:
+                arrays = self._rule.alloc(self._params[i], self._plans[self._group_of[i]].static)
+                key = self._rule.initial_key
+            for a, src in zip(self._states[i], arrays):
+                if a is not None:
+                    a[...] = src if src is not None else 0
+            keys.append(key)
+        self._set_keys(keys)
+        self._step_count = int(sd["step_count"])
+        self.skipped_steps = int(sd["skipped_steps"])
+
+    def _check_entry(self, i, e):
+        """Validate one saved state entry against param i; return (arrays, key)."""
+        where = f"group {self._group_of[i]}, param {i}"
+        if not isinstance(e, dict):
+            raise ValueError(f"{where}: state entry must be a dict")
+        p = self._params[i]
+        if (not self.spec.has_step and e.get("momentum_buffer") is not None
+                and self._states[i][0] is None):
+            raise ValueError(f"{where}: state has a momentum buffer but this optimizer has "
+                             "momentum=0")
+        arrays = []
+        for name, a in zip(self.spec.states, self._states[i]):
+            if a is None:
+                arrays.append(None)
+                continue
+            v = e.get(name)
+            if v is None:
+                if name in self.spec.optional_states:
+                    arrays.append(None)
+                    continue
+                raise ValueError(f"{where}: state lacks {name!r}")
+            if not isinstance(v, np.ndarray):
+                raise TypeError(f"{where}: state {name!r} must be an ndarray, got "
+                                f"{type(v).__name__}")
+            if v.shape != p.shape:
+                raise ValueError(f"{where}: state {name!r} has shape {v.shape}, param has "
+                                 f"{p.shape}")
+            if v.dtype != p.dtype:
+                raise ValueError(f"{where}: state {name!r} has dtype {v.dtype}, param has "
+                                 f"{p.dtype}")
+            arrays.append(v)
+        t = step_count(e.get("step"), f"{where}: state 'step'") if self.spec.has_step else 0
+        return arrays, self._rule.entry_key(t, e, where)
+
+    # -------------------------------------------------------- pickle, copy
+    def __getstate__(self):
+        groups = [dict(pg) for pg in self._param_groups]
+        for g in groups:
+            g["params"] = list(g["params"])
+        return {"groups": groups, "defaults": self.defaults,
+                "options": {"max_grad_norm": self.max_grad_norm,
+                            "skip_nonfinite": self.skip_nonfinite},
+                "state": self.state_dict()}
+
+    def __setstate__(self, st):
+        Optimizer.__init__(self, st["groups"], st["defaults"], **st["options"])
+        self.load_state_dict(st["state"])
+
+
+def _matching_schedules(plan: GroupPlan, g: Dict[str, Any]):
+    """(name, the optimizer's schedule, saved entry) for each saved stateful
+    schedule that matches one of the plan's."""
+    for name, ser in (g.get("schedules") or {}).items():
+        if not (isinstance(ser, dict) and ser.get("state")):
+            continue
+        k, _, idx = str(name).partition(".")
+        for kk, ii, fn in plan.schedules():
+            if kk == k and (ii is None if not idx else str(ii) == idx):
+                yield name, fn, ser
+
+
+class _Released:
+    """Stands in for an optimizer's state once a sharded wrapper owns it."""
+
+    __slots__ = ()
+    _msg = ("this optimizer is wrapped by lrfast.distributed.DistributedOptimizer("
+            "shard_state=True), which now holds its (sharded) state: call step, "
+            "state_dict, load_state_dict and zero_state on the wrapper")
+
+    def __getattr__(self, name):
+        raise RuntimeError(self._msg)
+
+    def __getitem__(self, i):
+        raise RuntimeError(self._msg)
+
+
+def make_init(spec: Spec) -> Callable[..., None]:
+    """An ``__init__`` with the table's signature: torch's positional order,
+    keyword-only flags, then lrfast's options."""
+    pos = [h for h in spec.hparams if not h.kwonly]
+    kwo = [h for h in spec.hparams if h.kwonly]
+    args = ", ".join(f"{h.name}=_d[{h.name!r}]" for h in pos)
+    kws = ", ".join(f"{h.name}=_d[{h.name!r}]" for h in kwo)
+    names = ", ".join(f"{h.name}={h.name}" for h in spec.hparams)
+    src = (f"def __init__(self, params, {args}, *, {kws + ', ' if kws else ''}"
+           f"max_grad_norm=None, skip_nonfinite=False):\n"
+           f"    Optimizer.__init__(self, params, dict({names}), "
+           f"max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)\n")
+    ns: Dict[str, Any] = {"Optimizer": Optimizer, "_d": spec.defaults}
+    exec(src, ns)
+    fn = ns["__init__"]
+    ann: Dict[str, Any] = {"params": ParamsLike}
+    for h in spec.hparams:
+        ann[h.name] = (bool if h.check == "bool" else Betas if h.check == "betas"
+                       else Hyper if h.schedulable else float)
+    fn.__annotations__ = {**ann, "max_grad_norm": Optional[float], "skip_nonfinite": bool,
+                          "return": None}
+    fn.__doc__ = f"{spec.doc}; defaults as {spec.refs.get('torch', 'the reference')}."
+    return fn
+
+

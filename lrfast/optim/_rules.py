@@ -1,0 +1,278 @@
+"""Row plans: for each optimizer of the table, the per-step scalars its kernel reads.
+
+A rule turns a group's hyperparameters into its kernel's named row (the
+fields of ``Kind.row_fields`` in :mod:`lrfast.optim._table`), computed in
+double, once per step, exactly as written (the kernels and the numpy twins in
+:mod:`lrfast._reference` round each value once to the param dtype):
+
+- ``plan(hp)`` returns ``(fixed, step)``: ``fixed`` maps every one of the
+  kind's ``fields`` to its value (it depends on the hyperparameters only), and
+  ``step(key, lr)`` returns the ``step_fields`` values in table order plus the
+  param's key after the step (its step count and any per-param history, such
+  as NAdam's momentum product). The learning rate is an argument of ``step``,
+  so a scheduled lr costs one call, not a new plan.
+- ``alloc(p, hp)`` returns the state arrays (None where an option is off).
+- ``check(hp, where)`` holds the cross-field rules that ranges cannot express.
+
+Both the optimizer classes and :mod:`lrfast.kernels` use these rules.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .._validate import is_schedule, number
+from ._table import KINDS, TABLE
+
+Key = Any
+StepFn = Callable[[Key, float], Tuple[Tuple[float, ...], Key]]
+
+__all__ = ["Rule", "RULES"]
+
+
+def _head(hp: Dict[str, Any], decoupled: bool = False) -> Dict[str, float]:
+    """gs (sign of maximize), wd and the L2 flag: every kind's first fields."""
+    wd = hp["weight_decay"]
+    l2 = 1.0 if (wd != 0 and not decoupled) else 0.0
+    return {"gs": -1.0 if hp["maximize"] else 1.0, "wd": wd if wd != 0 else 0.0, "l2": l2}
+
+
+def _dm(lr: float, wd: float, decoupled: bool) -> float:
+    """Decoupled weight decay multiplier 1 - lr*wd (1 when off)."""
+    return 1.0 - lr * wd if (decoupled and wd != 0) else 1.0
+
+
+class Rule:
+    """Base rule: a param's key is its step count."""
+    name = ""
+    initial_key: Key = 0
+
+    def alloc(self, p: np.ndarray, hp: Dict[str, Any]) -> List[Optional[np.ndarray]]:
+        z = [np.zeros_like(p) for _ in TABLE[self.name].states]
+        return z + [None] * (3 - len(z))
+
+    def check(self, hp: Dict[str, Any], where: str) -> None:
+        """Cross-field checks (ranges are checked from the table)."""
+
+    def plan(self, hp: Dict[str, Any]) -> Tuple[Dict[str, float], StepFn]:
+        raise NotImplementedError
+
+    # per-param history beyond the step count (state_dict entries)
+    def t_of(self, key: Key) -> int:
+        return key
+
+    def entry_extra(self, entry: Dict[str, Any], key: Key) -> None:
+        pass
+
+    def entry_key(self, t: int, e: Dict[str, Any], where: str) -> Key:
+        return t
+
+
+class SGDRule(Rule):
+    name = "SGD"
+    initial_key = (0, False)         # (steps taken, momentum buffer started)
+
+    def alloc(self, p, hp):
+        mom = hp["momentum"]
+        return [np.zeros_like(p) if (is_schedule(mom) or mom != 0) else None, None, None]
+
+    def check(self, hp, where):
+        if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
+            raise ValueError(f"{where}nesterov momentum requires momentum > 0 and zero "
+                             f"dampening (momentum={hp['momentum']}, "
+                             f"dampening={hp['dampening']})")
+
+    def plan(self, hp):
+        mu = hp["momentum"]
+        mom = mu != 0
+        fixed = dict(_head(hp), mu=mu, d1=1.0 - hp["dampening"], mom=float(mom),
+                     nesterov=float(hp["nesterov"]))
+        first = float(mom)
+
+        def step(key, lr):
+            t, started = key
+            return (lr, 0.0 if started else first), (t + 1, started or mom)
+        return fixed, step
+
+    def t_of(self, key):
+        return key[0]
+
+    def entry_key(self, t, e, where):
+        return (1, e.get("momentum_buffer") is not None)
+
+
+class AdagradRule(Rule):
+    name = "Adagrad"
+
+    def alloc(self, p, hp):
+        return [np.full_like(p, hp["initial_accumulator_value"]), None, None]
+
+    def plan(self, hp):
+        lr_decay = hp["lr_decay"]
+
+        def step(t, lr):
+            t += 1
+            return (lr / (1 + (t - 1) * lr_decay),), t
+        return dict(_head(hp), eps=hp["eps"]), step
+
+
+def _plain_lr(t, lr):
+    return (lr,), t + 1
+
+
+class AdadeltaRule(Rule):
+    name = "Adadelta"
+
+    def plan(self, hp):
+        rho = hp["rho"]
+        return dict(_head(hp), rho=rho, c=1.0 - rho, eps=hp["eps"]), _plain_lr
+
+
+class RMSpropRule(Rule):
+    name = "RMSprop"
+
+    def alloc(self, p, hp):
+        mom = hp["momentum"]
+        return [np.zeros_like(p),
+                np.zeros_like(p) if (is_schedule(mom) or mom > 0) else None,
+                np.zeros_like(p) if hp["centered"] else None]
+
+    def plan(self, hp):
+        a, mu = hp["alpha"], hp["momentum"]
+        return dict(_head(hp), alpha=a, c=1.0 - a, eps=hp["eps"], mu=mu, mom=float(mu > 0),
+                    centered=float(hp["centered"])), _plain_lr
+
+
+class AdamRule(Rule):
+    name = "Adam"
+    decoupled = False
+
+    def alloc(self, p, hp):
+        return [np.zeros_like(p), np.zeros_like(p),
+                np.zeros_like(p) if hp["amsgrad"] else None]
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        wd, dec = hp["weight_decay"], self.decoupled
+        fixed = dict(_head(hp, dec), c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
+                     decoupled=1.0 if (dec and wd != 0) else 0.0, amsgrad=float(hp["amsgrad"]))
+
+        def step(t, lr):
+            t += 1
+            # bias corrections in double, once per step: lr/(1-b1^t), sqrt(1-b2^t)
+            return (lr / (1 - b1 ** t), (1 - b2 ** t) ** 0.5, _dm(lr, wd, dec)), t
+        return fixed, step
+
+
+class AdamWRule(AdamRule):
+    name = "AdamW"
+    decoupled = True
+
+
+class AdamaxRule(Rule):
+    name = "Adamax"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+
+        def step(t, lr):
+            t += 1
+            return (lr / (1 - b1 ** t),), t
+        return dict(_head(hp), c1=1 - b1, b2=b2, eps=hp["eps"]), step
+
+
+class NAdamRule(Rule):
+    name = "NAdam"
+    initial_key = (0, 1.0)        # (step, mu_product)
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        md, wd = hp["momentum_decay"], hp["weight_decay"]
+        dec = bool(hp["decoupled_weight_decay"])
+        fixed = dict(_head(hp, dec), c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
+                     decoupled=1.0 if (dec and wd != 0) else 0.0)
+
+        def step(key, lr):
+            t, mu_product = key
+            t += 1
+            mu = b1 * (1.0 - 0.5 * (0.96 ** (t * md)))
+            mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * md)))
+            mu_product = mu_product * mu
+            den = 1.0 - mu_product * mu_next
+            if 1.0 - mu_product == 0.0 or den == 0.0:
+                raise ValueError(f"NAdam: momentum product {mu_product!r} makes the step "
+                                 "divide by zero")
+            cg = lr * (1.0 - mu) / (1.0 - mu_product)
+            cm = lr * mu_next / den
+            return (1 - b2 ** t, cg, cm, _dm(lr, wd, dec)), (t, mu_product)
+        return fixed, step
+
+    def t_of(self, key):
+        return key[0]
+
+    def entry_extra(self, entry, key):
+        entry["mu_product"] = key[1]
+
+    def entry_key(self, t, e, where):
+        mp = e.get("mu_product", None)
+        if isinstance(mp, np.ndarray) and mp.size == 1:
+            mp = mp.item()
+        try:
+            mp = number(mp, "state 'mu_product'", f"{where}: ")
+        except TypeError:
+            raise ValueError(f"{where}: state 'mu_product' must be a finite number, "
+                             f"got {mp!r}") from None
+        if not 0.0 <= mp <= 1.0:
+            raise ValueError(f"{where}: state 'mu_product' must be in [0, 1], got {mp!r}")
+        return (t, mp)
+
+
+class RAdamRule(Rule):
+    name = "RAdam"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        wd = hp["weight_decay"]
+        dec = bool(hp["decoupled_weight_decay"])
+        rho_inf = 2 / (1 - b2) - 1
+        fixed = dict(_head(hp, dec), c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
+                     decoupled=1.0 if (dec and wd != 0) else 0.0)
+
+        def step(t, lr):
+            t += 1
+            bc1 = 1 - b1 ** t
+            bc2 = 1 - b2 ** t
+            rho_t = rho_inf - 2 * t * (b2 ** t) / bc2
+            if rho_t > 5.0:
+                rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                        / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+                on = 1.0
+            else:
+                rect, on = 1.0, 0.0
+            return (bc1, lr, bc2 ** 0.5, rect, on, _dm(lr, wd, dec)), t
+        return fixed, step
+
+
+class DiagonalNewtonRule(Rule):
+    name = "DiagonalNewton"
+
+    def plan(self, hp):
+        return dict(_head(hp), damping=hp["damping"]), _plain_lr
+
+
+RULES: Dict[str, Rule] = {r.name: r for r in (
+    SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
+    AdamaxRule(), NAdamRule(), RAdamRule(), DiagonalNewtonRule())}
+
+assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
+
+
+def build_row(name: str, hp: Dict[str, Any], key: Key) -> Tuple[Tuple[float, ...], Key]:
+    """Optimizer ``name``'s complete kernel row for (validated) ``hp`` at ``key``,
+    and the key after the step: the fixed fields in table order, then the
+    step fields."""
+    fixed, step = RULES[name].plan(hp)
+    kind = KINDS[TABLE[name].kind]
+    sv, k2 = step(key, hp["lr"])
+    return tuple(float(fixed[f]) for f in kind.fields) + tuple(sv), k2

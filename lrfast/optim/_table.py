@@ -1,0 +1,236 @@
+"""The optimizer table: one declarative entry per optimizer, the single source of truth.
+
+Every optimizer lrfast ships is one :class:`Spec` row below (scikit-learn's
+``_loss.pyx.tp`` ``class_list``, torch's ``optim_db``). A row holds the name, the
+kernel kind, the state arrays (torch's names), the named per-step scalar fields
+the kernel reads, the hyperparameters with their defaults and ranges, the
+reference equivalents, the numpy twin, support flags and benchmark settings.
+
+From it lrfast derives:
+
+- the kernels' C enum, one named struct of doubles per kind (``AdamRow``: the
+  loop reads ``r.step_size``, never a slot number) and the dispatch
+  (:func:`cython_source`, run by ``setup.py`` into ``src/_table.pxi``);
+- each optimizer class's signature and defaults (:mod:`lrfast.optim`);
+- every list of optimizers: the benchmark runner's, the distributed wrapper's,
+  the vectorization check's and the tests' parametrizations.
+
+This module imports nothing outside the standard library: the build runs it
+before lrfast exists.
+
+Adding an optimizer: its row here, its loop body in ``src/_kernels.pxi``, its
+row plan in :mod:`lrfast.optim._rules`, its twin in :mod:`lrfast._reference`,
+and its entry in the parity test's option sets.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, NamedTuple, Optional, Tuple
+
+__all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "optimizers", "cython_source"]
+
+
+class HP(NamedTuple):
+    """One hyperparameter: name, default, range check and whether it is keyword-only.
+
+    ``check`` names a range: ``"ge0"`` (>= 0), ``"gt0"`` (> 0), ``"unit"``
+    ([0, 1]), ``"unit_open"`` ([0, 1)), ``"real"`` (any finite number),
+    ``"bool"``, ``"betas"`` (a pair in [0, 1)). Numbers may be schedules unless
+    ``schedulable`` is False (values used only when state is allocated).
+    """
+    name: str
+    default: Any
+    check: str
+    kwonly: bool = False
+    schedulable: bool = True
+
+
+class Kind(NamedTuple):
+    """A kernel: its loop function, state slots, and the named fields of its
+    scalar row. ``fields`` are fixed for a compiled group; ``step_fields``
+    change every step (step counts, the learning rate). Every row starts with
+    ``gs``, the grad scale (sign of maximize times the clipping factor)."""
+    name: str
+    n_states: int
+    fields: Tuple[str, ...]
+    step_fields: Tuple[str, ...]
+    aux: bool = False            # reads a second input per param (DiagonalNewton)
+
+    @property
+    def row_fields(self) -> Tuple[str, ...]:
+        return self.fields + self.step_fields
+
+    def pack(self, **values: float) -> Tuple[float, ...]:
+        """A complete row from its fields by name (exactly the kind's fields)."""
+        if set(values) != set(self.row_fields):
+            raise ValueError(f"row of kind {self.name!r} needs exactly the fields "
+                             f"{self.row_fields}, got {tuple(values)}")
+        return tuple(float(values[f]) for f in self.row_fields)
+
+
+class Spec(NamedTuple):
+    """One optimizer."""
+    name: str
+    kind: str
+    states: Tuple[str, ...]
+    hparams: Tuple[HP, ...]
+    doc: str
+    refs: Dict[str, str]
+    twin: Optional[str]
+    has_step: bool = True
+    optional_states: Tuple[str, ...] = ()
+    distributed: bool = True
+    isa: bool = True
+    bench: Optional[Dict[str, Any]] = None
+    public: bool = True
+
+    @property
+    def defaults(self) -> Dict[str, Any]:
+        return {h.name: h.default for h in self.hparams}
+
+
+_GD = ("gs", "wd", "l2")       # grad scale, L2 weight decay and its flag: every optimizer's head
+
+KINDS: Dict[str, Kind] = {k.name: k for k in (
+    Kind("sgd", 1, _GD + ("mu", "d1", "mom", "nesterov"), ("lr", "first")),
+    Kind("adagrad", 1, _GD + ("eps",), ("clr",)),
+    Kind("adadelta", 2, _GD + ("rho", "c", "eps"), ("lr",)),
+    Kind("rmsprop", 3, _GD + ("alpha", "c", "eps", "mu", "mom", "centered"), ("lr",)),
+    Kind("adam", 3, _GD + ("c1", "b2", "c2", "eps", "decoupled", "amsgrad"),
+         ("step_size", "bc2_sqrt", "dm")),
+    Kind("adamax", 2, _GD + ("c1", "b2", "eps"), ("clr",)),
+    Kind("nadam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"), ("bc2", "cg", "cm", "dm")),
+    Kind("radam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"),
+         ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm")),
+    Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
+    Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
+)}
+
+_LR = lambda d: HP("lr", d, "ge0")                              # noqa: E731
+_WD = lambda d=0.0: HP("weight_decay", d, "ge0")                # noqa: E731
+_BETAS = HP("betas", (0.9, 0.999), "betas")
+_MAX = HP("maximize", False, "bool", kwonly=True)
+_DWD = HP("decoupled_weight_decay", False, "bool")
+
+_ROWS = (
+    Spec("SGD", "sgd", ("momentum_buffer",),
+         (_LR(1e-3), HP("momentum", 0.0, "ge0"), HP("dampening", 0.0, "real"), _WD(),
+          HP("nesterov", False, "bool"), _MAX),
+         "Stochastic gradient descent with momentum",
+         {"torch": "torch.optim.SGD", "keras": "keras.optimizers.SGD", "optax": "optax.sgd"},
+         "sgd", has_step=False, optional_states=("momentum_buffer",),
+         bench={"lr": 1e-3, "momentum": 0.9}),
+    Spec("Adagrad", "adagrad", ("sum",),
+         (_LR(1e-2), HP("lr_decay", 0.0, "ge0"), _WD(),
+          HP("initial_accumulator_value", 0.0, "ge0", schedulable=False),
+          HP("eps", 1e-10, "gt0"), _MAX),
+         "Adagrad: per-parameter rates from the running sum of squared gradients",
+         {"torch": "torch.optim.Adagrad", "keras": "keras.optimizers.Adagrad",
+          "optax": "optax.adagrad"}, "adagrad", bench={"lr": 1e-2}),
+    Spec("Adadelta", "adadelta", ("square_avg", "acc_delta"),
+         (_LR(1.0), HP("rho", 0.9, "unit"), HP("eps", 1e-6, "gt0"), _WD(), _MAX),
+         "Adadelta", {"torch": "torch.optim.Adadelta", "keras": "keras.optimizers.Adadelta",
+                      "optax": "optax.adadelta"}, "adadelta", bench={"lr": 1.0}),
+    Spec("RMSprop", "rmsprop", ("square_avg", "momentum_buffer", "grad_avg"),
+         (_LR(1e-2), HP("alpha", 0.99, "unit"), HP("eps", 1e-8, "gt0"), _WD(),
+          HP("momentum", 0.0, "ge0"), HP("centered", False, "bool"), _MAX),
+         "RMSprop, optionally centered and with momentum",
+         {"torch": "torch.optim.RMSprop", "keras": "keras.optimizers.RMSprop",
+          "optax": "optax.rmsprop"}, "rmsprop", bench={"lr": 1e-2}),
+    Spec("Adam", "adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+         (_LR(1e-3), _BETAS, HP("eps", 1e-8, "gt0"), _WD(), HP("amsgrad", False, "bool"),
+          _MAX),
+         "Adam (Kingma & Ba 2015), with amsgrad",
+         {"torch": "torch.optim.Adam", "keras": "keras.optimizers.Adam", "optax": "optax.adam"},
+         "adam", bench={"lr": 1e-3}),
+    Spec("AdamW", "adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+         (_LR(1e-3), _BETAS, HP("eps", 1e-8, "gt0"), _WD(1e-2), HP("amsgrad", False, "bool"),
+          _MAX),
+         "AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019)",
+         {"torch": "torch.optim.AdamW", "keras": "keras.optimizers.AdamW",
+          "optax": "optax.adamw"}, "adamw", bench={"lr": 1e-3}),
+    Spec("Adamax", "adamax", ("exp_avg", "exp_inf"),
+         (_LR(2e-3), _BETAS, HP("eps", 1e-8, "gt0"), _WD(), _MAX),
+         "Adamax: Adam with an infinity norm",
+         {"torch": "torch.optim.Adamax", "keras": "keras.optimizers.Adamax",
+          "optax": "optax.adamax"}, "adamax", bench={"lr": 2e-3}),
+    Spec("NAdam", "nadam", ("exp_avg", "exp_avg_sq"),
+         (_LR(2e-3), _BETAS, HP("eps", 1e-8, "gt0"), _WD(), HP("momentum_decay", 4e-3, "ge0"),
+          _DWD, _MAX),
+         "NAdam: Adam with Nesterov momentum and momentum decay (Dozat 2016)",
+         {"torch": "torch.optim.NAdam", "keras": "keras.optimizers.Nadam",
+          "optax": "optax.nadam"}, "nadam", bench={"lr": 2e-3}),
+    Spec("RAdam", "radam", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-3), _BETAS, HP("eps", 1e-8, "gt0"), _WD(), _DWD, _MAX),
+         "RAdam: Adam with variance rectification (Liu et al. 2020)",
+         {"torch": "torch.optim.RAdam", "optax": "optax.radam"}, "radam",
+         bench={"lr": 1e-3}),
+    Spec("DiagonalNewton", "diag_newton", (),
+         (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
+         "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
+         {}, None, distributed=False),
+)
+
+TABLE: Dict[str, Spec] = {s.name: s for s in _ROWS}
+
+
+def optimizers(*, distributed: Optional[bool] = None, twin: Optional[bool] = None,
+               aux: Optional[bool] = None):
+    """Names of the public optimizers, filtered by support flags."""
+    out = []
+    for s in _ROWS:
+        if not s.public:
+            continue
+        if distributed is not None and s.distributed != distributed:
+            continue
+        if twin is not None and (s.twin is not None) != twin:
+            continue
+        if aux is not None and KINDS[s.kind].aux != aux:
+            continue
+        out.append(s.name)
+    return out
+
+
+def cython_source() -> Dict[str, str]:
+    """Cython for the kernels, by file name: ``_table.pxi`` (the kind enum and
+    one named row struct per kind, included before the loops) and
+    ``_table_dispatch.pxi`` (the dispatch, included after them). ``setup.py``
+    writes both into ``src/``."""
+    kinds = list(KINDS.values())
+    out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
+           "cdef enum:"]
+    out += [f"    K_{k.name.upper()} = {i}" for i, k in enumerate(kinds)]
+    out += [f"    N_KINDS = {len(kinds)}",
+            f"    NS = {max(len(k.row_fields) for k in kinds)}   # doubles in the longest row", ""]
+    for k in kinds:
+        out.append(f"ctypedef struct {_struct(k)}:")
+        out += [f"    double {f}" for f in k.row_fields]
+        out.append("")
+    out.append(f"KINDS = {{{', '.join(f'{k.name!r}: K_{k.name.upper()}' for k in kinds)}}}")
+    out.append("ROW_FIELDS = {" + ", ".join(f"{k.name!r}: {k.row_fields!r}" for k in kinds) + "}")
+    out.append("ROW_SIZES = {" + ", ".join(
+        f"{k.name!r}: sizeof({_struct(k)}) // sizeof(double)" for k in kinds) + "}")
+    out.append("AUX_KINDS = frozenset({" + ", ".join(
+        f"K_{k.name.upper()}" for k in kinds if k.aux) + "})")
+    out += ["cdef int _ROW_LEN[N_KINDS]"]
+    out += [f"_ROW_LEN[K_{k.name.upper()}] = {len(k.row_fields)}" for k in kinds]
+    head = "\n".join(out) + "\n"
+    out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
+            "cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0,",
+            "                        real* s1, real* s2, Py_ssize_t n, const double* r) noexcept nogil:"]
+    for i, k in enumerate(kinds):
+        kw = "if" if i == 0 else "elif"
+        out.append(f"    {kw} kind == K_{k.name.upper()}:")
+        out.append(f"        _{k.name}(p, g, h, s0, s1, s2, n, <const {_struct(k)}*>r)")
+    return {"_table.pxi": head, "_table_dispatch.pxi": "\n".join(out) + "\n"}
+
+
+def _struct(k: Kind) -> str:
+    return "".join(part.capitalize() for part in k.name.split("_")) + "Row"
+
+
+if __name__ == "__main__":      # python lrfast/optim/_table.py DIR: write the .pxi files
+    import os
+    import sys
+    for fname, text in cython_source().items():
+        with open(os.path.join(sys.argv[1] if len(sys.argv) > 1 else "src", fname), "w") as f:
+            f.write(text)

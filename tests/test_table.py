@@ -1,0 +1,102 @@
+"""The optimizer table is the single source of truth: the kernels' named row
+structs, the row plans, the classes' signatures and every list of optimizers
+agree with it."""
+import inspect
+import itertools
+
+import numpy as np
+import pytest
+
+import lrfast
+from lrfast import _dispatch
+from lrfast.optim import TABLE, optimizers
+from lrfast.optim._rules import RULES, build_row
+from lrfast.optim._table import KINDS, cython_source
+
+from _cases import CASES, NAMES
+
+
+@pytest.mark.parametrize("isa", _dispatch.available_isas())
+def test_compiled_structs_are_the_table_fields(isa):
+    K = _dispatch.load(isa)
+    assert set(K.KINDS) == set(KINDS)
+    for name, kind in KINDS.items():
+        assert K.ROW_FIELDS[name] == kind.row_fields
+        # sizeof(struct) / sizeof(double): the compiled struct really has these fields
+        assert K.ROW_SIZES[name] == len(kind.row_fields)
+        assert kind.row_fields[0] == "gs", "clipping scales field 0 of every row"
+
+
+def _option_sets(name):
+    """Every case of the parity tests, plus each bool option flipped and a
+    nonzero weight decay: the plan must fill the same fields in every branch."""
+    spec = TABLE[name]
+    base = [dict(hp) for n, hp in CASES if n == name] or [{}]
+    flags = [h.name for h in spec.hparams if h.check == "bool"]
+    out = []
+    for hp in base:
+        for bits in itertools.product([False, True], repeat=len(flags)):
+            trial = {**spec.defaults, **hp, **dict(zip(flags, bits)), "weight_decay": 0.01}
+            try:
+                RULES[name].check(trial, "")
+            except ValueError:
+                continue
+            out.append(trial)
+    return out
+
+
+@pytest.mark.parametrize("name", list(TABLE))
+def test_row_plans_fill_exactly_their_struct_fields(name):
+    kind = KINDS[TABLE[name].kind]
+    rule = RULES[name]
+    sets = _option_sets(name)
+    assert sets
+    for hp in sets:
+        fixed, step = rule.plan(hp)
+        assert set(fixed) == set(kind.fields), (name, sorted(fixed))
+        key = rule.initial_key
+        for _ in range(3):
+            sv, key = step(key, hp["lr"])
+            assert len(sv) == len(kind.step_fields)
+            assert all(isinstance(v, float) for v in sv)
+        row, _ = build_row(name, hp, rule.initial_key)
+        assert len(row) == len(kind.row_fields)
+
+
+def test_generated_cython_names_every_kind():
+    src = cython_source()
+    for kind in KINDS.values():
+        assert f"K_{kind.name.upper()} =" in src["_table.pxi"]
+        for f in kind.row_fields:
+            assert f"    double {f}\n" in src["_table.pxi"]
+        assert f"_{kind.name}(p, g, h, s0, s1, s2, n," in src["_table_dispatch.pxi"]
+
+
+@pytest.mark.parametrize("name", optimizers())
+def test_class_signature_and_defaults_come_from_the_table(name):
+    spec = TABLE[name]
+    cls = getattr(lrfast, name)
+    assert cls.spec is spec
+    sig = inspect.signature(cls)
+    for h in spec.hparams:
+        p = sig.parameters[h.name]
+        assert p.default == h.default
+        assert (p.kind is inspect.Parameter.KEYWORD_ONLY) == h.kwonly
+    assert sig.parameters["max_grad_norm"].kind is inspect.Parameter.KEYWORD_ONLY
+    # torch's positional order: lr first
+    assert list(sig.parameters)[1] == "lr"
+    opt = cls([np.zeros(3)])
+    assert opt.defaults == spec.defaults
+
+
+def test_every_list_of_optimizers_derives_from_the_table():
+    assert set(NAMES) == {s.name for s in TABLE.values() if s.twin and s.public}
+    for name in optimizers():
+        assert name in lrfast.__all__ and getattr(lrfast, name).spec is TABLE[name]
+    assert {n for n, _ in CASES} == set(NAMES), "every optimizer has parity cases"
+
+
+def test_distributed_support_comes_from_the_table():
+    pytest.importorskip("mpi4py")
+    from lrfast import distributed
+    assert set(distributed._SUPPORTED) == {s.name for s in TABLE.values() if s.distributed}
