@@ -464,6 +464,23 @@ cdef void _policy_seed(Policy* pol) noexcept:
         pol.interval = POLICY_PROBE_MIN
 
 
+cdef int _policy_hint_threads(Py_ssize_t work) noexcept nogil:
+    # For passes that keep no Policy of their own (L-BFGS vector passes, the
+    # functional one-tensor step): the process's last measured mode. (Reads one
+    # int written under the GIL.)
+    cdef int base = _threads_for(work)
+    if base <= 1 or _pinned():
+        return base
+    if _shared_valid and _shared_pol.mode == 0:
+        return 1
+    return base
+
+
+def _policy_hint(Py_ssize_t work):
+    """Test hook: the count a pass without its own Policy would use."""
+    return _policy_hint_threads(work)
+
+
 def _policy_set_shared(mode=None, double ratio=1.0):
     """Test hook: set (mode "threads" / "one thread", cost ratio threads/one)
     or forget (None) what new engines inherit."""

@@ -379,6 +379,22 @@ def test_new_engines_inherit_the_process_mode(parallel_always, forget_shared, mo
     assert shared is None if mode is None else shared is not None
 
 
+@pytest.mark.skipif(not OPENMP, reason="the policy runs only in an OpenMP build")
+def test_passes_without_a_policy_follow_the_process_mode(forget_shared):
+    """L-BFGS's vector passes keep no policy of their own: they use the mode
+    the process last measured, and any pin."""
+    big = 10**7
+    top = lrfast.get_num_threads()
+    assert K._policy_hint(big) == top                 # nothing measured yet
+    assert K._policy_hint(10) == 1                    # under the threshold
+    K._policy_set_shared("one thread", 8.0)
+    assert K._policy_hint(big) == 1
+    with lrfast.threads(2):
+        assert K._policy_hint(big) == 2               # a pin wins
+    K._policy_set_shared("threads", 0.5)
+    assert K._policy_hint(big) == top
+
+
 def test_policy_ignores_the_warm_up_step():
     # the first (parallel) step is very slow (thread start, page faults): ignored
     nts, state = simulate(lambda k, nt: 100.0 if k == 0 else (0.5 if nt > 1 else 1.0), 100)
