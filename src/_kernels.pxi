@@ -1529,5 +1529,5 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     d.nparts = nparts
     d.rows = r
     with nogil:
-        nt = _threads_for(n)
+        nt = _policy_hint_threads(n)   # no Policy of its own: the process mode
         _run(&d, nt)
