@@ -49,6 +49,7 @@ def config() -> Dict[str, Any]:
         "openmp": bool(_K.OPENMP),
         "openmp_runtime": _openmp_runtime(),
         "num_threads": _K.get_num_threads(),
+        "thread_mode": _K.thread_mode(),
         "parallel_threshold": _K.get_parallel_threshold(),
         "compiler": _K.COMPILER,
         "flags": "-O3 -fno-math-errno -ffp-contract=off"
@@ -58,6 +59,7 @@ def config() -> Dict[str, Any]:
 
 
 def show_config() -> None:
-    """Print version, ISA path, OpenMP runtime, threads, threshold, compiler, numpy."""
+    """Print version, ISA path, OpenMP runtime, threads and thread mode ("adaptive
+    (up to n)" or "pinned n"), threshold, compiler, numpy."""
     for k, v in config().items():
         print(f"{k:>20}: {v}")

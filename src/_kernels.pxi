@@ -104,18 +104,104 @@ FORK_UNSAFE_OMP = bool(LRFAST_FORK_UNSAFE_OMP)
 
 
 # --------------------------------------------------------------------------
-# Thread policy: forked child -> 1; set_num_threads(n);
-# else omp_get_max_threads() read at every step. The serial threshold is a
-# measured default (bench/), overridable.
+# Thread policy, first rule that applies:
+#   1. a child forked after a parallel region -> 1 (gcc's libgomp hangs there);
+#   2. `with lrfast.threads(n)` in the calling thread -> n (a C thread-local
+#      override, read by the steps that run in that thread only);
+#   3. `set_num_threads(n)` -> n, process-wide;
+#   4. the adaptive default: omp_get_max_threads() read at every step (so
+#      OMP_NUM_THREADS and threadpoolctl limits are honoured), or 1 when this
+#      engine's own measured cost per element says threads lose (a busy
+#      machine: an OpenMP barrier waits a whole scheduler slice for a
+#      descheduled thread). See `Policy` below.
+# Steps under the serial threshold never enter an OpenMP region. The count
+# passed to prange never exceeds the number of work parts (`_run`/`_reduce`).
+# Results are bit-identical for any count, so the choice changes no number.
 # --------------------------------------------------------------------------
+cdef extern from *:
+    """
+    #if defined(_WIN32)
+    #ifndef WIN32_LEAN_AND_MEAN
+    #define WIN32_LEAN_AND_MEAN
+    #endif
+    #ifndef NOMINMAX
+    #define NOMINMAX
+    #endif
+    #include <windows.h>
+    static double lrfast_monotonic(void) {
+        LARGE_INTEGER f, c;
+        QueryPerformanceFrequency(&f);
+        QueryPerformanceCounter(&c);
+        return (double)c.QuadPart / (double)f.QuadPart;
+    }
+    #else
+    #include <time.h>
+    static double lrfast_monotonic(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+    #endif
+    /* `with lrfast.threads(n)`: a per-OS-thread override (a Python thread is
+       one OS thread, and a step's nogil section runs in the caller's thread). */
+    #if defined(_MSC_VER)
+    #define LRFAST_TLS __declspec(thread)
+    #else
+    #define LRFAST_TLS __thread
+    #endif
+    static LRFAST_TLS int lrfast_tl_threads_v = 0;
+    static int lrfast_tl_threads(void) { return lrfast_tl_threads_v; }
+    static void lrfast_set_tl_threads(int n) { lrfast_tl_threads_v = n; }
+    """
+    double lrfast_monotonic() noexcept nogil
+    int lrfast_tl_threads() noexcept nogil
+    void lrfast_set_tl_threads(int n) noexcept nogil
+
+
 cdef int _user_threads = 0
 cdef int _forked = 0
 cdef int _parallel_used = 0
+cdef int _serial_warned = 0
 cdef Py_ssize_t _threshold = 24576   # measured: bench/threshold.py (2 threads win from 16384 hot)
 
+import os as _os
+# The most threads set_num_threads / threads accept: 4 per CPU, at most 1024.
+# More only oversubscribes (20000 threads cost seconds per step, and thread
+# creation can fail inside the OpenMP runtime).
+MAX_THREADS = min(1024, 4 * max(_os.cpu_count() or 1, 1))
 
-def set_num_threads(int n):
-    """Threads every later step uses (process-wide); 0 restores the default.
+
+def _check_threads(n, str what):
+    import numbers
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{what}: n must be an int, got {n!r}")
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"{what}: n must be >= 0, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"{what}: n={n} exceeds the limit of {MAX_THREADS} threads "
+                         f"(4 per CPU, at most 1024)")
+    return n
+
+
+def _warn_thread_request(int n, int stacklevel):
+    # Returns True when the request must not lift the forked-child guard.
+    global _serial_warned
+    import warnings
+    if not LRFAST_OPENMP and n > 1 and not _serial_warned:
+        _serial_warned = 1
+        warnings.warn("lrfast: this build has no OpenMP (serial build): steps run on one "
+                      "thread whatever is asked", RuntimeWarning, stacklevel=stacklevel)
+    if _forked and LRFAST_FORK_UNSAFE_OMP:
+        return True
+    return False
+
+
+def set_num_threads(n):
+    """Threads every later step uses (process-wide); 0 restores the adaptive
+    default. ``n`` is an int in [0, MAX_THREADS] (TypeError / ValueError
+    otherwise). On a serial build (no OpenMP) asking for more than one thread
+    warns once, and steps stay serial.
 
     In a child forked after this process ran a parallel step, gcc's libgomp
     would hang in the next parallel region: there the child stays serial
@@ -124,8 +210,8 @@ def set_num_threads(int n):
     that survives fork, the request lifts the child's serial guard.
     """
     global _user_threads, _forked
-    if n < 0:
-        raise ValueError(f"set_num_threads: n must be >= 0, got {n}")
+    n = _check_threads(n, "set_num_threads")
+    _warn_thread_request(n, 2)       # (stacklevel: the caller of lrfast.set_num_threads)
     _user_threads = n
     if _forked and LRFAST_FORK_UNSAFE_OMP:
         if n != 1:
@@ -138,25 +224,71 @@ def set_num_threads(int n):
     _forked = 0
 
 
+def _set_thread_override(n):
+    """Set the calling thread's override (``lrfast.threads``); 0 removes it.
+    Returns the previous value. Validated as set_num_threads."""
+    global _forked
+    n = _check_threads(n, "threads")
+    cdef int prev = lrfast_tl_threads()
+    if _warn_thread_request(n, 3):   # (the caller of `with lrfast.threads(n)`)
+        if n > 1:
+            import warnings
+            warnings.warn("lrfast: this process was forked after its parent ran parallel "
+                          "steps; steps stay serial here (see set_num_threads)",
+                          RuntimeWarning, stacklevel=5)
+    elif n > 0:
+        _forked = 0
+    lrfast_set_tl_threads(n)
+    return prev
+
+
+def _thread_override():
+    return lrfast_tl_threads()
+
+
 def get_num_threads():
-    """Threads a large step would use now (before the serial threshold)."""
-    if _forked:
+    """Threads a large step would use now in the calling thread (before the
+    serial threshold; under the adaptive default, the most it may use)."""
+    if _forked or not LRFAST_OPENMP:
         return 1
-    if _user_threads > 0:
-        return _user_threads
-    return lrfast_omp_get_max_threads()
+    cdef int nt = lrfast_tl_threads()
+    if nt <= 0:
+        nt = _user_threads
+    if nt <= 0:
+        nt = lrfast_omp_get_max_threads()
+    return nt if nt > 1 else 1
 
 
 def _user_num_threads():
     return _user_threads
 
 
-def set_parallel_threshold(Py_ssize_t n):
-    """Steps moving fewer elements than n run serially (no OpenMP region)."""
+def thread_mode():
+    """How the calling thread's steps pick their thread count: "serial build",
+    "forked child: 1 thread", "pinned n (threads() in this thread)", "pinned n
+    (set_num_threads)" or "adaptive (up to n)"."""
+    if not LRFAST_OPENMP:
+        return "serial build: 1 thread"
+    if _forked:
+        return "forked child: 1 thread"
+    if lrfast_tl_threads() > 0:
+        return f"pinned {lrfast_tl_threads()} (threads() in this thread)"
+    if _user_threads > 0:
+        return f"pinned {_user_threads} (set_num_threads)"
+    return f"adaptive (up to {lrfast_omp_get_max_threads()})"
+
+
+def set_parallel_threshold(n):
+    """Steps moving fewer elements than n run serially (no OpenMP region);
+    n is an int in [0, 2**62]."""
     global _threshold
-    if n < 0:
-        raise ValueError(f"set_parallel_threshold: n must be >= 0, got {n}")
-    _threshold = n
+    import numbers
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"set_parallel_threshold: n must be an int, got {n!r}")
+    n = int(n)
+    if not 0 <= n <= 2 ** 62:
+        raise ValueError(f"set_parallel_threshold: n must be in [0, 2**62], got {n}")
+    _threshold = <Py_ssize_t>n
 
 
 def get_parallel_threshold():
@@ -177,12 +309,227 @@ def cpu_supports_x86_64_v3():
     return bool(lrfast_cpu_has_v3())
 
 
+cdef inline bint _pinned() noexcept nogil:
+    return lrfast_tl_threads() > 0 or _user_threads > 0
+
+
 cdef int _threads_for(Py_ssize_t n_elements) noexcept nogil:
     cdef int nt
     if _forked or n_elements < _threshold:
         return 1
-    nt = _user_threads if _user_threads > 0 else lrfast_omp_get_max_threads()
+    nt = lrfast_tl_threads()
+    if nt <= 0:
+        nt = _user_threads
+    if nt <= 0:
+        nt = lrfast_omp_get_max_threads()
     return nt if nt > 1 else 1
+
+
+# The adaptive default. Each engine keeps one Policy per kind of pass (update
+# step, grad norm): an EWMA of its measured wall time per element for one
+# thread and for threads. The first parallel step is a warm-up (thread pool
+# start, first-touch page faults) and not counted; then one step of each mode
+# is measured, and the cheaper mode runs. Every `interval` steps (64, doubling
+# to 256 while probes confirm the choice) one step runs in the other mode and
+# its time replaces that mode's estimate (which is that old), provided the steps
+# run since the last probe took at least 20 times what the probe is expected to
+# lose, judged by the worse of that mode's average and latest sample (a parallel
+# step on a busy machine can cost 500 serial ones: probes then wait longer, so
+# they never cost more than about 5%). A probe must win by 17% to switch (one
+# sample of a heavy-tailed time can be lucky), an average by 5%.
+# The cost: two clock reads per step and one step in 64-256 (or fewer) in the
+# losing mode. An engine is stepped by one thread at a time, so its Policy needs
+# no lock. `_policy_simulate` drives this logic with synthetic timings (tests).
+cdef enum:
+    POLICY_PROBE_MIN = 64
+    POLICY_PROBE_MAX = 256
+    POLICY_PROBE_PRICE = 20     # steps between probes take >= 20x a probe's expected loss
+
+cdef struct Policy:
+    double cost[2]          # EWMA seconds per element: [0] one thread, [1] threads
+    long long seen[2]       # samples taken per mode
+    long long steps[2]      # steps run per mode
+    int mode                # the mode that wins now (0 one thread, 1 threads)
+    int cur                 # this step's mode
+    int adaptive            # this step's count was chosen here (not pinned)
+    int since               # steps since the last probe
+    int interval            # steps between probes
+    int warm                # the warm-up step was taken
+    double credit           # seconds spent in the winning mode since the last probe
+    double last[2]          # the latest sample per mode (seconds per element)
+    double seed             # > 0: cost ratio threads/one thread inherited (see below)
+
+
+cdef int _policy_choose(Policy* pol, int base, Py_ssize_t work) noexcept nogil:
+    # The count for this step, given `base` threads for the parallel mode.
+    cdef int m
+    cdef double loss
+    pol.adaptive = 1
+    if pol.interval < POLICY_PROBE_MIN:
+        pol.interval = POLICY_PROBE_MIN
+        pol.mode = 1
+    if pol.seed > 0.0 and pol.seen[0] == 0 and pol.seen[1] == 0:
+        m = pol.mode            # a new engine starts in the mode the process last chose
+    elif not pol.warm or pol.seen[1] == 0:
+        m = 1
+    elif pol.seen[0] == 0:
+        m = 0
+    else:
+        pol.since += 1
+        loss = (max(pol.cost[1 - pol.mode], pol.last[1 - pol.mode])
+                - pol.cost[pol.mode]) * <double>work
+        if pol.since >= pol.interval and pol.credit >= POLICY_PROBE_PRICE * loss:
+            pol.since = 0
+            pol.credit = 0.0
+            m = 1 - pol.mode
+        else:
+            m = pol.mode
+    pol.cur = m
+    return base if m else 1
+
+
+cdef int _policy_threads(Policy* pol, Py_ssize_t work) noexcept nogil:
+    # The thread count for this step (rules 1-4 above).
+    cdef int base = _threads_for(work)
+    if base <= 1 or _pinned():
+        pol.adaptive = 0
+        return base
+    return _policy_choose(pol, base, work)
+
+
+cdef void _policy_record(Policy* pol, int nt, Py_ssize_t work, double seconds) noexcept nogil:
+    # Called after the step with its wall time.
+    cdef int m = pol.cur, other
+    cdef double c
+    if not pol.adaptive:
+        return
+    pol.adaptive = 0
+    pol.steps[m] += 1
+    if work <= 0 or not seconds >= 0.0:
+        return
+    if not pol.warm:
+        pol.warm = 1            # the first step: thread start-up and page faults
+        return
+    c = seconds / <double>work
+    pol.last[m] = c
+    if m == pol.mode:
+        pol.credit += seconds
+    if pol.seen[m] == 0 or m != pol.mode:
+        pol.cost[m] = c         # first sample, or a probe: the old estimate is stale
+    else:
+        pol.cost[m] = pol.cost[m] + 0.125 * (c - pol.cost[m])
+    pol.seen[m] += 1
+    if pol.seed > 0.0 and pol.seen[1 - m] == 0:
+        # the other mode's estimate from the inherited ratio, in this engine's units
+        pol.cost[1 - m] = c * pol.seed if m == 0 else c / pol.seed
+        pol.last[1 - m] = pol.cost[1 - m]
+        pol.seen[1 - m] = 1
+    if pol.seen[0] == 0 or pol.seen[1] == 0:
+        return
+    other = 1 - pol.mode
+    # a probe (one sample) must win by 17%, an average by 5%
+    if pol.cost[other] < (0.83 if m == other else 0.95) * pol.cost[pol.mode]:
+        pol.mode = other
+        pol.interval = POLICY_PROBE_MIN
+        pol.since = 0
+        pol.credit = 0.0
+    elif m != pol.mode and pol.seen[m] > 1 and pol.interval < POLICY_PROBE_MAX:
+        pol.interval = pol.interval * 2     # a probe confirmed the choice: probe less
+
+
+# What the process has learnt, for engines created later: a new engine (and
+# lrfast.grad_norm, clip_grad_norm and the functional kernels build one per
+# call) starts in the mode the last measured engine chose, with its cost ratio,
+# instead of a parallel warm-up step that costs milliseconds on a busy machine.
+# Read and written with the GIL held (Engine.__cinit__, after each step).
+cdef Policy _shared_pol
+cdef int _shared_valid = 0
+
+
+cdef void _policy_share(Policy* pol) noexcept:
+    # after a step, GIL held
+    global _shared_pol, _shared_valid
+    if pol.seen[0] > 0 and pol.seen[1] > 0 and pol.cost[0] > 0.0 and pol.cost[1] > 0.0:
+        _shared_pol = pol[0]
+        _shared_valid = 1
+
+
+cdef void _policy_seed(Policy* pol) noexcept:
+    # a new engine, GIL held
+    memset(pol, 0, sizeof(Policy))
+    if _shared_valid:
+        pol.mode = _shared_pol.mode
+        pol.seed = _shared_pol.cost[1] / _shared_pol.cost[0]
+        pol.warm = 1
+        pol.interval = POLICY_PROBE_MIN
+
+
+cdef int _policy_hint_threads(Py_ssize_t work) noexcept nogil:
+    # For passes that keep no Policy of their own (L-BFGS vector passes, the
+    # functional one-tensor step): the process's last measured mode. (Reads one
+    # int written under the GIL.)
+    cdef int base = _threads_for(work)
+    if base <= 1 or _pinned():
+        return base
+    if _shared_valid and _shared_pol.mode == 0:
+        return 1
+    return base
+
+
+def _policy_hint(Py_ssize_t work):
+    """Test hook: the count a pass without its own Policy would use."""
+    return _policy_hint_threads(work)
+
+
+def _policy_set_shared(mode=None, double ratio=1.0):
+    """Test hook: set (mode "threads" / "one thread", cost ratio threads/one)
+    or forget (None) what new engines inherit."""
+    global _shared_valid
+    if mode is None:
+        _shared_valid = 0
+        return
+    memset(&_shared_pol, 0, sizeof(Policy))
+    _shared_pol.mode = 1 if mode == "threads" else 0
+    _shared_pol.cost[0] = 1.0
+    _shared_pol.cost[1] = ratio
+    _shared_pol.seen[0] = _shared_pol.seen[1] = 1
+    _shared_valid = 1
+
+
+def _policy_shared():
+    return _policy_dict(&_shared_pol) if _shared_valid else None
+
+
+cdef dict _policy_dict(Policy* pol):
+    return {"mode": "threads" if pol.mode else "one thread",
+            "cost_per_element": (pol.cost[0] if pol.seen[0] else None,
+                                 pol.cost[1] if pol.seen[1] else None),
+            "samples": (pol.seen[0], pol.seen[1]),
+            "steps": (pol.steps[0], pol.steps[1]),
+            "probe_interval": pol.interval}
+
+
+def _policy_simulate(int base, cost, int steps, Py_ssize_t work=1000000, seed_mode=None,
+                     double seed_ratio=1.0):
+    """Test hook: run the adaptive policy for `steps` steps with a synthetic
+    wall time ``cost(step, nt)`` (seconds for the whole step), for a fresh
+    engine or (seed_mode "threads"/"one thread") one that inherits a mode and
+    cost ratio. Returns (the thread count chosen at each step, the final
+    policy state)."""
+    cdef Policy pol
+    cdef int k, nt
+    memset(&pol, 0, sizeof(Policy))
+    if seed_mode is not None:
+        pol.mode = 1 if seed_mode == "threads" else 0
+        pol.seed = seed_ratio
+        pol.warm = 1
+        pol.interval = POLICY_PROBE_MIN
+    out = []
+    for k in range(steps):
+        nt = _policy_choose(&pol, base, work)
+        out.append(nt)
+        _policy_record(&pol, nt, work, float(cost(k, nt)))
+    return out, _policy_dict(&pol)
 
 
 # --------------------------------------------------------------------------
@@ -629,6 +976,7 @@ cdef class Engine:
     whole call (a snapshot of the sequence it was given).
     """
     cdef Data d
+    cdef Policy _pol, _pol_norm        # adaptive thread counts (seeded in __cinit__)
     cdef list _params, _states, _shapes
     cdef tuple _geom
     cdef int _busy
@@ -644,6 +992,8 @@ cdef class Engine:
     cdef public str aux_name
 
     def __cinit__(self):
+        _policy_seed(&self._pol)
+        _policy_seed(&self._pol_norm)
         self.d.t = NULL
         self.d.tasks = NULL
         self.d.part_first = NULL
@@ -981,6 +1331,7 @@ cdef class Engine:
         cdef double sumsq = 0.0, norm = NAN, coef
         cdef bint finite = True, reduce = max_norm > 0.0 or skip_nonfinite or norm_hook is not None
         cdef Py_ssize_t work = 0
+        cdef double t0, el = 0.0   # the kernels' wall time (not the norm hook's)
         cdef tuple gs, hs = None     # the snapshots hold every input for the whole call
         if self._busy:
             raise RuntimeError("this optimizer is being stepped from another thread")
@@ -1006,14 +1357,17 @@ cdef class Engine:
                 if self.d.t[i].g != NULL:
                     work += self.d.t[i].size
             with nogil:
-                nt = _threads_for(work)
+                nt = _policy_threads(&self._pol, work)
+                t0 = lrfast_monotonic()
                 if reduce:
                     _reduce(&self.d, nt, &sumsq, &finite)
+                el = lrfast_monotonic() - t0
             if norm_hook is not None:
                 sumsq, finite = norm_hook(sumsq, bool(finite))
             if reduce:
                 norm = sqrt(sumsq)
             with nogil:
+                t0 = lrfast_monotonic()
                 if not (skip_nonfinite and not finite):
                     if max_norm > 0.0:
                         # torch: g *= clamp(max_norm/(norm + 1e-6), max=1); a NaN
@@ -1023,10 +1377,16 @@ cdef class Engine:
                             for k in range(nrows):       # field 0 of every row: gs
                                 self.d.rows[k * NS] = self.d.rows[k * NS] * coef
                     _run(&self.d, nt)
+                _policy_record(&self._pol, nt, work, el + (lrfast_monotonic() - t0))
+            _policy_share(&self._pol)
         finally:
             self._busy = 0
             self._unbind()
         return na, bool(finite) or not skip_nonfinite, norm
+
+    def _policy_state(self):
+        """The adaptive thread policy of this engine (inspection, tests)."""
+        return {"step": _policy_dict(&self._pol), "grad_norm": _policy_dict(&self._pol_norm)}
 
     cdef void _unbind(self) noexcept:
         cdef Py_ssize_t i
@@ -1039,6 +1399,8 @@ cdef class Engine:
         cdef double sumsq = 0.0
         cdef bint finite = True
         cdef Py_ssize_t i, work = 0
+        cdef int nt
+        cdef double t0
         cdef tuple gs
         if self._busy:
             raise RuntimeError("this engine is in use by another thread")
@@ -1053,7 +1415,11 @@ cdef class Engine:
                 if self.d.t[i].g != NULL:
                     work += self.d.t[i].size
             with nogil:
-                _reduce(&self.d, _threads_for(work), &sumsq, &finite)
+                nt = _policy_threads(&self._pol_norm, work)
+                t0 = lrfast_monotonic()
+                _reduce(&self.d, nt, &sumsq, &finite)
+                _policy_record(&self._pol_norm, nt, work, lrfast_monotonic() - t0)
+            _policy_share(&self._pol_norm)
         finally:
             self._busy = 0
             self._unbind()
@@ -1181,5 +1547,5 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     d.nparts = nparts
     d.rows = r
     with nogil:
-        nt = _threads_for(n)
+        nt = _policy_hint_threads(n)   # no Policy of its own: the process mode
         _run(&d, nt)

@@ -1,6 +1,6 @@
 # Vector operations over all params as one flat vector: the L-BFGS two-loop
 # recursion, its dot products and axpys, and the line searches' trial points.
-# Included by both ISA builds, after _kernels.pxi (it uses BLOCK, _threads_for,
+# Included by both ISA builds, after _kernels.pxi (it uses BLOCK, _policy_hint_threads,
 # _pairwise, _nanmax, _dtype_code and _parallel_used from there).
 #
 # Design (read before changing the loops)
@@ -13,7 +13,7 @@
 #    (block k = elements [k*BLOCK, (k+1)*BLOCK)), whatever the segments are;
 #    a block that spans several arrays is walked piece by piece. One
 #    prange(blocks, schedule='static') runs them (serial below the kernels'
-#    threshold: same policy, `_threads_for`).
+#    threshold: same policy, `_policy_hint_threads`: the process's measured mode).
 # c) Reductions (dot, sum|x|, sum x^2) accumulate in double, in eight lanes
 #    chosen by the flat index mod 8, each lane in increasing index order; a
 #    block's lanes are combined pairwise, blocks pairwise in a fixed order.
@@ -300,6 +300,7 @@ cdef void _vblock(VJob* j, Py_ssize_t b) noexcept nogil:
 cdef void _vrun(VJob* j, int nt) noexcept nogil:
     global _parallel_used
     cdef Py_ssize_t b
+    nt = <int>min(<Py_ssize_t>nt, j.nblocks)     # never more threads than blocks
     if nt <= 1 or j.nblocks <= 1:
         for b in range(j.nblocks):
             _vblock(j, b)
@@ -341,7 +342,7 @@ cdef tuple _vjob(int op, double a, list vecs):
     j.r2 = j.r1 + j.nblocks
     try:
         with nogil:
-            _vrun(&j, _threads_for(j.n))
+            _vrun(&j, _policy_hint_threads(j.n))
             s0 = _pairwise(j.r0, j.nblocks)
             s2 = _pairwise(j.r2, j.nblocks)
             m1 = j.r1[0]
@@ -582,6 +583,7 @@ cdef void _tl_block(TLPass* s, Py_ssize_t b) noexcept nogil:
 cdef double _tl_pass(TLPass* s, int nt) noexcept nogil:
     global _parallel_used
     cdef Py_ssize_t b, nb = (s.n + BLOCK - 1) // BLOCK
+    nt = <int>min(<Py_ssize_t>nt, nb)            # never more threads than blocks
     if nt <= 1 or nb <= 1:
         for b in range(nb):
             _tl_block(s, b)
@@ -658,7 +660,7 @@ def lbfgs_two_loop(g, d, list S, list Y, ro, double h_diag):
         s.dtype = dtype
         s.h = h_diag
         with nogil:
-            nt = _threads_for(n)
+            nt = _policy_hint_threads(n)
             if m == 0:
                 s.neg = gp
                 s.axv = NULL
