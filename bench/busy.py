@@ -130,6 +130,9 @@ def run(scenario: str, sizes, rounds: int, block_s: float) -> dict:
            "loadavg_before": os.getloadavg() if hasattr(os, "getloadavg") else None,
            "results": []}
     procs = []
+    from lrfast._dispatch import kernels as K
+    if hasattr(K, "_policy_set_shared"):
+        K._policy_set_shared(None)   # as in a fresh process: nothing learnt yet
     try:
         if scenario == "busy":
             budget = 30.0 + len(sizes) * rounds * block_s * 2 * 4

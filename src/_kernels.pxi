@@ -460,7 +460,7 @@ cdef void _policy_seed(Policy* pol) noexcept:
     if _shared_valid:
         pol.mode = _shared_pol.mode
         pol.seed = _shared_pol.cost[1] / _shared_pol.cost[0]
-        pol.warm = 1
+        pol.warm = 0            # its first step (page faults of new state) is not counted
         pol.interval = POLICY_PROBE_MIN
 
 
@@ -522,7 +522,6 @@ def _policy_simulate(int base, cost, int steps, Py_ssize_t work=1000000, seed_mo
     if seed_mode is not None:
         pol.mode = 1 if seed_mode == "threads" else 0
         pol.seed = seed_ratio
-        pol.warm = 1
         pol.interval = POLICY_PROBE_MIN
     out = []
     for k in range(steps):
