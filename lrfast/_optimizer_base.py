@@ -173,10 +173,11 @@ class OptimizerBase:
         changing anything."""
         with self._guard("load_state_dict"):
             check_header(state_dict, type(self).__name__)
+            counts = [step_count(state_dict[k], f"state_dict[{k!r}]")
+                      for k in ("step_count", "skipped_steps")]
             plan = self._plan_load(state_dict)
             self._commit_load(plan)
-            self._step_count = int(state_dict["step_count"])
-            self.skipped_steps = int(state_dict["skipped_steps"])
+            self._step_count, self.skipped_steps = counts
 
     def zero_state(self) -> None:
         """Forget the optimizer's state as if freshly built (params and

@@ -643,7 +643,7 @@ class Optimizer(OptimizerBase):
             i = state_index(i, self._n)
             entries[i] = self._check_entry(i, e)
         saved_n = self._step_count
-        self._step_count = sd["step_count"]      # schedules are checked at the saved step
+        self._step_count = step_count(sd["step_count"])   # schedules are checked at the saved step
         try:
             plans = [self._compile_group(trial, gi) for gi, trial in enumerate(trials)]
         finally:
