@@ -1,7 +1,8 @@
 """Plain-numpy twins of every update rule: the "slow" reference the kernels are
 tested against, bit for bit.
 
-Written from torch.optim 2.13's documented algorithms, in torch's order. Per-step scalars are computed
+Written from torch.optim 2.13's documented algorithms, in torch's order.
+Per-step scalars are computed
 in Python floats (double), then rounded ONCE to the param dtype (``T(x)``);
 every array operation is a numpy ufunc in the param's dtype, one operation at a
 time, so numpy's rounding equals the kernels' (compiled without contraction).
@@ -179,7 +180,8 @@ def radam(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
     rho_t = rho_inf - 2 * step * b2 ** step / bc2
     upd = m / T(bc1) * T(lr)
     if rho_t > 5.0:
-        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
         # torch: scalar / tensor is tensor.reciprocal() * scalar
         upd = upd * (T(1) / (np.sqrt(v) + T(eps)) * T(bc2 ** 0.5)) * T(rect)
     p -= upd

@@ -77,6 +77,8 @@ import sys
 import time
 import warnings
 
+from typing import List
+
 import numpy as np
 
 from lrfast.optim._table import KINDS, TABLE, optimizers
@@ -98,7 +100,7 @@ THREADED = ("lrfast", "ceiling", "torch-forloop", "torch-foreach", "torch-fused"
 
 # name -> (lrfast/torch class, hyperparameters). The hyperparameters are
 # torch's defaults (SGD: momentum 0.9, the "SGD-momentum" of the targets).
-OPTIMIZERS = {name.lower(): (name, {**TABLE[name].defaults, **TABLE[name].bench})
+OPTIMIZERS = {name.lower(): (name, {**TABLE[name].defaults, **(TABLE[name].bench or {})})
               for name in optimizers() if TABLE[name].bench is not None}
 
 
@@ -443,7 +445,7 @@ def _lrfast_threads(n):
     lrfast.set_num_threads(int(n))
 
 
-_TORCH_THREADS0 = []      # torch's thread count before the runner first changed it
+_TORCH_THREADS0: List[int] = []      # torch's thread count before the runner first changed it
 
 
 def _torch_threads(n):

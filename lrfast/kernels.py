@@ -87,8 +87,8 @@ def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]],
                 raise ValueError(f"{name.lower()}_step: state array {sname!r} is required "
                                  "with these hyperparameters, got None")
     sv, newkey = stepfn(key, lr)
-    s = list(states) + [None] * (3 - len(states))
-    _K.step_one(kind, p, g, s[0], s[1], s[2], fixed + sv, None, f"{name.lower()}_step", names)
+    st = list(states) + [None] * (3 - len(states))
+    _K.step_one(kind, p, g, st[0], st[1], st[2], fixed + sv, None, f"{name.lower()}_step", names)
     return newkey
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, List, Optional, Sequence, Union, overload
 
 import numpy as np
 
-from ._typing import Array, ArrayOrList, Grads, Hyper, ParamsLike
+from ._typing import Array, ArrayOrList, Grads
 from .optim import TABLE, Optimizer, make_init
 
 __all__ = ["DiagonalNewton", "hutchinson_diag", "secant_diag"]

@@ -91,6 +91,11 @@ class _GroupView(dict):
             self[k] = v
 
 
+def _bucket_elems(bucket_mb, dt):
+    """Elements of dtype ``dt`` in a bucket of ``bucket_mb`` MiB (at least 1)."""
+    return max(1, int(bucket_mb * (1 << 20)) // np.dtype(dt).itemsize)
+
+
 class DistributedOptimizer(Agreement):
     r"""Data-parallel wrapper: average grads over MPI ranks, then step.
 
@@ -202,13 +207,12 @@ class DistributedOptimizer(Agreement):
         #: set to a dict to accumulate seconds per phase of step():
         #: "reduce" (pack + reduce), "step" (local kernel step), "gather"
         self.timings = None
-        bucket_elems = lambda dt: max(1, int(bucket_mb * (1 << 20)) // np.dtype(dt).itemsize)
         self._spaces = []
         for dt in (np.dtype(np.float32), np.dtype(np.float64)):
             idx = [i for i in range(n) if self._dtypes[i] == dt and self._sizes[i] > 0]
             if idx:
                 self._spaces.append(_Space(dt, idx, [self._sizes[i] for i in idx], P, rank,
-                                           bucket_elems(dt)))
+                                           _bucket_elems(bucket_mb, dt)))
         self._loc = {}                  # param i -> (its space, its index there)
         for sp in self._spaces:
             for k, i in enumerate(sp.idx):

@@ -14,7 +14,8 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
-           "Adamax", "NAdam", "RAdam", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adamax", "NAdam", "RAdam", "ParamGroup", "TABLE", "optimizers", "make_init",
+           "check_param"]
 
 
 class SGD(Optimizer):

@@ -164,7 +164,7 @@ class ParamGroup(dict):
         finally:
             opt._exit()
 
-    def __ior__(self, other):
+    def __ior__(self, other):  # type: ignore[misc,override]
         self.update(other)
         return self
 
@@ -257,7 +257,7 @@ class Optimizer(OptimizerBase):
         self._plans: List[GroupPlan] = []
         self._params: List[Array] = []
         self._group_of: List[int] = []
-        self._states: List[Any] = []
+        self._states: Any = []             # per param, its state arrays
         self._ukeys: List[List[Any]] = []   # per group: its distinct step keys
         self._cls: List[int] = []           # per param: index of its key in its group's list
         self._uniform = True                # every group has one key: rows by group
@@ -386,7 +386,7 @@ class Optimizer(OptimizerBase):
         where = f"group {gi}: "
         checks = _spec_checks(self.spec)
         static: Dict[str, Any] = {}
-        others = []
+        others: List[Tuple[str, Optional[int], Any, str]] = []
         lr_fn = None
         for k in self.defaults:
             v, check = group[k], checks[k]
@@ -491,8 +491,8 @@ class Optimizer(OptimizerBase):
                 if plan.others:
                     hp = self._values(plan, n)
                     self._rule.check(hp, plan.where)
-                    fixed, stepfn = self._rule.plan(hp)
-                    fixed = self._pack(fixed)
+                    named, stepfn = self._rule.plan(hp)
+                    fixed = self._pack(named)
                     lr = hp["lr"]
                 else:
                     fixed, stepfn = plan.fixed, plan.step

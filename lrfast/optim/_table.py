@@ -216,7 +216,8 @@ def cython_source() -> Dict[str, str]:
     head = "\n".join(out) + "\n"
     out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
             "cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0,",
-            "                        real* s1, real* s2, Py_ssize_t n, const double* r) noexcept nogil:"]
+            "                        real* s1, real* s2, Py_ssize_t n,",
+            "                        const double* r) noexcept nogil:"]
     for i, k in enumerate(kinds):
         kw = "if" if i == 0 else "elif"
         out.append(f"    {kw} kind == K_{k.name.upper()}:")
