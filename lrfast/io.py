@@ -16,6 +16,7 @@ from typing import Any, Dict, Mapping, Optional, TypeVar, Union
 import numpy as np
 
 from ._typing import StateDict, StrPath, SupportsLoadStateDict, SupportsStateDict
+from ._validate import step_count as _step_count
 
 __all__ = ["save", "load", "to_torch_state_dict", "from_torch_state_dict"]
 
@@ -449,10 +450,8 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
     for k in ("state", "param_groups"):
         if k not in tsd:
             raise ValueError(f"from_torch_state_dict: not a torch.optim state_dict (no {k!r})")
-    if step_count is not None and (isinstance(step_count, bool) or not isinstance(
-            step_count, numbers.Integral) or step_count < 0):
-        raise ValueError(f"from_torch_state_dict: step_count must be an int >= 0, got "
-                         f"{step_count!r}")
+    if step_count is not None:
+        step_count = _step_count(step_count, "from_torch_state_dict: step_count")
 
     def arr(v):
         if v is None or isinstance(v, (numbers.Number, np.ndarray)):
@@ -466,11 +465,8 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
         out = {}
         for k, v in e.items():
             if k == "step":
-                s = _scalar(v, f"from_torch_state_dict: state[{i}]['step']")
-                if not (math.isfinite(s) and s >= 0):
-                    raise ValueError(f"from_torch_state_dict: state[{i}]['step'] must be a "
-                                     f"finite count >= 0, got {s!r}")
-                v = int(round(s))
+                v = _step_count(_scalar(v, f"from_torch_state_dict: state[{i}]['step']"),
+                                f"from_torch_state_dict: state[{i}]['step']")
                 steps.append(v)
             elif k == "mu_product":
                 v = _scalar(v, f"from_torch_state_dict: state[{i}]['mu_product']")

@@ -100,3 +100,39 @@ def test_distributed_support_comes_from_the_table():
     pytest.importorskip("mpi4py")
     from lrfast import distributed
     assert set(distributed._SUPPORTED) == {s.name for s in TABLE.values() if s.distributed}
+
+
+def _sched_cases():
+    out = []
+    for name in NAMES:
+        spec = TABLE[name]
+        hp = dict(next(h for n, h in CASES if n == name))
+        for h in spec.hparams:
+            if h.schedulable and h.check not in ("bool", "betas"):
+                out.append((name, h.name, hp))
+    return out
+
+
+@pytest.mark.parametrize("name, key, hp", _sched_cases(),
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_any_numeric_hyperparameter_may_be_a_schedule(name, key, hp):
+    """Every numeric hyperparameter the table marks schedulable (eps, alpha,
+    rho, lr_decay, momentum_decay, dampening, ... as Optax's inject_hyperparams
+    allows) accepts a schedule; a schedule that returns the static value gives
+    the same bits, and one that changes is used from its step on."""
+    cls = getattr(lrfast, name)
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal(50)
+    grads = [rng.standard_normal(50) for _ in range(6)]
+    full = {**TABLE[name].defaults, **hp}
+    v = full[key]
+    a, b = p0.copy(), p0.copy()
+    oa = cls([a], **hp)
+    ob = cls([b], **{**hp, key: (lambda n, v=v: v)})
+    for g in grads:
+        oa.step([g])
+        ob.step([g])
+    np.testing.assert_array_equal(a, b)
+    assert ob.hyperparams[0][key] == v
+    sd = ob.state_dict()
+    assert sd["param_groups"][0]["schedules"][key]["class"] == "callable"
