@@ -33,29 +33,20 @@ __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_st
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
 
-def _cache_key(name: str, hp: Dict[str, Any]) -> Tuple[Any, ...]:
-    # floats and ints stand for themselves (equal values validate alike); any
-    # other type joins the key, so True never hits the entry of 1.0
-    key: List[Any] = [name]
-    for v in hp.values():
-        t = type(v)
-        if t is float or t is int:
-            key.append(v)
-        elif t is tuple:
-            key.extend(x if type(x) is float else (type(x), x) for x in v)
-        else:
-            key.append((t, v))
-    return tuple(key)
-
-
 def _plan(name: str, hp: Dict[str, Any]):
     """The validated row plan of optimizer ``name`` for ``hp`` (cached: a loop
     that calls the same step with the same hyperparameters validates once)."""
-    key = _cache_key(name, hp)
+    # flat values and their exact types: equal values of one type validate alike,
+    # and True never hits the entry of 1.0
+    vals = tuple(hp.values())
+    key = (name, vals, tuple(map(type, vals)))
     try:
         return _CACHE[key]
     except (KeyError, TypeError):       # TypeError: an unhashable value (checked below)
         pass
+    if "beta1" in hp:                   # the functional signature spells betas out
+        hp = dict(hp)
+        hp["betas"] = (hp.pop("beta1"), hp.pop("beta2"))
     spec, rule = TABLE[name], RULES[name]
     checks = {h.name: h.check for h in spec.hparams}
     where = f"{name.lower()}_step: "
@@ -145,7 +136,7 @@ def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: floa
     """Adam / AdamW (``decoupled=True``) (see :class:`lrfast.Adam`)."""
     if decoupled is not True and decoupled is not False:
         decoupled = check_value(decoupled, "decoupled", "bool", "adam_step: ")
-    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
               amsgrad=amsgrad, maximize=maximize)
     _run("AdamW" if decoupled else "Adam", p, g,
          [exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad is True else None],
@@ -162,7 +153,7 @@ def adamax_step(p: Array, g: Array, exp_avg: Array, exp_inf: Array, *, lr: float
                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                 weight_decay: float = 0.0, step: int, maximize: bool = False) -> None:
     """Adamax (see :class:`lrfast.Adamax`)."""
-    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
               maximize=maximize)
     _run("Adamax", p, g, [exp_avg, exp_inf], hp,
          _step_arg(step) - 1)
@@ -175,7 +166,7 @@ def nadam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
                maximize: bool = False) -> float:
     """NAdam (see :class:`lrfast.NAdam`). ``mu_product`` is the product of the
     momentum coefficients before this step; returns the new one."""
-    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
               momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
               maximize=maximize)
     t = _step_arg(step) - 1
@@ -188,7 +179,7 @@ def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
                weight_decay: float = 0.0, decoupled_weight_decay: bool = False, step: int,
                maximize: bool = False) -> None:
     """RAdam (see :class:`lrfast.RAdam`)."""
-    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
+    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
     _run("RAdam", p, g, [exp_avg, exp_avg_sq], hp,
          _step_arg(step) - 1)

@@ -1452,6 +1452,21 @@ cdef int _check_writable(object x, str where, str what) except -1:
     return 0
 
 
+cdef str _state_label(int j, tuple names):
+    if j < 0:
+        return "param"
+    return f"state {names[j]!r}" if names is not None else f"state {j}"
+
+
+cdef int _state_error(object x, object p, int j, tuple names, str where) except -1:
+    what = _state_label(j, names)
+    _check_writable(x, where, what)
+    if x.shape != p.shape or x.dtype != p.dtype:
+        raise ValueError(f"{where}: {what} shape/dtype {x.shape}/{x.dtype} != param's "
+                         f"{p.shape}/{p.dtype}")
+    raise ValueError(f"{where}: {what} memory layout differs from the param's")
+
+
 def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple names=None):
     """Apply kernel ``kind`` to one param in place: the functional layer's
     entry. Validates the param, its state arrays (``names`` name them in
@@ -1482,21 +1497,24 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     t.itemsize = 4 if t.dtype == 0 else 8
     t.c_contig = cnp.PyArray_IS_C_CONTIGUOUS(pa)
     t.f_contig = cnp.PyArray_IS_F_CONTIGUOUS(pa)
-    labels = ["param"]
+    cdef int ns = 0
+    cdef int which[4]
+    which[0] = -1
     arrays = [p]
     for j, x in enumerate((s0, s1, s2)):
         if x is None:
             continue
-        what = f"state {names[j]!r}" if names is not None else f"state {j}"
-        _check_writable(x, where, what)
-        sa = <cnp.ndarray>x
-        if x.shape != p.shape or _dtype_code(sa) != t.dtype:
-            raise ValueError(f"{where}: {what} shape/dtype {x.shape}/{x.dtype} != param's "
-                             f"{p.shape}/{p.dtype}")
-        if (cnp.PyArray_IS_C_CONTIGUOUS(sa) != t.c_contig) and cnp.PyArray_NDIM(pa) > 1:
-            raise ValueError(f"{where}: {what} memory layout differs from the param's")
-        t.s[j] = <char*>cnp.PyArray_DATA(sa)
-        labels.append(what)
+        if not cnp.PyArray_CheckExact(x) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x) \
+                or _dtype_code(<cnp.ndarray>x) != t.dtype or x.shape != p.shape \
+                or not cnp.PyArray_ISALIGNED(<cnp.ndarray>x) \
+                or ((cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) != t.c_contig)
+                    and cnp.PyArray_NDIM(pa) > 1) \
+                or not (cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x)
+                        or cnp.PyArray_IS_F_CONTIGUOUS(<cnp.ndarray>x)):
+            _state_error(x, p, j, names, where)          # raises, naming the state
+        t.s[j] = <char*>cnp.PyArray_DATA(<cnp.ndarray>x)
+        ns += 1
+        which[ns] = j
         arrays.append(x)
     _check_array(g, "grad", where, &t)
     if g.shape != p.shape:
@@ -1515,8 +1533,9 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
         for j in range(len(arrays)):
             for k in range(j + 1, len(arrays)):
                 if lo[j] < hi[k] and lo[k] < hi[j]:
-                    raise ValueError(f"{where}: {labels[k]} overlaps the {labels[j]} (the param "
-                                     "and each state must be separate arrays)")
+                    raise ValueError(f"{where}: {_state_label(which[k], names)} overlaps the "
+                                     f"{_state_label(which[j], names)} (the param and each "
+                                     "state must be separate arrays)")
             if lo[j] < <uintptr_t>t.g + <uintptr_t>(t.size * t.itemsize) and <uintptr_t>t.g < hi[j]:
                 raise ValueError(f"{where}: grad overlaps its own "
                                  f"{'param' if j == 0 else 'optimizer state'} "
