@@ -23,12 +23,12 @@ def main(argv=None):
         show_config()
         return 0
     if cmd == "demo":
-        from .demo import main as run
+        from .cli.demo import main as run
     elif cmd == "bench" and "--distributed" in rest:
-        from .distributed_bench import main as run
+        from .cli.distributed_bench import main as run
         rest = [a for a in rest if a != "--distributed"]
     elif cmd == "bench":
-        from .bench import main as run
+        from .cli.bench import main as run
     else:
         from .schedules import gallery_main as run
     return run(rest) or 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lrfast
-from lrfast import bench as B
+from lrfast.cli import bench as B
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None

@@ -179,7 +179,7 @@ class Ceiling:
     """
 
     def __init__(self, params, grads, n_states, *, lr=1e-6, mu=0.5, damp=0.5, scale=-1.0):
-        from ._dispatch import kernels as K
+        from .._dispatch import kernels as K
         self.params = [p.copy() for p in params]
         self.grads = list(grads)
         self.n_states = int(n_states)
@@ -953,7 +953,7 @@ def run(optimizer="adam", dtype="float32", sizes=None, threads=None, rounds=None
     spin_s: sleep after a multi-threaded block (OpenMP spin-wait window).
     """
     import lrfast
-    from ._dispatch import kernels as K
+    from .._dispatch import kernels as K
     opts = [optimizer] if isinstance(optimizer, str) else list(optimizer)
     for o in opts:
         if o.lower() not in OPTIMIZERS:

@@ -159,7 +159,7 @@ def main(argv=None):
         print("bench --distributed: no mpiexec found (pip install mpich)", file=sys.stderr)
         return 2
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     rows, meta = [], {}
     fwd = ["--sizes", args.sizes, "--optimizer", args.optimizer, "--dtype", args.dtype,
@@ -172,8 +172,8 @@ def main(argv=None):
             path = os.path.join(tmp, f"p{P}.json")
             # python -m mpi4py: an uncaught exception aborts every rank (no hang)
             cmd = [mpiexec, "-n", str(P), sys.executable, "-m", "mpi4py", "-m",
-                   "lrfast.distributed_bench", "--worker", path, *fwd]
-            print(f"+ {' '.join(cmd[:3])} python -m mpi4py -m lrfast.distributed_bench ...",
+                   "lrfast.cli.distributed_bench", "--worker", path, *fwd]
+            print(f"+ {' '.join(cmd[:3])} python -m mpi4py -m lrfast.cli.distributed_bench ...",
                   flush=True)
             try:
                 r = subprocess.run(cmd, env=env, capture_output=True, text=True,
