@@ -232,7 +232,7 @@ def test_threads_restored():
     assert lrfast.get_num_threads() == before
 
 
-def test_bench_suite_runs_in_quick_mode():
+def test_bench_suite_runs_in_quick_mode(tmp_path):
     """pytest bench/ in CI's quick mode (a slice of it: one thread, float32,
     no torch peers, whose glue is tested above; bodies run once): the suite
     must keep collecting and running. The whole quick suite:
@@ -240,9 +240,12 @@ def test_bench_suite_runs_in_quick_mode():
     if not os.path.isdir(os.path.join(ROOT, "bench")):
         pytest.skip("bench/ is not beside the tests (tests run from an installed wheel)")
     env = dict(os.environ, LRFAST_BENCH_QUICK="1")
+    # cwd outside the tree: from an unpacked sdist, `python -m` must import the
+    # installed lrfast, not the uncompiled sources beside the tests
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider",
-         "--benchmark-disable", "-k", "(1e3 or many) and 1t and not float64 and not torch"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "pytest", os.path.join(ROOT, "bench"), "-q",
+         "-p", "no:cacheprovider", "--benchmark-disable",
+         "-k", "(1e3 or many) and 1t and not float64 and not torch"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout
