@@ -151,22 +151,23 @@ def probe_openmp(compiler, cflags, lflags, run=None):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def openmp_flags(compiler, platform=None, env=None):
+def openmp_flags(compiler, platform=None, env=None, run=None):
     """(compile, link) OpenMP flags that work with ``compiler``, or None."""
     env = os.environ if env is None else env
     if env.get("LRFAST_DISABLE_OPENMP") == "1":
         return None
     for cflags, lflags in openmp_candidates(compiler.compiler_type, platform):
-        if probe_openmp(compiler, cflags, lflags):
+        if probe_openmp(compiler, cflags, lflags, run):
             return cflags, lflags
     return None
 
 
-def configure_extensions(compiler, extensions, platform=None, env=None):
+def configure_extensions(compiler, extensions, platform=None, env=None, run=None):
     """Set every extension's compile and link flags for ``compiler`` (the one
-    build_ext will use); OpenMP flags only if the probe ran with them."""
+    build_ext will use); OpenMP flags only if the probe ran with them. Returns
+    the OpenMP (compile, link) flags, ([], []) for a serial build."""
     env = os.environ if env is None else env
-    omp = openmp_flags(compiler, platform, env)
+    omp = openmp_flags(compiler, platform, env, run)
     if omp is None:
         msg = ("lrfast: OpenMP was not found (or LRFAST_DISABLE_OPENMP=1): building SERIAL "
                "kernels. Install a compiler with OpenMP support (gcc, or clang + libomp) "
