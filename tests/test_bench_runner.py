@@ -249,3 +249,39 @@ def test_bench_suite_runs_in_quick_mode(tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout
+
+
+def test_busy_machine_flagged_in_table_and_plot(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+    seen = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *a, **k):
+        seen.extend(t.get_text() for t in fig.texts)
+        seen.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return real_savefig(fig, *a, **k)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    # other processes took half the CPU time, in the run and in each case
+    monkeypatch.setattr(B._CpuMeter, "stop", lambda self: 0.5)
+    res = B.run(quick=True, sizes=[1000], threads=[1], rounds=1,
+                contenders=["lrfast", "ceiling"], progress=False, pause_s=0, spin_s=0,
+                out=str(tmp_path))
+    assert res["busy"] and "50%" in res["busy"]
+    table = B.format_table(res).splitlines()
+    assert table[0].startswith("!!! BUSY MACHINE") and "NOT results" in table[0]
+    row = next(x for x in table if x.startswith("1e3") or "1000" in x.split("|")[0])
+    assert row.rstrip().endswith("!")
+    assert any("BUSY MACHINE" in t for t in seen) and "BUSY" in seen
+    assert os.path.getsize(tmp_path / "bench.png") > 0
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["busy"] == res["busy"]
+
+    # a quiet run carries no warning
+    seen.clear()
+    monkeypatch.setattr(B._CpuMeter, "stop", lambda self: 0.0)
+    res = B.run(quick=True, sizes=[1000], threads=[1], rounds=1,
+                contenders=["lrfast", "ceiling"], progress=False, pause_s=0, spin_s=0,
+                out=str(tmp_path))
+    assert res["busy"] is None and "BUSY" not in B.format_table(res)
+    assert not any("BUSY" in t for t in seen)
