@@ -190,3 +190,14 @@ def test_demo_doc_quotes_the_model_size():
     m = re.search(r"model's ([\d,]+) parameters", text)
     assert m and int(m.group(1).replace(",", "")) == n
     assert n > _default_threshold()      # the doc says a step is multi-threaded
+
+
+def test_readme_links_are_absolute():
+    # PyPI renders README.md outside the repository: relative links and images break
+    text = _docs("README.md")["README.md"]
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert targets
+    for t in targets:
+        assert t.startswith(("https://", "#")), t
+    for img in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", text):
+        assert img.startswith("https://raw.githubusercontent.com/"), img

@@ -10,7 +10,8 @@ the median over the timed steps, split into the phases the wrapper records
 (pack + reduce, local kernel step, all-gather of the params). "plain" is the
 wrapped optimizer alone in one process, without MPI: the floor.
 
-Needs mpi4py and an MPI runtime (``pip install "lrfast[mpi]"``).
+Needs mpi4py and an MPI runtime (``pip install "lrfast[mpi-bundled]"``, or
+``"lrfast[mpi]"`` beside an MPI you have).
 """
 import argparse
 import json
@@ -152,7 +153,8 @@ def main(argv=None):
         import mpi4py  # noqa: F401
     except ImportError:
         print("bench --distributed needs mpi4py and an MPI runtime: "
-              "pip install 'lrfast[mpi]'", file=sys.stderr)
+              "pip install 'lrfast[mpi-bundled]' (or 'lrfast[mpi]' with your own MPI)",
+              file=sys.stderr)
         return 2
     mpiexec = _mpiexec()
     if mpiexec is None:
