@@ -202,8 +202,8 @@ if __name__ == "__main__":
 
         def run(self):
             # here, not at import: `sdist` lists the .pyx sources without generating C
-            from Cython.Build import cythonize
             import numpy as np
+            from Cython.Build import cythonize
             for ext in self.extensions:
                 if np.get_include() not in ext.include_dirs:
                     ext.include_dirs.append(np.get_include())

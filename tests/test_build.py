@@ -124,7 +124,7 @@ def test_dir_lists_lazy_names():
     for n in lrfast.__all__:
         assert n in names and getattr(lrfast, n) is not None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        lrfast.nope
+        _ = lrfast.nope
 
 
 def test_show_config_says_serial(capsys, monkeypatch):

@@ -21,8 +21,8 @@ if not os.path.isfile(SETUP):
     pytest.skip("setup.py is not beside the tests (tests run from an installed wheel)",
                 allow_module_level=True)
 pytest.importorskip("setuptools")
-from setuptools._distutils.errors import CompileError  # noqa: E402
-from setuptools._distutils.unixccompiler import UnixCCompiler  # noqa: E402
+from setuptools._distutils.errors import CompileError
+from setuptools._distutils.unixccompiler import UnixCCompiler
 
 
 @pytest.fixture(scope="module")
