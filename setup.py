@@ -21,6 +21,7 @@ the commands each platform gets): setuptools, Cython and numpy are imported
 only under ``__main__``.
 """
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -126,13 +127,19 @@ def link_flags(compiler_type, omp_lflags, platform=None, env=None):
     return flags
 
 
-def probe_openmp(compiler, cflags, lflags, run=None):
+def probe_openmp(compiler, cflags, lflags, run=None, env=None):
     """Compile, link and run OPENMP_PROBE with ``compiler`` (a distutils compiler
     object, as build_ext uses) and these flags, placed where build_ext places an
     extension's extra_compile_args / extra_link_args. Returns True if it ran and
-    saw 2 threads. ``run`` (tests) replaces running the program."""
+    saw 2 threads. ``run`` (tests) replaces running the program.
+
+    The compile step already carries CFLAGS/CPPFLAGS (as the extensions do); the
+    executable linker does not carry LDFLAGS, which the extensions' linker does, so
+    they are added here (macOS: ``-L$(brew --prefix libomp)/lib`` for ``-lomp``)."""
     from setuptools._distutils.errors import CompileError, LinkError
+    env = os.environ if env is None else env
     run = run or (lambda exe: subprocess.run([exe], capture_output=True).returncode == 0)
+    ldflags = [] if compiler.compiler_type == "msvc" else shlex.split(env.get("LDFLAGS", ""))
     tmp = tempfile.mkdtemp(prefix="lrfast-omp-")
     cwd = os.getcwd()
     try:
@@ -140,7 +147,7 @@ def probe_openmp(compiler, cflags, lflags, run=None):
         with open("probe.c", "w") as f:
             f.write(OPENMP_PROBE)
         objects = compiler.compile(["probe.c"], output_dir=".", extra_postargs=list(cflags))
-        compiler.link_executable(objects, "probe", output_dir=".",
+        compiler.link_executable(objects, "probe", output_dir=".", extra_preargs=ldflags,
                                  extra_postargs=list(lflags))
         exe = os.path.join(tmp, "probe" + (compiler.exe_extension or ""))
         return bool(run(exe))
@@ -157,7 +164,7 @@ def openmp_flags(compiler, platform=None, env=None, run=None):
     if env.get("LRFAST_DISABLE_OPENMP") == "1":
         return None
     for cflags, lflags in openmp_candidates(compiler.compiler_type, platform):
-        if probe_openmp(compiler, cflags, lflags, run):
+        if probe_openmp(compiler, cflags, lflags, run, env):
             return cflags, lflags
     return None
 

@@ -69,8 +69,9 @@ class FakeMSVC:
         self.commands.append(["cl.exe", "/c", *sources, *(extra_postargs or [])])
         return [s.replace(".c", ".obj") for s in sources]
 
-    def link_executable(self, objects, name, output_dir=None, extra_postargs=None, **kw):
-        self.commands.append(["link.exe", *objects, f"/OUT:{name}.exe",
+    def link_executable(self, objects, name, output_dir=None, extra_preargs=None,
+                        extra_postargs=None, **kw):
+        self.commands.append(["link.exe", *(extra_preargs or []), *objects, f"/OUT:{name}.exe",
                               *(extra_postargs or [])])
 
 
@@ -107,11 +108,18 @@ def test_linux_gcc(S):
 def test_macos_apple_clang_with_libomp(S):
     c = unix_compiler("/usr/bin/clang")
     e = exts(S, S.target_arch("macosx-14.0-arm64", ""), "darwin")
-    omp = S.configure_extensions(c, e, "darwin", env={}, run=lambda exe: True)
+    # cibuildwheel's macOS environment: Homebrew's libomp through LDFLAGS (CFLAGS and
+    # CPPFLAGS reach the compile command through the compiler object, as for the build)
+    env = {"LDFLAGS": "-L/opt/homebrew/opt/libomp/lib -Wl,-rpath,/opt/homebrew/opt/libomp/lib"}
+    omp = S.configure_extensions(c, e, "darwin", env=env, run=lambda exe: True)
     assert omp == (["-Xpreprocessor", "-fopenmp"], ["-lomp"])
     cc, ld = compile_cmd(c), link_cmd(c)
     assert cc[0] == "/usr/bin/clang" and cc[-2:] == ["-Xpreprocessor", "-fopenmp"]
     assert ld[0] == "/usr/bin/clang" and ld[-1] == "-lomp"
+    # the probe links as the extensions do: LDFLAGS before the objects, -lomp after
+    assert ld[1:3] == ["-L/opt/homebrew/opt/libomp/lib",
+                       "-Wl,-rpath,/opt/homebrew/opt/libomp/lib"]
+    assert ld.index("-L/opt/homebrew/opt/libomp/lib") < ld.index("-lomp")
     assert [x.name for x in e] == ["lrfast._kernels_baseline"]     # arm64: no AVX2 twin
     (base,) = e
     assert base.extra_compile_args == ["-O3", "-fno-math-errno", "-ffp-contract=off",
@@ -141,10 +149,11 @@ def test_windows_msvc_with_cc_none(S, monkeypatch):
     c = FakeMSVC()
     ran = []
     e = exts(S, S.target_arch("win-amd64", ""), "win32")
-    omp = S.configure_extensions(c, e, "win32", env={}, run=lambda exe: ran.append(exe) or True)
+    omp = S.configure_extensions(c, e, "win32", env={"LDFLAGS": "-Lignored"},
+                                 run=lambda exe: ran.append(exe) or True)
     assert omp == (["/openmp"], [])
     assert compile_cmd(c) == ["cl.exe", "/c", "probe.c", "/openmp"]
-    assert link_cmd(c) == ["link.exe", "probe.obj", "/OUT:probe.exe"]
+    assert link_cmd(c) == ["link.exe", "probe.obj", "/OUT:probe.exe"]     # no LDFLAGS
     assert ran and ran[0].endswith("probe.exe")
     assert [x.name for x in e] == ["lrfast._kernels_baseline"]
     assert e[0].extra_compile_args == ["/O2", "/fp:precise", "/openmp"]
