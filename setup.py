@@ -136,7 +136,6 @@ def probe_openmp(compiler, cflags, lflags, run=None, env=None):
     The compile step already carries CFLAGS/CPPFLAGS (as the extensions do); the
     executable linker does not carry LDFLAGS, which the extensions' linker does, so
     they are added here (macOS: ``-L$(brew --prefix libomp)/lib`` for ``-lomp``)."""
-    from setuptools._distutils.errors import CompileError, LinkError
     env = os.environ if env is None else env
     run = run or (lambda exe: subprocess.run([exe], capture_output=True).returncode == 0)
     ldflags = [] if compiler.compiler_type == "msvc" else shlex.split(env.get("LDFLAGS", ""))
@@ -151,7 +150,7 @@ def probe_openmp(compiler, cflags, lflags, run=None, env=None):
                                  extra_postargs=list(lflags))
         exe = os.path.join(tmp, "probe" + (compiler.exe_extension or ""))
         return bool(run(exe))
-    except (CompileError, LinkError, OSError):
+    except Exception:       # CompileError, LinkError (distutils' or setuptools'), OSError
         return False
     finally:
         os.chdir(cwd)
