@@ -93,7 +93,7 @@ def sizes_for(config):
 
 def pytest_generate_tests(metafunc):
     if "size" in metafunc.fixturenames:
-        from lrfast.bench import fmt_n
+        from lrfast.cli.bench import fmt_n
         sizes = sizes_for(metafunc.config)
         metafunc.parametrize("size", sizes, ids=[fmt_n(s) for s in sizes])
     if "nthreads" in metafunc.fixturenames:
@@ -167,7 +167,7 @@ def lrfast_setup(opt_name, shapes, dtype, seed=0):
     import functools
 
     import lrfast
-    from lrfast.bench import OPTIMIZERS as REG, make_inputs, optimizer_bytes_per_element
+    from lrfast.cli.bench import OPTIMIZERS as REG, make_inputs, optimizer_bytes_per_element
     cls, hp = REG[opt_name]
     params, grads = make_inputs(shapes, np.dtype(dtype), seed)
     opt = getattr(lrfast, cls)(params, **hp)

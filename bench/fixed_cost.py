@@ -3,7 +3,7 @@
     python bench/fixed_cost.py [--optimizer adam] [--n 1000] [--dtype float32]
                                [--rounds 21] [--tensors 200]
 
-Times, in ONE process with interleaved rounds (lrfast.bench's machinery,
+Times, in ONE process with interleaved rounds (lrfast.cli.bench's machinery,
 short blocks, medians and minima), on one thread, all on one optimizer
 instance (two instances' timings differ with their arrays' placement):
 
@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lrfast  # noqa: E402
-from lrfast import bench as B  # noqa: E402
+from lrfast.cli import bench as B  # noqa: E402
 
 
 def components(cls, hp, shapes, dtype, tag):

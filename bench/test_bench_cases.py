@@ -3,7 +3,7 @@ the parameter list of a ~10.6M-param model (token/position embeddings + one
 d=768 transformer block, 16 tensors), for every optimizer at 1 and 2 threads."""
 import pytest
 
-from lrfast.bench import make_case
+from lrfast.cli.bench import make_case
 
 
 @pytest.mark.parametrize("case", ["many-small", "model"])

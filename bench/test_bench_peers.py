@@ -7,7 +7,7 @@ For ratios measured in ONE interleaved run use ``python -m lrfast bench``."""
 import numpy as np
 import pytest
 
-from lrfast.bench import (OPTIMIZERS, Ceiling, _numpy_contender, _Skip, _torch_contender,
+from lrfast.cli.bench import (OPTIMIZERS, Ceiling, _numpy_contender, _Skip, _torch_contender,
                           make_case, make_inputs, optimizer_bytes_per_element)
 
 PEERS = ["lrfast", "ceiling", "numpy", "torch-forloop", "torch-foreach", "torch-fused"]

@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import lrfast  # noqa: E402
-from lrfast import bench as B  # noqa: E402
+from lrfast.cli import bench as B  # noqa: E402
 
 DEFAULT_SIZES = [2048, 4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536, 98304, 131072,
                  262144, 524288, 1048576]
@@ -37,7 +37,7 @@ DEFAULT_SIZES = [2048, 4096, 8192, 12288, 16384, 24576, 32768, 49152, 65536, 983
 
 def _cold_times(cs, rounds, sleep_s):
     """One call per timed block, each after a sleep long enough for the
-    workers to park; interleaved as in lrfast.bench."""
+    workers to park; interleaved as in lrfast.cli.bench."""
     import gc
     times = {c.key: [] for c in cs}
     gc.disable()

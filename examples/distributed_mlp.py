@@ -1,6 +1,6 @@
 """Train a small numpy MLP data-parallel over MPI with lrfast.
 
-    pip install "lrfast[mpi]"                 # mpi4py + an MPI runtime, from wheels
+    pip install "lrfast[mpi-bundled]"         # mpi4py + MPICH, from wheels (lrfast[mpi]: your MPI)
     mpiexec -n 4 python examples/distributed_mlp.py            # ~20 s on a laptop
     mpiexec -n 2 python examples/distributed_mlp.py --quick --verify
 
@@ -19,7 +19,8 @@ import time
 try:
     from mpi4py import MPI
 except ImportError:
-    sys.exit("this example needs mpi4py and an MPI runtime: pip install 'lrfast[mpi]'")
+    sys.exit("this example needs mpi4py and an MPI runtime: pip install 'lrfast[mpi-bundled]' "
+             "(or 'lrfast[mpi]' with your own MPI)")
 
 # Ranks on one host share its cores: give numpy's BLAS (the matmuls below) its
 # share before numpy starts its thread pool, or P ranks x all-cores BLAS

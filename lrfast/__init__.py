@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"      # the one place the version is written (pyproject reads it)
 
 
 from ._threads import (set_num_threads, get_num_threads, threads, set_parallel_threshold,
@@ -40,19 +40,21 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "line_search", "__version__"]
 
 
+_LAZY = {"schedules": ("schedules", None), "find_lr": ("lr_finder", "find_lr"),
+         "LBFGS": ("lbfgs", "LBFGS"), "DiagonalNewton": ("newton", "DiagonalNewton"),
+         "line_search": ("line_search", None), "distributed": ("distributed", None)}
+
+
 def __getattr__(name: str) -> Any:
-    # schedules and find_lr import lazily (they need only numpy; plots need matplotlib)
-    if name == "schedules":
+    # imported on first use: schedules and find_lr need only numpy (plots need
+    # matplotlib), distributed needs mpi4py only when a communicator is made
+    if name in _LAZY:
         import importlib
-        return importlib.import_module(f"{__name__}.schedules")
-    if name == "find_lr":
-        from .lr_finder import find_lr
-        return find_lr
-    lazy = {"LBFGS": ("lbfgs", "LBFGS"), "DiagonalNewton": ("newton", "DiagonalNewton"),
-            "line_search": ("line_search", None), "distributed": ("distributed", None)}
-    if name in lazy:
-        import importlib
-        mod, attr = lazy[name]
+        mod, attr = _LAZY[name]
         m = importlib.import_module(f"{__name__}.{mod}")
         return m if attr is None else getattr(m, attr)
     raise AttributeError(f"module 'lrfast' has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY))

@@ -24,6 +24,11 @@ def _openmp_runtime():
     return "none found" if _K.OPENMP else "none (serial build)"
 
 
+SERIAL_NOTE = ("SERIAL: built without OpenMP, every step runs on one thread whatever "
+               "set_num_threads says; rebuild with a compiler that has OpenMP (gcc, or "
+               "clang + libomp) for multi-threaded steps")
+
+
 def config() -> Dict[str, Any]:
     """The configuration as a dict (what ``show_config`` prints)."""
     cpu = platform.processor() or platform.machine()
@@ -47,6 +52,7 @@ def config() -> Dict[str, Any]:
         "isa_available": _dispatch.available_isas(),
         "isa_forced": os.environ.get("LRFAST_ISA") or None,
         "openmp": bool(_K.OPENMP),
+        "build": "parallel (OpenMP)" if _K.OPENMP else SERIAL_NOTE,
         "openmp_runtime": _openmp_runtime(),
         "num_threads": _K.get_num_threads(),
         "thread_mode": _K.thread_mode(),
@@ -60,6 +66,12 @@ def config() -> Dict[str, Any]:
 
 def show_config() -> None:
     """Print version, ISA path, OpenMP runtime, threads and thread mode ("adaptive
-    (up to n)" or "pinned n"), threshold, compiler, numpy."""
-    for k, v in config().items():
+    (up to n)" or "pinned n"), threshold, compiler, numpy.
+
+    A serial build (compiled without OpenMP) says so on its first line.
+    """
+    cfg = config()
+    if not cfg["openmp"]:
+        print(f"lrfast {cfg['lrfast']}: {SERIAL_NOTE}")
+    for k, v in cfg.items():
         print(f"{k:>20}: {v}")

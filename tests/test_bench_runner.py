@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lrfast
-from lrfast import bench as B
+from lrfast.cli import bench as B
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
@@ -232,7 +232,7 @@ def test_threads_restored():
     assert lrfast.get_num_threads() == before
 
 
-def test_bench_suite_runs_in_quick_mode():
+def test_bench_suite_runs_in_quick_mode(tmp_path):
     """pytest bench/ in CI's quick mode (a slice of it: one thread, float32,
     no torch peers, whose glue is tested above; bodies run once): the suite
     must keep collecting and running. The whole quick suite:
@@ -240,9 +240,48 @@ def test_bench_suite_runs_in_quick_mode():
     if not os.path.isdir(os.path.join(ROOT, "bench")):
         pytest.skip("bench/ is not beside the tests (tests run from an installed wheel)")
     env = dict(os.environ, LRFAST_BENCH_QUICK="1")
+    # cwd outside the tree: from an unpacked sdist, `python -m` must import the
+    # installed lrfast, not the uncompiled sources beside the tests
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider",
-         "--benchmark-disable", "-k", "(1e3 or many) and 1t and not float64 and not torch"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        [sys.executable, "-m", "pytest", os.path.join(ROOT, "bench"), "-q",
+         "-p", "no:cacheprovider", "--benchmark-disable",
+         "-k", "(1e3 or many) and 1t and not float64 and not torch"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " passed" in r.stdout
+
+
+def test_busy_machine_flagged_in_table_and_plot(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+    seen = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(fig, *a, **k):
+        seen.extend(t.get_text() for t in fig.texts)
+        seen.extend(t.get_text() for ax in fig.axes for t in ax.texts)
+        return real_savefig(fig, *a, **k)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    # other processes took half the CPU time, in the run and in each case
+    monkeypatch.setattr(B._CpuMeter, "stop", lambda self: 0.5)
+    res = B.run(quick=True, sizes=[1000], threads=[1], rounds=1,
+                contenders=["lrfast", "ceiling"], progress=False, pause_s=0, spin_s=0,
+                out=str(tmp_path))
+    assert res["busy"] and "50%" in res["busy"]
+    table = B.format_table(res).splitlines()
+    assert table[0].startswith("!!! BUSY MACHINE") and "NOT results" in table[0]
+    row = next(x for x in table if x.startswith("1e3") or "1000" in x.split("|")[0])
+    assert row.rstrip().endswith("!")
+    assert any("BUSY MACHINE" in t for t in seen) and "BUSY" in seen
+    assert os.path.getsize(tmp_path / "bench.png") > 0
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["busy"] == res["busy"]
+
+    # a quiet run carries no warning
+    seen.clear()
+    monkeypatch.setattr(B._CpuMeter, "stop", lambda self: 0.0)
+    res = B.run(quick=True, sizes=[1000], threads=[1], rounds=1,
+                contenders=["lrfast", "ceiling"], progress=False, pause_s=0, spin_s=0,
+                out=str(tmp_path))
+    assert res["busy"] is None and "BUSY" not in B.format_table(res)
+    assert not any("BUSY" in t for t in seen)

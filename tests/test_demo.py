@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from lrfast import demo  # noqa: E402
+from lrfast.cli import demo  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 RUN_KEYS = {"final_loss": float, "test_accuracy": float, "step_seconds": float,

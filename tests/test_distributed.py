@@ -4,7 +4,7 @@ stepping on the mean of the per-rank grads.
 Each P in (1, 2, 3) runs tests/mpi_scripts/run_scenarios.py once under
 ``mpiexec -n P`` (3 ranks cut tensors into uneven shards, and the "tiny"
 scenario leaves some ranks with nothing); the tests below read its outputs.
-Skipped when mpi4py or mpiexec is missing (``pip install "lrfast[mpi]"``).
+Skipped when mpi4py or mpiexec is missing (``pip install "lrfast[mpi-bundled]"``).
 """
 import json
 import os
@@ -42,7 +42,7 @@ def _have_mpi():
 
 
 needs_mpi = pytest.mark.skipif(not _have_mpi(), reason="needs mpi4py and mpiexec "
-                               "(pip install 'lrfast[mpi]')")
+                               "(pip install 'lrfast[mpi-bundled]')")
 
 
 def _env():

@@ -47,8 +47,8 @@ from typing import Sequence, TextIO
 
 import numpy as np
 
-from . import optim as _optim
-from .schedules import (Constant, CosineDecay, CosineRestarts, ExponentialDecay,
+from .. import optim as _optim
+from ..schedules import (Constant, CosineDecay, CosineRestarts, ExponentialDecay,
                         InverseTimeDecay, OneCycle, StepDecay, TimeBasedDecay, serialize)
 
 __all__ = ["main", "run_demo", "MLP", "load_data", "RUNS"]
@@ -454,8 +454,8 @@ def run_demo(out: str | os.PathLike = "lrfast-demo", steps: int = DEFAULT_STEPS,
     stream : file, optional
         Where the table is printed (default ``sys.stdout``).
     """
-    from . import _threads
-    from ._dispatch import isa
+    from .. import _threads
+    from .._dispatch import isa
 
     stream = sys.stdout if stream is None else stream
     names = _select(optimizers)

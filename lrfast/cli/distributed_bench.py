@@ -10,7 +10,8 @@ the median over the timed steps, split into the phases the wrapper records
 (pack + reduce, local kernel step, all-gather of the params). "plain" is the
 wrapped optimizer alone in one process, without MPI: the floor.
 
-Needs mpi4py and an MPI runtime (``pip install "lrfast[mpi]"``).
+Needs mpi4py and an MPI runtime (``pip install "lrfast[mpi-bundled]"``, or
+``"lrfast[mpi]"`` beside an MPI you have).
 """
 import argparse
 import json
@@ -152,14 +153,15 @@ def main(argv=None):
         import mpi4py  # noqa: F401
     except ImportError:
         print("bench --distributed needs mpi4py and an MPI runtime: "
-              "pip install 'lrfast[mpi]'", file=sys.stderr)
+              "pip install 'lrfast[mpi-bundled]' (or 'lrfast[mpi]' with your own MPI)",
+              file=sys.stderr)
         return 2
     mpiexec = _mpiexec()
     if mpiexec is None:
         print("bench --distributed: no mpiexec found (pip install mpich)", file=sys.stderr)
         return 2
     env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     rows, meta = [], {}
     fwd = ["--sizes", args.sizes, "--optimizer", args.optimizer, "--dtype", args.dtype,
@@ -172,8 +174,8 @@ def main(argv=None):
             path = os.path.join(tmp, f"p{P}.json")
             # python -m mpi4py: an uncaught exception aborts every rank (no hang)
             cmd = [mpiexec, "-n", str(P), sys.executable, "-m", "mpi4py", "-m",
-                   "lrfast.distributed_bench", "--worker", path, *fwd]
-            print(f"+ {' '.join(cmd[:3])} python -m mpi4py -m lrfast.distributed_bench ...",
+                   "lrfast.cli.distributed_bench", "--worker", path, *fwd]
+            print(f"+ {' '.join(cmd[:3])} python -m mpi4py -m lrfast.cli.distributed_bench ...",
                   flush=True)
             try:
                 r = subprocess.run(cmd, env=env, capture_output=True, text=True,

@@ -176,7 +176,7 @@ class Ceiling:
     """
 
     def __init__(self, params, grads, n_states, *, lr=1e-6, mu=0.5, damp=0.5, scale=-1.0):
-        from ._dispatch import kernels as K
+        from .._dispatch import kernels as K
         self.params = [p.copy() for p in params]
         self.grads = list(grads)
         self.n_states = int(n_states)
@@ -695,6 +695,12 @@ def machine_info(threads):
 # ---------------------------------------------------------------------------
 # Progress, table, JSON, plot
 # ---------------------------------------------------------------------------
+# A run (or a case) during which other processes used more than this share of the
+# machine's CPU time is flagged as busy: in the table's first lines, on each such row
+# and across the plot. Contended ratios (a "5329x") must never look like results.
+BUSY_SHARE = 0.1
+
+
 class _CpuMeter:
     """Share of the machine's CPU time used by OTHER processes between start()
     and stop(): /proc/stat's busy time minus this process's own (Linux only;
@@ -791,6 +797,9 @@ def format_table(result):
     """The text tables of one run (what ``main`` prints)."""
     lines = []
     m = result["machine"]
+    if result.get("busy"):
+        lines.append(f"!!! BUSY MACHINE: {result['busy']}. These figures are NOT results: "
+                     "rerun on an idle machine. Rows marked ! were contended. !!!")
     lines.append(f"lrfast {m['lrfast']} bench, {m['date']}: {m['cpu']}, {m['cores']} cores, "
                  f"isa {m['isa']} ({m['isa_build']}), numpy {m['versions'].get('numpy')}"
                  + (f", torch {m['versions']['torch']}" if "torch" in m["versions"] else ""))
@@ -830,6 +839,8 @@ def format_table(result):
                 s += (" |" if peers else "") + ("       -" if pc is None else f"{pc:>7.0f}%")
                 oc = r.get("others_cpu")
                 s += "       -" if oc is None else f"{100 * oc:>7.0f}%"
+                if oc is not None and oc > BUSY_SHARE:
+                    s += " !"
                 lines.append(s)
         ts = [t for t in result["settings"]["threads"] if t != 1]
         if ts and 1 in result["settings"]["threads"]:
@@ -916,7 +927,17 @@ def plot(result, path):
     m = result["machine"]
     fig.suptitle(f"lrfast {m['lrfast']} ({m['isa']}) on {m['cpu']}, {m['cores']} cores, "
                  f"{m['date'][:10]}  (*: multi-tensor cases)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    top = 0.35
+    if result.get("busy"):
+        top = 0.65
+        fig.text(0.5, 1 - 0.42 / fig.get_figheight(),
+                 f"BUSY MACHINE ({result['busy']}): not results, rerun on an idle machine",
+                 ha="center", va="top", fontsize=10, color="red", weight="bold")
+        for ax in fig.axes:
+            if ax.get_visible():
+                ax.text(0.5, 0.5, "BUSY", transform=ax.transAxes, ha="center", va="center",
+                        fontsize=40, color="red", alpha=0.25, rotation=30, weight="bold")
+    fig.tight_layout(rect=(0, 0, 1, 1 - top / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -952,7 +973,7 @@ def run(optimizer="adam", dtype="float32", sizes=None, threads=None, rounds=None
     spin_s: sleep after a multi-threaded block (OpenMP spin-wait window).
     """
     import lrfast
-    from ._dispatch import kernels as K
+    from .._dispatch import kernels as K
     opts = [optimizer] if isinstance(optimizer, str) else list(optimizer)
     for o in opts:
         if o.lower() not in OPTIMIZERS:
@@ -1042,9 +1063,16 @@ def run(optimizer="adam", dtype="float32", sizes=None, threads=None, rounds=None
     result["machine"]["others_cpu"] = others
     load = max((result["machine"].get(k) or [0])[0] for k in ("loadavg_start", "loadavg_end"))
     cores = result["machine"]["cores_usable"] or 1
-    if (others is not None and others > 0.1) or (others is None and load > 0.5 * cores):
-        busy = (f"other processes used {100 * others:.0f}% of the CPU time"
+    busy_rows = [r for r in result["results"] if (r.get("others_cpu") or 0) > BUSY_SHARE]
+    result["busy"] = None
+    if (others is not None and others > BUSY_SHARE) or busy_rows or \
+            (others is None and load > 0.5 * cores):
+        busy = (f"other processes used {100 * (others or 0):.0f}% of the CPU time"
                 if others is not None else f"load average {load:.1f} on {cores} cores")
+        if busy_rows:
+            busy += f", over {100 * BUSY_SHARE:.0f}% in {len(busy_rows)} of " \
+                    f"{len(result['results'])} cases"
+        result["busy"] = busy
         result["warnings"].append(
             f"the machine was busy ({busy}): multi-threaded figures in particular are "
             "unreliable; rerun on an idle machine for figures to publish (per case: "

@@ -1,0 +1,11 @@
+"""lrfast's command-line tools, kept apart from the library core.
+
+``python -m lrfast <command>`` (or the ``lrfast`` script) dispatches here:
+
+- ``bench`` (:mod:`lrfast.cli.bench`): the benchmark runner;
+- ``bench --distributed`` (:mod:`lrfast.cli.distributed_bench`): the MPI benchmark;
+- ``demo`` (:mod:`lrfast.cli.demo`): a numpy MLP trained on digits with several
+  optimizers and schedules.
+
+Nothing in the library imports this package.
+"""
