@@ -188,7 +188,8 @@ def main(argv=None) -> int:
             else:
                 verdict = "(no target: one core or a serial build)"
             lines.append(f"quiet {r['elements']:>9,d}  default/one {r['ratio']:.2f}  {verdict}"
-                         f"   pinned {r['threads_all']}/one {r['ratio_all_threads']:.2f}" + _steps(r))
+                         f"   pinned {r['threads_all']}/one {r['ratio_all_threads']:.2f}"
+                         + _steps(r))
             if r["ratio_all_threads"] > 0.8:
                 lines.append("      (pinned threads do not win here either: the machine is not "
                              "quiet; other processes hold the cores)")

@@ -38,14 +38,14 @@ def check(isa, root):
            "-fopt-info-vec-optimized"]
     out = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     lines = open(c).read().split("\n")
-    funcs = [(i, m.group(1)) for i, l in enumerate(lines, 1)
-             for m in [re.match(r"^static .*?(__pyx_\w+)\(", l)] if m]
+    funcs = [(i, m.group(1)) for i, line in enumerate(lines, 1)
+             for m in [re.match(r"^static .*?(__pyx_\w+)\(", line)] if m]
     starts = [f[0] for f in funcs]
     loops = collections.defaultdict(set)
     width = collections.defaultdict(set)
-    for l in out.stderr.splitlines():
+    for msg in out.stderr.splitlines():
         m = re.search(rf"_kernels_{isa}\.c:(\d+):\d+: optimized: loop vectorized using (\d+) byte",
-                      l)
+                      msg)
         if not m:
             continue
         ln = int(m.group(1))

@@ -906,7 +906,8 @@ def plot(result, path):
                     continue
                 style = "--" if impl == "ceiling" else "-"
                 ax.plot(*zip(*pts), style, marker="o", ms=3, color=colors[impl],
-                        label={"numpy": "numpy (1 thread)", "ceiling": "ceiling (same bytes)"}.get(impl, impl))
+                        label={"numpy": "numpy (1 thread)",
+                               "ceiling": "ceiling (same bytes)"}.get(impl, impl))
                 for r in others:
                     c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
                     if c:

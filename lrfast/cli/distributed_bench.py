@@ -136,7 +136,8 @@ def _table(rows, args, meta):
     mib = 1 << 20
     for r in rows:
         ph = r.get("phases", {})
-        f = (lambda k: f"{ph[k]:.2f}" if k in ph else "-")
+        def f(k):
+            return f"{ph[k]:.2f}" if k in ph else "-"
         out.append(f"| {r['n']:.0e} | {r['P']} | {r['mode']} | {r['threads']} | {r['ms']:.2f} | "
                    f"{f('reduce')} | {f('step')} | {f('gather')} | {r['state'] / mib:.1f} | "
                    f"{r['buffers'] / mib:.1f} |")
