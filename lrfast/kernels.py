@@ -38,8 +38,8 @@ def _plan(name: str, hp: Dict[str, Any]):
     that calls the same step with the same hyperparameters validates once)."""
     # flat values and their exact types: equal values of one type validate alike,
     # and True never hits the entry of 1.0
-    vals = tuple(hp.values())
-    key = (name, vals, tuple(map(type, vals)))
+    flat = tuple(hp.values())
+    key = (name, flat, tuple(map(type, flat)))
     try:
         return _CACHE[key]
     except (KeyError, TypeError):       # TypeError: an unhashable value (checked below)
