@@ -9,7 +9,7 @@ COMMANDS = {
     "info": "print the build and runtime configuration",
     "demo": "train a numpy MLP on digits, comparing optimizers and schedules",
     "bench": "benchmark lrfast against numpy, torch and the bandwidth ceiling "
-             "(--distributed: over MPI ranks)",
+             "(--distributed: over MPI ranks; --step-path: the per-step Python path)",
     "schedules": "write a PNG gallery of the learning-rate schedules",
 }
 
@@ -52,6 +52,9 @@ def main(argv=None, prog=None):
     elif cmd == "bench" and "--distributed" in rest:
         from .cli.distributed_bench import main as run
         rest = [a for a in rest if a != "--distributed"]
+    elif cmd == "bench" and "--step-path" in rest:
+        from .cli.step_path import main as run
+        rest = [a for a in rest if a != "--step-path"]
     elif cmd == "bench":
         from .cli.bench import main as run
     else:

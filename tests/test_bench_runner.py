@@ -285,3 +285,17 @@ def test_busy_machine_flagged_in_table_and_plot(tmp_path, monkeypatch):
                 out=str(tmp_path))
     assert res["busy"] is None and "BUSY" not in B.format_table(res)
     assert not any("BUSY" in t for t in seen)
+
+
+def test_step_path_cases_run_and_report_ratios(capsys):
+    """python -m lrfast bench --step-path: every case runs and reports a ratio
+    against its baseline and its target (speed itself is never asserted)."""
+    from lrfast.cli import step_path
+    from lrfast.__main__ import main
+    rows = step_path.run(rounds=1, number=5)
+    assert [r["case"] for r in rows] == list(step_path.CASES)
+    for r in rows:
+        assert r["ratio"] > 0 and r["case_us"] > 0 and r["baseline_us"] > 0
+    assert main(["bench", "--step-path", "--rounds", "1", "--number", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "kernels.adam_step / Adam.step" in out and "target" in out

@@ -4,6 +4,8 @@
 
 - ``bench`` (:mod:`lrfast.cli.bench`): the benchmark runner;
 - ``bench --distributed`` (:mod:`lrfast.cli.distributed_bench`): the MPI benchmark;
+- ``bench --step-path`` (:mod:`lrfast.cli.step_path`): what schedules, None grads
+  and the functional layer add to a small step;
 - ``demo`` (:mod:`lrfast.cli.demo`): a numpy MLP trained on digits with several
   optimizers and schedules.
 

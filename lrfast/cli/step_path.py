@@ -12,7 +12,7 @@ ratio case/baseline:
 - ``kernels.adam_step`` on one array with caller-held state, against
   ``Adam.step``.
 
-    python -m lrfast bench --step-path      (or python bench/step_path.py)
+    python -m lrfast bench --step-path [--rounds 15] [--json PATH]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import numpy as np
 import lrfast
 from lrfast import kernels, schedules
 
-__all__ = ["run", "format_table", "CASES"]
+__all__ = ["run", "format_table", "main", "CASES"]
 
 
 def _adam(lr, n=1000):
@@ -111,5 +111,21 @@ def format_table(rows: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def main(argv=None) -> int:
+    import argparse
+    import json
+    p = argparse.ArgumentParser(prog="lrfast bench --step-path", description=__doc__.split("\n")[0])
+    p.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    p.add_argument("--number", type=int, default=2000, help="steps per timing (default 2000)")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    a = p.parse_args(argv)
+    rows = run(a.rounds, a.number)
+    print(format_table(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return 0
+
+
 if __name__ == "__main__":
-    print(format_table(run()))
+    raise SystemExit(main())
