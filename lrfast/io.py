@@ -11,7 +11,7 @@ import re
 import secrets
 import stat
 import zipfile
-from typing import Any, Dict, Mapping, Optional, TypeVar, Union
+from typing import Any, Dict, List, Mapping, Optional, TypeVar, Union
 
 import numpy as np
 
@@ -425,14 +425,9 @@ def to_torch_state_dict(sd: StateDict) -> StateDict:
     return {"state": state, "param_groups": groups}
 
 
-def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
-                          step_count: Optional[int] = None) -> StateDict:
-    """Convert a torch.optim state_dict (tensors or arrays) to lrfast's schema.
-
-    ``optimizer``: the lrfast class or its name ("Adam", ...); another name or
-    type is refused (ValueError / TypeError). ``step_count``: the optimizer's
-    step count (default: the largest per-param ``step``), an int >= 0.
-    """
+def _torch_optimizer_name(optimizer):
+    """The lrfast optimizer name ``from_torch_state_dict`` was given (a class
+    or its name); TypeError / ValueError for anything else."""
     if isinstance(optimizer, str):
         name = optimizer
     elif isinstance(optimizer, type):
@@ -444,6 +439,12 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
     if name not in known:
         raise ValueError(f"from_torch_state_dict: unknown optimizer {name!r} (one of "
                          f"{', '.join(sorted(known))})")
+    return name
+
+
+def _check_torch_args(tsd, step_count):
+    """Check ``from_torch_state_dict``'s ``tsd`` and return its ``step_count``
+    as an int (None stays None)."""
     if not isinstance(tsd, Mapping):
         raise TypeError(f"from_torch_state_dict: tsd must be a torch.optim state_dict (a "
                         f"dict), got {type(tsd).__name__}")
@@ -452,41 +453,68 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
             raise ValueError(f"from_torch_state_dict: not a torch.optim state_dict (no {k!r})")
     if step_count is not None:
         step_count = _step_count(step_count, "from_torch_state_dict: step_count")
+    return step_count
 
-    def arr(v):
-        if v is None or isinstance(v, (numbers.Number, np.ndarray)):
-            return v
-        if hasattr(v, "detach"):
-            v = v.detach().cpu().numpy()
-        return np.asarray(v)
 
-    state, steps = {}, []
+def _torch_array(v):
+    """A torch state value as numpy: None and numbers as they are, tensors
+    detached to CPU arrays, anything else through ``np.asarray``."""
+    if v is None or isinstance(v, (numbers.Number, np.ndarray)):
+        return v
+    if hasattr(v, "detach"):
+        v = v.detach().cpu().numpy()
+    return np.asarray(v)
+
+
+def _from_torch_entry(i, e, steps):
+    """One torch per-param state entry in lrfast's schema (arrays copied); its
+    ``step``, if any, is appended to ``steps``."""
+    out = {}
+    for k, v in e.items():
+        if k == "step":
+            v = _step_count(_scalar(v, f"from_torch_state_dict: state[{i}]['step']"),
+                            f"from_torch_state_dict: state[{i}]['step']")
+            steps.append(v)
+        elif k == "mu_product":
+            v = _scalar(v, f"from_torch_state_dict: state[{i}]['mu_product']")
+        else:
+            v = _torch_array(v)
+            if isinstance(v, np.ndarray):
+                v = v.copy()
+        out[k] = v
+    return out
+
+
+def _from_torch_group(g, name):
+    """One torch param group in lrfast's schema: torch-only flags dropped,
+    ``betas`` as a tuple."""
+    lg = {k: v for k, v in g.items() if k not in _TORCH_FLAGS and k not in (
+        "initial_lr", "param_names") and not (k == "decoupled_weight_decay"
+                                               and name in ("Adam", "AdamW"))}
+    if "betas" in lg:
+        b = lg["betas"]
+        if not isinstance(b, (list, tuple)):
+            raise ValueError(f"from_torch_state_dict: betas must be a pair, got {b!r}")
+        lg["betas"] = tuple(b)
+    return lg
+
+
+def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
+                          step_count: Optional[int] = None) -> StateDict:
+    """Convert a torch.optim state_dict (tensors or arrays) to lrfast's schema.
+
+    ``optimizer``: the lrfast class or its name ("Adam", ...); another name or
+    type is refused (ValueError / TypeError). ``step_count``: the optimizer's
+    step count (default: the largest per-param ``step``), an int >= 0.
+    """
+    name = _torch_optimizer_name(optimizer)
+    step_count = _check_torch_args(tsd, step_count)
+    state: Dict[int, Any] = {}
+    steps: List[int] = []
     for i, e in _entries(tsd["state"], "from_torch_state_dict: tsd['state']"):
-        out = {}
-        for k, v in e.items():
-            if k == "step":
-                v = _step_count(_scalar(v, f"from_torch_state_dict: state[{i}]['step']"),
-                                f"from_torch_state_dict: state[{i}]['step']")
-                steps.append(v)
-            elif k == "mu_product":
-                v = _scalar(v, f"from_torch_state_dict: state[{i}]['mu_product']")
-            else:
-                v = arr(v)
-                if isinstance(v, np.ndarray):
-                    v = v.copy()
-            out[k] = v
-        state[i] = out
-    groups = []
-    for g in _groups(tsd["param_groups"], "from_torch_state_dict: tsd['param_groups']"):
-        lg = {k: v for k, v in g.items() if k not in _TORCH_FLAGS and k not in (
-            "initial_lr", "param_names") and not (k == "decoupled_weight_decay"
-                                                   and name in ("Adam", "AdamW"))}
-        if "betas" in lg:
-            b = lg["betas"]
-            if not isinstance(b, (list, tuple)):
-                raise ValueError(f"from_torch_state_dict: betas must be a pair, got {b!r}")
-            lg["betas"] = tuple(b)
-        groups.append(lg)
+        state[i] = _from_torch_entry(i, e, steps)
+    groups = [_from_torch_group(g, name)
+              for g in _groups(tsd["param_groups"], "from_torch_state_dict: tsd['param_groups']")]
     if step_count is None:
         step_count = max(steps) if steps else 0
     return {"format": "lrfast.optim/1", "optimizer": name, "step_count": int(step_count),

@@ -595,10 +595,35 @@ class DistributedOptimizer(Agreement):
         return ok
 
     def _step_sharded(self, flats, active):
-        comm, P = self._comm, self.size
         tm = self.timings
         t0 = time.perf_counter() if tm is not None else 0.0
         # 1. reduce-scatter, bucket by bucket, double-buffered
+        err = self._reduce_scatter(flats)
+        t1 = time.perf_counter() if tm is not None else 0.0
+        # 2. the local fused step over this rank's pieces; its norm hook is the
+        #    verdict (global norm and finiteness, and every rank's failures)
+        if active.all():
+            igrads = self._inner_grads
+        else:
+            pp = self._piece_param
+            igrads = [g if active[pp[j]] else None for j, g in enumerate(self._inner_grads)]
+        if not self._run_local(self._inner, igrads, err):
+            return False                 # skipped on every rank: nothing to gather
+        t2 = time.perf_counter() if tm is not None else 0.0
+        # 3. all-gather the updated pieces, bucket by bucket
+        for sp in self._spaces:
+            self._all_gather_space(sp, active)
+        if tm is not None:
+            t3 = time.perf_counter()
+            for k, v in (("reduce", t1 - t0), ("step", t2 - t1), ("gather", t3 - t2)):
+                tm[k] = tm.get(k, 0.0) + v
+        return True
+
+    def _reduce_scatter(self, flats):
+        """Reduce-scatter the packed grads into each space's ``grad_shard`` and
+        divide by the number of ranks; returns the first packing failure (or
+        None): every rank posts the same calls regardless."""
+        comm, P = self._comm, self.size
         err = None
         for sp in self._spaces:
             nbuf = len(sp.bufs)
@@ -626,47 +651,38 @@ class DistributedOptimizer(Agreement):
         if P > 1:
             for sp in self._spaces:
                 np.divide(sp.grad_shard, P, out=sp.grad_shard)
-        t1 = time.perf_counter() if tm is not None else 0.0
-        # 2. the local fused step over this rank's pieces; its norm hook is the
-        #    verdict (global norm and finiteness, and every rank's failures)
-        if active.all():
-            igrads = self._inner_grads
-        else:
-            pp = self._piece_param
-            igrads = [g if active[pp[j]] else None for j, g in enumerate(self._inner_grads)]
-        if not self._run_local(self._inner, igrads, err):
-            return False                 # skipped on every rank: nothing to gather
-        t2 = time.perf_counter() if tm is not None else 0.0
-        # 3. all-gather the updated pieces, bucket by bucket
-        for sp in self._spaces:
-            nbuf = len(sp.bufs)
-            pending, j = [], 0
-            for b in range(sp.nb):
-                if not any(active[i] for i in sp.bucket_params[b]):
-                    continue
-                if len(pending) == nbuf:       # FIFO: the oldest job holds buffer k
-                    self._finish_gather(sp, *pending.pop(0), active)
-                k = j % nbuf
-                j += 1
-                buf = sp.bufs[k]
-                size = sp.bounds[b + 1] - sp.bounds[b]
-                d, c = sp.displs[b][self.rank], sp.counts[b][self.rank]
-                if c:
-                    sv = sp.send_views[b]
-                    if len(sv) == 1:
-                        np.copyto(buf[d:d + c], sv[0])
-                    else:
-                        np.concatenate(sv, out=buf[d:d + c])
-                req = comm.Iallgatherv(MPI.IN_PLACE,
-                                       [buf[:size], sp.counts[b], sp.displs[b], sp.mpitype])
-                pending.append((req, b, k))
-            while pending:
+        return err
+
+    def _all_gather_space(self, sp, active):
+        """All-gather the updated pieces of one space, bucket by bucket
+        (buckets without an active param are skipped)."""
+        nbuf = len(sp.bufs)
+        pending, j = [], 0
+        for b in range(sp.nb):
+            if not any(active[i] for i in sp.bucket_params[b]):
+                continue
+            if len(pending) == nbuf:       # FIFO: the oldest job holds buffer k
                 self._finish_gather(sp, *pending.pop(0), active)
-        if tm is not None:
-            t3 = time.perf_counter()
-            for k, v in (("reduce", t1 - t0), ("step", t2 - t1), ("gather", t3 - t2)):
-                tm[k] = tm.get(k, 0.0) + v
-        return True
+            k = j % nbuf
+            j += 1
+            pending.append((self._start_gather(sp, b, k), b, k))
+        while pending:
+            self._finish_gather(sp, *pending.pop(0), active)
+
+    def _start_gather(self, sp, b, k):
+        """Copy this rank's pieces of bucket b into buffer k and post its
+        all-gather; returns the request."""
+        buf = sp.bufs[k]
+        size = sp.bounds[b + 1] - sp.bounds[b]
+        d, c = sp.displs[b][self.rank], sp.counts[b][self.rank]
+        if c:
+            sv = sp.send_views[b]
+            if len(sv) == 1:
+                np.copyto(buf[d:d + c], sv[0])
+            else:
+                np.concatenate(sv, out=buf[d:d + c])
+        return self._comm.Iallgatherv(MPI.IN_PLACE,
+                                      [buf[:size], sp.counts[b], sp.displs[b], sp.mpitype])
 
     def _finish_gather(self, sp, req, b, k, active):
         req.Wait()
@@ -706,21 +722,7 @@ class DistributedOptimizer(Agreement):
             return self._gather_state(root, local)
 
     def _gather_state(self, root, local):
-        comm = self._comm
-        cls = type(self._inner)
-        names = set()
-        meta = {}
-        for j, e in local["state"].items():
-            i = self._piece_param[j]
-            names.update(k for k, v in e.items() if isinstance(v, np.ndarray))
-            if i not in meta and self._owner(i) == self.rank:
-                meta[i] = [(k, _ARR if isinstance(v, np.ndarray) else v) for k, v in e.items()]
-        everyone = comm.allgather((meta, sorted(names)))
-        allmeta, allnames = {}, set()
-        for m, nm in everyone:
-            allmeta.update(m)
-            allnames.update(nm)
-        names = [k for k in cls.spec.states if k in allnames]
+        allmeta, names = self._state_meta(local)
         get = root is None or root == self.rank
         flats: Dict[Any, Any] = {}
         err = None
@@ -731,27 +733,7 @@ class DistributedOptimizer(Agreement):
         except Exception as exc:       # noqa: BLE001 - raised on every rank by _agree_on
             err = exc
         self._agree_on("state_dict", root, err)
-        # index of each piece by (param, a) for the local arrays
-        where = {(self._pieces[j][0], self._pieces[j][1]): j for j in range(len(self._pieces))}
-        for sp in self._spaces:
-            for name in names:
-                full = flats[(id(sp), name)]
-                for b in range(sp.nb):
-                    lo, hi = sp.own[b]
-                    c = hi - lo
-                    send = np.zeros(c, dtype=sp.dtype)
-                    for i, a, e, pos in sp.own_pieces[b]:
-                        ent = local["state"].get(where[(i, a)])
-                        arr = None if ent is None else ent.get(name)
-                        if arr is not None:
-                            send[pos:pos + e - a] = arr
-                    blo, bhi = sp.bounds[b], sp.bounds[b + 1]
-                    spec = None if full is None else [full[blo:bhi], sp.counts[b], sp.displs[b],
-                                                      sp.mpitype]
-                    if root is None:
-                        comm.Allgatherv([send, sp.mpitype], spec)
-                    else:
-                        comm.Gatherv([send, sp.mpitype], spec, root=root)
+        self._transfer_state(root, local, names, flats)
         if not get:
             return None
         state = {}
@@ -770,6 +752,49 @@ class DistributedOptimizer(Agreement):
         return {"format": local["format"], "optimizer": local["optimizer"],
                 "step_count": local["step_count"], "skipped_steps": local["skipped_steps"],
                 "state": state, "param_groups": groups}
+
+    def _state_meta(self, local):
+        """Collective: every param's entry layout (scalars as they are, arrays
+        as a marker), reported by the rank that owns it, and the array-state
+        names any rank holds, in the optimizer's state order."""
+        names = set()
+        meta = {}
+        for j, e in local["state"].items():
+            i = self._piece_param[j]
+            names.update(k for k, v in e.items() if isinstance(v, np.ndarray))
+            if i not in meta and self._owner(i) == self.rank:
+                meta[i] = [(k, _ARR if isinstance(v, np.ndarray) else v) for k, v in e.items()]
+        everyone = self._comm.allgather((meta, sorted(names)))
+        allmeta, allnames = {}, set()
+        for m, nm in everyone:
+            allmeta.update(m)
+            allnames.update(nm)
+        return allmeta, [k for k in type(self._inner).spec.states if k in allnames]
+
+    def _transfer_state(self, root, local, names, flats):
+        """Collective: gather every array state's pieces into ``flats`` (on
+        ``root``, or on every rank when root is None)."""
+        comm = self._comm
+        # index of each piece by (param, a) for the local arrays
+        where = {(self._pieces[j][0], self._pieces[j][1]): j for j in range(len(self._pieces))}
+        for sp in self._spaces:
+            for name in names:
+                full = flats[(id(sp), name)]
+                for b in range(sp.nb):
+                    lo, hi = sp.own[b]
+                    send = np.zeros(hi - lo, dtype=sp.dtype)
+                    for i, a, e, pos in sp.own_pieces[b]:
+                        ent = local["state"].get(where[(i, a)])
+                        arr = None if ent is None else ent.get(name)
+                        if arr is not None:
+                            send[pos:pos + e - a] = arr
+                    blo, bhi = sp.bounds[b], sp.bounds[b + 1]
+                    spec = None if full is None else [full[blo:bhi], sp.counts[b], sp.displs[b],
+                                                      sp.mpitype]
+                    if root is None:
+                        comm.Allgatherv([send, sp.mpitype], spec)
+                    else:
+                        comm.Gatherv([send, sp.mpitype], spec, root=root)
 
     def _owner(self, i):
         """The rank whose piece of param i reports its step count: the owner of
