@@ -19,8 +19,9 @@ RMSprop, Adam; time-based, step-based and exponential decay) plus the
 warmup-cosine that modern training uses. Decay constants scale with
 ``--steps`` so that every schedule keeps learning for the whole run: that
 article's time-based decay is a running product, ``eta_{n+1} = eta_n / (1 + d n)``,
-i.e. ``eta_n ~ lr0 exp(-d n^2 / 2)`` while ``d n`` is small, so ``d = 2.8 / steps^2`` ends the run at about a quarter of
-``lr0`` (``d = 1e-4`` would reach 1e-21 by step 1000).
+i.e. ``eta_n ~ lr0 exp(-d n^2 / 2)`` while ``d n`` is small, so
+``d = 2.8 / steps^2`` ends the run at about a quarter of ``lr0`` (``d = 1e-4``
+would reach 1e-21 by step 1000).
 
 Needs the ``demo`` extra (scikit-learn, matplotlib, tqdm):
 ``pip install "lrfast[demo]"``. Without matplotlib the PNG is skipped; without
