@@ -863,6 +863,56 @@ def format_table(result):
     return "\n".join(lines)
 
 
+def _plot_contender(ax, impl, t, sized, others, color):
+    """One contender's line over the single-tensor cases of a panel, plus a star
+    per multi-tensor case."""
+    pts = []
+    for r in sized:
+        c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
+        if c:
+            pts.append((r["n_elements"], c["ns_per_element"]))
+    if not pts:
+        return
+    style = "--" if impl == "ceiling" else "-"
+    ax.plot(*zip(*pts), style, marker="o", ms=3, color=color,
+            label={"numpy": "numpy (1 thread)",
+                   "ceiling": "ceiling (same bytes)"}.get(impl, impl))
+    for r in others:
+        c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
+        if c:
+            ax.plot([r["n_elements"]], [c["ns_per_element"]], marker="*", ms=9,
+                    color=color, linestyle="none")
+
+
+def _plot_panel(ax, opt, dtype, t, sized, others, colors):
+    """The panel of one (optimizer, dtype) at ``t`` threads."""
+    for impl in IMPLS:
+        _plot_contender(ax, impl, t, sized, others, colors[impl])
+    for r in others:
+        c = r["contenders"].get(f"lrfast@{t}")
+        if c:
+            ax.annotate(r["case"], (r["n_elements"], c["ns_per_element"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("elements per step")
+    ax.set_ylabel("ns / element")
+    ax.set_title(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _plot_busy(fig, busy):
+    """Stamp a figure from a busy machine so it cannot pass for results."""
+    fig.text(0.5, 1 - 0.42 / fig.get_figheight(),
+             f"BUSY MACHINE ({busy}): not results, rerun on an idle machine",
+             ha="center", va="top", fontsize=10, color="red", weight="bold")
+    for ax in fig.axes:
+        if ax.get_visible():
+            ax.text(0.5, 0.5, "BUSY", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=40, color="red", alpha=0.25, rotation=30, weight="bold")
+
+
 def plot(result, path):
     """ns/element vs elements, log-log, one line per contender; one panel per
     (optimizer, threads). Returns the path, or None (with a warning) without
@@ -895,49 +945,14 @@ def plot(result, path):
         others = [r for r in rows if r["kind"] != "size"]
         for t in threads:
             j = panels.index(((opt, dtype), t))
-            ax = axes[j // ncols][j % ncols]
-            for impl in IMPLS:
-                pts = []
-                for r in sized:
-                    c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
-                    if c:
-                        pts.append((r["n_elements"], c["ns_per_element"]))
-                if not pts:
-                    continue
-                style = "--" if impl == "ceiling" else "-"
-                ax.plot(*zip(*pts), style, marker="o", ms=3, color=colors[impl],
-                        label={"numpy": "numpy (1 thread)",
-                               "ceiling": "ceiling (same bytes)"}.get(impl, impl))
-                for r in others:
-                    c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
-                    if c:
-                        ax.plot([r["n_elements"]], [c["ns_per_element"]], marker="*", ms=9,
-                                color=colors[impl], linestyle="none")
-            for r in others:
-                c = r["contenders"].get(f"lrfast@{t}")
-                if c:
-                    ax.annotate(r["case"], (r["n_elements"], c["ns_per_element"]),
-                                textcoords="offset points", xytext=(4, -10), fontsize=7)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("elements per step")
-            ax.set_ylabel("ns / element")
-            ax.set_title(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''}", fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            _plot_panel(axes[j // ncols][j % ncols], opt, dtype, t, sized, others, colors)
     m = result["machine"]
     fig.suptitle(f"lrfast {m['lrfast']} ({m['isa']}) on {m['cpu']}, {m['cores']} cores, "
                  f"{m['date'][:10]}  (*: multi-tensor cases)", fontsize=9)
     top = 0.35
     if result.get("busy"):
         top = 0.65
-        fig.text(0.5, 1 - 0.42 / fig.get_figheight(),
-                 f"BUSY MACHINE ({result['busy']}): not results, rerun on an idle machine",
-                 ha="center", va="top", fontsize=10, color="red", weight="bold")
-        for ax in fig.axes:
-            if ax.get_visible():
-                ax.text(0.5, 0.5, "BUSY", transform=ax.transAxes, ha="center", va="center",
-                        fontsize=40, color="red", alpha=0.25, rotation=30, weight="bold")
+        _plot_busy(fig, result["busy"])
     fig.tight_layout(rect=(0, 0, 1, 1 - top / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
