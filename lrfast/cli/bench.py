@@ -863,6 +863,56 @@ def format_table(result):
     return "\n".join(lines)
 
 
+def _plot_contender(ax, impl, t, sized, others, color):
+    """One contender's line over the single-tensor cases of a panel, plus a star
+    per multi-tensor case."""
+    pts = []
+    for r in sized:
+        c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
+        if c:
+            pts.append((r["n_elements"], c["ns_per_element"]))
+    if not pts:
+        return
+    style = "--" if impl == "ceiling" else "-"
+    ax.plot(*zip(*pts), style, marker="o", ms=3, color=color,
+            label={"numpy": "numpy (1 thread)",
+                   "ceiling": "ceiling (same bytes)"}.get(impl, impl))
+    for r in others:
+        c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
+        if c:
+            ax.plot([r["n_elements"]], [c["ns_per_element"]], marker="*", ms=9,
+                    color=color, linestyle="none")
+
+
+def _plot_panel(ax, opt, dtype, t, sized, others, colors):
+    """The panel of one (optimizer, dtype) at ``t`` threads."""
+    for impl in IMPLS:
+        _plot_contender(ax, impl, t, sized, others, colors[impl])
+    for r in others:
+        c = r["contenders"].get(f"lrfast@{t}")
+        if c:
+            ax.annotate(r["case"], (r["n_elements"], c["ns_per_element"]),
+                        textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("elements per step")
+    ax.set_ylabel("ns / element")
+    ax.set_title(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''}", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _plot_busy(fig, busy):
+    """Stamp a figure from a busy machine so it cannot pass for results."""
+    fig.text(0.5, 1 - 0.42 / fig.get_figheight(),
+             f"BUSY MACHINE ({busy}): not results, rerun on an idle machine",
+             ha="center", va="top", fontsize=10, color="red", weight="bold")
+    for ax in fig.axes:
+        if ax.get_visible():
+            ax.text(0.5, 0.5, "BUSY", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=40, color="red", alpha=0.25, rotation=30, weight="bold")
+
+
 def plot(result, path):
     """ns/element vs elements, log-log, one line per contender; one panel per
     (optimizer, threads). Returns the path, or None (with a warning) without
@@ -895,49 +945,14 @@ def plot(result, path):
         others = [r for r in rows if r["kind"] != "size"]
         for t in threads:
             j = panels.index(((opt, dtype), t))
-            ax = axes[j // ncols][j % ncols]
-            for impl in IMPLS:
-                pts = []
-                for r in sized:
-                    c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
-                    if c:
-                        pts.append((r["n_elements"], c["ns_per_element"]))
-                if not pts:
-                    continue
-                style = "--" if impl == "ceiling" else "-"
-                ax.plot(*zip(*pts), style, marker="o", ms=3, color=colors[impl],
-                        label={"numpy": "numpy (1 thread)",
-                               "ceiling": "ceiling (same bytes)"}.get(impl, impl))
-                for r in others:
-                    c = r["contenders"].get(f"{impl}@{t}") or r["contenders"].get(impl)
-                    if c:
-                        ax.plot([r["n_elements"]], [c["ns_per_element"]], marker="*", ms=9,
-                                color=colors[impl], linestyle="none")
-            for r in others:
-                c = r["contenders"].get(f"lrfast@{t}")
-                if c:
-                    ax.annotate(r["case"], (r["n_elements"], c["ns_per_element"]),
-                                textcoords="offset points", xytext=(4, -10), fontsize=7)
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel("elements per step")
-            ax.set_ylabel("ns / element")
-            ax.set_title(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''}", fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            _plot_panel(axes[j // ncols][j % ncols], opt, dtype, t, sized, others, colors)
     m = result["machine"]
     fig.suptitle(f"lrfast {m['lrfast']} ({m['isa']}) on {m['cpu']}, {m['cores']} cores, "
                  f"{m['date'][:10]}  (*: multi-tensor cases)", fontsize=9)
     top = 0.35
     if result.get("busy"):
         top = 0.65
-        fig.text(0.5, 1 - 0.42 / fig.get_figheight(),
-                 f"BUSY MACHINE ({result['busy']}): not results, rerun on an idle machine",
-                 ha="center", va="top", fontsize=10, color="red", weight="bold")
-        for ax in fig.axes:
-            if ax.get_visible():
-                ax.text(0.5, 0.5, "BUSY", transform=ax.transAxes, ha="center", va="center",
-                        fontsize=40, color="red", alpha=0.25, rotation=30, weight="bold")
+        _plot_busy(fig, result["busy"])
     fig.tight_layout(rect=(0, 0, 1, 1 - top / fig.get_figheight()))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -958,23 +973,11 @@ def _size(x):
     return int(v)
 
 
-def run(optimizer="adam", dtype="float32", sizes=None, threads=None, rounds=None,
-        quick=False, many_small=False, model=False, contenders=None, out=None,
-        block_s=None, pause_s=None, spin_s=None, seed=0, progress=None, verbose=False):
-    """Run the comparison and return the result dict (also written to
-    ``out/bench.json`` with ``out/bench.png`` when ``out`` is given).
-
-    optimizer: a name of OPTIMIZERS or a list of them; dtype: 'float32' or
-    'float64'; sizes: element counts of the single-tensor cases; threads:
-    thread counts for the threaded contenders (default: 1 and lrfast's
-    default); rounds: interleaved rounds per case; quick: tiny sizes, few
-    rounds, short blocks (CI); many_small / model: add the 200-small-tensors /
-    ~10M-param model case; contenders: subset of IMPLS (default: all);
-    block_s: target seconds per timed block; pause_s: sleep before each block;
-    spin_s: sleep after a multi-threaded block (OpenMP spin-wait window).
-    """
+def _settings(optimizer, dtype, sizes, threads, rounds, quick, block_s, pause_s, spin_s,
+              contenders):
+    """Validate run()'s measurement arguments and fill in the defaults; returns
+    (opts, dt, sizes, threads, rounds, block_ns, pause_s, spin_s, impls)."""
     import lrfast
-    from .._dispatch import kernels as K
     opts = [optimizer] if isinstance(optimizer, str) else list(optimizer)
     for o in opts:
         if o.lower() not in OPTIMIZERS:
@@ -999,63 +1002,53 @@ def run(optimizer="adam", dtype="float32", sizes=None, threads=None, rounds=None
     impls = list(IMPLS) if contenders is None else list(contenders)
     if "lrfast" not in impls:
         impls.insert(0, "lrfast")
-    if progress is None:
-        progress = not quick
+    return opts, dt, sizes, threads, rounds, block_ns, pause_s, spin_s, impls
 
+
+def _cases(sizes, quick, many_small, model):
+    """The single-tensor cases, then the optional multi-tensor ones."""
     cases = [make_case("size", n) for n in sizes]
     if many_small:
         cases.append(make_case("many-small", quick=quick))
     if model:
         cases.append(make_case("model", quick=quick))
+    return cases
 
-    prev_lr = K._user_num_threads()
-    result = {"schema": SCHEMA, "machine": machine_info(threads),
-              "settings": {"optimizers": opts, "dtype": dt.name, "sizes": sizes,
-                           "threads": threads, "rounds": rounds, "quick": bool(quick),
-                           "block_s": block_ns / 1e9, "pause_s": pause_s, "spin_s": spin_s,
-                           "seed": seed,
-                           "contenders": impls, "many_small": bool(many_small),
-                           "model": bool(model),
-                           "method": "one process; calibrated blocks; interleaved rounds "
-                                     "(rotating, alternately reversed order); medians of "
-                                     "per-round ratios"},
-              "results": [], "skipped": {}, "warnings": []}
-    n_contenders = len(impls) * len(threads)
-    prog = _Progress(len(opts) * len(cases) * (rounds + n_contenders), progress)
-    t_start = time.perf_counter()
-    run_meter = _CpuMeter().start()
-    try:
-        for o in opts:
-            cls, hp = OPTIMIZERS[o]
-            for case in cases:
-                prog.set(f"{cls} {dt.name} {case['label']}")
-                params0, grads = make_inputs(case["shapes"], dt, seed)
-                cs, skipped, info = build_contenders(cls, hp, params0, grads, threads, impls)
-                for k, why in skipped.items():
-                    have = result["skipped"].get(k)
-                    if have is None:
-                        result["skipped"][k] = why
-                    elif why not in have.split("; "):
-                        result["skipped"][k] = f"{have}; {why}"
-                meter = _CpuMeter().start()
-                times = _measure(cs, rounds, block_ns, pause_s, spin_s, prog.tick)
-                others = meter.stop()
-                prog.tick(max(0, n_contenders - len(cs)))
-                row = {"optimizer": cls, "dtype": dt.name, "case": case["name"],
-                       "label": case["label"], "kind": case["kind"],
-                       "n_elements": case["n_elements"], "n_tensors": case["n_tensors"],
-                       "bytes_per_element": info["bytes_per_element"],
-                       "n_states": info["n_states"], "skipped": skipped,
-                       "others_cpu": others}
-                row.update(_analyse(case, times, cs, threads, info["bytes_per_element"]))
-                result["results"].append(row)
-                del cs, params0, grads
-                gc.collect()
-    finally:
-        prog.close()
-        K.set_num_threads(prev_lr)
-        if _TORCH_THREADS0:
-            sys.modules["torch"].set_num_threads(_TORCH_THREADS0.pop())
+
+def _merge_skipped(into, skipped):
+    """Record why contenders were skipped, each distinct reason once per key."""
+    for k, why in skipped.items():
+        have = into.get(k)
+        if have is None:
+            into[k] = why
+        elif why not in have.split("; "):
+            into[k] = f"{have}; {why}"
+
+
+def _bench_case(cls, hp, case, *, dt, seed, threads, impls, rounds, block_ns, pause_s, spin_s,
+                prog, n_contenders, all_skipped):
+    """Build the contenders of one (optimizer, case), time them, and return the
+    result row; reasons for skipped contenders are merged into ``all_skipped``."""
+    params0, grads = make_inputs(case["shapes"], dt, seed)
+    cs, skipped, info = build_contenders(cls, hp, params0, grads, threads, impls)
+    _merge_skipped(all_skipped, skipped)
+    meter = _CpuMeter().start()
+    times = _measure(cs, rounds, block_ns, pause_s, spin_s, prog.tick)
+    others = meter.stop()
+    prog.tick(max(0, n_contenders - len(cs)))
+    row = {"optimizer": cls, "dtype": dt.name, "case": case["name"],
+           "label": case["label"], "kind": case["kind"],
+           "n_elements": case["n_elements"], "n_tensors": case["n_tensors"],
+           "bytes_per_element": info["bytes_per_element"],
+           "n_states": info["n_states"], "skipped": skipped,
+           "others_cpu": others}
+    row.update(_analyse(case, times, cs, threads, info["bytes_per_element"]))
+    return row
+
+
+def _busy_verdict(result, run_meter):
+    """Record the end load and the CPU share other processes took, and flag the
+    result (``busy`` and a warning) when the machine was not idle."""
     try:
         result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):      # no load average on Windows
@@ -1078,18 +1071,81 @@ def run(optimizer="adam", dtype="float32", sizes=None, threads=None, rounds=None
             f"the machine was busy ({busy}): multi-threaded figures in particular are "
             "unreliable; rerun on an idle machine for figures to publish (per case: "
             "'others_cpu' in the JSON)")
+
+
+def _write_out(result, out):
+    """Write ``out/bench.png`` (its warnings go into the result) and
+    ``out/bench.json``."""
+    import json
+    os.makedirs(out, exist_ok=True)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        png = plot(result, os.path.join(out, "bench.png"))
+    for x in w:
+        result["warnings"].append(str(x.message))
+    result["files"] = {"json": os.path.join(out, "bench.json"), "png": png}
+    with open(os.path.join(out, "bench.json"), "w") as f:
+        json.dump(result, f, indent=1, default=_json_default)
+
+
+def run(optimizer="adam", dtype="float32", sizes=None, threads=None, rounds=None,
+        quick=False, many_small=False, model=False, contenders=None, out=None,
+        block_s=None, pause_s=None, spin_s=None, seed=0, progress=None, verbose=False):
+    """Run the comparison and return the result dict (also written to
+    ``out/bench.json`` with ``out/bench.png`` when ``out`` is given).
+
+    optimizer: a name of OPTIMIZERS or a list of them; dtype: 'float32' or
+    'float64'; sizes: element counts of the single-tensor cases; threads:
+    thread counts for the threaded contenders (default: 1 and lrfast's
+    default); rounds: interleaved rounds per case; quick: tiny sizes, few
+    rounds, short blocks (CI); many_small / model: add the 200-small-tensors /
+    ~10M-param model case; contenders: subset of IMPLS (default: all);
+    block_s: target seconds per timed block; pause_s: sleep before each block;
+    spin_s: sleep after a multi-threaded block (OpenMP spin-wait window).
+    """
+    from .._dispatch import kernels as K
+    opts, dt, sizes, threads, rounds, block_ns, pause_s, spin_s, impls = _settings(
+        optimizer, dtype, sizes, threads, rounds, quick, block_s, pause_s, spin_s, contenders)
+    if progress is None:
+        progress = not quick
+    cases = _cases(sizes, quick, many_small, model)
+
+    prev_lr = K._user_num_threads()
+    result = {"schema": SCHEMA, "machine": machine_info(threads),
+              "settings": {"optimizers": opts, "dtype": dt.name, "sizes": sizes,
+                           "threads": threads, "rounds": rounds, "quick": bool(quick),
+                           "block_s": block_ns / 1e9, "pause_s": pause_s, "spin_s": spin_s,
+                           "seed": seed,
+                           "contenders": impls, "many_small": bool(many_small),
+                           "model": bool(model),
+                           "method": "one process; calibrated blocks; interleaved rounds "
+                                     "(rotating, alternately reversed order); medians of "
+                                     "per-round ratios"},
+              "results": [], "skipped": {}, "warnings": []}
+    n_contenders = len(impls) * len(threads)
+    prog = _Progress(len(opts) * len(cases) * (rounds + n_contenders), progress)
+    t_start = time.perf_counter()
+    run_meter = _CpuMeter().start()
+    try:
+        for o in opts:
+            cls, hp = OPTIMIZERS[o]
+            for case in cases:
+                prog.set(f"{cls} {dt.name} {case['label']}")
+                row = _bench_case(cls, hp, case, dt=dt, seed=seed, threads=threads, impls=impls,
+                                  rounds=rounds, block_ns=block_ns, pause_s=pause_s,
+                                  spin_s=spin_s, prog=prog, n_contenders=n_contenders,
+                                  all_skipped=result["skipped"])
+                result["results"].append(row)
+                gc.collect()
+    finally:
+        prog.close()
+        K.set_num_threads(prev_lr)
+        if _TORCH_THREADS0:
+            sys.modules["torch"].set_num_threads(_TORCH_THREADS0.pop())
+    _busy_verdict(result, run_meter)
     result["elapsed_s"] = round(time.perf_counter() - t_start, 2)
     if out is not None:
-        import json
-        os.makedirs(out, exist_ok=True)
-        with warnings.catch_warnings(record=True) as w:
-            warnings.simplefilter("always")
-            png = plot(result, os.path.join(out, "bench.png"))
-        for x in w:
-            result["warnings"].append(str(x.message))
-        result["files"] = {"json": os.path.join(out, "bench.json"), "png": png}
-        with open(os.path.join(out, "bench.json"), "w") as f:
-            json.dump(result, f, indent=1, default=_json_default)
+        _write_out(result, out)
     if verbose:
         print(format_table(result))
     return result
