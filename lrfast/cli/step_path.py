@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def _time(fn, number):
     return (time.perf_counter_ns() - t0) / number
 
 
-def run(rounds: int = 15, number: int = 2000) -> List[Dict[str, object]]:
+def run(rounds: int = 15, number: int = 2000) -> List[Dict[str, Any]]:
     """Median ratios of each case to its baseline, interleaved, one process."""
     out = []
     for name, (case, base, target) in CASES.items():
@@ -102,7 +102,7 @@ def run(rounds: int = 15, number: int = 2000) -> List[Dict[str, object]]:
     return out
 
 
-def format_table(rows: List[Dict[str, object]]) -> str:
+def format_table(rows: List[Dict[str, Any]]) -> str:
     lines = [f"{'case':40s} {'ratio':>7s} {'target':>7s} {'case us':>8s} {'base us':>8s}"]
     for r in rows:
         ok = "ok" if r["ratio"] <= r["target"] else "MISSED"
