@@ -114,8 +114,9 @@ def rmsprop(p, g, st, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, moment
 
 
 def adam(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-         maximize=False, decoupled=False, grad_scale=1.0, step):
+         maximize=False, decoupled=False, decoupled_weight_decay=False, grad_scale=1.0, step):
     T = p.dtype.type
+    decoupled = decoupled or decoupled_weight_decay
     b1, b2 = betas
     g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay, decoupled)
     _decay(p, lr, weight_decay, decoupled)

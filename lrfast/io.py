@@ -198,7 +198,7 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
     for g in tsd["param_groups"]:
         lg = {k: v for k, v in g.items() if k not in _TORCH_FLAGS and k not in (
             "initial_lr", "param_names") and not (k == "decoupled_weight_decay"
-                                                   and name in ("Adam", "AdamW"))}
+                                                   and name == "AdamW")}
         if "betas" in lg:
             lg["betas"] = tuple(lg["betas"])
         groups.append(lg)

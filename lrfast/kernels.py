@@ -141,10 +141,15 @@ def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: floa
               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
               weight_decay: float = 0.0, step: int, amsgrad: bool = False,
               max_exp_avg_sq: Optional[Array] = None, maximize: bool = False,
-              decoupled: bool = False) -> None:
-    """Adam / AdamW (``decoupled=True``) (see :class:`lrfast.Adam`)."""
+              decoupled: bool = False, decoupled_weight_decay: bool = False) -> None:
+    """Adam / AdamW (``decoupled=True``, or torch's name ``decoupled_weight_decay=True``)
+    (see :class:`lrfast.Adam`)."""
     if decoupled is not True and decoupled is not False:
         decoupled = check_value(decoupled, "decoupled", "bool", "adam_step: ")
+    if decoupled_weight_decay is not True and decoupled_weight_decay is not False:
+        decoupled_weight_decay = check_value(decoupled_weight_decay, "decoupled_weight_decay",
+                                             "bool", "adam_step: ")
+    decoupled = decoupled or decoupled_weight_decay
     hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, weight_decay=weight_decay,
               amsgrad=amsgrad, maximize=maximize)
     _run("AdamW" if decoupled else "Adam", p, g,

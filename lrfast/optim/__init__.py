@@ -77,11 +77,12 @@ class RMSprop(Optimizer):
     __init__ = make_init(spec)
 
 class Adam(Optimizer):
-    r"""Adam (torch.optim.Adam), with amsgrad; L2 weight decay (``AdamW``: decoupled).
+    r"""Adam (torch.optim.Adam), with amsgrad; L2 weight decay, or decoupled weight
+    decay with ``decoupled_weight_decay=True`` (then equal to ``AdamW``).
 
     ::
 
-        g += wd*p   (AdamW: p *= 1 - lr*wd)
+        g += wd*p   (decoupled: p *= 1 - lr*wd)
         m += (1-beta1)*(g-m);  v = beta2*v + (1-beta2)*g*g;  amsgrad: vmax = max(vmax, v)
         p -= lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps)
 

@@ -154,7 +154,8 @@ class AdamRule(Rule):
 
     def plan(self, hp):
         b1, b2 = hp["betas"]
-        wd, dec = hp["weight_decay"], self.decoupled
+        wd = hp["weight_decay"]
+        dec = self.decoupled or bool(hp.get("decoupled_weight_decay", False))
         fixed = dict(_head(hp, dec), c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
                      decoupled=1.0 if (dec and wd != 0) else 0.0, amsgrad=float(hp["amsgrad"]))
 
