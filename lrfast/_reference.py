@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
-           "radam", "clip_coef", "global_norm", "STEPPERS"]
+           "radam", "rprop", "clip_coef", "global_norm", "STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -53,6 +53,8 @@ def init_state(name, p, **hp):
         return {"exp_avg": z(p), "exp_avg_sq": z(p), "mu_product": 1.0}
     if name == "RAdam":
         return {"exp_avg": z(p), "exp_avg_sq": z(p)}
+    if name == "Rprop":
+        return {"prev": z(p), "step_size": z(p)}
     raise ValueError(name)
 
 
@@ -186,8 +188,36 @@ def radam(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
     p -= upd
 
 
+def _sign(x):
+    # torch.sign / jnp.sign: +-1, a zero keeps itself, NaN stays NaN
+    T = x.dtype.type
+    return np.where(x > 0, T(1), np.where(x < 0, T(-1), x))
+
+
+def rprop(p, g, st, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False,
+          grad_scale=1.0, step):
+    T = p.dtype.type
+    em, ep = etas
+    smin, smax = step_sizes
+    g = _g(p, g, maximize, grad_scale)
+    prev, ss = st["prev"], st["step_size"]
+    if step == 1:
+        ss[...] = T(lr)
+    x = g * prev
+    f = np.where(x > 0, T(ep), np.where(x < 0, T(em), np.where(x == 0, T(1), x)))
+    s = ss * f
+    s = np.where(s < T(smin), T(smin), s)
+    s = np.where(s > T(smax), T(smax), s)
+    ss[...] = s
+    g = np.where(x < 0, T(0), g)
+    p -= _sign(g) * s
+    prev[...] = g
+
+
+
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
-            "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam}
+            "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
+            "Rprop": rprop}
 
 
 def global_norm(grads):

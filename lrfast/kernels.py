@@ -28,7 +28,8 @@ from .optim._rules import RULES
 from .optim._table import KINDS, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
-           "adamw_step", "adamax_step", "nadam_step", "radam_step"]
+           "adamw_step", "adamax_step", "nadam_step", "radam_step",
+           "rprop_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
@@ -197,3 +198,14 @@ def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
     _run("RAdam", p, g, [exp_avg, exp_avg_sq], hp,
          _step_arg(step) - 1)
+
+
+def rprop_step(p: Array, g: Array, prev: Array, step_size: Array, *, lr: float = 1e-2,
+               etaminus: float = 0.5, etaplus: float = 1.2, step_size_min: float = 1e-6,
+               step_size_max: float = 50.0, step: int, maximize: bool = False) -> None:
+    """Rprop (see :class:`lrfast.Rprop`). On the first step (``step=1``)
+    ``step_size`` is set to ``lr`` before it is updated (torch's initial state),
+    whatever it held."""
+    hp = dict(lr=lr, etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
+              maximize=maximize)
+    _run("Rprop", p, g, [prev, step_size], hp, _step_arg(step) - 1)

@@ -392,6 +392,41 @@ cdef void _radam(real* p, const real* g, const real* h, real* m, real* v, real* 
         p[i] = _decay(p[i], dm, decoupled) - step
 
 
+cdef inline real _sign(real x) noexcept nogil:
+    # torch.sign / jnp.sign: +-1, a zero keeps itself, NaN stays NaN (two
+    # selects in a row: gcc if-converts these, not the nested form)
+    cdef real one = 1, s
+    s = one if x > 0 else x
+    return -one if x < 0 else s
+
+
+cdef void _rprop(real* p, const real* g, const real* h, real* prev, real* ss, real* s2,
+                 Py_ssize_t n, const RpropRow* r) noexcept nogil:
+    # torch's single-tensor Rprop: the sign of g*prev picks etaplus, etaminus or 1
+    # (NaN stays NaN), the step size is scaled and clamped, g is zeroed where the
+    # sign flipped, p -= sign(g)*step_size and prev = g. The first step starts
+    # every step size at lr (torch fills it with the lr of that step).
+    cdef real gs = <real>r.gs, em = <real>r.etaminus, ep = <real>r.etaplus
+    cdef real smin = <real>r.smin, smax = <real>r.smax, lr = <real>r.lr, one = 1, zero = 0
+    cdef bint first = r.first != 0
+    cdef Py_ssize_t i
+    cdef real gi, x, f, si
+    for i in range(n):
+        gi = gs * g[i]
+        x = gi * prev[i]
+        f = ep if x > 0 else (em if x < 0 else (one if x == 0 else x))
+        si = ss[i]                              # loaded every time: the select vectorizes
+        si = lr if first else si
+        si = si * f
+        si = smin if si < smin else si          # clamp_(min, max): NaN stays NaN
+        si = smax if si > smax else si
+        ss[i] = si
+        gi = zero if x < 0 else gi
+        p[i] = p[i] - _sign(gi) * si
+        prev[i] = gi
+
+
+
 cdef void _diag_newton(real* p, const real* g, const real* h, real* s0, real* s1, real* s2,
                        Py_ssize_t n, const DiagNewtonRow* r) noexcept nogil:
     # p -= lr * g / (|h| + damping): per-parameter rates as a diagonal

@@ -67,6 +67,8 @@ TORCH_CASES = [
     ("Adam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True)),
     ("Adam", dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True,
                   maximize=True)),
+    ("Rprop", dict()),
+    ("Rprop", dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.5), maximize=True)),
 ]
 
 
@@ -117,3 +119,37 @@ def test_adam_decoupled_equals_adamw(amsgrad):
         assert np.array_equal(a, b)
         assert rel_err(a, c) <= 1e-10
     del torch
+
+
+# ---------------------------------------------------------------------------
+# the functional layer (lrfast.kernels.*_step) equals the numpy twins bitwise
+# ---------------------------------------------------------------------------
+def _functional(dtype, n, steps, call, twin_name, twin_hp, states):
+    from lrfast import _reference as R
+    from conftest import bits_equal
+    rng = np.random.default_rng(3)
+    p = (rng.standard_normal(n) * 5).astype(dtype)
+    q = p.copy()
+    arrays = [np.zeros_like(p) for _ in states]
+    st = R.init_state(twin_name, q)
+    out = None
+    for t in range(1, steps + 1):
+        g = rng.standard_normal(n).astype(dtype)
+        out = call(p, g, arrays, t, out)
+        R.STEPPERS[twin_name](q, g, st, step=t, **twin_hp)
+    assert bits_equal(p, q)
+    for a, s in zip(arrays, states):
+        assert bits_equal(a, st[s])
+    return out, st
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rprop_step_matches_twin(dtype):
+    from lrfast import kernels as K
+
+    def call(p, g, arrays, t, _):
+        K.rprop_step(p, g, *arrays, lr=0.05, etaminus=0.4, etaplus=1.3, step_size_min=1e-3,
+                     step_size_max=0.3, step=t, maximize=True)
+    _functional(dtype, 5000, 8, call, "Rprop",
+                dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-3, 0.3), maximize=True),
+                ["prev", "step_size"])

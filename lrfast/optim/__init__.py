@@ -14,7 +14,7 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
-           "Adamax", "NAdam", "RAdam", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adamax", "NAdam", "RAdam", "Rprop", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
 
 
 class SGD(Optimizer):
@@ -133,6 +133,21 @@ class RAdam(Optimizer):
         rho_t > 5: p -= m_hat*lr * (1/(sqrt(v)+eps) * sqrt(1-beta2^t)) * r_t   else p -= m_hat*lr
     """
     spec = TABLE["RAdam"]
+    __init__ = make_init(spec)
+
+class Rprop(Optimizer):
+    r"""Rprop (torch.optim.Rprop): per-element step sizes from the signs of successive grads.
+
+    ::
+
+        s = sign(g*prev);  f = etaplus (s > 0), etaminus (s < 0), 1 (s == 0)
+        step_size = clamp(step_size*f, step_sizes[0], step_sizes[1])   # starts at lr
+        g = 0 where s < 0;  p -= sign(g)*step_size;  prev = g
+
+    ``etas`` and ``step_sizes`` are pairs of numbers, not schedules; ``lr`` is
+    read only on a param's first step (as torch).
+    """
+    spec = TABLE["Rprop"]
     __init__ = make_init(spec)
 
 

@@ -255,6 +255,22 @@ class RAdamRule(Rule):
         return fixed, step
 
 
+class RpropRule(Rule):
+    name = "Rprop"
+
+    def plan(self, hp):
+        em, ep = hp["etas"]
+        smin, smax = hp["step_sizes"]
+        fixed = dict(gs=-1.0 if hp["maximize"] else 1.0, etaminus=em, etaplus=ep, smin=smin,
+                     smax=smax)
+
+        def step(t, lr):
+            # the first step starts every step size at lr (torch's full_like(grad, lr))
+            return (lr, 1.0 if t == 0 else 0.0), t + 1
+        return fixed, step
+
+
+
 class DiagonalNewtonRule(Rule):
     name = "DiagonalNewton"
 
@@ -264,7 +280,7 @@ class DiagonalNewtonRule(Rule):
 
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
-    AdamaxRule(), NAdamRule(), RAdamRule(), DiagonalNewtonRule())}
+    AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), DiagonalNewtonRule())}
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 

@@ -34,7 +34,9 @@ class HP(NamedTuple):
 
     ``check`` names a range: ``"ge0"`` (>= 0), ``"gt0"`` (> 0), ``"unit"``
     ([0, 1]), ``"unit_open"`` ([0, 1)), ``"real"`` (any finite number),
-    ``"bool"``, ``"betas"`` (a pair in [0, 1)). Numbers may be schedules unless
+    ``"bool"``, ``"betas"`` (a pair in [0, 1)), ``"etas"`` (a pair
+    ``0 < etaminus < 1 < etaplus``), ``"step_sizes"`` (a pair
+    ``0 <= min <= max``). Numbers may be schedules unless
     ``schedulable`` is False (values used only when state is allocated).
     """
     name: str
@@ -101,6 +103,7 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("nadam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"), ("bc2", "cg", "cm", "dm")),
     Kind("radam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"),
          ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm")),
+    Kind("rprop", 2, ("gs", "etaminus", "etaplus", "smin", "smax"), ("lr", "first")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -164,6 +167,11 @@ _ROWS = (
          "RAdam: Adam with variance rectification (Liu et al. 2020)",
          {"torch": "torch.optim.RAdam", "optax": "optax.radam"}, "radam",
          bench={"lr": 1e-3}),
+    Spec("Rprop", "rprop", ("prev", "step_size"),
+         (_LR(1e-2), HP("etas", (0.5, 1.2), "etas", schedulable=False),
+          HP("step_sizes", (1e-6, 50.0), "step_sizes", schedulable=False), _MAX),
+         "Rprop: resilient backpropagation, per-element step sizes from grad signs",
+         {"torch": "torch.optim.Rprop"}, "rprop", bench={"lr": 1e-2}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
