@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
-           "radam", "rprop", "clip_coef", "global_norm", "STEPPERS"]
+           "radam", "rprop", "asgd", "clip_coef", "global_norm", "STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -55,6 +55,8 @@ def init_state(name, p, **hp):
         return {"exp_avg": z(p), "exp_avg_sq": z(p)}
     if name == "Rprop":
         return {"prev": z(p), "step_size": z(p)}
+    if name == "ASGD":
+        return {"ax": z(p), "eta": None, "mu": 1.0}
     raise ValueError(name)
 
 
@@ -214,10 +216,28 @@ def rprop(p, g, st, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize
     prev[...] = g
 
 
+def asgd(p, g, st, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
+         maximize=False, grad_scale=1.0, step):
+    T = p.dtype.type
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay)
+    eta = lr if st["eta"] is None else st["eta"]
+    mu = st["mu"]
+    p *= T(1 - lambd * eta)
+    p -= T(eta) * g
+    ax = st["ax"]
+    if mu != 1:
+        ax += (p - ax) * T(mu)
+    else:
+        ax[...] = p
+    st["eta"] = lr / ((1 + lambd * lr * step) ** alpha)
+    st["mu"] = 1 / max(1, step - t0)
+
+
+
 
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
             "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
-            "Rprop": rprop}
+            "Rprop": rprop, "ASGD": asgd}
 
 
 def global_norm(grads):

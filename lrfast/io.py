@@ -152,6 +152,8 @@ def to_torch_state_dict(sd: StateDict) -> StateDict:
                 t[k] = np.array(float(v), dtype=np.float32)
             elif k == "mu_product":
                 t[k] = np.array(float(v), dtype=np.float32)
+            elif k in ("eta", "mu") and name == "ASGD":
+                t[k] = np.array(float(v))
             else:
                 t[k] = v
         state[int(i)] = t
@@ -188,7 +190,7 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
             if k == "step":
                 v = _step_count(v, f"from_torch_state_dict: state[{i!r}]['step']")
                 steps.append(v)
-            elif k == "mu_product":
+            elif k == "mu_product" or (k in ("eta", "mu") and name == "ASGD"):
                 v = float(v)
             elif isinstance(v, np.ndarray):
                 v = v.copy()

@@ -29,7 +29,7 @@ from .optim._table import KINDS, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step",
-           "rprop_step"]
+           "rprop_step", "asgd_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
@@ -209,3 +209,21 @@ def rprop_step(p: Array, g: Array, prev: Array, step_size: Array, *, lr: float =
     hp = dict(lr=lr, etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
               maximize=maximize)
     _run("Rprop", p, g, [prev, step_size], hp, _step_arg(step) - 1)
+
+
+def asgd_step(p: Array, g: Array, ax: Array, *, lr: float = 1e-2, lambd: float = 1e-4,
+              alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, step: int,
+              eta: Optional[float] = None, mu: float = 1.0,
+              maximize: bool = False) -> Tuple[float, float]:
+    """ASGD (see :class:`lrfast.ASGD`). ``eta`` and ``mu`` are the values of
+    the previous step (``eta=None``, the first step: ``lr``); returns the new
+    ``(eta, mu)``."""
+    hp = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+              maximize=maximize)
+    t = _step_arg(step) - 1
+    key = RULES["ASGD"].entry_key(t, {"eta": 0.0 if eta is None else eta, "mu": mu},
+                                  "asgd_step")
+    if eta is None:
+        key = (t, None, key[2])
+    k = _run("ASGD", p, g, [ax], hp, key)
+    return k[1], k[2]

@@ -426,6 +426,24 @@ cdef void _rprop(real* p, const real* g, const real* h, real* prev, real* ss, re
         prev[i] = gi
 
 
+cdef void _asgd(real* p, const real* g, const real* h, real* ax, real* s1, real* s2,
+                Py_ssize_t n, const AsgdRow* r) noexcept nogil:
+    # torch's single-tensor ASGD with the eta and mu of the previous step:
+    # p *= 1 - lambd*eta;  p -= eta*g;  ax += (p - ax)*mu (ax = p when mu == 1)
+    cdef real gs = <real>r.gs, wd = <real>r.wd, dm = <real>r.dm, eta = <real>r.eta
+    cdef real mu = <real>r.mu
+    cdef bint l2 = r.l2 != 0, avg = r.avg != 0
+    cdef Py_ssize_t i
+    cdef real gi, pi
+    for i in range(n):
+        gi = _grad(g[i], p[i], gs, wd, l2)
+        pi = p[i] * dm
+        pi = pi - eta * gi
+        p[i] = pi
+        ax[i] = ax[i] + (pi - ax[i]) * mu if avg else pi
+
+
+
 
 cdef void _diag_newton(real* p, const real* g, const real* h, real* s0, real* s1, real* s2,
                        Py_ssize_t n, const DiagNewtonRow* r) noexcept nogil:

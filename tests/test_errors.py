@@ -657,6 +657,15 @@ RPROP_LOAD = {
     "etas_scalar": (_set(["param_groups", 1, "etas"], 0.5), ValueError, [r"group 1", r"etas"]),
 }
 
+ASGD_LOAD = {
+    "eta_nan": (_set(["state", 2, "eta"], float("nan")), ValueError,
+                [r"group 1, param 2", r"eta"]),
+    "eta_negative": (_set(["state", 2, "eta"], -0.1), ValueError, [r"group 1, param 2", r"eta"]),
+    "mu_zero": (_set(["state", 2, "mu"], 0.0), ValueError, [r"group 1, param 2", r"mu"]),
+    "mu_missing": (_del(["state", 2, "mu"]), ValueError, [r"group 1, param 2", r"mu"]),
+    "eta_str": (_set(["state", 2, "eta"], "0.1"), ValueError, [r"group 1, param 2", r"eta"]),
+}
+
 
 def _load_cases(name):
     cases = dict(LOAD_CASES)
@@ -672,6 +681,8 @@ def _load_cases(name):
         del cases["group_wd_negative"]
     if name == "Rprop":
         cases.update(RPROP_LOAD)
+    if name == "ASGD":
+        cases.update(ASGD_LOAD)
     return cases
 
 

@@ -69,6 +69,8 @@ TORCH_CASES = [
                   maximize=True)),
     ("Rprop", dict()),
     ("Rprop", dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.5), maximize=True)),
+    ("ASGD", dict(lr=0.05)),
+    ("ASGD", dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=10.0, weight_decay=0.01, maximize=True)),
 ]
 
 
@@ -153,3 +155,37 @@ def test_rprop_step_matches_twin(dtype):
     _functional(dtype, 5000, 8, call, "Rprop",
                 dict(lr=0.05, etas=(0.4, 1.3), step_sizes=(1e-3, 0.3), maximize=True),
                 ["prev", "step_size"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_asgd_step_matches_twin(dtype):
+    from lrfast import kernels as K
+
+    def call(p, g, arrays, t, em):
+        eta, mu = em if em is not None else (None, 1.0)
+        return K.asgd_step(p, g, *arrays, lr=0.05, lambd=1e-2, alpha=0.5, t0=3.0,
+                           weight_decay=0.01, step=t, eta=eta, mu=mu, maximize=True)
+    (eta, mu), st = _functional(dtype, 5000, 8, call, "ASGD",
+                                dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=3.0, weight_decay=0.01,
+                                     maximize=True), ["ax"])
+    assert (eta, mu) == (st["eta"], st["mu"])
+
+
+def test_asgd_state_matches_torch():
+    """eta, mu and step in the state_dict are torch's, and a torch state_dict
+    resumes exactly."""
+    torch = pytest.importorskip("torch")
+    hp = dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=3.0)
+    ours, theirs, opt, topt = run_torch("ASGD", hp, np.float64)
+    sd = opt.state_dict()
+    for i, p in enumerate(topt.param_groups[0]["params"]):
+        ts = topt.state[p]
+        assert sd["state"][i]["step"] == int(ts["step"])
+        assert sd["state"][i]["eta"] == pytest.approx(float(ts["eta"]), rel=1e-15)
+        assert sd["state"][i]["mu"] == pytest.approx(float(ts["mu"]), rel=1e-15)
+        assert rel_err(sd["state"][i]["ax"], ts["ax"].numpy()) <= 1e-10
+    back = lrfast.from_torch_state_dict(topt.state_dict(), "ASGD", step_count=opt.step_count)
+    clone = lrfast.ASGD([t.copy() for t in theirs], **hp)
+    clone.load_state_dict(back)
+    assert clone.state_dict()["state"][0]["eta"] == sd["state"][0]["eta"]
+    del torch

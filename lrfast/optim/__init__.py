@@ -14,7 +14,7 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
-           "Adamax", "NAdam", "RAdam", "Rprop", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
 
 
 class SGD(Optimizer):
@@ -148,6 +148,22 @@ class Rprop(Optimizer):
     read only on a param's first step (as torch).
     """
     spec = TABLE["Rprop"]
+    __init__ = make_init(spec)
+
+class ASGD(Optimizer):
+    r"""ASGD (torch.optim.ASGD): averaged stochastic gradient descent.
+
+    Per param, with the ``eta`` and ``mu`` of the previous step (``eta`` starts
+    at lr, ``mu`` at 1), in torch's order::
+
+        g += wd*p;  p *= 1 - lambd*eta;  p -= eta*g
+        ax += (p - ax)*mu   (ax = p while mu == 1)
+        eta = lr / (1 + lambd*lr*t)^alpha;  mu = 1 / max(1, t - t0)
+
+    ``ax`` holds the average; ``eta`` and ``mu`` are per-param numbers in the
+    state_dict, as torch.
+    """
+    spec = TABLE["ASGD"]
     __init__ = make_init(spec)
 
 

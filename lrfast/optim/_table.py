@@ -104,6 +104,7 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("radam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"),
          ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm")),
     Kind("rprop", 2, ("gs", "etaminus", "etaplus", "smin", "smax"), ("lr", "first")),
+    Kind("asgd", 1, _GD, ("dm", "eta", "mu", "avg")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -172,6 +173,11 @@ _ROWS = (
           HP("step_sizes", (1e-6, 50.0), "step_sizes", schedulable=False), _MAX),
          "Rprop: resilient backpropagation, per-element step sizes from grad signs",
          {"torch": "torch.optim.Rprop"}, "rprop", bench={"lr": 1e-2}),
+    Spec("ASGD", "asgd", ("ax",),
+         (_LR(1e-2), HP("lambd", 1e-4, "ge0"), HP("alpha", 0.75, "ge0"), HP("t0", 1e6, "ge0"),
+          _WD(), _MAX),
+         "ASGD: averaged stochastic gradient descent (Polyak & Juditsky 1992)",
+         {"torch": "torch.optim.ASGD"}, "asgd", bench={"lr": 1e-2}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
