@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
-           "radam", "rprop", "asgd", "clip_coef", "global_norm", "STEPPERS"]
+           "radam", "rprop", "asgd", "lion", "clip_coef", "global_norm", "STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -57,6 +57,8 @@ def init_state(name, p, **hp):
         return {"prev": z(p), "step_size": z(p)}
     if name == "ASGD":
         return {"ax": z(p), "eta": None, "mu": 1.0}
+    if name == "Lion":
+        return {"exp_avg": z(p)}
     raise ValueError(name)
 
 
@@ -206,13 +208,13 @@ def rprop(p, g, st, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize
     if step == 1:
         ss[...] = T(lr)
     x = g * prev
-    f = np.where(x > 0, T(ep), np.where(x < 0, T(em), np.where(x == 0, T(1), x)))
+    f = np.where(x > 0, T(ep), np.where(x < 0, T(em), T(1)))     # torch.sign(NaN) is 0
     s = ss * f
     s = np.where(s < T(smin), T(smin), s)
     s = np.where(s > T(smax), T(smax), s)
     ss[...] = s
     g = np.where(x < 0, T(0), g)
-    p -= _sign(g) * s
+    p -= np.where(g > 0, T(1), np.where(g < 0, T(-1), T(0))) * s
     prev[...] = g
 
 
@@ -233,11 +235,25 @@ def asgd(p, g, st, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
     st["mu"] = 1 / max(1, step - t0)
 
 
+def lion(p, g, st, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grad_scale=1.0,
+         step=None):
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    m = st["exp_avg"]
+    c = T(1 - b1) * g + T(b1) * m
+    u = _sign(c)
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    p -= T(lr) * u
+    m[...] = T(1 - b2) * g + T(b2) * m
+
+
 
 
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
             "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
-            "Rprop": rprop, "ASGD": asgd}
+            "Rprop": rprop, "ASGD": asgd, "Lion": lion}
 
 
 def global_norm(grads):

@@ -29,7 +29,7 @@ from .optim._table import KINDS, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step",
-           "rprop_step", "asgd_step"]
+           "rprop_step", "asgd_step", "lion_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
@@ -227,3 +227,10 @@ def asgd_step(p: Array, g: Array, ax: Array, *, lr: float = 1e-2, lambd: float =
         key = (t, None, key[2])
     k = _run("ASGD", p, g, [ax], hp, key)
     return k[1], k[2]
+
+
+def lion_step(p: Array, g: Array, exp_avg: Array, *, lr: float = 1e-4, beta1: float = 0.9,
+              beta2: float = 0.99, weight_decay: float = 0.0) -> None:
+    """Lion (see :class:`lrfast.Lion`): ``exp_avg`` is optax's ``mu``."""
+    hp = dict(lr=lr, betas=(beta1, beta2), weight_decay=weight_decay)
+    _run("Lion", p, g, [exp_avg], hp, 0)

@@ -679,6 +679,8 @@ def _load_cases(name):
         cases.update(NADAM_LOAD)
     if "weight_decay" not in getattr(lrfast, name).spec.defaults:
         del cases["group_wd_negative"]
+    if "maximize" not in getattr(lrfast, name).spec.defaults:
+        del cases["group_flag_str"]
     if name == "Rprop":
         cases.update(RPROP_LOAD)
     if name == "ASGD":

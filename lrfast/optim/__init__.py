@@ -14,7 +14,7 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
-           "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
 
 
 class SGD(Optimizer):
@@ -164,6 +164,21 @@ class ASGD(Optimizer):
     state_dict, as torch.
     """
     spec = TABLE["ASGD"]
+    __init__ = make_init(spec)
+
+class Lion(Optimizer):
+    r"""Lion (``optax.lion``): the sign of an interpolated momentum.
+
+    ``Lion(params, lr, betas=(b1, b2), weight_decay)`` is
+    ``optax.lion(learning_rate=lr, b1=b1, b2=b2, weight_decay=weight_decay)``
+    (optax's default weight_decay is 1e-3, lrfast's 0, as torch's
+    optimizers); the state ``exp_avg`` is optax's ``mu``. Per element::
+
+        c = (1-b1)*g + b1*m;  p -= lr*(sign(c) + wd*p);  m = (1-b2)*g + b2*m
+
+    The weight decay term is skipped when weight_decay is 0, as optax.
+    """
+    spec = TABLE["Lion"]
     __init__ = make_init(spec)
 
 

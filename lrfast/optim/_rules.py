@@ -314,6 +314,15 @@ class ASGDRule(Rule):
         return tuple(out)
 
 
+class LionRule(Rule):
+    name = "Lion"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, wd=hp["weight_decay"], b1=b1, c1=1 - b1, b2=b2, c2=1 - b2)
+        return fixed, _plain_lr
+
+
 
 
 class DiagonalNewtonRule(Rule):
@@ -326,7 +335,7 @@ class DiagonalNewtonRule(Rule):
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(),
-    DiagonalNewtonRule())}
+    LionRule(), DiagonalNewtonRule())}
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 

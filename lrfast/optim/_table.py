@@ -105,6 +105,7 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
          ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm")),
     Kind("rprop", 2, ("gs", "etaminus", "etaplus", "smin", "smax"), ("lr", "first")),
     Kind("asgd", 1, _GD, ("dm", "eta", "mu", "avg")),
+    Kind("lion", 1, ("gs", "wd", "b1", "c1", "b2", "c2"), ("lr",)),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -178,6 +179,10 @@ _ROWS = (
           _WD(), _MAX),
          "ASGD: averaged stochastic gradient descent (Polyak & Juditsky 1992)",
          {"torch": "torch.optim.ASGD"}, "asgd", bench={"lr": 1e-2}),
+    Spec("Lion", "lion", ("exp_avg",),
+         (_LR(1e-4), HP("betas", (0.9, 0.99), "betas"), _WD()),
+         "Lion: the sign of an interpolated momentum (Chen et al. 2023)",
+         {"optax": "optax.lion"}, "lion", bench={"lr": 1e-4}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
