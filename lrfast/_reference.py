@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
-           "radam", "clip_coef", "global_norm", "STEPPERS"]
+           "radam", "rprop", "asgd", "lion", "clip_coef", "global_norm", "STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -54,6 +54,12 @@ def init_state(name, p, **hp):
         return {"exp_avg": z(p), "exp_avg_sq": z(p), "mu_product": 1.0}
     if name == "RAdam":
         return {"exp_avg": z(p), "exp_avg_sq": z(p)}
+    if name == "Rprop":
+        return {"prev": z(p), "step_size": z(p)}
+    if name == "ASGD":
+        return {"ax": z(p), "eta": None, "mu": 1.0}
+    if name == "Lion":
+        return {"exp_avg": z(p)}
     raise ValueError(name)
 
 
@@ -115,8 +121,9 @@ def rmsprop(p, g, st, *, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, moment
 
 
 def adam(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False,
-         maximize=False, decoupled=False, grad_scale=1.0, step):
+         maximize=False, decoupled=False, decoupled_weight_decay=False, grad_scale=1.0, step):
     T = p.dtype.type
+    decoupled = decoupled or decoupled_weight_decay
     b1, b2 = betas
     g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay, decoupled)
     _decay(p, lr, weight_decay, decoupled)
@@ -187,8 +194,68 @@ def radam(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
     p -= upd
 
 
+def _sign(x):
+    # torch.sign / jnp.sign: +-1, a zero keeps itself, NaN stays NaN
+    T = x.dtype.type
+    return np.where(x > 0, T(1), np.where(x < 0, T(-1), x))
+
+
+def rprop(p, g, st, *, lr=1e-2, etas=(0.5, 1.2), step_sizes=(1e-6, 50), maximize=False,
+          grad_scale=1.0, step):
+    T = p.dtype.type
+    em, ep = etas
+    smin, smax = step_sizes
+    g = _g(p, g, maximize, grad_scale)
+    prev, ss = st["prev"], st["step_size"]
+    if step == 1:
+        ss[...] = T(lr)
+    x = g * prev
+    f = np.where(x > 0, T(ep), np.where(x < 0, T(em), T(1)))     # torch.sign(NaN) is 0
+    s = ss * f
+    s = np.where(s < T(smin), T(smin), s)
+    s = np.where(s > T(smax), T(smax), s)
+    ss[...] = s
+    g = np.where(x < 0, T(0), g)
+    p -= np.where(g > 0, T(1), np.where(g < 0, T(-1), T(0))) * s
+    prev[...] = g
+
+
+def asgd(p, g, st, *, lr=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0,
+         maximize=False, grad_scale=1.0, step):
+    T = p.dtype.type
+    g = _l2(p, _g(p, g, maximize, grad_scale), weight_decay)
+    eta = lr if st["eta"] is None else st["eta"]
+    mu = st["mu"]
+    p *= T(1 - lambd * eta)
+    p -= T(eta) * g
+    ax = st["ax"]
+    if mu != 1:
+        ax += (p - ax) * T(mu)
+    else:
+        ax[...] = p
+    st["eta"] = lr / ((1 + lambd * lr * step) ** alpha)
+    st["mu"] = 1 / max(1, step - t0)
+
+
+def lion(p, g, st, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grad_scale=1.0,
+         step=None):
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    m = st["exp_avg"]
+    c = T(1 - b1) * g + T(b1) * m
+    u = _sign(c)
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    p -= T(lr) * u
+    m[...] = T(1 - b2) * g + T(b2) * m
+
+
+
+
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
-            "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam}
+            "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
+            "Rprop": rprop, "ASGD": asgd, "Lion": lion}
 
 
 def global_norm(grads):

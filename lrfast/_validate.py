@@ -128,9 +128,18 @@ _RANGES: Dict[str, Any] = {
 }
 
 
+# Pairs of numbers (never schedules): (what, test, message).
+_PAIRS: Dict[str, Any] = {
+    "etas": ("(etaminus, etaplus)", lambda a, b: 0.0 < a < 1.0 < b,
+             "0 < etaminus < 1 < etaplus"),
+    "step_sizes": ("(min, max)", lambda a, b: 0.0 <= a <= b, "0 <= min <= max"),
+}
+
+
 def check_value(v: Any, name: str, check: str, where: str = "") -> Any:
     """Validate one static hyperparameter value against its table range; return
-    it normalized (floats for numbers, a tuple for betas, bool for flags)."""
+    it normalized (floats for numbers, a tuple for betas and the other pairs,
+    bool for flags)."""
     if check == "bool":
         if not is_bool(v):
             raise TypeError(f"{where}{name} must be a bool, got {v!r}")
@@ -140,6 +149,14 @@ def check_value(v: Any, name: str, check: str, where: str = "") -> Any:
             raise ValueError(f"{where}{name} must be a pair (beta1, beta2), got {v!r}")
         return tuple(b if is_schedule(b) else check_value(b, f"{name}[{i}]", "unit_open", where)
                      for i, b in enumerate(v))
+    if check in _PAIRS:
+        what, ok, msg = _PAIRS[check]
+        if not isinstance(v, (tuple, list)) or len(v) != 2:
+            raise ValueError(f"{where}{name} must be a pair {what}, got {v!r}")
+        pair = tuple(number(x, f"{name}[{i}]", where) for i, x in enumerate(v))
+        if not ok(*pair):
+            raise ValueError(f"{where}{name} must satisfy {msg}, got {v!r}")
+        return pair
     x = number(v, name, where)
     ok, msg = _RANGES[check]
     if not ok(x):

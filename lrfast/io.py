@@ -412,6 +412,8 @@ def to_torch_state_dict(sd: StateDict) -> StateDict:
             if k in ("step", "mu_product"):
                 t[k] = np.array(_scalar(v, f"to_torch_state_dict: state[{i}][{k!r}]"),
                                 dtype=np.float32)
+            elif k in ("eta", "mu") and name == "ASGD":     # torch keeps them as tensors
+                t[k] = np.array(_scalar(v, f"to_torch_state_dict: state[{i}][{k!r}]"))
             else:
                 t[k] = v
         state[i] = t
@@ -466,7 +468,7 @@ def _torch_array(v):
     return np.asarray(v)
 
 
-def _from_torch_entry(i, e, steps):
+def _from_torch_entry(i, e, steps, name=""):
     """One torch per-param state entry in lrfast's schema (arrays copied); its
     ``step``, if any, is appended to ``steps``."""
     out = {}
@@ -475,7 +477,7 @@ def _from_torch_entry(i, e, steps):
             v = _step_count(_scalar(v, f"from_torch_state_dict: state[{i}]['step']"),
                             f"from_torch_state_dict: state[{i}]['step']")
             steps.append(v)
-        elif k == "mu_product":
+        elif k == "mu_product" or (k in ("eta", "mu") and name == "ASGD"):
             v = _scalar(v, f"from_torch_state_dict: state[{i}]['mu_product']")
         else:
             v = _torch_array(v)
@@ -490,7 +492,7 @@ def _from_torch_group(g, name):
     ``betas`` as a tuple."""
     lg = {k: v for k, v in g.items() if k not in _TORCH_FLAGS and k not in (
         "initial_lr", "param_names") and not (k == "decoupled_weight_decay"
-                                               and name in ("Adam", "AdamW"))}
+                                               and name == "AdamW")}
     if "betas" in lg:
         b = lg["betas"]
         if not isinstance(b, (list, tuple)):
@@ -512,7 +514,7 @@ def from_torch_state_dict(tsd: Mapping[str, Any], optimizer: Union[str, type],
     state: Dict[int, Any] = {}
     steps: List[int] = []
     for i, e in _entries(tsd["state"], "from_torch_state_dict: tsd['state']"):
-        state[i] = _from_torch_entry(i, e, steps)
+        state[i] = _from_torch_entry(i, e, steps, name)
     groups = [_from_torch_group(g, name)
               for g in _groups(tsd["param_groups"], "from_torch_state_dict: tsd['param_groups']")]
     if step_count is None:

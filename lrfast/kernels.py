@@ -28,7 +28,8 @@ from .optim._rules import RULES
 from .optim._table import KINDS, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
-           "adamw_step", "adamax_step", "nadam_step", "radam_step"]
+           "adamw_step", "adamax_step", "nadam_step", "radam_step",
+           "rprop_step", "asgd_step", "lion_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
@@ -132,10 +133,15 @@ def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: floa
               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
               weight_decay: float = 0.0, step: int, amsgrad: bool = False,
               max_exp_avg_sq: Optional[Array] = None, maximize: bool = False,
-              decoupled: bool = False) -> None:
-    """Adam / AdamW (``decoupled=True``) (see :class:`lrfast.Adam`)."""
+              decoupled: bool = False, decoupled_weight_decay: bool = False) -> None:
+    """Adam / AdamW (``decoupled=True``, or torch's name ``decoupled_weight_decay=True``)
+    (see :class:`lrfast.Adam`)."""
     if decoupled is not True and decoupled is not False:
         decoupled = check_value(decoupled, "decoupled", "bool", "adam_step: ")
+    if decoupled_weight_decay is not True and decoupled_weight_decay is not False:
+        decoupled_weight_decay = check_value(decoupled_weight_decay, "decoupled_weight_decay",
+                                             "bool", "adam_step: ")
+    decoupled = decoupled or decoupled_weight_decay
     hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
               amsgrad=amsgrad, maximize=maximize)
     _run("AdamW" if decoupled else "Adam", p, g,
@@ -183,3 +189,39 @@ def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
     _run("RAdam", p, g, [exp_avg, exp_avg_sq], hp,
          _step_arg(step) - 1)
+
+
+def rprop_step(p: Array, g: Array, prev: Array, step_size: Array, *, lr: float = 1e-2,
+               etaminus: float = 0.5, etaplus: float = 1.2, step_size_min: float = 1e-6,
+               step_size_max: float = 50.0, step: int, maximize: bool = False) -> None:
+    """Rprop (see :class:`lrfast.Rprop`). On the first step (``step=1``)
+    ``step_size`` is set to ``lr`` before it is updated (torch's initial state),
+    whatever it held."""
+    hp = dict(lr=lr, etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
+              maximize=maximize)
+    _run("Rprop", p, g, [prev, step_size], hp, _step_arg(step) - 1)
+
+
+def asgd_step(p: Array, g: Array, ax: Array, *, lr: float = 1e-2, lambd: float = 1e-4,
+              alpha: float = 0.75, t0: float = 1e6, weight_decay: float = 0.0, step: int,
+              eta: Optional[float] = None, mu: float = 1.0,
+              maximize: bool = False) -> Tuple[float, float]:
+    """ASGD (see :class:`lrfast.ASGD`). ``eta`` and ``mu`` are the values of
+    the previous step (``eta=None``, the first step: ``lr``); returns the new
+    ``(eta, mu)``."""
+    hp = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
+              maximize=maximize)
+    t = _step_arg(step) - 1
+    key = RULES["ASGD"].entry_key(t, {"eta": 0.0 if eta is None else eta, "mu": mu},
+                                  "asgd_step")
+    if eta is None:
+        key = (t, None, key[2])
+    k = _run("ASGD", p, g, [ax], hp, key)
+    return k[1], k[2]
+
+
+def lion_step(p: Array, g: Array, exp_avg: Array, *, lr: float = 1e-4, beta1: float = 0.9,
+              beta2: float = 0.99, weight_decay: float = 0.0) -> None:
+    """Lion (see :class:`lrfast.Lion`): ``exp_avg`` is optax's ``mu``."""
+    hp = dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay)
+    _run("Lion", p, g, [exp_avg], hp, 0)

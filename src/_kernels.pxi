@@ -738,6 +738,83 @@ cdef void _radam(real* p, const real* g, const real* h, real* m, real* v, real* 
         p[i] = _decay(p[i], dm, decoupled) - step
 
 
+cdef inline real _sign(real x) noexcept nogil:
+    # torch.sign / jnp.sign: +-1, a zero keeps itself, NaN stays NaN (two
+    # selects in a row: gcc if-converts these, not the nested form)
+    cdef real one = 1, s
+    s = one if x > 0 else x
+    return -one if x < 0 else s
+
+
+cdef inline real _torch_sign(real x) noexcept nogil:
+    # torch.sign on CPU: +-1, and 0 for a zero or a NaN
+    cdef real one = 1, zero = 0, s
+    s = one if x > 0 else zero
+    return -one if x < 0 else s
+
+
+cdef void _rprop(real* p, const real* g, const real* h, real* prev, real* ss, real* s2,
+                 Py_ssize_t n, const RpropRow* r) noexcept nogil:
+    # torch's single-tensor Rprop: the sign of g*prev picks etaplus, etaminus or 1
+    # (torch.sign(NaN) is 0: a NaN picks 1 and moves nothing), the step size is scaled and clamped, g is zeroed where the
+    # sign flipped, p -= sign(g)*step_size and prev = g. The first step starts
+    # every step size at lr (torch fills it with the lr of that step).
+    cdef real gs = <real>r.gs, em = <real>r.etaminus, ep = <real>r.etaplus
+    cdef real smin = <real>r.smin, smax = <real>r.smax, lr = <real>r.lr, one = 1, zero = 0
+    cdef bint first = r.first != 0
+    cdef Py_ssize_t i
+    cdef real gi, x, f, si
+    for i in range(n):
+        gi = gs * g[i]
+        x = gi * prev[i]
+        f = ep if x > 0 else (em if x < 0 else one)
+        si = ss[i]                              # loaded every time: the select vectorizes
+        si = lr if first else si
+        si = si * f
+        si = smin if si < smin else si          # clamp_(min, max): NaN stays NaN
+        si = smax if si > smax else si
+        ss[i] = si
+        gi = zero if x < 0 else gi
+        p[i] = p[i] - _torch_sign(gi) * si
+        prev[i] = gi
+
+
+cdef void _asgd(real* p, const real* g, const real* h, real* ax, real* s1, real* s2,
+                Py_ssize_t n, const AsgdRow* r) noexcept nogil:
+    # torch's single-tensor ASGD with the eta and mu of the previous step:
+    # p *= 1 - lambd*eta;  p -= eta*g;  ax += (p - ax)*mu (ax = p when mu == 1)
+    cdef real gs = <real>r.gs, wd = <real>r.wd, dm = <real>r.dm, eta = <real>r.eta
+    cdef real mu = <real>r.mu
+    cdef bint l2 = r.l2 != 0, avg = r.avg != 0
+    cdef Py_ssize_t i
+    cdef real gi, pi
+    for i in range(n):
+        gi = _grad(g[i], p[i], gs, wd, l2)
+        pi = p[i] * dm
+        pi = pi - eta * gi
+        p[i] = pi
+        ax[i] = ax[i] + (pi - ax[i]) * mu if avg else pi
+
+
+cdef void _lion(real* p, const real* g, const real* h, real* m, real* s1, real* s2,
+                Py_ssize_t n, const LionRow* r) noexcept nogil:
+    # optax.lion: c = (1-b1)*g + b1*m;  p -= lr*(sign(c) + wd*p);  m = (1-b2)*g + b2*m
+    # (optax skips the weight decay term when it is 0)
+    cdef real gs = <real>r.gs, wd = <real>r.wd, b1 = <real>r.b1, c1 = <real>r.c1
+    cdef real b2 = <real>r.b2, c2 = <real>r.c2, lr = <real>r.lr
+    cdef bint decay = r.wd != 0
+    cdef Py_ssize_t i
+    cdef real gi, mi, c
+    for i in range(n):
+        gi = gs * g[i]
+        mi = m[i]
+        c = c1 * gi + b1 * mi
+        p[i] = p[i] - lr * (_sign(c) + wd * p[i] if decay else _sign(c))
+        m[i] = c2 * gi + b2 * mi
+
+
+
+
 cdef void _diag_newton(real* p, const real* g, const real* h, real* s0, real* s1, real* s2,
                        Py_ssize_t n, const DiagNewtonRow* r) noexcept nogil:
     # p -= lr * g / (|h| + damping): per-parameter rates as a diagonal

@@ -27,6 +27,9 @@ CASES = [
     ("Adam", dict(lr=0.01)),
     ("Adam", dict(lr=0.01, betas=(0.8, 0.99), weight_decay=0.01, amsgrad=True)),
     ("Adam", dict(lr=0.01, amsgrad=True, maximize=True, eps=1e-6)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    ("Adam", dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True,
+                  maximize=True)),
     ("AdamW", dict(lr=0.01)),
     ("AdamW", dict(lr=0.01, weight_decay=0.1, amsgrad=True)),
     ("Adamax", dict(lr=0.01)),
@@ -37,6 +40,12 @@ CASES = [
     ("RAdam", dict(lr=0.01)),
     ("RAdam", dict(lr=0.01, weight_decay=0.01, betas=(0.9, 0.99))),
     ("RAdam", dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True, maximize=True)),
+    ("Rprop", dict()),
+    ("Rprop", dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True)),
+    ("ASGD", dict()),
+    ("ASGD", dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=2.0, weight_decay=0.01, maximize=True)),
+    ("Lion", dict(lr=0.01)),
+    ("Lion", dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.1)),
 ]
 
 
@@ -74,6 +83,15 @@ BAD_BY_CHECK = {
     "real": _NUM_BAD,
     "bool": [("yes", TypeError), (1, TypeError), (None, TypeError), (0.0, TypeError)],
     "betas": BETAS_BAD,
+    "etas": [((0.0, 1.2), ValueError), ((1.0, 1.2), ValueError), ((0.5, 1.0), ValueError),
+             ((0.5, 0.9), ValueError), ((-0.5, 1.2), ValueError), ((0.5, _NAN), ValueError),
+             ((0.5, _INF), ValueError), ((0.5,), ValueError), (0.5, ValueError),
+             ((0.5, 1.2, 2.0), ValueError), (("a", 1.2), TypeError), ((None, 1.2), TypeError),
+             ((True, 1.2), TypeError), ((lambda n: 0.5, 1.2), TypeError)],
+    "step_sizes": [((-1e-6, 50.0), ValueError), ((1.0, 0.5), ValueError),
+                   ((1e-6, _INF), ValueError), ((_NAN, 50.0), ValueError), ((1e-6,), ValueError),
+                   (1e-6, ValueError), (("a", 50.0), TypeError), ((1e-6, None), TypeError),
+                   ((False, 50.0), TypeError), ((1e-6, lambda n: 1.0), TypeError)],
 }
 
 

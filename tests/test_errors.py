@@ -20,6 +20,7 @@ from _snap import assert_same, snapshot
 from conftest import bits_equal
 
 from _cases import NAMES, bad_hyperparams, rich_case
+from lrfast.optim import TABLE
 
 # Options that allocate every state array each optimizer has.
 FULL = {name: rich_case(name) for name in NAMES}
@@ -44,11 +45,16 @@ def grads_for(params, rng):
                        order="F" if not p.flags.c_contiguous else "C") for p in params]
 
 
+# group 1 differs from group 0 (weight decay, or lr for an optimizer without it)
+GROUP1 = {name: {"weight_decay": 0.01} if "weight_decay" in TABLE[name].defaults
+          else {"lr": 0.02} for name in NAMES}
+
+
 def make_opt(name, seed=0, steps=2, **extra):
     params, buf = model(seed)
     hp = {**FULL[name], **extra}
-    opt = getattr(lrfast, name)([{"params": params[:2]},
-                                 {"params": params[2:], "weight_decay": 0.01}], **hp)
+    opt = getattr(lrfast, name)([{"params": params[:2]}, {"params": params[2:], **GROUP1[name]}],
+                                **hp)
     rng = np.random.default_rng(seed + 100)
     for _ in range(steps):
         assert opt.step(grads_for(params, rng))
@@ -410,7 +416,7 @@ SCHED_BAD = {
 
 
 def _sched_keys(name):
-    keys = ["lr", "weight_decay"]
+    keys = [k for k in ("lr", "weight_decay") if k in getattr(lrfast, name).spec.defaults]
     if "betas" in getattr(lrfast, name).spec.defaults:
         keys += ["betas.0", "betas.1"]
     if "momentum" in getattr(lrfast, name).spec.defaults:
@@ -643,6 +649,23 @@ NADAM_LOAD = {
                            [r"group 1, param 2", r"mu_product"]),
 }
 
+RPROP_LOAD = {
+    "etas_out_of_range": (_set(["param_groups", 1, "etas"], (0.5, 0.9)), ValueError,
+                          [r"group 1", r"etas"]),
+    "step_sizes_reversed": (_set(["param_groups", 1, "step_sizes"], (1.0, 0.1)), ValueError,
+                            [r"group 1", r"step_sizes"]),
+    "etas_scalar": (_set(["param_groups", 1, "etas"], 0.5), ValueError, [r"group 1", r"etas"]),
+}
+
+ASGD_LOAD = {
+    "eta_nan": (_set(["state", 2, "eta"], float("nan")), ValueError,
+                [r"group 1, param 2", r"eta"]),
+    "eta_negative": (_set(["state", 2, "eta"], -0.1), ValueError, [r"group 1, param 2", r"eta"]),
+    "mu_zero": (_set(["state", 2, "mu"], 0.0), ValueError, [r"group 1, param 2", r"mu"]),
+    "mu_missing": (_del(["state", 2, "mu"]), ValueError, [r"group 1, param 2", r"mu"]),
+    "eta_str": (_set(["state", 2, "eta"], "0.1"), ValueError, [r"group 1, param 2", r"eta"]),
+}
+
 
 def _load_cases(name):
     cases = dict(LOAD_CASES)
@@ -654,6 +677,14 @@ def _load_cases(name):
         cases.update(BETAS_LOAD)
     if name == "NAdam":
         cases.update(NADAM_LOAD)
+    if "weight_decay" not in getattr(lrfast, name).spec.defaults:
+        del cases["group_wd_negative"]
+    if "maximize" not in getattr(lrfast, name).spec.defaults:
+        del cases["group_flag_str"]
+    if name == "Rprop":
+        cases.update(RPROP_LOAD)
+    if name == "ASGD":
+        cases.update(ASGD_LOAD)
     return cases
 
 

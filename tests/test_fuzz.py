@@ -37,6 +37,8 @@ flag = st.booleans()
 
 _BY_CHECK = {"ge0": small, "gt0": eps, "unit": unit, "unit_open": beta, "real": unit,
              "bool": flag}
+_PAIR = {"etas": st.tuples(st.floats(0.05, 0.95), st.floats(1.05, 3.0)),
+         "step_sizes": st.tuples(st.floats(0.0, 1e-3), st.floats(1e-3, 10.0))}
 _BY_NAME = {"lr": st.floats(0.0, 1.0, allow_nan=False),
             "momentum": st.sampled_from([0.0, 0.5, 0.9]) | unit,
             "momentum_decay": st.floats(0.0, 0.01)}
@@ -52,6 +54,8 @@ def hyperparams(draw, name):
             continue
         if h.check == "betas":
             hp[h.name] = (draw(beta), draw(beta))
+        elif h.check in _PAIR:
+            hp[h.name] = draw(_PAIR[h.check])
         else:
             hp[h.name] = draw(_BY_NAME.get(h.name, _BY_CHECK[h.check]))
     return hp

@@ -25,6 +25,7 @@ from conftest import bits_equal
 from _cases import NAMES, rich_case
 
 HP = {name: rich_case(name) for name in NAMES}
+TORCH_NAMES = [n for n in NAMES if "torch" in lrfast.optim.TABLE[n].refs]   # the others: optax
 SHAPES = [(7, 5), (13,), (1,), (0,), (2, 3, 4)]
 BIG_SHAPES = [(3 * 4096 + 5,), (4096,), (1,), (0,), (20000,)]   # many reduction blocks
 
@@ -161,27 +162,33 @@ def test_default_propagates_nan_like_the_twin(name):
         assert opt.step(gs) is True
         twin.step(gs)
     assert opt.skipped_steps == 0
-    assert np.isnan(params[0].reshape(-1)[4])
+    # Rprop moves by sign(g), and torch.sign(NaN) is 0: a NaN grad leaves the param
+    assert np.isnan(params[0].reshape(-1)[4]) != (name == "Rprop")
     for a, b in zip(params, ref):
         assert bits_equal(a, b)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TORCH_NAMES)
 def test_default_propagates_nan_like_torch(name):
     torch = pytest.importorskip("torch")
     params = make(SHAPES, np.float64)
-    theirs = [torch.tensor(p.copy()) for p in params]
-    opt = getattr(lrfast, name)(params, **HP[name])
-    topt = getattr(torch.optim, name)(theirs, foreach=False, **HP[name])
-    for k, gs in enumerate(grad_stream(SHAPES, np.float64, 6)):
-        if k == 2:
-            gs = list(gs)
-            gs[0] = _poison(gs[0], 4, np.nan)
-            gs[4] = _poison(gs[4], 0, np.inf)
-        opt.step(gs)
-        for t, g in zip(theirs, gs):
-            t.grad = torch.tensor(g.copy())
-        topt.step()
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)     # ASGD's eta is a tensor of the default dtype
+    try:
+        theirs = [torch.tensor(p.copy()) for p in params]
+        opt = getattr(lrfast, name)(params, **HP[name])
+        topt = getattr(torch.optim, name)(theirs, foreach=False, **HP[name])
+        for k, gs in enumerate(grad_stream(SHAPES, np.float64, 6)):
+            if k == 2:
+                gs = list(gs)
+                gs[0] = _poison(gs[0], 4, np.nan)
+                gs[4] = _poison(gs[4], 0, np.inf)
+            opt.step(gs)
+            for t, g in zip(theirs, gs):
+                t.grad = torch.tensor(g.copy())
+            topt.step()
+    finally:
+        torch.set_default_dtype(prev)
     for a, t in zip(params, theirs):
         b = t.numpy()
         assert np.array_equal(np.isnan(a), np.isnan(b))
@@ -222,7 +229,7 @@ def test_max_grad_norm_equals_twin_with_clip_coef(name, dtype):
         assert bits_equal(a, b)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", TORCH_NAMES)
 def test_max_grad_norm_matches_torch(name):
     torch = pytest.importorskip("torch")
     M = 1.5

@@ -60,13 +60,13 @@ def diff(sigs):
     for r, s in enumerate(sigs[1:], 1):
         if s == ref:
             continue
+        for (k0, v0), (k1, v1) in zip(ref, s):      # the first field that differs
+            if (k0, v0) != (k1, v1):
+                return f"{k0}: rank 0 has {show(v0)}, rank {r} has {show(v1)}"
         if len(s) != len(ref):
             n0 = dict(ref).get("number of param groups")
             return (f"the parameter list: rank 0 has {len(ref)} entries ({n0} groups), "
                     f"rank {r} has {len(s)} ({dict(s).get('number of param groups')} groups)")
-        for (k0, v0), (k1, v1) in zip(ref, s):
-            if (k0, v0) != (k1, v1):
-                return f"{k0}: rank 0 has {show(v0)}, rank {r} has {show(v1)}"
     return "their settings"
 
 

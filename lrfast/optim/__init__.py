@@ -14,8 +14,8 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
-           "Adamax", "NAdam", "RAdam", "ParamGroup", "TABLE", "optimizers", "make_init",
-           "check_param"]
+           "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "ParamGroup", "TABLE",
+           "optimizers", "make_init", "check_param"]
 
 
 class SGD(Optimizer):
@@ -79,11 +79,12 @@ class RMSprop(Optimizer):
     __init__ = make_init(spec)
 
 class Adam(Optimizer):
-    r"""Adam (torch.optim.Adam), with amsgrad; L2 weight decay (``AdamW``: decoupled).
+    r"""Adam (torch.optim.Adam), with amsgrad; L2 weight decay, or decoupled weight
+    decay with ``decoupled_weight_decay=True`` (then equal to ``AdamW``).
 
     ::
 
-        g += wd*p   (AdamW: p *= 1 - lr*wd)
+        g += wd*p   (decoupled: p *= 1 - lr*wd)
         m += (1-beta1)*(g-m);  v = beta2*v + (1-beta2)*g*g;  amsgrad: vmax = max(vmax, v)
         p -= lr/(1-beta1^t) * m / (sqrt(v)/sqrt(1-beta2^t) + eps)
 
@@ -134,6 +135,52 @@ class RAdam(Optimizer):
         rho_t > 5: p -= m_hat*lr * (1/(sqrt(v)+eps) * sqrt(1-beta2^t)) * r_t   else p -= m_hat*lr
     """
     spec = TABLE["RAdam"]
+    __init__ = make_init(spec)
+
+class Rprop(Optimizer):
+    r"""Rprop (torch.optim.Rprop): per-element step sizes from the signs of successive grads.
+
+    ::
+
+        s = sign(g*prev);  f = etaplus (s > 0), etaminus (s < 0), 1 (s == 0)
+        step_size = clamp(step_size*f, step_sizes[0], step_sizes[1])   # starts at lr
+        g = 0 where s < 0;  p -= sign(g)*step_size;  prev = g
+
+    ``etas`` and ``step_sizes`` are pairs of numbers, not schedules; ``lr`` is
+    read only on a param's first step (as torch).
+    """
+    spec = TABLE["Rprop"]
+    __init__ = make_init(spec)
+
+class ASGD(Optimizer):
+    r"""ASGD (torch.optim.ASGD): averaged stochastic gradient descent.
+
+    Per param, with the ``eta`` and ``mu`` of the previous step (``eta`` starts
+    at lr, ``mu`` at 1), in torch's order::
+
+        g += wd*p;  p *= 1 - lambd*eta;  p -= eta*g
+        ax += (p - ax)*mu   (ax = p while mu == 1)
+        eta = lr / (1 + lambd*lr*t)^alpha;  mu = 1 / max(1, t - t0)
+
+    ``ax`` holds the average; ``eta`` and ``mu`` are per-param numbers in the
+    state_dict, as torch.
+    """
+    spec = TABLE["ASGD"]
+    __init__ = make_init(spec)
+
+class Lion(Optimizer):
+    r"""Lion (``optax.lion``): the sign of an interpolated momentum.
+
+    ``Lion(params, lr, betas=(b1, b2), weight_decay)`` is
+    ``optax.lion(learning_rate=lr, b1=b1, b2=b2, weight_decay=weight_decay)``
+    (optax's default weight_decay is 1e-3, lrfast's 0, as torch's
+    optimizers); the state ``exp_avg`` is optax's ``mu``. Per element::
+
+        c = (1-b1)*g + b1*m;  p -= lr*(sign(c) + wd*p);  m = (1-b2)*g + b2*m
+
+    The weight decay term is skipped when weight_decay is 0, as optax.
+    """
+    spec = TABLE["Lion"]
     __init__ = make_init(spec)
 
 

@@ -154,7 +154,8 @@ class AdamRule(Rule):
 
     def plan(self, hp):
         b1, b2 = hp["betas"]
-        wd, dec = hp["weight_decay"], self.decoupled
+        wd = hp["weight_decay"]
+        dec = self.decoupled or bool(hp.get("decoupled_weight_decay", False))
         fixed = dict(_head(hp, dec), c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
                      decoupled=1.0 if (dec and wd != 0) else 0.0, amsgrad=float(hp["amsgrad"]))
 
@@ -254,6 +255,76 @@ class RAdamRule(Rule):
         return fixed, step
 
 
+class RpropRule(Rule):
+    name = "Rprop"
+
+    def plan(self, hp):
+        em, ep = hp["etas"]
+        smin, smax = hp["step_sizes"]
+        fixed = dict(gs=-1.0 if hp["maximize"] else 1.0, etaminus=em, etaplus=ep, smin=smin,
+                     smax=smax)
+
+        def step(t, lr):
+            # the first step starts every step size at lr (torch's full_like(grad, lr))
+            return (lr, 1.0 if t == 0 else 0.0), t + 1
+        return fixed, step
+
+
+class ASGDRule(Rule):
+    name = "ASGD"
+    initial_key = (0, None, 1.0)     # (step, eta, mu): eta None until the first step (= lr)
+
+    def plan(self, hp):
+        lambd, alpha, t0 = hp["lambd"], hp["alpha"], hp["t0"]
+
+        def step(key, lr):
+            # torch: the update uses the eta and mu of the previous step (eta
+            # starts at lr, mu at 1); then both are recomputed from the new step
+            t, eta, mu = key
+            if eta is None:
+                eta = lr
+            t += 1
+            new_eta = lr / ((1 + lambd * lr * t) ** alpha)
+            new_mu = 1 / max(1, t - t0)
+            return (1 - lambd * eta, eta, mu, 1.0 if mu != 1 else 0.0), (t, new_eta, new_mu)
+        return _head(hp), step
+
+    def t_of(self, key):
+        return key[0]
+
+    def entry_extra(self, entry, key):
+        entry["eta"] = key[1]
+        entry["mu"] = key[2]
+
+    def entry_key(self, t, e, where):
+        out = [t]
+        for k, low_open in (("eta", False), ("mu", True)):
+            v = e.get(k, None)
+            if isinstance(v, np.ndarray) and v.size == 1:
+                v = v.item()
+            try:
+                v = number(v, f"state {k!r}", f"{where}: ")
+            except TypeError:
+                raise ValueError(f"{where}: state {k!r} must be a finite number, "
+                                 f"got {v!r}") from None
+            if (v <= 0.0 if low_open else v < 0.0) or (k == "mu" and v > 1.0):
+                raise ValueError(f"{where}: state {k!r} must be "
+                                 f"{'in (0, 1]' if k == 'mu' else '>= 0'}, got {v!r}")
+            out.append(v)
+        return tuple(out)
+
+
+class LionRule(Rule):
+    name = "Lion"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, wd=hp["weight_decay"], b1=b1, c1=1 - b1, b2=b2, c2=1 - b2)
+        return fixed, _plain_lr
+
+
+
+
 class DiagonalNewtonRule(Rule):
     name = "DiagonalNewton"
 
@@ -263,7 +334,8 @@ class DiagonalNewtonRule(Rule):
 
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
-    AdamaxRule(), NAdamRule(), RAdamRule(), DiagonalNewtonRule())}
+    AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(),
+    LionRule(), DiagonalNewtonRule())}
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 

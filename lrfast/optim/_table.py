@@ -34,7 +34,9 @@ class HP(NamedTuple):
 
     ``check`` names a range: ``"ge0"`` (>= 0), ``"gt0"`` (> 0), ``"unit"``
     ([0, 1]), ``"unit_open"`` ([0, 1)), ``"real"`` (any finite number),
-    ``"bool"``, ``"betas"`` (a pair in [0, 1)). Numbers may be schedules unless
+    ``"bool"``, ``"betas"`` (a pair in [0, 1)), ``"etas"`` (a pair
+    ``0 < etaminus < 1 < etaplus``), ``"step_sizes"`` (a pair
+    ``0 <= min <= max``). Numbers may be schedules unless
     ``schedulable`` is False (values used only when state is allocated).
     """
     name: str
@@ -101,6 +103,9 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("nadam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"), ("bc2", "cg", "cm", "dm")),
     Kind("radam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"),
          ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm")),
+    Kind("rprop", 2, ("gs", "etaminus", "etaplus", "smin", "smax"), ("lr", "first")),
+    Kind("asgd", 1, _GD, ("dm", "eta", "mu", "avg")),
+    Kind("lion", 1, ("gs", "wd", "b1", "c1", "b2", "c2"), ("lr",)),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -138,8 +143,8 @@ _ROWS = (
           "optax": "optax.rmsprop"}, "rmsprop", bench={"lr": 1e-2}),
     Spec("Adam", "adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
          (_LR(1e-3), _BETAS, HP("eps", 1e-8, "gt0"), _WD(), HP("amsgrad", False, "bool"),
-          _MAX),
-         "Adam (Kingma & Ba 2015), with amsgrad",
+          _MAX, HP("decoupled_weight_decay", False, "bool", kwonly=True)),
+         "Adam (Kingma & Ba 2015), with amsgrad and optionally decoupled weight decay",
          {"torch": "torch.optim.Adam", "keras": "keras.optimizers.Adam", "optax": "optax.adam"},
          "adam", bench={"lr": 1e-3}),
     Spec("AdamW", "adam", ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
@@ -164,6 +169,20 @@ _ROWS = (
          "RAdam: Adam with variance rectification (Liu et al. 2020)",
          {"torch": "torch.optim.RAdam", "optax": "optax.radam"}, "radam",
          bench={"lr": 1e-3}),
+    Spec("Rprop", "rprop", ("prev", "step_size"),
+         (_LR(1e-2), HP("etas", (0.5, 1.2), "etas", schedulable=False),
+          HP("step_sizes", (1e-6, 50.0), "step_sizes", schedulable=False), _MAX),
+         "Rprop: resilient backpropagation, per-element step sizes from grad signs",
+         {"torch": "torch.optim.Rprop"}, "rprop", bench={"lr": 1e-2}),
+    Spec("ASGD", "asgd", ("ax",),
+         (_LR(1e-2), HP("lambd", 1e-4, "ge0"), HP("alpha", 0.75, "ge0"), HP("t0", 1e6, "ge0"),
+          _WD(), _MAX),
+         "ASGD: averaged stochastic gradient descent (Polyak & Juditsky 1992)",
+         {"torch": "torch.optim.ASGD"}, "asgd", bench={"lr": 1e-2}),
+    Spec("Lion", "lion", ("exp_avg",),
+         (_LR(1e-4), HP("betas", (0.9, 0.99), "betas"), _WD()),
+         "Lion: the sign of an interpolated momentum (Chen et al. 2023)",
+         {"optax": "optax.lion"}, "lion", bench={"lr": 1e-4}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
