@@ -33,7 +33,8 @@ if TYPE_CHECKING:      # imported lazily at runtime (see __getattr__); visible t
     from .newton import DiagonalNewton
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW", "Adamax",
-           "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "set_num_threads", "get_num_threads", "threads",
+           "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "set_num_threads", "get_num_threads",
+           "threads",
            "set_parallel_threshold", "get_parallel_threshold", "show_config", "config",
            "clip_grad_norm", "grad_norm", "save", "load", "to_torch_state_dict",
            "from_torch_state_dict", "kernels", "schedules", "find_lr", "LBFGS", "DiagonalNewton",

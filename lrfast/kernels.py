@@ -17,7 +17,7 @@ array([0.9, 0.9, 0.9])
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
