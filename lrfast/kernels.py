@@ -29,6 +29,7 @@ from .optim._table import KINDS, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step"]
+__all__ += ["adabelief_step", "yogi_step", "adopt_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
@@ -192,3 +193,26 @@ def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
               decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
     _run("RAdam", p, g, [exp_avg, exp_avg_sq], hp,
          _step_arg(step) - 1)
+
+
+def adabelief_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *,
+                   lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                   eps: float = 1e-16, eps_root: float = 1e-16, step: int) -> None:
+    """AdaBelief (see :class:`lrfast.AdaBelief`)."""
+    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, eps_root=eps_root)
+    _run("AdaBelief", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+
+
+def yogi_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-2,
+              beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-3, step: int) -> None:
+    """Yogi (see :class:`lrfast.Yogi`; fresh moments are filled with 1e-6)."""
+    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps)
+    _run("Yogi", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+
+
+def adopt_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
+               beta1: float = 0.9, beta2: float = 0.9999, eps: float = 1e-6,
+               step: int) -> None:
+    """ADOPT (see :class:`lrfast.ADOPT`); ``step=1`` only fills ``exp_avg_sq``."""
+    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps)
+    _run("ADOPT", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)

@@ -392,6 +392,79 @@ cdef void _radam(real* p, const real* g, const real* h, real* m, real* v, real* 
         p[i] = _decay(p[i], dm, decoupled) - step
 
 
+# ---- Optax's modern set (reference: optax 0.2.x; each loop in Optax's operation order)
+cdef inline real _nanmin(real a, real b) noexcept nogil:
+    # np.minimum semantics: a NaN in either argument gives NaN.
+    return a if (a <= b or a != a) else b
+
+
+cdef void _adabelief(real* p, const real* g, const real* h, real* m, real* s, real* s2,
+                     Py_ssize_t n, const AdabeliefRow* r) noexcept nogil:
+    # optax.scale_by_belief: m = (1-b1)*g + b1*m;  s = (1-b2)*(g-m)^2 + b2*s + eps_root
+    # p -= lr * (m/bc1) / (sqrt(s/bc2) + eps)
+    cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, eps = <real>r.eps, er = <real>r.eps_root
+    cdef real bc1 = <real>r.bc1, bc2 = <real>r.bc2, lr = <real>r.lr
+    cdef Py_ssize_t i
+    cdef real gi, mi, si, d
+    for i in range(n):
+        gi = gs * g[i]
+        mi = c1 * gi + b1 * m[i]
+        m[i] = mi
+        d = gi - mi
+        si = c2 * (d * d) + b2 * s[i] + er
+        s[i] = si
+        p[i] = p[i] - lr * (mi / bc1 / (_sqrt(si / bc2) + eps))
+
+
+cdef void _yogi(real* p, const real* g, const real* h, real* m, real* v, real* s2,
+                Py_ssize_t n, const YogiRow* r) noexcept nogil:
+    # optax.scale_by_yogi: m = (1-b1)*g + b1*m;  v = v - (1-b2)*sign(v - g*g)*g*g
+    # p -= lr * (m/bc1) / (sqrt(v/bc2) + eps)
+    cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, c2 = <real>r.c2
+    cdef real eps = <real>r.eps, bc1 = <real>r.bc1, bc2 = <real>r.bc2, lr = <real>r.lr
+    cdef real one = 1, zero = 0
+    cdef Py_ssize_t i
+    cdef real gi, mi, vi, g2, d, sg
+    for i in range(n):
+        gi = gs * g[i]
+        mi = c1 * gi + b1 * m[i]
+        m[i] = mi
+        g2 = gi * gi
+        vi = v[i]
+        d = vi - g2
+        sg = (one if d > zero else zero) - (one if d < zero else zero)
+        vi = vi - c2 * sg * g2
+        v[i] = vi
+        p[i] = p[i] - lr * (mi / bc1 / (_sqrt(vi / bc2) + eps))
+
+
+cdef void _adopt(real* p, const real* g, const real* h, real* m, real* v, real* s2,
+                 Py_ssize_t n, const AdoptRow* r) noexcept nogil:
+    # optax.contrib.adopt (use_clipping, no nesterov). First step: v = g*g only.
+    # Then u = clip(g / max(sqrt(v_old), eps), -c, c) with c = (t-1)**0.25,
+    # v = (1-b2)*g*g + b2*v;  m = (1-b1)*u + b1*m;  p -= lr*m
+    cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, eps = <real>r.eps, c = <real>r.clip, lr = <real>r.lr
+    cdef real nc = -c
+    cdef bint first = r.first != 0
+    cdef Py_ssize_t i
+    cdef real gi, mi, vi, u
+    if first:
+        for i in range(n):
+            gi = gs * g[i]
+            v[i] = gi * gi
+        return
+    for i in range(n):
+        gi = gs * g[i]
+        vi = v[i]
+        u = _nanmin(_nanmax(gi / _nanmax(_sqrt(vi), eps), nc), c)
+        v[i] = c2 * (gi * gi) + b2 * vi
+        mi = c1 * u + b1 * m[i]
+        m[i] = mi
+        p[i] = p[i] - lr * mi
+
+
 cdef void _diag_newton(real* p, const real* g, const real* h, real* s0, real* s1, real* s2,
                        Py_ssize_t n, const DiagNewtonRow* r) noexcept nogil:
     # p -= lr * g / (|h| + damping): per-parameter rates as a diagonal

@@ -37,6 +37,13 @@ CASES = [
     ("RAdam", dict(lr=0.01)),
     ("RAdam", dict(lr=0.01, weight_decay=0.01, betas=(0.9, 0.99))),
     ("RAdam", dict(lr=0.01, weight_decay=0.01, decoupled_weight_decay=True, maximize=True)),
+    # the modern set (Optax references)
+    ("AdaBelief", dict(lr=0.01)),
+    ("AdaBelief", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, eps_root=0.0)),
+    ("Yogi", dict(lr=0.01)),
+    ("Yogi", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6)),
+    ("ADOPT", dict(lr=0.01)),
+    ("ADOPT", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-4)),
 ]
 
 

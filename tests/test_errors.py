@@ -47,8 +47,10 @@ def grads_for(params, rng):
 def make_opt(name, seed=0, steps=2, **extra):
     params, buf = model(seed)
     hp = {**FULL[name], **extra}
-    opt = getattr(lrfast, name)([{"params": params[:2]},
-                                 {"params": params[2:], "weight_decay": 0.01}], **hp)
+    # the second group differs in weight decay (in lr for optimizers without one)
+    other = ({"weight_decay": 0.01} if "weight_decay" in getattr(lrfast, name).spec.defaults
+             else {"lr": 0.02})
+    opt = getattr(lrfast, name)([{"params": params[:2]}, {"params": params[2:], **other}], **hp)
     rng = np.random.default_rng(seed + 100)
     for _ in range(steps):
         assert opt.step(grads_for(params, rng))
@@ -410,7 +412,9 @@ SCHED_BAD = {
 
 
 def _sched_keys(name):
-    keys = ["lr", "weight_decay"]
+    keys = ["lr"]
+    if "weight_decay" in getattr(lrfast, name).spec.defaults:
+        keys.append("weight_decay")
     if "betas" in getattr(lrfast, name).spec.defaults:
         keys += ["betas.0", "betas.1"]
     if "momentum" in getattr(lrfast, name).spec.defaults:
@@ -650,6 +654,11 @@ def _load_cases(name):
         del cases["array_missing"]   # a missing momentum_buffer is valid: not started yet
     if getattr(lrfast, name).spec.has_step:
         cases.update(STEP_CASES)
+    defaults = getattr(lrfast, name).spec.defaults
+    if "weight_decay" not in defaults:
+        del cases["group_wd_negative"]
+    if "maximize" not in defaults:
+        del cases["group_flag_str"]
     if "betas" in getattr(lrfast, name).spec.defaults:
         cases.update(BETAS_LOAD)
     if name == "NAdam":

@@ -6,7 +6,10 @@ import pytest
 
 import lrfast
 
-from _cases import CASES, case_id
+from _cases import CASES as _ALL, case_id
+from lrfast.optim import TABLE
+
+CASES = [c for c in _ALL if "torch" in TABLE[c[0]].refs]   # torch-referenced optimizers
 
 torch = pytest.importorskip("torch")
 

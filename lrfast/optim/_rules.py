@@ -254,6 +254,50 @@ class RAdamRule(Rule):
         return fixed, step
 
 
+class AdaBeliefRule(Rule):
+    name = "AdaBelief"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
+                     eps_root=hp["eps_root"])
+
+        def step(t, lr):
+            t += 1
+            return (1 - b1 ** t, 1 - b2 ** t, lr), t
+        return fixed, step
+
+
+class YogiRule(Rule):
+    name = "Yogi"
+    initial = 1e-6          # optax.yogi's initial_accumulator_value, for both moments
+
+    def alloc(self, p, hp):
+        return [np.full_like(p, self.initial), np.full_like(p, self.initial), None]
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, c2=1 - b2, eps=hp["eps"])
+
+        def step(t, lr):
+            t += 1
+            return (1 - b1 ** t, 1 - b2 ** t, lr), t
+        return fixed, step
+
+
+class ADOPTRule(Rule):
+    name = "ADOPT"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"])
+
+        def step(t, lr):
+            # optax clips by clip_value_fn(count) = count**0.25, count = steps before this one
+            return (1.0 if t == 0 else 0.0, float(t) ** 0.25, lr), t + 1
+        return fixed, step
+
+
 class DiagonalNewtonRule(Rule):
     name = "DiagonalNewton"
 
@@ -263,7 +307,9 @@ class DiagonalNewtonRule(Rule):
 
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
-    AdamaxRule(), NAdamRule(), RAdamRule(), DiagonalNewtonRule())}
+    AdamaxRule(), NAdamRule(), RAdamRule(),
+    AdaBeliefRule(), YogiRule(), ADOPTRule(),
+    DiagonalNewtonRule())}
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 

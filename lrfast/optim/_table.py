@@ -101,6 +101,9 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("nadam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"), ("bc2", "cg", "cm", "dm")),
     Kind("radam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"),
          ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm")),
+    Kind("adabelief", 2, ("gs", "b1", "c1", "b2", "c2", "eps", "eps_root"), ("bc1", "bc2", "lr")),
+    Kind("yogi", 2, ("gs", "b1", "c1", "c2", "eps"), ("bc1", "bc2", "lr")),
+    Kind("adopt", 2, ("gs", "b1", "c1", "b2", "c2", "eps"), ("first", "clip", "lr")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -164,6 +167,23 @@ _ROWS = (
          "RAdam: Adam with variance rectification (Liu et al. 2020)",
          {"torch": "torch.optim.RAdam", "optax": "optax.radam"}, "radam",
          bench={"lr": 1e-3}),
+    Spec("AdaBelief", "adabelief", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-3), _BETAS, HP("eps", 1e-16, "gt0"), HP("eps_root", 1e-16, "ge0")),
+         "AdaBelief: Adam whose second moment tracks the grad's deviation from its mean "
+         "(Zhuang et al. 2020)",
+         {"optax": "optax.adabelief (state mu = exp_avg, nu = exp_avg_sq)"}, "adabelief",
+         bench={"lr": 1e-3}),
+    Spec("Yogi", "yogi", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-2), _BETAS, HP("eps", 1e-3, "gt0")),
+         "Yogi: Adam with an additive, sign-controlled second moment (Zaheer et al. 2018)",
+         {"optax": "optax.yogi (state mu = exp_avg, nu = exp_avg_sq; both start at 1e-6)"},
+         "yogi", bench={"lr": 1e-2}),
+    Spec("ADOPT", "adopt", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-3), HP("betas", (0.9, 0.9999), "betas"), HP("eps", 1e-6, "gt0")),
+         "ADOPT: Adam normalized by the previous second moment, clipped (Taniguchi et al. 2024)",
+         {"optax": "optax.contrib.adopt (state mu = exp_avg, nu = exp_avg_sq; "
+                   "use_clipping=True, clip (t-1)**0.25, nesterov=False)"},
+         "adopt", bench={"lr": 1e-3}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
