@@ -16,7 +16,7 @@ import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "adabelief", "yogi",
-           "adopt", "clip_coef", "global_norm", "STEPPERS"]
+           "adopt", "adan", "clip_coef", "global_norm", "STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -58,6 +58,8 @@ def init_state(name, p, **hp):
         return {"exp_avg": z(p), "exp_avg_sq": z(p)}
     if name == "Yogi":
         return {"exp_avg": np.full_like(p, 1e-6), "exp_avg_sq": np.full_like(p, 1e-6)}
+    if name == "Adan":
+        return {"exp_avg": z(p), "exp_avg_diff": z(p), "exp_avg_sq": z(p), "prev_grad": z(p)}
     raise ValueError(name)
 
 
@@ -233,9 +235,29 @@ def adopt(p, g, st, *, lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, grad_scale=1.0, s
     p -= T(lr) * m
 
 
+def adan(p, g, st, *, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, eps_root=1e-8,
+         weight_decay=0.0, grad_scale=1.0, step):
+    """optax.scale_by_adan + add_decayed_weights + scale_by_learning_rate."""
+    T = p.dtype.type
+    b1, b2, b3 = betas
+    g = _g(p, g, False, grad_scale)
+    m, v, n, gp = st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"], st["prev_grad"]
+    d = np.zeros_like(g) if step == 1 else g - gp
+    m[...] = T(1 - b1) * g + T(b1) * m
+    v[...] = T(1 - b2) * d + T(b2) * v
+    q = g + T(1 - b2) * d
+    n[...] = T(1 - b3) * (q * q) + T(b3) * n
+    gp[...] = g
+    u = (m / T(1 - b1 ** step) + T(1 - b2) * (v / T(1 - b2 ** step))) / (
+        np.sqrt(n / T(1 - b3 ** step) + T(eps_root)) + T(eps))
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    p -= T(lr) * u
+
+
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
             "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
-            "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt}
+            "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt, "Adan": adan}
 
 
 def global_norm(grads):

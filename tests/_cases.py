@@ -44,6 +44,8 @@ CASES = [
     ("Yogi", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6)),
     ("ADOPT", dict(lr=0.01)),
     ("ADOPT", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-4)),
+    ("Adan", dict(lr=0.01)),
+    ("Adan", dict(lr=0.01, betas=(0.9, 0.8, 0.95), eps=1e-6, eps_root=0.0, weight_decay=0.02)),
 ]
 
 
@@ -81,6 +83,11 @@ BAD_BY_CHECK = {
     "real": _NUM_BAD,
     "bool": [("yes", TypeError), (1, TypeError), (None, TypeError), (0.0, TypeError)],
     "betas": BETAS_BAD,
+    "betas3": [((1.0, 0.9, 0.99), ValueError), ((0.9, 0.9, 1.0), ValueError),
+               ((0.9, -0.1, 0.99), ValueError), ((0.9, 0.9, _NAN), ValueError),
+               ((0.9, 0.99), ValueError), (0.9, ValueError), ((0.9, 0.9, 0.9, 0.9), ValueError),
+               (("a", 0.9, 0.9), TypeError), ((0.9, None, 0.9), TypeError),
+               ((0.9, 0.9, True), TypeError)],
 }
 
 

@@ -442,7 +442,9 @@ def test_schedule_going_bad_raises_before_writing(name, key, bad):
     g1 = {"params": params[2:]}
     if key.startswith("betas"):
         i = int(key[-1])
-        g1["betas"] = (sched, 0.999) if i == 0 else (0.9, sched)
+        betas = list(getattr(lrfast, name).spec.defaults["betas"])   # a pair or a triple
+        betas[i] = sched
+        g1["betas"] = tuple(betas)
     else:
         g1[key] = sched
     opt = getattr(lrfast, name)([{"params": params[:2]}, g1], **FULL[name])

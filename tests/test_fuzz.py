@@ -50,8 +50,8 @@ def hyperparams(draw, name):
     for h in TABLE[name].hparams:
         if not draw(st.booleans()):
             continue
-        if h.check == "betas":
-            hp[h.name] = (draw(beta), draw(beta))
+        if h.check in ("betas", "betas3"):
+            hp[h.name] = tuple(draw(beta) for _ in h.default)
         else:
             hp[h.name] = draw(_BY_NAME.get(h.name, _BY_CHECK[h.check]))
     return hp

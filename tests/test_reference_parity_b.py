@@ -1,4 +1,4 @@
-"""The Optax-referenced optimizers (AdaBelief, Yogi, ADOPT) against Optax 0.2.x
+"""The Optax-referenced optimizers (AdaBelief, Yogi, ADOPT, Adan) against Optax 0.2.x
 with ``jax_enable_x64``: >= 50 steps of a contracting problem that starts far
 from its optimum, per tensor max|a-b|/max|b| <= 1e-10 (float64) and <= 1e-4
 (float32). The functional layer equals the classes bit for bit."""
@@ -13,12 +13,16 @@ from conftest import bits_equal
 
 TOL = {np.float64: 1e-10, np.float32: 1e-4}
 SHAPES = [(17, 9), (64,), (1,), (3, 4, 5)]
-OPTAX = ("AdaBelief", "Yogi", "ADOPT")
+OPTAX = ("AdaBelief", "Yogi", "ADOPT", "Adan")
 OPTAX_CASES = [c for c in CASES if c[0] in OPTAX]
 
 
 def _optax_tx(optax, name, hp):
     d = {**getattr(lrfast, name).spec.defaults, **hp}
+    if name == "Adan":
+        b1, b2, b3 = d["betas"]
+        return optax.adan(d["lr"], b1=b1, b2=b2, b3=b3, eps=d["eps"], eps_root=d["eps_root"],
+                          weight_decay=d["weight_decay"])
     b1, b2 = d["betas"]
     if name == "AdaBelief":
         return optax.adabelief(d["lr"], b1=b1, b2=b2, eps=d["eps"], eps_root=d["eps_root"])
@@ -92,7 +96,8 @@ def test_yogi_moments_start_at_1e_6():
     assert bits_equal(st["exp_avg_sq"], np.full(4, 1e-6, np.float32))
 
 
-_FUNC = {"AdaBelief": K.adabelief_step, "Yogi": K.yogi_step, "ADOPT": K.adopt_step}
+_FUNC = {"AdaBelief": K.adabelief_step, "Yogi": K.yogi_step, "ADOPT": K.adopt_step,
+         "Adan": K.adan_step}
 
 
 @pytest.mark.parametrize("case", OPTAX_CASES, ids=case_id)
@@ -104,26 +109,51 @@ def test_functional_equals_class(case, dtype):
     b = a.copy()
     opt = getattr(lrfast, name)([a], **hp)
     fill = 1e-6 if name == "Yogi" else 0.0
-    m, v = np.full_like(b, fill), np.full_like(b, fill)
+    names = opt.spec.states
+    states = [np.full_like(b, fill) for _ in names]
     kw = {k: v_ for k, v_ in hp.items() if k != "betas"}
-    if "betas" in hp:
-        kw["beta1"], kw["beta2"] = hp["betas"]
+    for i, beta in enumerate(hp.get("betas", ())):
+        kw[f"beta{i + 1}"] = beta
     for t in range(1, 8):
         g = rng.standard_normal(a.shape).astype(dtype)
         opt.step([g])
-        _FUNC[name](b, g, m, v, step=t, **kw)
+        _FUNC[name](b, g, *states, step=t, **kw)
     st = opt.state_dict()["state"][0]
-    assert bits_equal(a, b) and bits_equal(st["exp_avg"], m) and bits_equal(st["exp_avg_sq"], v)
+    assert bits_equal(a, b)
+    for sname, x in zip(names, states):
+        assert bits_equal(st[sname], x), sname
 
 
 @pytest.mark.parametrize("name", OPTAX)
 def test_functional_bad_input_changes_nothing(name):
     p = np.ones(3)
-    m, v = np.zeros(3), np.zeros(3)
+    states = [np.zeros(3) for _ in getattr(lrfast, name).spec.states]
     with pytest.raises(ValueError, match="eps"):
-        _FUNC[name](p, np.ones(3), m, v, eps=-1.0, step=2)
+        _FUNC[name](p, np.ones(3), *states, eps=-1.0, step=2)
     with pytest.raises(ValueError):
-        _FUNC[name](p, np.ones(3), m, v, beta1=1.0, step=2)
+        _FUNC[name](p, np.ones(3), *states, beta1=1.0, step=2)
     with pytest.raises(ValueError):
-        _FUNC[name](p, np.ones(4), m, v, step=2)
-    assert bits_equal(p, np.ones(3)) and not m.any() and not v.any()
+        _FUNC[name](p, np.ones(4), *states, step=2)
+    bad = states[:-1] + [np.zeros(4)]            # the last state has the wrong shape
+    with pytest.raises(ValueError, match=getattr(lrfast, name).spec.states[-1]):
+        _FUNC[name](p, np.ones(3), *bad, step=2)
+    assert bits_equal(p, np.ones(3)) and not any(x.any() for x in states)
+
+
+def test_adan_first_step_has_no_grad_difference():
+    # step 1: d = 0, so m = (1-b1) g, v = 0, n = (1-b3) g^2, prev_grad = g
+    p = np.array([0.5, -1.0])
+    g = np.array([2.0, -3.0])
+    opt = lrfast.Adan([p])
+    opt.step([g])
+    st = opt.state_dict()["state"][0]
+    assert not st["exp_avg_diff"].any() and bits_equal(st["prev_grad"], g)
+    assert bits_equal(st["exp_avg"], (1 - 0.98) * g + 0.98 * np.zeros(2))
+    assert bits_equal(st["exp_avg_sq"], (1 - 0.99) * (g * g) + 0.99 * np.zeros(2))
+
+
+def test_engine_holds_max_states():
+    from lrfast._dispatch import kernels as _K
+    from lrfast.optim import TABLE
+    from lrfast.optim._table import MAX_STATES
+    assert _K.N_STATES == MAX_STATES == max(len(s.states) for s in TABLE.values())

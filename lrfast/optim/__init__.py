@@ -14,7 +14,8 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
-           "Adamax", "NAdam", "RAdam", "AdaBelief", "Yogi", "ADOPT", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adamax", "NAdam", "RAdam", "AdaBelief", "Yogi", "ADOPT", "Adan",
+           "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
 
 
 class SGD(Optimizer):
@@ -176,6 +177,22 @@ class ADOPT(Optimizer):
     ``exp_avg``/``exp_avg_sq`` are Optax's ``mu``/``nu``.
     """
     spec = TABLE["ADOPT"]
+    __init__ = make_init(spec)
+
+
+class Adan(Optimizer):
+    r"""Adan (optax.adan): adaptive Nesterov momentum from the grad and its change.
+    ::
+
+        d = g - g_prev (0 on the first step);  m = (1-beta1)*g + beta1*m
+        v = (1-beta2)*d + beta2*v;  q = g + (1-beta2)*d;  n = (1-beta3)*q*q + beta3*n
+        u = (m/(1-beta1^t) + (1-beta2)*v/(1-beta2^t)) / (sqrt(n/(1-beta3^t) + eps_root) + eps)
+        p -= lr * (u + weight_decay*p)
+
+    Four state arrays: ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq`` and
+    ``prev_grad`` are Optax's ``m``, ``v``, ``n`` and ``g``.
+    """
+    spec = TABLE["Adan"]
     __init__ = make_init(spec)
 
 

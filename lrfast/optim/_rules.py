@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .._validate import is_schedule, number
-from ._table import KINDS, TABLE
+from ._table import KINDS, MAX_STATES, TABLE
 
 Key = Any
 StepFn = Callable[[Key, float], Tuple[Tuple[float, ...], Key]]
@@ -50,7 +50,7 @@ class Rule:
 
     def alloc(self, p: np.ndarray, hp: Dict[str, Any]) -> List[Optional[np.ndarray]]:
         z = [np.zeros_like(p) for _ in TABLE[self.name].states]
-        return z + [None] * (3 - len(z))
+        return z + [None] * (MAX_STATES - len(z))
 
     def check(self, hp: Dict[str, Any], where: str) -> None:
         """Cross-field checks (ranges are checked from the table)."""
@@ -298,6 +298,23 @@ class ADOPTRule(Rule):
         return fixed, step
 
 
+class AdanRule(Rule):
+    name = "Adan"
+
+    def plan(self, hp):
+        b1, b2, b3 = hp["betas"]
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, b3=b3, c3=1 - b3,
+                     eps=hp["eps"], eps_root=hp["eps_root"], wd=wd if wd != 0 else 0.0,
+                     decay=float(wd != 0))
+
+        def step(t, lr):
+            first = 1.0 if t == 0 else 0.0
+            t += 1
+            return (first, 1 - b1 ** t, 1 - b2 ** t, 1 - b3 ** t, lr), t
+        return fixed, step
+
+
 class DiagonalNewtonRule(Rule):
     name = "DiagonalNewton"
 
@@ -308,7 +325,7 @@ class DiagonalNewtonRule(Rule):
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(),
-    AdaBeliefRule(), YogiRule(), ADOPTRule(),
+    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(),
     DiagonalNewtonRule())}
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"

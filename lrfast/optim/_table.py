@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-__all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "optimizers", "cython_source"]
+__all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "MAX_STATES", "optimizers", "cython_source"]
+
+MAX_STATES = 4       # state arrays per param: the engine's TensorRec.s (src/_kernels.pxi)
 
 
 class HP(NamedTuple):
@@ -34,7 +36,7 @@ class HP(NamedTuple):
 
     ``check`` names a range: ``"ge0"`` (>= 0), ``"gt0"`` (> 0), ``"unit"``
     ([0, 1]), ``"unit_open"`` ([0, 1)), ``"real"`` (any finite number),
-    ``"bool"``, ``"betas"`` (a pair in [0, 1)). Numbers may be schedules unless
+    ``"bool"``, ``"betas"`` (a pair in [0, 1)), ``"betas3"`` (a triple in [0, 1)). Numbers may be schedules unless
     ``schedulable`` is False (values used only when state is allocated).
     """
     name: str
@@ -104,6 +106,8 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("adabelief", 2, ("gs", "b1", "c1", "b2", "c2", "eps", "eps_root"), ("bc1", "bc2", "lr")),
     Kind("yogi", 2, ("gs", "b1", "c1", "c2", "eps"), ("bc1", "bc2", "lr")),
     Kind("adopt", 2, ("gs", "b1", "c1", "b2", "c2", "eps"), ("first", "clip", "lr")),
+    Kind("adan", 4, ("gs", "b1", "c1", "b2", "c2", "b3", "c3", "eps", "eps_root", "wd", "decay"),
+         ("first", "bc1", "bc2", "bc3", "lr")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -184,6 +188,12 @@ _ROWS = (
          {"optax": "optax.contrib.adopt (state mu = exp_avg, nu = exp_avg_sq; "
                    "use_clipping=True, clip (t-1)**0.25, nesterov=False)"},
          "adopt", bench={"lr": 1e-3}),
+    Spec("Adan", "adan", ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"),
+         (_LR(1e-3), HP("betas", (0.98, 0.92, 0.99), "betas3"), HP("eps", 1e-8, "gt0"),
+          HP("eps_root", 1e-8, "ge0"), _WD()),
+         "Adan: adaptive Nesterov momentum from the grad and its difference (Xie et al. 2022)",
+         {"optax": "optax.adan (state m = exp_avg, v = exp_avg_diff, n = exp_avg_sq, "
+                   "g = prev_grad)"}, "adan", bench={"lr": 1e-3}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
@@ -236,11 +246,13 @@ def cython_source() -> Dict[str, str]:
     head = "\n".join(out) + "\n"
     out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
             "cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0,",
-            "                        real* s1, real* s2, Py_ssize_t n, const double* r) noexcept nogil:"]
+            "                        real* s1, real* s2, real* s3, Py_ssize_t n,",
+            "                        const double* r) noexcept nogil:"]
     for i, k in enumerate(kinds):
         kw = "if" if i == 0 else "elif"
         out.append(f"    {kw} kind == K_{k.name.upper()}:")
-        out.append(f"        _{k.name}(p, g, h, s0, s1, s2, n, <const {_struct(k)}*>r)")
+        s3 = " s3," if k.n_states > 3 else ""     # only the kinds with a 4th state take s3
+        out.append(f"        _{k.name}(p, g, h, s0, s1, s2,{s3} n, <const {_struct(k)}*>r)")
     return {"_table.pxi": head, "_table_dispatch.pxi": "\n".join(out) + "\n"}
 
 
