@@ -16,7 +16,8 @@ import math
 import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
-           "radam", "rprop", "asgd", "lion", "clip_coef", "global_norm", "STEPPERS"]
+           "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
+           "clip_coef", "global_norm", "STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -60,6 +61,12 @@ def init_state(name, p, **hp):
         return {"ax": z(p), "eta": None, "mu": 1.0}
     if name == "Lion":
         return {"exp_avg": z(p)}
+    if name in ("AdaBelief", "ADOPT"):
+        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
+    if name == "Yogi":
+        return {"exp_avg": np.full_like(p, 1e-6), "exp_avg_sq": np.full_like(p, 1e-6)}
+    if name == "Adan":
+        return {"exp_avg": z(p), "exp_avg_diff": z(p), "exp_avg_sq": z(p), "prev_grad": z(p)}
     raise ValueError(name)
 
 
@@ -251,11 +258,73 @@ def lion(p, g, st, *, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0, grad_scale=1
     m[...] = T(1 - b2) * g + T(b2) * m
 
 
+def adabelief(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-16, eps_root=1e-16,
+              grad_scale=1.0, step):
+    """optax.scale_by_belief + scale_by_learning_rate, in Optax's order."""
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    m, s = st["exp_avg"], st["exp_avg_sq"]
+    m[...] = T(1 - b1) * g + T(b1) * m
+    d = g - m
+    s[...] = T(1 - b2) * (d * d) + T(b2) * s + T(eps_root)
+    p -= T(lr) * (m / T(1 - b1 ** step) / (np.sqrt(s / T(1 - b2 ** step)) + T(eps)))
+
+
+def yogi(p, g, st, *, lr=1e-2, betas=(0.9, 0.999), eps=1e-3, grad_scale=1.0, step):
+    """optax.scale_by_yogi + scale_by_learning_rate; moments start at 1e-6."""
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m[...] = T(1 - b1) * g + T(b1) * m
+    g2 = g * g
+    d = v - g2
+    sg = (d > 0).astype(p.dtype) - (d < 0).astype(p.dtype)
+    v[...] = v - T(1 - b2) * sg * g2
+    p -= T(lr) * (m / T(1 - b1 ** step) / (np.sqrt(v / T(1 - b2 ** step)) + T(eps)))
+
+
+def adopt(p, g, st, *, lr=1e-3, betas=(0.9, 0.9999), eps=1e-6, grad_scale=1.0, step):
+    """optax.contrib.adopt (use_clipping=True, nesterov=False) + scale_by_learning_rate."""
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    if step == 1:
+        v[...] = g * g
+        return
+    c = T(float(step - 1) ** 0.25)
+    u = np.minimum(np.maximum(g / np.maximum(np.sqrt(v), T(eps)), -c), c)
+    v[...] = T(1 - b2) * (g * g) + T(b2) * v
+    m[...] = T(1 - b1) * u + T(b1) * m
+    p -= T(lr) * m
+
+
+def adan(p, g, st, *, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, eps_root=1e-8,
+         weight_decay=0.0, grad_scale=1.0, step):
+    """optax.scale_by_adan + add_decayed_weights + scale_by_learning_rate."""
+    T = p.dtype.type
+    b1, b2, b3 = betas
+    g = _g(p, g, False, grad_scale)
+    m, v, n, gp = st["exp_avg"], st["exp_avg_diff"], st["exp_avg_sq"], st["prev_grad"]
+    d = np.zeros_like(g) if step == 1 else g - gp
+    m[...] = T(1 - b1) * g + T(b1) * m
+    v[...] = T(1 - b2) * d + T(b2) * v
+    q = g + T(1 - b2) * d
+    n[...] = T(1 - b3) * (q * q) + T(b3) * n
+    gp[...] = g
+    u = (m / T(1 - b1 ** step) + T(1 - b2) * (v / T(1 - b2 ** step))) / (
+        np.sqrt(n / T(1 - b3 ** step) + T(eps_root)) + T(eps))
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    p -= T(lr) * u
 
 
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
             "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
-            "Rprop": rprop, "ASGD": asgd, "Lion": lion}
+            "Rprop": rprop, "ASGD": asgd, "Lion": lion,
+            "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt, "Adan": adan}
 
 
 def global_norm(grads):

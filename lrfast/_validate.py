@@ -144,9 +144,11 @@ def check_value(v: Any, name: str, check: str, where: str = "") -> Any:
         if not is_bool(v):
             raise TypeError(f"{where}{name} must be a bool, got {v!r}")
         return bool(v)
-    if check == "betas":
-        if not isinstance(v, (tuple, list)) or len(v) != 2:
+    if check == "betas" or check == "betas3":
+        if check == "betas" and (not isinstance(v, (tuple, list)) or len(v) != 2):
             raise ValueError(f"{where}{name} must be a pair (beta1, beta2), got {v!r}")
+        if check == "betas3" and (not isinstance(v, (tuple, list)) or len(v) != 3):
+            raise ValueError(f"{where}{name} must be a triple (beta1, beta2, beta3), got {v!r}")
         return tuple(b if is_schedule(b) else check_value(b, f"{name}[{i}]", "unit_open", where)
                      for i, b in enumerate(v))
     if check in _PAIRS:

@@ -25,11 +25,12 @@ from ._dispatch import kernels as _K
 from ._typing import Array
 from ._validate import MAX_STEP, check_value, step_count
 from .optim._rules import RULES
-from .optim._table import KINDS, TABLE
+from .optim._table import KINDS, MAX_STATES, TABLE
 
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step",
-           "rprop_step", "asgd_step", "lion_step"]
+           "rprop_step", "asgd_step", "lion_step", "adabelief_step", "yogi_step", "adopt_step",
+           "adan_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 
@@ -79,8 +80,9 @@ def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]],
                 raise ValueError(f"{name.lower()}_step: state array {sname!r} is required "
                                  "with these hyperparameters, got None")
     sv, newkey = stepfn(key, lr)
-    st = list(states) + [None] * (3 - len(states))
-    _K.step_one(kind, p, g, st[0], st[1], st[2], fixed + sv, None, f"{name.lower()}_step", names)
+    s = list(states) + [None] * (MAX_STATES - len(states))
+    _K.step_one(kind, p, g, s[0], s[1], s[2], fixed + sv, None, f"{name.lower()}_step", names,
+                s[3])
     return newkey
 
 
@@ -225,3 +227,35 @@ def lion_step(p: Array, g: Array, exp_avg: Array, *, lr: float = 1e-4, beta1: fl
     """Lion (see :class:`lrfast.Lion`): ``exp_avg`` is optax's ``mu``."""
     hp = dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay)
     _run("Lion", p, g, [exp_avg], hp, 0)
+def adabelief_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *,
+                   lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                   eps: float = 1e-16, eps_root: float = 1e-16, step: int) -> None:
+    """AdaBelief (see :class:`lrfast.AdaBelief`)."""
+    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, eps_root=eps_root)
+    _run("AdaBelief", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+
+
+def yogi_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-2,
+              beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-3, step: int) -> None:
+    """Yogi (see :class:`lrfast.Yogi`; fresh moments are filled with 1e-6)."""
+    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps)
+    _run("Yogi", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+
+
+def adopt_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
+               beta1: float = 0.9, beta2: float = 0.9999, eps: float = 1e-6,
+               step: int) -> None:
+    """ADOPT (see :class:`lrfast.ADOPT`); ``step=1`` only fills ``exp_avg_sq``."""
+    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps)
+    _run("ADOPT", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+
+
+def adan_step(p: Array, g: Array, exp_avg: Array, exp_avg_diff: Array, exp_avg_sq: Array,
+              prev_grad: Array, *, lr: float = 1e-3, beta1: float = 0.98, beta2: float = 0.92,
+              beta3: float = 0.99, eps: float = 1e-8, eps_root: float = 1e-8,
+              weight_decay: float = 0.0, step: int) -> None:
+    """Adan (see :class:`lrfast.Adan`); on ``step=1`` the grad difference is 0."""
+    hp = dict(lr=lr, betas=(beta1, beta2, beta3), eps=eps, eps_root=eps_root,
+              weight_decay=weight_decay)
+    _run("Adan", p, g, [exp_avg, exp_avg_diff, exp_avg_sq, prev_grad], hp,
+         _step_arg(step) - 1)

@@ -92,7 +92,7 @@ ctypedef fused real:
 include "_table.pxi"
 
 cdef enum:
-    MAX_STATES = 3   # state arrays per param
+    MAX_STATES = 4   # state arrays per param (lrfast/optim/_table.py MAX_STATES)
     BLOCK = 4096     # elements per reduction block (fixed: results never depend on threads)
 
 N_STATES = MAX_STATES
@@ -568,7 +568,8 @@ cdef inline real _decay(real p, real dm, bint decoupled) noexcept nogil:
 # --------------------------------------------------------------------------
 # Update loops, one per kernel kind, all with one signature: p: param (IN/OUT),
 # g: grad (IN, never written), h: auxiliary input (IN, NULL unless the kind
-# reads one), s0..s2: state (IN/OUT, NULL when not allocated), r: the kind's
+# reads one), s0..s2 (and s3, for kinds with 4 states): state (IN/OUT, NULL when not
+# allocated), r: the kind's
 # named scalar row (lrfast/optim/_table.py lists its fields; the row plans in
 # lrfast/optim/_rules.py fill them). Scalars are cast once to the param dtype.
 # --------------------------------------------------------------------------
@@ -813,6 +814,127 @@ cdef void _lion(real* p, const real* g, const real* h, real* m, real* s1, real* 
         m[i] = c2 * gi + b2 * mi
 
 
+# ---- Optax's modern set (reference: optax 0.2.x; each loop in Optax's operation order)
+cdef inline real _nanmin(real a, real b) noexcept nogil:
+    # np.minimum semantics: a NaN in either argument gives NaN.
+    return a if (a <= b or a != a) else b
+
+
+cdef void _adabelief(real* p, const real* g, const real* h, real* m, real* s, real* s2,
+                     Py_ssize_t n, const AdabeliefRow* r) noexcept nogil:
+    # optax.scale_by_belief: m = (1-b1)*g + b1*m;  s = (1-b2)*(g-m)^2 + b2*s + eps_root
+    # p -= lr * (m/bc1) / (sqrt(s/bc2) + eps)
+    cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, eps = <real>r.eps, er = <real>r.eps_root
+    cdef real bc1 = <real>r.bc1, bc2 = <real>r.bc2, lr = <real>r.lr
+    cdef Py_ssize_t i
+    cdef real gi, mi, si, d
+    for i in range(n):
+        gi = gs * g[i]
+        mi = c1 * gi + b1 * m[i]
+        m[i] = mi
+        d = gi - mi
+        si = c2 * (d * d) + b2 * s[i] + er
+        s[i] = si
+        p[i] = p[i] - lr * (mi / bc1 / (_sqrt(si / bc2) + eps))
+
+
+cdef void _yogi(real* p, const real* g, const real* h, real* m, real* v, real* s2,
+                Py_ssize_t n, const YogiRow* r) noexcept nogil:
+    # optax.scale_by_yogi: m = (1-b1)*g + b1*m;  v = v - (1-b2)*sign(v - g*g)*g*g
+    # p -= lr * (m/bc1) / (sqrt(v/bc2) + eps)
+    cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, c2 = <real>r.c2
+    cdef real eps = <real>r.eps, bc1 = <real>r.bc1, bc2 = <real>r.bc2, lr = <real>r.lr
+    cdef real one = 1, zero = 0
+    cdef Py_ssize_t i
+    cdef real gi, mi, vi, g2, d, sg
+    for i in range(n):
+        gi = gs * g[i]
+        mi = c1 * gi + b1 * m[i]
+        m[i] = mi
+        g2 = gi * gi
+        vi = v[i]
+        d = vi - g2
+        sg = (one if d > zero else zero) - (one if d < zero else zero)
+        vi = vi - c2 * sg * g2
+        v[i] = vi
+        p[i] = p[i] - lr * (mi / bc1 / (_sqrt(vi / bc2) + eps))
+
+
+cdef void _adopt(real* p, const real* g, const real* h, real* m, real* v, real* s2,
+                 Py_ssize_t n, const AdoptRow* r) noexcept nogil:
+    # optax.contrib.adopt (use_clipping, no nesterov). First step: v = g*g only.
+    # Then u = clip(g / max(sqrt(v_old), eps), -c, c) with c = (t-1)**0.25,
+    # v = (1-b2)*g*g + b2*v;  m = (1-b1)*u + b1*m;  p -= lr*m
+    cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, eps = <real>r.eps, c = <real>r.clip, lr = <real>r.lr
+    cdef real nc = -c
+    cdef bint first = r.first != 0
+    cdef Py_ssize_t i
+    cdef real gi, mi, vi, u
+    if first:
+        for i in range(n):
+            gi = gs * g[i]
+            v[i] = gi * gi
+        return
+    for i in range(n):
+        gi = gs * g[i]
+        vi = v[i]
+        u = _nanmin(_nanmax(gi / _nanmax(_sqrt(vi), eps), nc), c)
+        v[i] = c2 * (gi * gi) + b2 * vi
+        mi = c1 * u + b1 * m[i]
+        m[i] = mi
+        p[i] = p[i] - lr * mi
+
+
+cdef inline void _adan_loop(real* p, const real* g, real* m, real* v, real* nn, real* gp,
+                            Py_ssize_t n, const AdanRow* r, bint first, bint decay) noexcept nogil:
+    cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, b3 = <real>r.b3, c3 = <real>r.c3, eps = <real>r.eps
+    cdef real er = <real>r.eps_root, wd = <real>r.wd, bc1 = <real>r.bc1, bc2 = <real>r.bc2
+    cdef real bc3 = <real>r.bc3, lr = <real>r.lr
+    cdef Py_ssize_t i
+    cdef real gi, pi, di, mi, vi, q, ni, u
+    for i in range(n):
+        gi = gs * g[i]
+        pi = p[i]
+        if first:
+            di = 0
+        else:
+            di = gi - gp[i]
+        mi = c1 * gi + b1 * m[i]
+        m[i] = mi
+        vi = c2 * di + b2 * v[i]
+        v[i] = vi
+        q = gi + c2 * di
+        ni = c3 * (q * q) + b3 * nn[i]
+        nn[i] = ni
+        gp[i] = gi
+        u = (mi / bc1 + c2 * (vi / bc2)) / (_sqrt(ni / bc3 + er) + eps)
+        if decay:
+            u = u + wd * pi
+        p[i] = pi - lr * u
+
+
+cdef void _adan(real* p, const real* g, const real* h, real* m, real* v, real* nn, real* gp,
+                Py_ssize_t n, const AdanRow* r) noexcept nogil:
+    # optax.scale_by_adan + add_decayed_weights + scale_by_learning_rate (4 states: the
+    # linear recursions of m, v and the previous grad have three modes, b1, b2 and 0,
+    # with separate bias corrections, so none can be folded into another):
+    # d = g - g_prev (0 on the first step);  m = (1-b1)*g + b1*m;  v = (1-b2)*d + b2*v
+    # q = g + (1-b2)*d;  n = (1-b3)*q*q + b3*n;  g_prev = g
+    # u = (m/bc1 + (1-b2)*(v/bc2)) / (sqrt(n/bc3 + eps_root) + eps) (+ wd*p);  p -= lr*u
+    # One loop per (first step, weight decay): each specialization vectorizes.
+    cdef bint first = r.first != 0, decay = r.decay != 0
+    if first:
+        if decay:
+            _adan_loop(p, g, m, v, nn, gp, n, r, True, True)
+        else:
+            _adan_loop(p, g, m, v, nn, gp, n, r, True, False)
+    elif decay:
+        _adan_loop(p, g, m, v, nn, gp, n, r, False, True)
+    else:
+        _adan_loop(p, g, m, v, nn, gp, n, r, False, False)
 
 
 cdef void _diag_newton(real* p, const real* g, const real* h, real* s0, real* s1, real* s2,
@@ -929,11 +1051,11 @@ cdef void _run_task(Data* d, int k) noexcept nogil:
     if t.dtype == 0:
         _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
                <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
-               <float*>_shift(t.s[2], o, 4), tk.n, r)
+               <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), tk.n, r)
     else:
         _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
                <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
-               <double*>_shift(t.s[2], o, 8), tk.n, r)
+               <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), tk.n, r)
 
 
 cdef void _run_part(Data* d, Py_ssize_t k) noexcept nogil:
@@ -1107,7 +1229,8 @@ cdef class Engine:
         self.d.ntensors = n
         self.ntensors = n
         self._params = list(params)
-        self._states = [list(s) if s is not None else [None] * MAX_STATES for s in states]
+        self._states = [list(s) + [None] * (MAX_STATES - len(s)) if s is not None
+                        else [None] * MAX_STATES for s in states]
         self._shapes = [x.shape for x in params]
         self.d.t = <TensorRec*>calloc(max(n, 1), sizeof(TensorRec))
         if self.d.t == NULL:
@@ -1544,7 +1667,8 @@ cdef int _state_error(object x, object p, int j, tuple names, str where) except 
     raise ValueError(f"{where}: {what} memory layout differs from the param's")
 
 
-def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple names=None):
+def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple names=None,
+             s3=None):
     """Apply kernel ``kind`` to one param in place: the functional layer's
     entry. Validates the param, its state arrays (``names`` name them in
     errors), the grad and the auxiliary input, and that no two of them
@@ -1558,8 +1682,8 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     cdef Py_ssize_t j, k, n, per, pos = 0
     cdef int nparts, nt
     cdef cnp.ndarray pa, sa
-    cdef uintptr_t lo[5]
-    cdef uintptr_t hi[5]
+    cdef uintptr_t lo[1 + MAX_STATES]
+    cdef uintptr_t hi[1 + MAX_STATES]
     if not 0 <= kind < N_KINDS:
         raise ValueError(f"unknown kernel kind {kind}")
     if len(row) != _ROW_LEN[kind]:
@@ -1575,10 +1699,10 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     t.c_contig = cnp.PyArray_IS_C_CONTIGUOUS(pa)
     t.f_contig = cnp.PyArray_IS_F_CONTIGUOUS(pa)
     cdef int ns = 0
-    cdef int which[4]
+    cdef int which[1 + MAX_STATES]
     which[0] = -1
     arrays = [p]
-    for j, x in enumerate((s0, s1, s2)):
+    for j, x in enumerate((s0, s1, s2, s3)):
         if x is None:
             continue
         if not cnp.PyArray_CheckExact(x) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x) \

@@ -46,6 +46,15 @@ CASES = [
     ("ASGD", dict(lr=0.05, lambd=1e-2, alpha=0.5, t0=2.0, weight_decay=0.01, maximize=True)),
     ("Lion", dict(lr=0.01)),
     ("Lion", dict(lr=0.01, betas=(0.8, 0.95), weight_decay=0.1)),
+    # the modern set (Optax references)
+    ("AdaBelief", dict(lr=0.01)),
+    ("AdaBelief", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, eps_root=0.0)),
+    ("Yogi", dict(lr=0.01)),
+    ("Yogi", dict(lr=0.05, betas=(0.8, 0.99), eps=1e-6)),
+    ("ADOPT", dict(lr=0.01)),
+    ("ADOPT", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-4)),
+    ("Adan", dict(lr=0.01)),
+    ("Adan", dict(lr=0.01, betas=(0.9, 0.8, 0.95), eps=1e-6, eps_root=0.0, weight_decay=0.02)),
 ]
 
 
@@ -92,6 +101,11 @@ BAD_BY_CHECK = {
                    ((1e-6, _INF), ValueError), ((_NAN, 50.0), ValueError), ((1e-6,), ValueError),
                    (1e-6, ValueError), (("a", 50.0), TypeError), ((1e-6, None), TypeError),
                    ((False, 50.0), TypeError), ((1e-6, lambda n: 1.0), TypeError)],
+    "betas3": [((1.0, 0.9, 0.99), ValueError), ((0.9, 0.9, 1.0), ValueError),
+               ((0.9, -0.1, 0.99), ValueError), ((0.9, 0.9, _NAN), ValueError),
+               ((0.9, 0.99), ValueError), (0.9, ValueError), ((0.9, 0.9, 0.9, 0.9), ValueError),
+               (("a", 0.9, 0.9), TypeError), ((0.9, None, 0.9), TypeError),
+               ((0.9, 0.9, True), TypeError)],
 }
 
 

@@ -444,7 +444,9 @@ def test_schedule_going_bad_raises_before_writing(name, key, bad):
     g1 = {"params": params[2:]}
     if key.startswith("betas"):
         i = int(key[-1])
-        g1["betas"] = (sched, 0.999) if i == 0 else (0.9, sched)
+        betas = list(getattr(lrfast, name).spec.defaults["betas"])   # a pair or a triple
+        betas[i] = sched
+        g1["betas"] = tuple(betas)
     else:
         g1[key] = sched
     opt = getattr(lrfast, name)([{"params": params[:2]}, g1], **FULL[name])
@@ -673,6 +675,11 @@ def _load_cases(name):
         del cases["array_missing"]   # a missing momentum_buffer is valid: not started yet
     if getattr(lrfast, name).spec.has_step:
         cases.update(STEP_CASES)
+    defaults = getattr(lrfast, name).spec.defaults
+    if "weight_decay" not in defaults:
+        del cases["group_wd_negative"]
+    if "maximize" not in defaults:
+        del cases["group_flag_str"]
     if "betas" in getattr(lrfast, name).spec.defaults:
         cases.update(BETAS_LOAD)
     if name == "NAdam":

@@ -52,8 +52,8 @@ def hyperparams(draw, name):
     for h in TABLE[name].hparams:
         if not draw(st.booleans()):
             continue
-        if h.check == "betas":
-            hp[h.name] = (draw(beta), draw(beta))
+        if h.check in ("betas", "betas3"):
+            hp[h.name] = tuple(draw(beta) for _ in h.default)
         elif h.check in _PAIR:
             hp[h.name] = draw(_PAIR[h.check])
         else:

@@ -69,7 +69,8 @@ def test_generated_cython_names_every_kind():
         assert f"K_{kind.name.upper()} =" in src["_table.pxi"]
         for f in kind.row_fields:
             assert f"    double {f}\n" in src["_table.pxi"]
-        assert f"_{kind.name}(p, g, h, s0, s1, s2, n," in src["_table_dispatch.pxi"]
+        s3 = " s3," if kind.n_states > 3 else ""
+        assert f"_{kind.name}(p, g, h, s0, s1, s2,{s3} n," in src["_table_dispatch.pxi"]
 
 
 @pytest.mark.parametrize("name", optimizers())

@@ -14,8 +14,8 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
-           "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "ParamGroup", "TABLE",
-           "optimizers", "make_init", "check_param"]
+           "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
+           "Adan", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
 
 
 class SGD(Optimizer):
@@ -181,6 +181,66 @@ class Lion(Optimizer):
     The weight decay term is skipped when weight_decay is 0, as optax.
     """
     spec = TABLE["Lion"]
+    __init__ = make_init(spec)
+
+
+class AdaBelief(Optimizer):
+    r"""AdaBelief (optax.adabelief): Adam whose second moment is the EMA of the
+    squared deviation of the grad from its running mean.
+    ::
+
+        m = (1-beta1)*g + beta1*m;  s = (1-beta2)*(g-m)^2 + beta2*s + eps_root
+        p -= lr * (m/(1-beta1^t)) / (sqrt(s/(1-beta2^t)) + eps)
+
+    ``exp_avg`` and ``exp_avg_sq`` are Optax's ``mu`` and ``nu`` (``nu`` includes
+    ``eps_root``, as Optax stores it).
+    """
+    spec = TABLE["AdaBelief"]
+    __init__ = make_init(spec)
+
+
+class Yogi(Optimizer):
+    r"""Yogi (optax.yogi): Adam with an additive second-moment update.
+    ::
+
+        m = (1-beta1)*g + beta1*m;  v = v - (1-beta2)*sign(v - g*g)*g*g
+        p -= lr * (m/(1-beta1^t)) / (sqrt(v/(1-beta2^t)) + eps)
+
+    Both moments start at 1e-6 (Optax's ``initial_accumulator_value``);
+    ``exp_avg``/``exp_avg_sq`` are Optax's ``mu``/``nu``.
+    """
+    spec = TABLE["Yogi"]
+    __init__ = make_init(spec)
+
+
+class ADOPT(Optimizer):
+    r"""ADOPT (optax.contrib.adopt with its defaults: clipping on, no Nesterov).
+    ::
+
+        t = 1:  v = g*g  (the param does not move)
+        t > 1:  u = clip(g / max(sqrt(v), eps), -(t-1)^0.25, (t-1)^0.25)
+                v = (1-beta2)*g*g + beta2*v;  m = (1-beta1)*u + beta1*m;  p -= lr*m
+
+    The grad is normalized by the second moment of the previous steps.
+    ``exp_avg``/``exp_avg_sq`` are Optax's ``mu``/``nu``.
+    """
+    spec = TABLE["ADOPT"]
+    __init__ = make_init(spec)
+
+
+class Adan(Optimizer):
+    r"""Adan (optax.adan): adaptive Nesterov momentum from the grad and its change.
+    ::
+
+        d = g - g_prev (0 on the first step);  m = (1-beta1)*g + beta1*m
+        v = (1-beta2)*d + beta2*v;  q = g + (1-beta2)*d;  n = (1-beta3)*q*q + beta3*n
+        u = (m/(1-beta1^t) + (1-beta2)*v/(1-beta2^t)) / (sqrt(n/(1-beta3^t) + eps_root) + eps)
+        p -= lr * (u + weight_decay*p)
+
+    Four state arrays: ``exp_avg``, ``exp_avg_diff``, ``exp_avg_sq`` and
+    ``prev_grad`` are Optax's ``m``, ``v``, ``n`` and ``g``.
+    """
+    spec = TABLE["Adan"]
     __init__ = make_init(spec)
 
 

@@ -391,8 +391,9 @@ class Optimizer(OptimizerBase):
         for k in self.defaults:
             v, check = group[k], checks[k]
             sched = is_schedule(v)
-            if sched and check == "betas":
-                raise TypeError(f"{where}give betas as a pair whose items may be schedules")
+            if sched and check in ("betas", "betas3"):
+                raise TypeError(f"{where}give betas as a {'pair' if check == 'betas' else 'triple'}"
+                                " whose items may be schedules")
             if sched:
                 if not self._schedulable(k):
                     raise TypeError(f"{where}{k} cannot be a schedule (it is used when the "
@@ -404,7 +405,7 @@ class Optimizer(OptimizerBase):
                 static[k] = v
                 continue
             static[k] = v = check_value(v, k, check, where)
-            if check == "betas":
+            if check in ("betas", "betas3"):
                 others += [(k, i, b, "unit_open") for i, b in enumerate(v) if is_schedule(b)]
         plan = GroupPlan(static, None if lr_fn else static["lr"], lr_fn, others, None, None,
                          where)
@@ -677,8 +678,9 @@ class Optimizer(OptimizerBase):
                 raise ValueError(f"group {gi}: state_dict lacks hyperparameter {k!r}")
             cur = trial[k]
             if isinstance(cur, tuple):           # betas: items may be schedules
-                if not isinstance(g[k], (tuple, list)) or len(g[k]) != 2:
-                    raise ValueError(f"group {gi}: state_dict {k} must be a pair, got {g[k]!r}")
+                if not isinstance(g[k], (tuple, list)) or len(g[k]) != len(cur):
+                    raise ValueError(f"group {gi}: state_dict {k} must be a "
+                                     f"{'pair' if len(cur) == 2 else 'triple'}, got {g[k]!r}")
                 trial[k] = tuple(c if (is_schedule(c) or f"{k}.{i}" in saved_sched) else s
                                  for i, (c, s) in enumerate(zip(cur, g[k])))
             elif not is_schedule(cur) and k not in saved_sched:
@@ -798,6 +800,7 @@ def make_init(spec: Spec) -> Callable[..., None]:
     ann: Dict[str, Any] = {"params": ParamsLike}
     for h in spec.hparams:
         ann[h.name] = (bool if h.check == "bool" else Betas if h.check == "betas"
+                       else Tuple[Hyper, Hyper, Hyper] if h.check == "betas3"
                        else Hyper if h.schedulable else float)
     fn.__annotations__ = {**ann, "max_grad_norm": Optional[float], "skip_nonfinite": bool,
                           "return": None}

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .._validate import is_schedule, number
-from ._table import KINDS, TABLE
+from ._table import KINDS, MAX_STATES, TABLE
 
 Key = Any
 StepFn = Callable[[Key, float], Tuple[Tuple[float, ...], Key]]
@@ -50,7 +50,7 @@ class Rule:
 
     def alloc(self, p: np.ndarray, hp: Dict[str, Any]) -> List[Optional[np.ndarray]]:
         z = [np.zeros_like(p) for _ in TABLE[self.name].states]
-        return z + [None] * (3 - len(z))
+        return z + [None] * (MAX_STATES - len(z))
 
     def check(self, hp: Dict[str, Any], where: str) -> None:
         """Cross-field checks (ranges are checked from the table)."""
@@ -323,6 +323,65 @@ class LionRule(Rule):
         return fixed, _plain_lr
 
 
+class AdaBeliefRule(Rule):
+    name = "AdaBelief"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
+                     eps_root=hp["eps_root"])
+
+        def step(t, lr):
+            t += 1
+            return (1 - b1 ** t, 1 - b2 ** t, lr), t
+        return fixed, step
+
+
+class YogiRule(Rule):
+    name = "Yogi"
+    initial = 1e-6          # optax.yogi's initial_accumulator_value, for both moments
+
+    def alloc(self, p, hp):
+        return [np.full_like(p, self.initial), np.full_like(p, self.initial), None]
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, c2=1 - b2, eps=hp["eps"])
+
+        def step(t, lr):
+            t += 1
+            return (1 - b1 ** t, 1 - b2 ** t, lr), t
+        return fixed, step
+
+
+class ADOPTRule(Rule):
+    name = "ADOPT"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"])
+
+        def step(t, lr):
+            # optax clips by clip_value_fn(count) = count**0.25, count = steps before this one
+            return (1.0 if t == 0 else 0.0, float(t) ** 0.25, lr), t + 1
+        return fixed, step
+
+
+class AdanRule(Rule):
+    name = "Adan"
+
+    def plan(self, hp):
+        b1, b2, b3 = hp["betas"]
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, b3=b3, c3=1 - b3,
+                     eps=hp["eps"], eps_root=hp["eps_root"], wd=wd if wd != 0 else 0.0,
+                     decay=float(wd != 0))
+
+        def step(t, lr):
+            first = 1.0 if t == 0 else 0.0
+            t += 1
+            return (first, 1 - b1 ** t, 1 - b2 ** t, 1 - b3 ** t, lr), t
+        return fixed, step
 
 
 class DiagonalNewtonRule(Rule):
@@ -334,8 +393,8 @@ class DiagonalNewtonRule(Rule):
 
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
-    AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(),
-    LionRule(), DiagonalNewtonRule())}
+    AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
+    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), DiagonalNewtonRule())}
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 

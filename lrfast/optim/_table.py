@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-__all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "optimizers", "cython_source"]
+__all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "MAX_STATES", "optimizers", "cython_source"]
+
+MAX_STATES = 4       # state arrays per param: the engine's TensorRec.s (src/_kernels.pxi)
 
 
 class HP(NamedTuple):
@@ -34,8 +36,8 @@ class HP(NamedTuple):
 
     ``check`` names a range: ``"ge0"`` (>= 0), ``"gt0"`` (> 0), ``"unit"``
     ([0, 1]), ``"unit_open"`` ([0, 1)), ``"real"`` (any finite number),
-    ``"bool"``, ``"betas"`` (a pair in [0, 1)), ``"etas"`` (a pair
-    ``0 < etaminus < 1 < etaplus``), ``"step_sizes"`` (a pair
+    ``"bool"``, ``"betas"`` (a pair in [0, 1)), ``"betas3"`` (a triple in [0, 1)),
+    ``"etas"`` (a pair ``0 < etaminus < 1 < etaplus``), ``"step_sizes"`` (a pair
     ``0 <= min <= max``). Numbers may be schedules unless
     ``schedulable`` is False (values used only when state is allocated).
     """
@@ -106,6 +108,11 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("rprop", 2, ("gs", "etaminus", "etaplus", "smin", "smax"), ("lr", "first")),
     Kind("asgd", 1, _GD, ("dm", "eta", "mu", "avg")),
     Kind("lion", 1, ("gs", "wd", "b1", "c1", "b2", "c2"), ("lr",)),
+    Kind("adabelief", 2, ("gs", "b1", "c1", "b2", "c2", "eps", "eps_root"), ("bc1", "bc2", "lr")),
+    Kind("yogi", 2, ("gs", "b1", "c1", "c2", "eps"), ("bc1", "bc2", "lr")),
+    Kind("adopt", 2, ("gs", "b1", "c1", "b2", "c2", "eps"), ("first", "clip", "lr")),
+    Kind("adan", 4, ("gs", "b1", "c1", "b2", "c2", "b3", "c3", "eps", "eps_root", "wd", "decay"),
+         ("first", "bc1", "bc2", "bc3", "lr")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -183,6 +190,29 @@ _ROWS = (
          (_LR(1e-4), HP("betas", (0.9, 0.99), "betas"), _WD()),
          "Lion: the sign of an interpolated momentum (Chen et al. 2023)",
          {"optax": "optax.lion"}, "lion", bench={"lr": 1e-4}),
+    Spec("AdaBelief", "adabelief", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-3), _BETAS, HP("eps", 1e-16, "gt0"), HP("eps_root", 1e-16, "ge0")),
+         "AdaBelief: Adam whose second moment tracks the grad's deviation from its mean "
+         "(Zhuang et al. 2020)",
+         {"optax": "optax.adabelief (state mu = exp_avg, nu = exp_avg_sq)"}, "adabelief",
+         bench={"lr": 1e-3}),
+    Spec("Yogi", "yogi", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-2), _BETAS, HP("eps", 1e-3, "gt0")),
+         "Yogi: Adam with an additive, sign-controlled second moment (Zaheer et al. 2018)",
+         {"optax": "optax.yogi (state mu = exp_avg, nu = exp_avg_sq; both start at 1e-6)"},
+         "yogi", bench={"lr": 1e-2}),
+    Spec("ADOPT", "adopt", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-3), HP("betas", (0.9, 0.9999), "betas"), HP("eps", 1e-6, "gt0")),
+         "ADOPT: Adam normalized by the previous second moment, clipped (Taniguchi et al. 2024)",
+         {"optax": "optax.contrib.adopt (state mu = exp_avg, nu = exp_avg_sq; "
+                   "use_clipping=True, clip (t-1)**0.25, nesterov=False)"},
+         "adopt", bench={"lr": 1e-3}),
+    Spec("Adan", "adan", ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"),
+         (_LR(1e-3), HP("betas", (0.98, 0.92, 0.99), "betas3"), HP("eps", 1e-8, "gt0"),
+          HP("eps_root", 1e-8, "ge0"), _WD()),
+         "Adan: adaptive Nesterov momentum from the grad and its difference (Xie et al. 2022)",
+         {"optax": "optax.adan (state m = exp_avg, v = exp_avg_diff, n = exp_avg_sq, "
+                   "g = prev_grad)"}, "adan", bench={"lr": 1e-3}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
@@ -235,12 +265,13 @@ def cython_source() -> Dict[str, str]:
     head = "\n".join(out) + "\n"
     out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
             "cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0,",
-            "                        real* s1, real* s2, Py_ssize_t n,",
+            "                        real* s1, real* s2, real* s3, Py_ssize_t n,",
             "                        const double* r) noexcept nogil:"]
     for i, k in enumerate(kinds):
         kw = "if" if i == 0 else "elif"
         out.append(f"    {kw} kind == K_{k.name.upper()}:")
-        out.append(f"        _{k.name}(p, g, h, s0, s1, s2, n, <const {_struct(k)}*>r)")
+        s3 = " s3," if k.n_states > 3 else ""     # only the kinds with a 4th state take s3
+        out.append(f"        _{k.name}(p, g, h, s0, s1, s2,{s3} n, <const {_struct(k)}*>r)")
     return {"_table.pxi": head, "_table_dispatch.pxi": "\n".join(out) + "\n"}
 
 
