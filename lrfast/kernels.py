@@ -80,9 +80,9 @@ def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]],
                 raise ValueError(f"{name.lower()}_step: state array {sname!r} is required "
                                  "with these hyperparameters, got None")
     sv, newkey = stepfn(key, lr)
-    s = list(states) + [None] * (MAX_STATES - len(states))
-    _K.step_one(kind, p, g, s[0], s[1], s[2], fixed + sv, None, f"{name.lower()}_step", names,
-                s[3])
+    st = list(states) + [None] * (MAX_STATES - len(states))
+    _K.step_one(kind, p, g, st[0], st[1], st[2], fixed + sv, None, f"{name.lower()}_step", names,
+                st[3])
     return newkey
 
 
