@@ -684,10 +684,6 @@ def _load_cases(name):
         cases.update(BETAS_LOAD)
     if name == "NAdam":
         cases.update(NADAM_LOAD)
-    if "weight_decay" not in getattr(lrfast, name).spec.defaults:
-        del cases["group_wd_negative"]
-    if "maximize" not in getattr(lrfast, name).spec.defaults:
-        del cases["group_flag_str"]
     if name == "Rprop":
         cases.update(RPROP_LOAD)
     if name == "ASGD":

@@ -109,7 +109,7 @@ def _sched_cases():
         spec = TABLE[name]
         hp = dict(next(h for n, h in CASES if n == name))
         for h in spec.hparams:
-            if h.schedulable and h.check not in ("bool", "betas"):
+            if h.schedulable and h.check != "bool" and not h.check.startswith("betas"):
                 out.append((name, h.name, hp))
     return out
 
