@@ -79,13 +79,14 @@ def state_index(i, n):
 # ---------------------------------------------------------------------------
 # Param groups: dicts whose every mutation is validated, or refused.
 # ---------------------------------------------------------------------------
-class ParamList(list):
-    """A group's params: read-only (add params with ``add_param_group``)."""
+class _FrozenList(list):
+    """A list whose in-place mutations raise ``TypeError(_why)``; it pickles and
+    copies as a plain list."""
+
+    _why = ""
 
     def _refuse(self, *a, **k):
-        raise TypeError("a param group's 'params' cannot be changed in place (the optimizer "
-                        "compiled its state and task list for them); use "
-                        "opt.add_param_group({'params': [...]}) or build a new optimizer")
+        raise TypeError(self._why)
 
     append = extend = insert = remove = pop = clear = sort = reverse = _refuse
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
@@ -97,16 +98,19 @@ class ParamList(list):
         return list(self)
 
 
-class GroupList(list):
+class ParamList(_FrozenList):
+    """A group's params: read-only (add params with ``add_param_group``)."""
+
+    _why = ("a param group's 'params' cannot be changed in place (the optimizer compiled its "
+            "state and task list for them); use opt.add_param_group({'params': [...]}) or "
+            "build a new optimizer")
+
+
+class GroupList(_FrozenList):
     """``opt.param_groups``: the groups may be changed key by key, not replaced."""
 
-    def _refuse(self, *a, **k):
-        raise TypeError("param_groups cannot be replaced, reordered or removed; change a "
-                        "hyperparameter with opt.param_groups[i][key] = value, or add a "
-                        "group with opt.add_param_group")
-
-    __delitem__ = __iadd__ = __imul__ = _refuse
-    insert = remove = pop = clear = sort = reverse = extend = _refuse
+    _why = ("param_groups cannot be replaced, reordered or removed; change a hyperparameter "
+            "with opt.param_groups[i][key] = value, or add a group with opt.add_param_group")
 
     def __setitem__(self, i, g):
         if not (isinstance(i, int) and list.__getitem__(self, i) is g):   # pg |= {...} stores back
@@ -114,12 +118,6 @@ class GroupList(list):
 
     def _append(self, g):
         list.append(self, g)
-
-    def append(self, g):
-        self._refuse()
-
-    def __reduce__(self):
-        return (list, (list(self),))
 
 
 class ParamGroup(dict):
