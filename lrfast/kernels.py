@@ -23,7 +23,7 @@ import numpy as np
 
 from ._dispatch import kernels as _K
 from ._typing import Array
-from ._validate import MAX_STEP, check_value, step_count
+from ._validate import _RANGES, MAX_STEP, check_value, step_count
 from .optim._rules import RULES
 from .optim._table import KINDS, MAX_STATES, TABLE
 
@@ -33,56 +33,81 @@ __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_st
            "adan_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
+# functional spellings of the table's pairs and triples
+_GROUPED = (("betas", ("beta1", "beta2", "beta3")), ("etas", ("etaminus", "etaplus")),
+            ("step_sizes", ("step_size_min", "step_size_max")))
 
 
-def _plan(name: str, hp: Dict[str, Any]):
-    """The validated row plan of optimizer ``name`` for ``hp`` (cached: a loop
-    that calls the same step with the same hyperparameters validates once)."""
-    # flat values and their exact types: equal values of one type validate alike,
+# each functional signature's hyperparameters (lr apart), in call order
+_SGD = ("momentum", "dampening", "weight_decay", "nesterov", "maximize")
+_ADAGRAD = ("lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize")
+_ADADELTA = ("rho", "eps", "weight_decay", "maximize")
+_RMSPROP = ("alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
+_ADAM = ("beta1", "beta2", "eps", "weight_decay", "amsgrad", "maximize")
+_ADAMAX = ("beta1", "beta2", "eps", "weight_decay", "maximize")
+_NADAM = ("beta1", "beta2", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
+          "maximize")
+_RADAM = ("beta1", "beta2", "eps", "weight_decay", "decoupled_weight_decay", "maximize")
+_RPROP = ("etaminus", "etaplus", "step_size_min", "step_size_max", "maximize")
+_ASGD = ("lambd", "alpha", "t0", "weight_decay", "maximize")
+_LION = ("beta1", "beta2", "weight_decay")
+_ADABELIEF = ("beta1", "beta2", "eps", "eps_root")
+_BETAS_EPS = ("beta1", "beta2", "eps")
+_ADAN = ("beta1", "beta2", "beta3", "eps", "eps_root", "weight_decay")
+
+
+def _plan(name: str, names: Tuple[str, ...], vals: Tuple[Any, ...]) -> Any:
+    """The validated row plan of optimizer ``name`` for hyperparameters
+    ``names``/``vals`` (lr excluded: it is checked per call). Cached: a loop
+    that calls the same step with the same hyperparameters validates once."""
+    # the values and their exact types: equal values of one type validate alike,
     # and True never hits the entry of 1.0
-    flat = tuple(hp.values())
-    key = (name, flat, tuple(map(type, flat)))
+    key = (name, vals)
     try:
-        return _CACHE[key]
+        plan = _CACHE[key]
+        if plan[0] == tuple(map(type, vals)):
+            return plan
     except (KeyError, TypeError):       # TypeError: an unhashable value (checked below)
         pass
-    if "beta1" in hp:                   # the functional signature spells betas out
-        hp = dict(hp)
-        hp["betas"] = (hp.pop("beta1"), hp.pop("beta2"))
+    hp = dict(zip(names, vals))
+    for group, parts in _GROUPED:      # the functional signature spells pairs out
+        if parts[0] in hp:
+            hp[group] = tuple(hp.pop(k) for k in parts if k in hp)
     spec, rule = TABLE[name], RULES[name]
     checks = {h.name: h.check for h in spec.hparams}
-    where = f"{name.lower()}_step: "
-    vals = {k: check_value(v, k, checks[k], where) for k, v in hp.items()}
-    rule.check(vals, where)
-    fixed, step = rule.plan(vals)
-    kind = KINDS[spec.kind]
-    need = rule.alloc(np.empty(0), vals)
-    out = (tuple(float(fixed[f]) for f in kind.fields), step, vals["lr"],
-           _K.KINDS[spec.kind], tuple(n for n, a in zip(spec.states, need) if a is not None),
-           spec.states)
+    where = f"{name.lower()}_step"
+    hp = {k: check_value(v, k, checks[k], where + ": ") for k, v in hp.items()}
+    hp["lr"] = 0.0
+    rule.check(hp, where + ": ")
+    fixed, step = rule.plan(hp)
+    need = rule.alloc(np.empty(0), hp)
+    lr_ok = _RANGES[checks["lr"]][0]
+    plan = (tuple(map(type, vals)), tuple(float(fixed[f]) for f in KINDS[spec.kind].fields),
+            step, _K.KINDS[spec.kind], tuple(i for i, a in enumerate(need) if a is not None),
+            spec.states, where, lr_ok, checks["lr"])
     if len(_CACHE) > 256:
         _CACHE.clear()
     try:
-        _CACHE[key] = out
+        _CACHE[key] = plan
     except TypeError:
         pass
-    return out
+    return plan
 
 
-def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]],
-         hp: Dict[str, Any], key: Any) -> Any:
+def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]], lr: Any, key: Any,
+         names: Tuple[str, ...], vals: Tuple[Any, ...]) -> Any:
     """Validate and apply one step of optimizer ``name``; ``states`` are its
     state arrays in table order (None where an option is off)."""
-    fixed, stepfn, lr, kind, needed, names = _plan(name, hp)
-    if any(s is None for s in states):
-        for sname, s in zip(names, states):
-            if s is None and sname in needed:
-                raise ValueError(f"{name.lower()}_step: state array {sname!r} is required "
-                                 "with these hyperparameters, got None")
+    _, fixed, stepfn, kind, needed, snames, where, lr_ok, lr_check = _plan(name, names, vals)
+    if not (type(lr) is float and lr - lr == 0.0 and lr_ok(lr)):
+        lr = check_value(lr, "lr", lr_check, where + ": ")
+    for i in needed:
+        if states[i] is None:
+            raise ValueError(f"{where}: state array {snames[i]!r} is required "
+                             "with these hyperparameters, got None")
     sv, newkey = stepfn(key, lr)
     st = list(states) + [None] * (MAX_STATES - len(states))
-    _K.step_one(kind, p, g, st[0], st[1], st[2], fixed + sv, None, f"{name.lower()}_step", names,
-                st[3])
+    _K.step_one(kind, p, g, st[0], st[1], st[2], fixed + sv, None, where, snames, st[3])
     return newkey
 
 
@@ -98,26 +123,24 @@ def sgd_step(p: Array, g: Array, momentum_buffer: Optional[Array] = None, *, lr:
     """SGD: ``p -= lr*g`` with momentum/nesterov (see :class:`lrfast.SGD`).
     ``first_step=True`` starts the momentum buffer (``b = g``)."""
     first_step = check_value(first_step, "first_step", "bool", "sgd_step: ")
-    hp = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-              nesterov=nesterov, maximize=maximize)
-    _run("SGD", p, g, [momentum_buffer], hp, (0, not first_step))
+    _run("SGD", p, g, [momentum_buffer], lr, (0, not first_step), _SGD,
+         (momentum, dampening, weight_decay, nesterov, maximize))
 
 
 def adagrad_step(p: Array, g: Array, state_sum: Array, *, lr: float, step: int,
                  lr_decay: float = 0.0, weight_decay: float = 0.0, eps: float = 1e-10,
                  maximize: bool = False) -> None:
     """Adagrad (see :class:`lrfast.Adagrad`)."""
-    hp = dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-              initial_accumulator_value=0.0, eps=eps, maximize=maximize)
-    _run("Adagrad", p, g, [state_sum], hp, _step_arg(step) - 1)
+    _run("Adagrad", p, g, [state_sum], lr, _step_arg(step) - 1, _ADAGRAD,
+         (lr_decay, weight_decay, 0.0, eps, maximize))
 
 
 def adadelta_step(p: Array, g: Array, square_avg: Array, acc_delta: Array, *,
                   lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                   weight_decay: float = 0.0, maximize: bool = False) -> None:
     """Adadelta (see :class:`lrfast.Adadelta`)."""
-    hp = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-    _run("Adadelta", p, g, [square_avg, acc_delta], hp, 0)
+    _run("Adadelta", p, g, [square_avg, acc_delta], lr, 0, _ADADELTA,
+         (rho, eps, weight_decay, maximize))
 
 
 def rmsprop_step(p: Array, g: Array, square_avg: Array, *,
@@ -126,9 +149,8 @@ def rmsprop_step(p: Array, g: Array, square_avg: Array, *,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
                  maximize: bool = False) -> None:
     """RMSprop (see :class:`lrfast.RMSprop`)."""
-    hp = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
-              centered=centered, maximize=maximize)
-    _run("RMSprop", p, g, [square_avg, momentum_buffer, grad_avg], hp, 0)
+    _run("RMSprop", p, g, [square_avg, momentum_buffer, grad_avg], lr, 0, _RMSPROP,
+         (alpha, eps, weight_decay, momentum, centered, maximize))
 
 
 def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
@@ -144,11 +166,11 @@ def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: floa
         decoupled_weight_decay = check_value(decoupled_weight_decay, "decoupled_weight_decay",
                                              "bool", "adam_step: ")
     decoupled = decoupled or decoupled_weight_decay
-    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-              amsgrad=amsgrad, maximize=maximize)
+    if type(step) is not int or not 0 < step <= MAX_STEP:
+        step = _step_arg(step)
     _run("AdamW" if decoupled else "Adam", p, g,
-         [exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad is True else None],
-         hp, _step_arg(step) - 1)
+         (exp_avg, exp_avg_sq, max_exp_avg_sq if amsgrad is True else None),
+         lr, step - 1, _ADAM, (beta1, beta2, eps, weight_decay, amsgrad, maximize))
 
 
 def adamw_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *,
@@ -161,10 +183,8 @@ def adamax_step(p: Array, g: Array, exp_avg: Array, exp_inf: Array, *, lr: float
                 beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
                 weight_decay: float = 0.0, step: int, maximize: bool = False) -> None:
     """Adamax (see :class:`lrfast.Adamax`)."""
-    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-              maximize=maximize)
-    _run("Adamax", p, g, [exp_avg, exp_inf], hp,
-         _step_arg(step) - 1)
+    _run("Adamax", p, g, [exp_avg, exp_inf], lr, _step_arg(step) - 1, _ADAMAX,
+         (beta1, beta2, eps, weight_decay, maximize))
 
 
 def nadam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 2e-3,
@@ -174,12 +194,11 @@ def nadam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
                maximize: bool = False) -> float:
     """NAdam (see :class:`lrfast.NAdam`). ``mu_product`` is the product of the
     momentum coefficients before this step; returns the new one."""
-    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-              momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
-              maximize=maximize)
     t = _step_arg(step) - 1
     key = RULES["NAdam"].entry_key(t, {"mu_product": mu_product}, "nadam_step")
-    return _run("NAdam", p, g, [exp_avg, exp_avg_sq], hp, key)[1]
+    return _run("NAdam", p, g, [exp_avg, exp_avg_sq], lr, key, _NADAM,
+                (beta1, beta2, eps, weight_decay, momentum_decay, decoupled_weight_decay,
+                 maximize))[1]
 
 
 def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
@@ -187,10 +206,8 @@ def radam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: flo
                weight_decay: float = 0.0, decoupled_weight_decay: bool = False, step: int,
                maximize: bool = False) -> None:
     """RAdam (see :class:`lrfast.RAdam`)."""
-    hp = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
-              decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
-    _run("RAdam", p, g, [exp_avg, exp_avg_sq], hp,
-         _step_arg(step) - 1)
+    _run("RAdam", p, g, [exp_avg, exp_avg_sq], lr, _step_arg(step) - 1, _RADAM,
+         (beta1, beta2, eps, weight_decay, decoupled_weight_decay, maximize))
 
 
 def rprop_step(p: Array, g: Array, prev: Array, step_size: Array, *, lr: float = 1e-2,
@@ -199,9 +216,8 @@ def rprop_step(p: Array, g: Array, prev: Array, step_size: Array, *, lr: float =
     """Rprop (see :class:`lrfast.Rprop`). On the first step (``step=1``)
     ``step_size`` is set to ``lr`` before it is updated (torch's initial state),
     whatever it held."""
-    hp = dict(lr=lr, etas=(etaminus, etaplus), step_sizes=(step_size_min, step_size_max),
-              maximize=maximize)
-    _run("Rprop", p, g, [prev, step_size], hp, _step_arg(step) - 1)
+    _run("Rprop", p, g, [prev, step_size], lr, _step_arg(step) - 1, _RPROP,
+         (etaminus, etaplus, step_size_min, step_size_max, maximize))
 
 
 def asgd_step(p: Array, g: Array, ax: Array, *, lr: float = 1e-2, lambd: float = 1e-4,
@@ -211,43 +227,42 @@ def asgd_step(p: Array, g: Array, ax: Array, *, lr: float = 1e-2, lambd: float =
     """ASGD (see :class:`lrfast.ASGD`). ``eta`` and ``mu`` are the values of
     the previous step (``eta=None``, the first step: ``lr``); returns the new
     ``(eta, mu)``."""
-    hp = dict(lr=lr, lambd=lambd, alpha=alpha, t0=t0, weight_decay=weight_decay,
-              maximize=maximize)
     t = _step_arg(step) - 1
     key = RULES["ASGD"].entry_key(t, {"eta": 0.0 if eta is None else eta, "mu": mu},
                                   "asgd_step")
     if eta is None:
         key = (t, None, key[2])
-    k = _run("ASGD", p, g, [ax], hp, key)
+    k = _run("ASGD", p, g, [ax], lr, key, _ASGD, (lambd, alpha, t0, weight_decay, maximize))
     return k[1], k[2]
 
 
 def lion_step(p: Array, g: Array, exp_avg: Array, *, lr: float = 1e-4, beta1: float = 0.9,
               beta2: float = 0.99, weight_decay: float = 0.0) -> None:
     """Lion (see :class:`lrfast.Lion`): ``exp_avg`` is optax's ``mu``."""
-    hp = dict(lr=lr, beta1=beta1, beta2=beta2, weight_decay=weight_decay)
-    _run("Lion", p, g, [exp_avg], hp, 0)
+    _run("Lion", p, g, [exp_avg], lr, 0, _LION, (beta1, beta2, weight_decay))
+
+
 def adabelief_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *,
                    lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                    eps: float = 1e-16, eps_root: float = 1e-16, step: int) -> None:
     """AdaBelief (see :class:`lrfast.AdaBelief`)."""
-    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps, eps_root=eps_root)
-    _run("AdaBelief", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+    _run("AdaBelief", p, g, [exp_avg, exp_avg_sq], lr, _step_arg(step) - 1, _ADABELIEF,
+         (beta1, beta2, eps, eps_root))
 
 
 def yogi_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-2,
               beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-3, step: int) -> None:
     """Yogi (see :class:`lrfast.Yogi`; fresh moments are filled with 1e-6)."""
-    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps)
-    _run("Yogi", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+    _run("Yogi", p, g, [exp_avg, exp_avg_sq], lr, _step_arg(step) - 1, _BETAS_EPS,
+         (beta1, beta2, eps))
 
 
 def adopt_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
                beta1: float = 0.9, beta2: float = 0.9999, eps: float = 1e-6,
                step: int) -> None:
     """ADOPT (see :class:`lrfast.ADOPT`); ``step=1`` only fills ``exp_avg_sq``."""
-    hp = dict(lr=lr, betas=(beta1, beta2), eps=eps)
-    _run("ADOPT", p, g, [exp_avg, exp_avg_sq], hp, _step_arg(step) - 1)
+    _run("ADOPT", p, g, [exp_avg, exp_avg_sq], lr, _step_arg(step) - 1, _BETAS_EPS,
+         (beta1, beta2, eps))
 
 
 def adan_step(p: Array, g: Array, exp_avg: Array, exp_avg_diff: Array, exp_avg_sq: Array,
@@ -255,7 +270,5 @@ def adan_step(p: Array, g: Array, exp_avg: Array, exp_avg_diff: Array, exp_avg_s
               beta3: float = 0.99, eps: float = 1e-8, eps_root: float = 1e-8,
               weight_decay: float = 0.0, step: int) -> None:
     """Adan (see :class:`lrfast.Adan`); on ``step=1`` the grad difference is 0."""
-    hp = dict(lr=lr, betas=(beta1, beta2, beta3), eps=eps, eps_root=eps_root,
-              weight_decay=weight_decay)
-    _run("Adan", p, g, [exp_avg, exp_avg_diff, exp_avg_sq, prev_grad], hp,
-         _step_arg(step) - 1)
+    _run("Adan", p, g, [exp_avg, exp_avg_diff, exp_avg_sq, prev_grad], lr,
+         _step_arg(step) - 1, _ADAN, (beta1, beta2, beta3, eps, eps_root, weight_decay))

@@ -1652,6 +1652,16 @@ cdef int _check_writable(object x, str where, str what) except -1:
     return 0
 
 
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int k, nd = cnp.PyArray_NDIM(a)
+    if nd != cnp.PyArray_NDIM(b):
+        return False
+    for k in range(nd):
+        if cnp.PyArray_DIMS(a)[k] != cnp.PyArray_DIMS(b)[k]:
+            return False
+    return True
+
+
 cdef str _state_label(int j, tuple names):
     if j < 0:
         return "param"
@@ -1700,13 +1710,15 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     t.f_contig = cnp.PyArray_IS_F_CONTIGUOUS(pa)
     cdef int ns = 0
     cdef int which[1 + MAX_STATES]
+    cdef uintptr_t gl, span = <uintptr_t>(t.size * t.itemsize)
     which[0] = -1
-    arrays = [p]
+    lo[0] = <uintptr_t>t.p
     for j, x in enumerate((s0, s1, s2, s3)):
         if x is None:
             continue
         if not cnp.PyArray_CheckExact(x) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x) \
-                or _dtype_code(<cnp.ndarray>x) != t.dtype or x.shape != p.shape \
+                or _dtype_code(<cnp.ndarray>x) != t.dtype \
+                or not _same_shape(<cnp.ndarray>x, pa) \
                 or not cnp.PyArray_ISALIGNED(<cnp.ndarray>x) \
                 or ((cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>x) != t.c_contig)
                     and cnp.PyArray_NDIM(pa) > 1) \
@@ -1716,9 +1728,9 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
         t.s[j] = <char*>cnp.PyArray_DATA(<cnp.ndarray>x)
         ns += 1
         which[ns] = j
-        arrays.append(x)
+        lo[ns] = <uintptr_t>t.s[j]
     _check_array(g, "grad", where, &t)
-    if g.shape != p.shape:
+    if not _same_shape(<cnp.ndarray>g, pa):
         raise ValueError(f"{where}: grad shape {g.shape} != param shape {p.shape}")
     t.g = <char*>cnp.PyArray_DATA(<cnp.ndarray>g)
     if h is not None:
@@ -1728,16 +1740,16 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
         raise ValueError("this kernel needs an auxiliary input")
     if t.size:
         # written arrays must not overlap each other, and the grad none of them
-        for j in range(len(arrays)):
-            lo[j] = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>arrays[j])
-            hi[j] = lo[j] + <uintptr_t>(t.size * t.itemsize)
-        for j in range(len(arrays)):
-            for k in range(j + 1, len(arrays)):
+        gl = <uintptr_t>t.g
+        for j in range(ns + 1):
+            hi[j] = lo[j] + span
+        for j in range(ns + 1):
+            for k in range(j + 1, ns + 1):
                 if lo[j] < hi[k] and lo[k] < hi[j]:
                     raise ValueError(f"{where}: {_state_label(which[k], names)} overlaps the "
                                      f"{_state_label(which[j], names)} (the param and each "
                                      "state must be separate arrays)")
-            if lo[j] < <uintptr_t>t.g + <uintptr_t>(t.size * t.itemsize) and <uintptr_t>t.g < hi[j]:
+            if lo[j] < gl + span and gl < hi[j]:
                 raise ValueError(f"{where}: grad overlaps its own "
                                  f"{'param' if j == 0 else 'optimizer state'} "
                                  "(pass a separate grad array)")

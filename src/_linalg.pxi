@@ -425,10 +425,24 @@ cdef class FlatParams:
     cdef readonly Py_ssize_t n
     cdef readonly int nparams
     cdef readonly object dtype
+    cdef TensorRec* _recs       # per param: the record the grad binder checks against
+
+    def __dealloc__(self):
+        free(self._recs)
 
     def __init__(self, list params):
         cdef Py_ssize_t i
         self.pv = _bind_vec(params, True, "params")
+        free(self._recs)
+        self._recs = <TensorRec*>calloc(max(len(params), 1), sizeof(TensorRec))
+        if self._recs == NULL:
+            raise MemoryError()
+        for i in range(len(params)):
+            self._recs[i].size = self.pv.v.off[i + 1] - self.pv.v.off[i]
+            self._recs[i].dtype = self.pv.dtype
+            self._recs[i].itemsize = 4 if self.pv.dtype == 0 else 8
+            self._recs[i].c_contig = cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>params[i])
+            self._recs[i].f_contig = cnp.PyArray_IS_F_CONTIGUOUS(<cnp.ndarray>params[i])
         self._params = list(params)
         self.nparams = len(params)
         self.n = self.pv.n
@@ -480,20 +494,11 @@ cdef class FlatParams:
                     self._zeros[i] = z
                 out[i] = self._zeros[i]
                 continue
-            if not isinstance(g, _np.ndarray):
-                raise TypeError(f"param {i}: {what} must be a numpy ndarray, got "
-                                f"{type(g).__name__}")
-            if g.dtype != self.dtype:
-                raise TypeError(f"param {i}: {what} dtype {g.dtype} != param dtype {self.dtype}")
+            # the engine's grad binder: type, dtype, byte order, size, layout, alignment
+            _check_array(g, what, f"param {i}", &self._recs[i])
             if g.shape != self._shapes[i]:
                 raise ValueError(f"param {i}: {what} shape {g.shape} != param shape "
                                  f"{self._shapes[i]}")
-            if not ((self._c[i] and g.flags.c_contiguous) or (self._f[i] and g.flags.f_contiguous)):
-                raise ValueError(f"param {i}: {what} memory layout differs from the param's "
-                                 f"(param is {'C' if self._c[i] else 'F'}-contiguous; pass "
-                                 f"np.ascontiguousarray({what}) or one of the same layout)")
-            if not g.flags.aligned or not g.dtype.isnative:
-                raise ValueError(f"param {i}: {what} is not aligned or not in native byte order")
             if g.size:
                 lo = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>g)
                 j = self._overlap(lo, lo + g.size * isz)

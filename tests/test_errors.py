@@ -767,6 +767,12 @@ def _fx():
     return p, g, m, v
 
 
+def _primed(good, bad):
+    """Run ``good`` on fresh arrays (caching its plan), then ``bad``."""
+    good(*_fx())
+    return bad()
+
+
 FUNC_CASES = {
     "p_read_only": (lambda p, g, m, v: K.adam_step(_ro(p), g, m, v, step=1), ValueError,
                     [r"read-only"]),
@@ -816,6 +822,17 @@ FUNC_CASES = {
     "amsgrad_int": (lambda p, g, m, v: K.adam_step(p, g, m, v, amsgrad=1, step=1,
                                                    max_exp_avg_sq=np.zeros_like(p)),
                     TypeError, [r"amsgrad"]),
+    # a validated plan is cached by value; an equal value of another type is not a hit
+    "maximize_0_after_false": (lambda p, g, m, v: _primed(lambda q, w, e, r: K.adam_step(
+        q, w, e, r, maximize=False, step=1), lambda: K.adam_step(p, g, m, v, maximize=0,
+                                                                 step=1)),
+                               TypeError, [r"maximize"]),
+    "lr_true_after_one": (lambda p, g, m, v: _primed(lambda q, w, e, r: K.adam_step(
+        q, w, e, r, lr=1.0, step=1), lambda: K.adam_step(p, g, m, v, lr=True, step=1)),
+                          TypeError, [r"lr"]),
+    "eps_true_after_one": (lambda p, g, m, v: _primed(lambda q, w, e, r: K.adamax_step(
+        q, w, e, r, eps=1.0, step=1), lambda: K.adamax_step(p, g, m, v, eps=True, step=1)),
+                           TypeError, [r"eps"]),
     "sgd_momentum_no_buffer": (lambda p, g, m, v: K.sgd_step(p, g, lr=0.1, momentum=0.9),
                                ValueError, [r"momentum_buffer"]),
     "sgd_nesterov_no_momentum": (lambda p, g, m, v: K.sgd_step(p, g, m, lr=0.1, nesterov=True),
