@@ -175,7 +175,8 @@ def schedule_value(fn: Callable[[int], Any], n: int, name: str, check: str,
         raise
     except Exception as e:
         raise ValueError(f"{where}schedule for {name} failed at step {n}: {e}") from e
-    if type(v) is float and v - v == 0.0 and _RANGES[check][0](v):
+    if type(v) is float and v - v == 0.0 and (v >= 0.0 if check == "ge0"
+                                              else _RANGES[check][0](v)):
         return v                          # fast path: a finite float in range
     if isinstance(v, np.ndarray) and v.ndim == 0:
         v = v[()]

@@ -114,10 +114,11 @@ class Sequence(Schedule):
         self._b = np.array(self.boundaries, dtype=np.int64)
         self._offsets = [0] + self.boundaries
         self._config = {"schedules": list(self.schedules), "boundaries": list(self.boundaries)}
+        self._pieces = tuple(s._scalar for s in self.schedules)   # once per step: no lookups
 
     def _scalar(self, n):
         i = bisect_right(self.boundaries, n)
-        return self.schedules[i]._scalar(n - self._offsets[i])
+        return self._pieces[i](n - self._offsets[i])
 
     def _array(self, n):
         idx = np.searchsorted(self._b, n, side="right")
