@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
+           "lamb", "lars", "novograd", "tensor_sumsq",
            "clip_coef", "global_norm", "STEPPERS"]
 
 
@@ -36,38 +37,35 @@ def _decay(p, lr, weight_decay, decoupled):
         p *= p.dtype.type(1 - lr * weight_decay)
 
 
+_ZERO_STATES = {
+    "Adadelta": ("square_avg", "acc_delta"),
+    "RMSprop": ("square_avg", "momentum_buffer", "grad_avg"),
+    "Adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    "AdamW": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    "Adamax": ("exp_avg", "exp_inf"),
+    "NAdam": ("exp_avg", "exp_avg_sq"), "RAdam": ("exp_avg", "exp_avg_sq"),
+    "Rprop": ("prev", "step_size"), "ASGD": ("ax",), "Lion": ("exp_avg",),
+    "AdaBelief": ("exp_avg", "exp_avg_sq"), "ADOPT": ("exp_avg", "exp_avg_sq"),
+    "Adan": ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"),
+    "Lamb": ("exp_avg", "exp_avg_sq"), "LARS": ("trace",), "NovoGrad": ("exp_avg",),
+}
+_SCALAR_STATES = {"NAdam": {"mu_product": 1.0}, "ASGD": {"eta": None, "mu": 1.0},
+                  "NovoGrad": {"nu": 0.0}}
+
+
 def init_state(name, p, **hp):
     """Fresh state of optimizer ``name`` for param ``p`` (torch's names)."""
-    z = np.zeros_like
     if name == "SGD":
         return {"momentum_buffer": None}
     if name == "Adagrad":
         return {"sum": np.full_like(p, hp.get("initial_accumulator_value", 0.0))}
-    if name == "Adadelta":
-        return {"square_avg": z(p), "acc_delta": z(p)}
-    if name == "RMSprop":
-        return {"square_avg": z(p), "momentum_buffer": z(p), "grad_avg": z(p)}
-    if name in ("Adam", "AdamW"):
-        return {"exp_avg": z(p), "exp_avg_sq": z(p), "max_exp_avg_sq": z(p)}
-    if name == "Adamax":
-        return {"exp_avg": z(p), "exp_inf": z(p)}
-    if name == "NAdam":
-        return {"exp_avg": z(p), "exp_avg_sq": z(p), "mu_product": 1.0}
-    if name == "RAdam":
-        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
-    if name == "Rprop":
-        return {"prev": z(p), "step_size": z(p)}
-    if name == "ASGD":
-        return {"ax": z(p), "eta": None, "mu": 1.0}
-    if name == "Lion":
-        return {"exp_avg": z(p)}
-    if name in ("AdaBelief", "ADOPT"):
-        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
-    if name == "Yogi":
+    if name == "Yogi":           # optax.yogi starts both moments at 1e-6
         return {"exp_avg": np.full_like(p, 1e-6), "exp_avg_sq": np.full_like(p, 1e-6)}
-    if name == "Adan":
-        return {"exp_avg": z(p), "exp_avg_diff": z(p), "exp_avg_sq": z(p), "prev_grad": z(p)}
-    raise ValueError(name)
+    if name not in _ZERO_STATES:
+        raise ValueError(name)
+    st = {k: np.zeros_like(p) for k in _ZERO_STATES[name]}
+    st.update(_SCALAR_STATES.get(name, {}))
+    return st
 
 
 def sgd(p, g, st, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
@@ -321,10 +319,88 @@ def adan(p, g, st, *, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, eps_root=1e-8
     p -= T(lr) * u
 
 
+BLOCK = 4096     # the kernels' reduction block
+
+
+def _pairwise(x):
+    """The kernels' pairwise sum: halves down to 8 terms, summed in order."""
+    if len(x) <= 8:
+        s = 0.0
+        for v in x:
+            s = s + v
+        return s
+    h = len(x) // 2
+    return _pairwise(x[:h]) + _pairwise(x[h:])
+
+
+def tensor_sumsq(x):
+    """Sum of squares of one tensor exactly as the kernels' read-only pass:
+    squares in double; per block of 4096, element k joins lane k % 8 in order;
+    lanes combined pairwise; blocks combined by ``_pairwise``."""
+    sq = np.asarray(x).astype(np.float64, order="K").ravel(order="K")    # memory order
+    sq = sq * sq
+    totals = []
+    for b in range(0, len(sq), BLOCK):
+        blk = sq[b:b + BLOCK]
+        rows = np.zeros(-(-len(blk) // 8) * 8)
+        rows[:len(blk)] = blk
+        a = np.add.accumulate(rows.reshape(-1, 8), axis=0)[-1]     # sequential per lane
+        totals.append(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])))
+    return _pairwise(totals)
+
+
+def lamb(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
+         eps_root=0.0, grad_scale=1.0, step):
+    """optax.lamb: scale_by_adam, add_decayed_weights, scale_by_trust_ratio, lr."""
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m[...] = T(1 - b1) * g + T(b1) * m
+    v[...] = T(1 - b2) * (g * g) + T(b2) * v
+    u = m / T(1 - b1 ** step) / (np.sqrt(v / T(1 - b2 ** step) + T(eps_root)) + T(eps))
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    pn, un = math.sqrt(tensor_sumsq(p)), math.sqrt(tensor_sumsq(u))
+    p -= T(lr * (1.0 if (pn == 0.0 or un == 0.0) else pn / un)) * u
+
+
+def lars(p, g, st, *, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0,
+         nesterov=False, grad_scale=1.0, step=None):
+    """optax.lars (default masks): add_decayed_weights, scale_by_trust_ratio, lr, trace."""
+    T = p.dtype.type
+    u = _g(p, g, False, grad_scale)
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    pn, un = math.sqrt(tensor_sumsq(p)), math.sqrt(tensor_sumsq(u))
+    ratio = 1.0 if (pn == 0.0 or un == 0.0) else trust_coefficient * pn / (un + eps)
+    u = u * T(-(lr * ratio))
+    tr = st["trace"]
+    tr[...] = u + T(momentum) * tr
+    p += (u + T(momentum) * tr) if nesterov else tr
+
+
+def novograd(p, g, st, *, lr=1e-3, betas=(0.9, 0.25), eps=1e-6, eps_root=0.0,
+             weight_decay=0.0, grad_scale=1.0, step):
+    """optax.novograd: scale_by_novograd (nu one number per tensor) + lr."""
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    gg = tensor_sumsq(g)
+    st["nu"] = gg if step == 1 else (1 - b2) * gg + b2 * st["nu"]
+    u = g / T(math.sqrt(st["nu"] + eps_root) + eps)
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    m = st["exp_avg"]
+    m[...] = u if step == 1 else T(b1) * m + u
+    p -= T(lr) * m
+
+
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
             "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
             "Rprop": rprop, "ASGD": asgd, "Lion": lion,
-            "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt, "Adan": adan}
+            "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt, "Adan": adan,
+            "Lamb": lamb, "LARS": lars, "NovoGrad": novograd}
 
 
 def global_norm(grads):

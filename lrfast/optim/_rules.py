@@ -391,10 +391,51 @@ class DiagonalNewtonRule(Rule):
         return dict(_head(hp), damping=hp["damping"]), _plain_lr
 
 
+class LambRule(Rule):
+    name = "Lamb"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
+                     eps_root=hp["eps_root"], wd=wd, decay=1.0 if wd != 0 else 0.0)
+
+        def step(t, lr):
+            t += 1
+            return (1 - b1 ** t, 1 - b2 ** t, lr), t
+        return fixed, step
+
+
+class LARSRule(Rule):
+    name = "LARS"
+
+    def plan(self, hp):
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, wd=wd, decay=1.0 if wd != 0 else 0.0,
+                     tc=hp["trust_coefficient"], eps=hp["eps"], mom=hp["momentum"],
+                     nesterov=float(hp["nesterov"]))
+        return fixed, _plain_lr
+
+
+class NovoGradRule(Rule):
+    name = "NovoGrad"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, b1=b1, b2=b2, c2=1 - b2, eps=hp["eps"], eps_root=hp["eps_root"],
+                     wd=wd, decay=1.0 if wd != 0 else 0.0)
+
+        def step(t, lr):
+            return (1.0 if t == 0 else 0.0, lr), t + 1
+        return fixed, step
+
+
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
-    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), DiagonalNewtonRule())}
+    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(),
+    NovoGradRule(), DiagonalNewtonRule())}
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 
