@@ -15,7 +15,8 @@ from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
-           "Adan", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adan", "Adafactor", "Muon", "ParamGroup", "TABLE", "optimizers", "make_init",
+           "check_param"]
 
 
 class SGD(Optimizer):
@@ -243,5 +244,7 @@ class Adan(Optimizer):
     spec = TABLE["Adan"]
     __init__ = make_init(spec)
 
+
+from ._own import Adafactor, Muon  # noqa: E402  (own steps: factored state, matrices)
 
 _ = (FORMAT, GroupPlan, check_header, parse_groups, state_index, KINDS, HP, Kind, Spec)
