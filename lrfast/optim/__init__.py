@@ -16,7 +16,8 @@ from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 __all__ = ["Lamb", "LARS", "NovoGrad",
            "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
-           "Adan", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adan", "Adafactor", "Muon", "ParamGroup", "TABLE", "optimizers", "make_init",
+           "check_param"]
 
 
 class SGD(Optimizer):
@@ -291,5 +292,6 @@ class NovoGrad(Optimizer):
     spec = TABLE["NovoGrad"]
     __init__ = make_init(spec)
 
+from ._own import Adafactor, Muon  # noqa: E402  (own steps: factored state, matrices)
 
 _ = (FORMAT, GroupPlan, check_header, parse_groups, state_index, KINDS, HP, Kind, Spec)

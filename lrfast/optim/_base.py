@@ -222,6 +222,12 @@ class GroupPlan:
         return out + [(k, i, fn) for k, i, fn, _ in self.others]
 
 
+def _tensor_state_names(spec: Spec) -> Tuple[str, ...]:
+    """The engine-held per-tensor scalars of ``spec``'s kernel (NovoGrad's nu)."""
+    kind = KINDS.get(spec.kind)            # own-step optimizers have no engine kind
+    return kind.tensor_state if kind is not None else ()
+
+
 def _spec_checks(spec: Spec) -> Dict[str, str]:
     return {h.name: h.check for h in spec.hparams}
 
@@ -646,7 +652,7 @@ class Optimizer(OptimizerBase):
         for name, a in zip(self.spec.states, self._states[i]):
             if a is not None:
                 e[name] = a.copy() if copy else a
-        tnames = KINDS[self.spec.kind].tensor_state
+        tnames = _tensor_state_names(self.spec)
         if tnames:                            # engine-held, one number per tensor
             e.update(zip(tnames, self._engine.tensor_state()[i]))
         rule.entry_extra(e, key)
@@ -664,7 +670,7 @@ class Optimizer(OptimizerBase):
 
     def _set_tensor_state(self, values: Dict[int, Tuple[float, ...]]) -> None:
         """Per-tensor scalars (NovoGrad's nu) of each param: ``values[i]``, else 0."""
-        tnames = KINDS[self.spec.kind].tensor_state
+        tnames = _tensor_state_names(self.spec)
         if tnames:
             for i in range(self._n):
                 self._engine.set_tensor_state(i, values.get(i, (0.0,) * len(tnames)))
@@ -801,7 +807,7 @@ class Optimizer(OptimizerBase):
             arrays.append(v)
         t = step_count(e.get("step"), f"{where}: state 'step'") if self.spec.has_step else 0
         tstate = tuple(real(e.get(k), f"{where}: state {k!r}", low=0.0)
-                       for k in KINDS[self.spec.kind].tensor_state)
+                       for k in _tensor_state_names(self.spec))
         return arrays, self._rule.entry_key(t, e, where), tstate
 
     # -------------------------------------------------------- pickle, copy

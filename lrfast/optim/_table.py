@@ -55,7 +55,10 @@ class HP(NamedTuple):
     ([0, 1]), ``"unit_open"`` ([0, 1)), ``"real"`` (any finite number),
     ``"bool"``, ``"betas"`` (a pair in [0, 1)), ``"betas3"`` (a triple in [0, 1)),
     ``"etas"`` (a pair ``0 < etaminus < 1 < etaplus``), ``"step_sizes"`` (a pair
-    ``0 <= min <= max``). Numbers may be schedules unless
+    ``0 <= min <= max``), ``"le0"`` (<= 0), ``"ge1"`` (>= 1), ``"eps_pair"``
+    (Adafactor's ``(eps1 or None, eps2)``, both >= 0), ``"real3"`` (three finite
+    numbers), ``"ns_steps"`` (an int in [0, 100)), ``"adjust_lr_fn"`` (None,
+    ``"original"`` or ``"match_rms_adamw"``). Numbers may be schedules unless
     ``schedulable`` is False (values used only when state is allocated).
     """
     name: str
@@ -115,6 +118,10 @@ class Spec(NamedTuple):
     isa: bool = True
     bench: Optional[Dict[str, Any]] = None
     public: bool = True
+    # True: the optimizer has its own step (state that is not the param's
+    # shape: Adafactor's row/column factors, Muon's matrix iteration), not a
+    # loop of the fused engine; ``kind`` then names that step, not a KINDS entry
+    own_step: bool = False
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -269,6 +276,24 @@ _ROWS = (
          "momentum (Ginsburg et al. 2019)",
          {"optax": "optax.novograd (state mu = exp_avg; nu, one number per tensor, = nu)"},
          "novograd", distributed=False, bench={"lr": 1e-3}),
+    # Own steps (lrfast/optim/_own.py): factored state, or a matrix iteration
+    Spec("Adafactor", "adafactor", ("row_var", "col_var", "variance"),
+         (_LR(1e-2), HP("beta2_decay", -0.8, "le0"),
+          HP("eps", (None, 1e-3), "eps_pair", schedulable=False), HP("d", 1.0, "ge1"), _WD(),
+          _MAX),
+         "Adafactor: factored second moments, relative step sizes and update clipping "
+         "(Shazeer & Stern 2018)",
+         {"torch": "torch.optim.Adafactor"}, None, optional_states=("row_var", "col_var",
+                                                                    "variance"),
+         distributed=False, own_step=True),
+    Spec("Muon", "muon", ("momentum_buffer",),
+         (_LR(1e-3), _WD(0.1), HP("momentum", 0.95, "ge0"), HP("nesterov", True, "bool"),
+          HP("ns_coefficients", (3.4445, -4.775, 2.0315), "real3", schedulable=False),
+          HP("eps", 1e-7, "ge0"), HP("ns_steps", 5, "ns_steps", schedulable=False),
+          HP("adjust_lr_fn", None, "adjust_lr_fn", schedulable=False)),
+         "Muon: momentum orthogonalized by a Newton-Schulz iteration, for 2-D params",
+         {"torch": "torch.optim.Muon (Newton-Schulz in the param's dtype, not bfloat16)"},
+         None, has_step=False, distributed=False, own_step=True),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
@@ -289,7 +314,7 @@ def optimizers(*, distributed: Optional[bool] = None, twin: Optional[bool] = Non
             continue
         if twin is not None and (s.twin is not None) != twin:
             continue
-        if aux is not None and KINDS[s.kind].aux != aux:
+        if aux is not None and (not s.own_step and KINDS[s.kind].aux) != aux:
             continue
         out.append(s.name)
     return out
