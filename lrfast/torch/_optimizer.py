@@ -21,6 +21,7 @@ State tensors appear in ``self.state[p]`` at a param's first step, as torch's.
 from __future__ import annotations
 
 import inspect
+import operator
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -77,6 +78,9 @@ class TorchOptimizer(torch.optim.Optimizer):
     _kind: int
     _flags: Dict[str, Any] = {}          # torch-only arguments -> their defaults
     _extras: Tuple[str, ...] = ()        # per-param scalar states beyond "step"
+    _names: Tuple[str, ...] = ()         # the group keys a step reads
+    _getter: Any = None
+    _keys: Any = None
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -187,19 +191,21 @@ class TorchOptimizer(torch.optim.Optimizer):
         g.vals = self._vals(d)
 
     def _vals(self, d: Dict[str, Any]) -> Tuple[Any, ...]:
-        return tuple(map(d.__getitem__, self._names))
+        return self._getter(d)
 
     def _slots(self, hp: Dict[str, Any], dt: Any) -> List[bool]:
         return [a is not None for a in self._rule.alloc(np.zeros(1, dt), hp)]
 
     def _fill(self, hp: Dict[str, Any], dt: Any, slot: int) -> float:
-        return float(self._rule.alloc(np.zeros(1, dt), hp)[slot][0])
+        a = self._rule.alloc(np.zeros(1, dt), hp)[slot]
+        assert a is not None
+        return float(a[0])
 
     def _rebuild(self) -> None:
         """(Re)build the engine over the current groups and state: adopts the
         state tensors in ``self.state`` (torch's, or loaded), allocates what is
         missing. Validates everything before changing anything."""
-        spec, rule = self.spec, self._rule
+        spec = self.spec
         name = type(self).__name__
         self._sdt = _scalar_dtype()
         for st in self.state.values():          # loaded scalar states keep their dtype
@@ -223,26 +229,11 @@ class TorchOptimizer(torch.optim.Optimizer):
                 group_of.append(gi)
         views = [self._param_view(p, f"group {group_of[i]}, param {i}")
                  for i, p in enumerate(plist)]
-        old = {id(p): b for p, b in zip(getattr(self, "_plist", []), getattr(self, "_bufs", []))}
         sdt = _scalar_dtype()
         n = len(plist)
         steps_t = torch.zeros(n, dtype=sdt)
         steps = steps_t.numpy()
-        # plan every param's storage and key first (nothing is written yet)
-        plans = []
-        for i, p in enumerate(plist):
-            where = f"group {group_of[i]}, param {i}"
-            hp = groups[group_of[i]].hp
-            need = self._slots(hp, views[i].dtype)
-            st = self.state.get(p)
-            if st:
-                plans.append(self._adopt(p, st, need, hp, where))
-            else:
-                bufs = old.get(id(p))
-                if bufs is None or [b is not None for b in bufs] != need:
-                    bufs = [torch.full_like(p.detach(), self._fill(hp, views[i].dtype, s))
-                            if need[s] else None for s in range(len(need))]
-                plans.append((bufs, rule.initial_key, None, None))
+        plans = self._plan_states(groups, plist, group_of, views)
         # commit
         self._groups, self._plist, self._group_of = groups, plist, group_of
         self._bufs = [b for b, _, _, _ in plans]
@@ -275,6 +266,27 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._set_keys(keys)
         if spec.name == "Adagrad":        # torch fills Adagrad's state when it is built
             self._publish(list(self._unpub))
+
+    def _plan_states(self, groups, plist, group_of, views):
+        """Per param, (storage, key, step, extras): its state in self.state
+        adopted, or (before its first step) the buffers it had or new ones.
+        Raises before anything is written."""
+        old = {id(p): b for p, b in zip(getattr(self, "_plist", []), getattr(self, "_bufs", []))}
+        plans = []
+        for i, p in enumerate(plist):
+            where = f"group {group_of[i]}, param {i}"
+            hp = groups[group_of[i]].hp
+            need = self._slots(hp, views[i].dtype)
+            st = self.state.get(p)
+            if st:
+                plans.append(self._adopt(p, st, need, hp, where))
+                continue
+            bufs = old.get(id(p))
+            if bufs is None or [b is not None for b in bufs] != need:
+                bufs = [torch.full_like(p.detach(), self._fill(hp, views[i].dtype, s))
+                        if need[s] else None for s in range(len(need))]
+            plans.append((bufs, self._rule.initial_key, None, None))
+        return plans
 
     def _adopt(self, p, st, need, hp, where):
         """(bufs, key, step, extras) for a param whose state exists in self.state."""
@@ -355,21 +367,24 @@ class TorchOptimizer(torch.optim.Optimizer):
         """Make params' state visible in self.state (at their first step, as torch)."""
         spec = self.spec
         for i in idx:
-            st = self.state[self._plist[i]]
+            entries: Dict[str, Any] = {}
             if spec.has_step:
-                st["step"] = self._steps_t[i]
+                entries["step"] = self._steps_t[i]
             if self._extras:
                 self._xt[i] = [torch.tensor(0.0, dtype=self._sdt) for _ in self._extras]
                 self._write_extras(i)
-                st.update(zip(self._extras, self._xt[i]))
+                entries.update(zip(self._extras, self._xt[i] or ()))
             for nm, b in zip(spec.states, self._bufs[i]):
                 if b is not None:
-                    st[nm] = b
+                    entries[nm] = b
+            if entries:             # SGD without momentum keeps no state, as torch
+                self.state[self._plist[i]].update(entries)
             self._unpub.discard(i)
 
     def _write_extras(self, i: int) -> None:
         xt = self._xt[i]
         if xt is not None:
+            assert self._keys is not None
             for t, v in zip(xt, self._keys[i][1:]):
                 t.fill_(v)
 
@@ -394,6 +409,7 @@ class TorchOptimizer(torch.optim.Optimizer):
                 self._sync(g, vals)
         if self._stale():                # _sync may have needed new state arrays
             self._rebuild()
+            groups = self._groups
         grads = self._grads()
         rows = []
         new_keys = []
@@ -409,7 +425,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         del grads
         if na == self._n:
             self._ukeys = new_keys
-            self._keys = None     # type: ignore[assignment]  (derived when needed)
+            self._keys = None     # derived when needed
             if self.spec.has_step:
                 self._steps += 1
             if self._extras:
@@ -531,12 +547,10 @@ class TorchOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         super().__setstate__(state)
-        if getattr(self, "_ready", False) is False and "_groups" not in self.__dict__:
-            self._ready = True      # unpickled: build on the first step
+        if "_groups" not in self.__dict__:      # unpickled: built at the first step
+            self._ready = True
             self._groups = []
-
-    def __getstate__(self) -> Dict[str, Any]:
-        return super().__getstate__()
+            self._sdt = _scalar_dtype()
 
 
 def _nadam_f32(hp):
@@ -585,6 +599,9 @@ def _make_init(cls):
     sig: List[Tuple[str, Any, bool]] = []     # (name, default, keyword-only)
     flags: Dict[str, Any] = {}
     if cls.torch_class is not None:
+        # torch's group keys (AdamW's carry decoupled_weight_decay=True, not an argument)
+        built = cls.torch_class([torch.zeros(1, requires_grad=True)]).defaults
+        flags.update({k: v for k, v in built.items() if k not in table})
         for prm in list(inspect.signature(cls.torch_class.__init__).parameters.values())[2:]:
             kwonly = prm.kind == prm.KEYWORD_ONLY
             if prm.name in table:
@@ -599,10 +616,12 @@ def _make_init(cls):
     sig.sort(key=lambda s: s[2])               # stable: positional first
     cls._flags = flags
     cls._names = tuple(h.name for h in spec.hparams) + tuple(flags)
+    cls._getter = staticmethod(operator.itemgetter(*cls._names))
+    args = {n for n, _, _ in sig}        # flags not in args are group keys only (AdamW's)
     pos = [f"{n}=_d[{n!r}]" for n, _, k in sig if not k]
     kwo = [f"{n}=_d[{n!r}]" for n, _, k in sig if k] + ["master_weights=False"]
     hps = ", ".join(f"{h.name}={h.name}" for h in spec.hparams)
-    fls = ", ".join(f"{f}={f}" for f in flags)
+    fls = ", ".join(f"{f}={f}" if f in args else f"{f}={v!r}" for f, v in flags.items())
     src = (f"def __init__(self, params, {', '.join(pos)}, *, {', '.join(kwo)}):\n"
            f"    _Base.__init__(self, params, dict({hps}), dict({fls}), master_weights)\n")
     ns: Dict[str, Any] = {"_Base": TorchOptimizer, "_d": {n: d for n, d, _ in sig}}
@@ -610,6 +629,6 @@ def _make_init(cls):
     fn = ns["__init__"]
     fn.__qualname__ = f"{cls.__name__}.__init__"
     ref = spec.refs.get("torch") or spec.refs.get("optax", "lrfast")
-    fn.__doc__ = (f"{spec.doc}; the signature and defaults of {ref.split(' ')[0]}"
-                  f"{' (its switches ' + ', '.join(flags) + ' at their defaults)' if flags else ''}.")
+    switches = f" (its switches {', '.join(flags)} at their defaults)" if flags else ""
+    fn.__doc__ = f"{spec.doc}; the signature and defaults of {ref.split(' ')[0]}{switches}."
     return fn
