@@ -288,6 +288,14 @@ def test_hooks_zero_grad_and_closure():
     assert p.grad is None
     opt.step()                                       # no grad: nothing moves
     assert len(seen) == 2
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    h3 = register_optimizer_step_post_hook(lambda o, a, k: seen.append("global"))
+    try:
+        opt.step()
+    finally:
+        h3.remove()
+    opt.step()
+    assert seen[2:] == ["global"]
 
 
 def test_signatures_are_torchs():

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
+import torch.optim.optimizer as _optim_mod
 
 from .._dispatch import kernels as _K
 from .._validate import check_value
@@ -389,13 +390,23 @@ class TorchOptimizer(torch.optim.Optimizer):
                 t.fill_(v)
 
     # -------------------------------------------------------------- step
-    @torch.no_grad()
     def step(self, closure=None):  # type: ignore[override]
         """One update of every param that has a grad (``p.grad``; params whose
         grad is None are skipped, their state and step count unchanged).
 
         ``closure`` (optional) re-evaluates the model and returns the loss; it
-        runs with grad enabled before the update."""
+        runs with grad enabled before the update. Step hooks (the optimizer's
+        and torch's global ones) and the profiler's record run as torch's."""
+        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or _optim_mod._global_optimizer_pre_hooks
+                or _optim_mod._global_optimizer_post_hooks
+                or torch.autograd._profiler_enabled()):
+            return _hooked_step(self, closure)
+        return self._step(closure)
+
+    step.hooked = True     # type: ignore[attr-defined]  # torch must not wrap it again
+
+    def _step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -551,6 +562,14 @@ class TorchOptimizer(torch.optim.Optimizer):
             self._ready = True
             self._groups = []
             self._sdt = _scalar_dtype()
+
+
+def _plain_step(self, closure=None):
+    return self._step(closure)
+
+
+_plain_step.__name__ = _plain_step.__qualname__ = "step"
+_hooked_step = torch.optim.Optimizer.profile_hook_step(_plain_step)
 
 
 def _nadam_f32(hp):
