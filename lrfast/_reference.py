@@ -322,17 +322,6 @@ def adan(p, g, st, *, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, eps_root=1e-8
 BLOCK = 4096     # the kernels' reduction block
 
 
-def _pairwise(x):
-    """The kernels' pairwise sum: halves down to 8 terms, summed in order."""
-    if len(x) <= 8:
-        s = 0.0
-        for v in x:
-            s = s + v
-        return s
-    h = len(x) // 2
-    return _pairwise(x[:h]) + _pairwise(x[h:])
-
-
 def tensor_sumsq(x):
     """Sum of squares of one tensor exactly as the kernels' read-only pass:
     squares in double; per block of 4096, element k joins lane k % 8 in order;
