@@ -17,7 +17,8 @@ import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
-           "clip_coef", "global_norm", "STEPPERS"]
+           "clip_coef", "global_norm", "STEPPERS", "sparse_coalesce", "sparse_sgd",
+           "sparse_adagrad", "sparse_adam", "SPARSE_STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -47,6 +48,8 @@ def init_state(name, p, **hp):
         return {"square_avg": z(p), "acc_delta": z(p)}
     if name == "RMSprop":
         return {"square_avg": z(p), "momentum_buffer": z(p), "grad_avg": z(p)}
+    if name == "SparseAdam":
+        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
     if name in ("Adam", "AdamW"):
         return {"exp_avg": z(p), "exp_avg_sq": z(p), "max_exp_avg_sq": z(p)}
     if name == "Adamax":
@@ -336,3 +339,68 @@ def global_norm(grads):
 def clip_coef(total_norm, max_norm):
     """torch.nn.utils.clip_grad_norm_'s factor, clamped to 1."""
     return min(1.0, max_norm / (total_norm + 1e-6))
+
+
+# ---------------------------------------------------------------------------
+# Row-sparse twins (lrfast.RowSparse grads): torch's sparse semantics, only the
+# touched rows change. ``indices``/``values`` are the RowSparse's arrays.
+# ---------------------------------------------------------------------------
+def sparse_coalesce(indices, values):
+    """(rows, grads): the distinct rows in increasing order and each one's
+    grad, the sum of its values rows in index order (a + b + c, never
+    reassociated), as the kernels sum duplicates."""
+    order = sorted(range(len(indices)), key=lambda j: int(indices[j]))    # stable
+    rows, out = [], []
+    for j in order:
+        r = int(indices[j])
+        if rows and rows[-1] == r:
+            out[-1] = out[-1] + values[j]
+        else:
+            rows.append(r)
+            out.append(values[j].copy())
+    shape = (0,) + values.shape[1:]
+    return (np.array(rows, dtype=np.intp),
+            np.stack(out) if out else np.zeros(shape, values.dtype))
+
+
+def sparse_sgd(p, indices, values, st, *, lr, maximize=False, step=None, **_):
+    """torch.optim.SGD (no momentum, no weight decay) on a sparse grad:
+    p[rows] += -lr * g."""
+    T = p.dtype.type
+    rows, g = sparse_coalesce(indices, values)
+    g = T(-1.0 if maximize else 1.0) * g
+    p[rows] = p[rows] + T(-lr) * g
+
+
+def sparse_adagrad(p, indices, values, st, *, lr, step, lr_decay=0.0, eps=1e-10,
+                   maximize=False, **_):
+    """torch.optim.Adagrad (no weight decay) on a sparse grad: state_sum
+    grows on the touched rows and only they move (torch's _make_sparse path)."""
+    T = p.dtype.type
+    clr = lr / (1 + (step - 1) * lr_decay)
+    rows, g = sparse_coalesce(indices, values)
+    g = T(-1.0 if maximize else 1.0) * g
+    s = st["sum"]
+    sn = s[rows] + g * g
+    s[rows] = sn
+    p[rows] = p[rows] + T(-clr) * (g / (np.sqrt(sn) + T(eps)))
+
+
+def sparse_adam(p, indices, values, st, *, lr, step, betas=(0.9, 0.999), eps=1e-8,
+                maximize=False, **_):
+    """torch.optim.SparseAdam (lazy Adam), in torch's order."""
+    T = p.dtype.type
+    b1, b2 = betas
+    rows, g = sparse_coalesce(indices, values)
+    g = T(-1.0 if maximize else 1.0) * g
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    mo, vo = m[rows], v[rows]
+    mn = mo + (g - mo) * T(1 - b1)
+    vn = (g * g - vo) * T(1 - b2) + vo
+    m[rows] = mn
+    v[rows] = vn
+    step_size = lr * math.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+    p[rows] = p[rows] + T(-step_size) * (mn / (np.sqrt(vn) + T(eps)))
+
+
+SPARSE_STEPPERS = {"SGD": sparse_sgd, "Adagrad": sparse_adagrad, "SparseAdam": sparse_adam}

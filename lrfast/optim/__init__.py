@@ -12,10 +12,12 @@ from ._base import (FORMAT, GroupPlan, Optimizer, ParamGroup, check_header, make
                     parse_groups, state_index)
 from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
+from ._sparse import RowSparse
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
-           "Adan", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adan", "SparseAdam", "RowSparse", "ParamGroup", "TABLE", "optimizers", "make_init",
+           "check_param"]
 
 
 class SGD(Optimizer):
@@ -241,6 +243,25 @@ class Adan(Optimizer):
     ``prev_grad`` are Optax's ``m``, ``v``, ``n`` and ``g``.
     """
     spec = TABLE["Adan"]
+    __init__ = make_init(spec)
+
+
+class SparseAdam(Optimizer):
+    r"""SparseAdam (torch.optim.SparseAdam): lazy Adam for row-sparse grads.
+
+    Grads are :class:`lrfast.RowSparse` (rows ``indices`` of the param; repeated
+    indices are summed), or None; a dense grad is refused, as torch does (use
+    :class:`Adam`). Only the touched rows of the param and of its moments
+    change, and a step costs O(rows touched), not O(param). Per touched row,
+    in torch's order, with t the param's step count::
+
+        g = -g if maximize
+        m += (1-beta1)*(g - m);  v += (1-beta2)*(g*g - v)
+        p -= lr*sqrt(1-beta2^t)/(1-beta1^t) * m/(sqrt(v) + eps)
+
+    ``max_grad_norm`` is not supported with row-sparse grads.
+    """
+    spec = TABLE["SparseAdam"]
     __init__ = make_init(spec)
 
 
