@@ -48,8 +48,6 @@ def init_state(name, p, **hp):
         return {"square_avg": z(p), "acc_delta": z(p)}
     if name == "RMSprop":
         return {"square_avg": z(p), "momentum_buffer": z(p), "grad_avg": z(p)}
-    if name == "SparseAdam":
-        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
     if name in ("Adam", "AdamW"):
         return {"exp_avg": z(p), "exp_avg_sq": z(p), "max_exp_avg_sq": z(p)}
     if name == "Adamax":
@@ -64,7 +62,7 @@ def init_state(name, p, **hp):
         return {"ax": z(p), "eta": None, "mu": 1.0}
     if name == "Lion":
         return {"exp_avg": z(p)}
-    if name in ("AdaBelief", "ADOPT"):
+    if name in ("AdaBelief", "ADOPT", "SparseAdam"):
         return {"exp_avg": z(p), "exp_avg_sq": z(p)}
     if name == "Yogi":
         return {"exp_avg": np.full_like(p, 1e-6), "exp_avg_sq": np.full_like(p, 1e-6)}

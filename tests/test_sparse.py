@@ -97,7 +97,8 @@ def test_each_isa_build_equals_twin(isa, op, name, hp):
         g = _grad(rng, p, 20)
         order, rows, starts = coalesce_plan(g.indices)
         if name == "SparseAdam":
-            sc = [1.0, 1 - 0.9, 1 - 0.999, 1e-8, -(0.01 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t))]
+            sc = [1.0, 1 - 0.9, 1 - 0.999, 1e-8,
+                  -(0.01 * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t))]
         elif name == "SGD":
             sc = [1.0, -0.1]
         else:

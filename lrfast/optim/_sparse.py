@@ -191,8 +191,39 @@ def sparse_step(opt: Any, grads: Any, rows: List[Tuple[float, ...]], new_keys: L
     if opt._max_norm > 0:
         raise ValueError(f"{name}: max_grad_norm is not supported with RowSparse grads "
                          "(set it to None)")
+    jobs, dense = _prepare(opt, grads, rows, n)
+    if opt._skip:
+        for _, _, _, _, g, _ in jobs:
+            if not np.isfinite(g.values).all():
+                opt.last_grad_norm = float("nan")
+                opt.skipped_steps += 1
+                return False
+    preps = [coalesce_plan(g.indices) for _, _, _, _, g, _ in jobs]
+    vals = [np.ascontiguousarray(g.values) for _, _, _, _, g, _ in jobs]
+    try:
+        na, applied, norm = opt._engine.step(dense, rows, max_norm=0.0,
+                                             skip_nonfinite=opt._skip)
+    except (TypeError, ValueError) as e:
+        raise opt._named_error(e) from None
+    opt.last_grad_norm = norm
+    if not applied:
+        opt.skipped_steps += 1
+        return False
+    op = _K.SPARSE_OPS[opt.spec.kind]
+    for (i, p, s0, s1, _, sc), (order, rws, starts), v in zip(jobs, preps, vals):
+        _K.sparse_rows(op, p, s0, s1, v, order, rws, starts, sc)
+    active = opt._engine.active()
+    for i, *_ in jobs:
+        active[i] = True
+    opt._advance_partial(active, new_keys)
+    opt._step_count = n + 1
+    return True
+
+
+def _prepare(opt: Any, grads: Any, rows: List[Tuple[float, ...]], n: int):
+    """Validate every RowSparse grad (and the options it needs); return the
+    sparse jobs and the grads with None in their place (for the engine)."""
     kind = opt.spec.kind
-    op = _K.SPARSE_OPS[kind]
     if not opt._uniform:
         off, o = [], 0
         for u in opt._ukeys:
@@ -216,28 +247,4 @@ def sparse_step(opt: Any, grads: Any, rows: List[Tuple[float, ...]], new_keys: L
         jobs.append((i, p, st[0] if kind != "sgd" else None, st[1] if kind == "adam" else None,
                      g, _scalars(kind, row)))
         dense[i] = None
-    if opt._skip:
-        for _, _, _, _, g, _ in jobs:
-            if not np.isfinite(g.values).all():
-                opt.last_grad_norm = float("nan")
-                opt.skipped_steps += 1
-                return False
-    preps = [coalesce_plan(g.indices) for _, _, _, _, g, _ in jobs]
-    vals = [np.ascontiguousarray(g.values) for _, _, _, _, g, _ in jobs]
-    try:
-        na, applied, norm = opt._engine.step(dense, rows, max_norm=0.0,
-                                             skip_nonfinite=opt._skip)
-    except (TypeError, ValueError) as e:
-        raise opt._named_error(e) from None
-    opt.last_grad_norm = norm
-    if not applied:
-        opt.skipped_steps += 1
-        return False
-    for (i, p, s0, s1, _, sc), (order, rws, starts), v in zip(jobs, preps, vals):
-        _K.sparse_rows(op, p, s0, s1, v, order, rws, starts, sc)
-    active = opt._engine.active()
-    for i, *_ in jobs:
-        active[i] = True
-    opt._advance_partial(active, new_keys)
-    opt._step_count = n + 1
-    return True
+    return jobs, dense
