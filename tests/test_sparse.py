@@ -349,3 +349,30 @@ def test_torch_sparse_adam_maximize():
         topt.step()
     ref = tp.detach().numpy()
     assert np.max(np.abs(p - ref)) / np.max(np.abs(ref)) <= 1e-10
+
+
+def test_torch_state_dict_round_trip():
+    torch = pytest.importorskip("torch")
+    p = np.ones((4, 2))
+    opt = lrfast.SparseAdam([p], lr=0.1)
+    opt.step([RowSparse([1], np.ones((1, 2)))])
+    t = lrfast.to_torch_state_dict(opt.state_dict())
+    assert type(t["state"][0]["step"]) is int           # torch's SparseAdam keeps an int
+    t["state"] = {i: {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                      for k, v in e.items()} for i, e in t["state"].items()}
+    tp = torch.tensor(p.copy(), requires_grad=True)
+    topt = torch.optim.SparseAdam([tp], lr=0.1)
+    topt.load_state_dict(t)
+    g = RowSparse([1, 2], np.full((2, 2), 0.5))
+    tp.grad = torch.sparse_coo_tensor(torch.tensor(g.indices[None]), torch.tensor(g.values),
+                                      (4, 2), check_invariants=True)
+    topt.step()
+    opt.step([g])
+    assert np.max(np.abs(tp.detach().numpy() - p)) <= 1e-15
+    tsd = topt.state_dict()
+    tsd["state"] = {i: {k: v.numpy() if hasattr(v, "numpy") else v for k, v in e.items()}
+                    for i, e in tsd["state"].items()}
+    back = lrfast.SparseAdam([p.copy()], lr=0.1)
+    back.load_state_dict(lrfast.from_torch_state_dict(tsd, "SparseAdam"))
+    assert back.state[0]["step"] == 2
+    assert bits_equal(back.state[0]["exp_avg"], opt.state[0]["exp_avg"])
