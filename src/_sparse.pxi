@@ -26,38 +26,57 @@ cdef enum:
 
 SPARSE_OPS = {"sgd": SP_SGD, "adagrad": SP_ADAGRAD, "adam": SP_ADAM}
 
+# The sparse steps' own adaptive thread policy (the engine's, see Policy): one
+# for the process, read and recorded with the GIL held. A sparse step is small
+# and its rows are scattered, so on a busy machine one thread usually wins.
+cdef Policy _sparse_pol
+cdef int _sparse_pol_ready = 0
+
+
+cdef void _sp_sgd(real* p, const real* g, Py_ssize_t d, const double* sc) noexcept nogil:
+    cdef real gs = <real>sc[0], a = <real>sc[1]
+    cdef Py_ssize_t j
+    for j in range(d):
+        p[j] = p[j] + a * (gs * g[j])
+
+
+cdef void _sp_adagrad(real* p, real* s, const real* g, Py_ssize_t d,
+                      const double* sc) noexcept nogil:
+    cdef real gs = <real>sc[0], e = <real>sc[1], a = <real>sc[2]
+    cdef real gj, vn
+    cdef Py_ssize_t j
+    for j in range(d):
+        gj = gs * g[j]
+        vn = s[j] + gj * gj
+        s[j] = vn
+        p[j] = p[j] + a * (gj / (_sqrt(vn) + e))
+
+
+cdef void _sp_adam(real* p, real* m, real* v, const real* g, Py_ssize_t d,
+                   const double* sc) noexcept nogil:
+    cdef real gs = <real>sc[0], b = <real>sc[1], c = <real>sc[2], e = <real>sc[3]
+    cdef real a = <real>sc[4]
+    cdef real gj, mo, mn, vo, vn
+    cdef Py_ssize_t j
+    for j in range(d):
+        gj = gs * g[j]
+        mo = m[j]
+        mn = mo + (gj - mo) * b
+        m[j] = mn
+        vo = v[j]
+        vn = (gj * gj - vo) * c + vo
+        v[j] = vn
+        p[j] = p[j] + a * (mn / (_sqrt(vn) + e))
+
 
 cdef inline void _sparse_row(int op, real* p, real* s0, real* s1, const real* g, Py_ssize_t d,
                              const double* sc) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef real gs = <real>sc[0]
-    cdef real a, b, c, e, gj, mo, mn, vo, vn
     if op == SP_SGD:
-        a = <real>sc[1]
-        for j in range(d):
-            p[j] = p[j] + a * (gs * g[j])
+        _sp_sgd(p, g, d, sc)
     elif op == SP_ADAGRAD:
-        e = <real>sc[1]
-        a = <real>sc[2]
-        for j in range(d):
-            gj = gs * g[j]
-            vn = s0[j] + gj * gj
-            s0[j] = vn
-            p[j] = p[j] + a * (gj / (_sqrt(vn) + e))
+        _sp_adagrad(p, s0, g, d, sc)
     else:
-        b = <real>sc[1]
-        c = <real>sc[2]
-        e = <real>sc[3]
-        a = <real>sc[4]
-        for j in range(d):
-            gj = gs * g[j]
-            mo = s0[j]
-            mn = mo + (gj - mo) * b
-            s0[j] = mn
-            vo = s1[j]
-            vn = (gj * gj - vo) * c + vo
-            s1[j] = vn
-            p[j] = p[j] + a * (mn / (_sqrt(vn) + e))
+        _sp_adam(p, s0, s1, g, d, sc)
 
 
 cdef inline void _sparse_run(int op, real* p, real* s0, real* s1, const real* vals,
@@ -103,7 +122,7 @@ def sparse_rows(int op, p, s0, s1, vals, order, rows, starts, sc):
     """One row-sparse step of one param (internal: lrfast.optim._sparse
     validates and prepares every argument; see the comment at the top of
     src/_sparse.pxi). Runs with the GIL released; returns None."""
-    global _parallel_used
+    global _parallel_used, _sparse_pol_ready
     cdef Py_ssize_t n, d, nruns, k, r, total
     cdef int nt
     cdef double csc[8]
@@ -116,6 +135,7 @@ def sparse_rows(int op, p, s0, s1, vals, order, rows, starts, sc):
     cdef const Py_ssize_t* pr
     cdef const Py_ssize_t* ps
     cdef bint f64
+    cdef double t0, el
     # Defensive checks of the internal contract (cheap, O(runs)): a bug upstream
     # must raise, never write out of bounds.
     for a, what in ((p, "param"), (vals, "values"), (order, "order"), (rows, "rows"),
@@ -157,7 +177,10 @@ def sparse_rows(int op, p, s0, s1, vals, order, rows, starts, sc):
     if nruns == 0 or d == 0:
         return None
     total = nruns * d
-    nt = _threads_for(total)
+    if not _sparse_pol_ready:
+        _policy_seed(&_sparse_pol)
+        _sparse_pol_ready = 1
+    nt = _policy_threads(&_sparse_pol, total)
     f64 = p.dtype == np.float64
     buf = malloc(<size_t>nt * <size_t>d * (sizeof(double) if f64 else sizeof(float)))
     if buf == NULL:
@@ -168,6 +191,7 @@ def sparse_rows(int op, p, s0, s1, vals, order, rows, starts, sc):
     pv = _ptr(vals)
     try:
         with nogil:
+            t0 = lrfast_monotonic()
             if f64:
                 _sparse_walk[double](op, <double*>pp, <double*>p0, <double*>p1,
                                      <const double*>pv, po, pr, ps, nruns, d, csc,
@@ -176,6 +200,8 @@ def sparse_rows(int op, p, s0, s1, vals, order, rows, starts, sc):
                 _sparse_walk[float](op, <float*>pp, <float*>p0, <float*>p1,
                                     <const float*>pv, po, pr, ps, nruns, d, csc,
                                     <float*>buf, nt)
+            el = lrfast_monotonic() - t0
+        _policy_record(&_sparse_pol, nt, total, el)
     finally:
         free(buf)
     if nt > 1:
