@@ -9,7 +9,7 @@ per-round ratio dense / sparse (target >= 20x at 1%). Also reported: sparse SGD
 and sparse Adagrad against their dense steps.
 
     python bench/sparse.py
-    python bench/sparse.py --rows 100000 --dim 64 --frac 0.01 --rounds 11
+    python bench/sparse.py --rows 100000 --dim 64 --frac 0.01 --rounds 11 --threads 1
 """
 from __future__ import annotations
 
@@ -73,7 +73,10 @@ def main(argv=None):
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--frac", type=float, default=0.01)
     ap.add_argument("--rounds", type=int, default=11)
+    ap.add_argument("--threads", type=int, default=0, help="0: lrfast's default")
     a = ap.parse_args(argv)
+    if a.threads:
+        lrfast.set_num_threads(a.threads)
     print(f"table {a.rows} x {a.dim} float32, {a.frac:.2%} of rows touched, "
           f"{lrfast.get_num_threads()} threads")
     for name in ("SparseAdam", "SGD", "Adagrad"):

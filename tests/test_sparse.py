@@ -376,3 +376,15 @@ def test_torch_state_dict_round_trip():
     back.load_state_dict(lrfast.from_torch_state_dict(tsd, "SparseAdam"))
     assert back.state[0]["step"] == 2
     assert bits_equal(back.state[0]["exp_avg"], opt.state[0]["exp_avg"])
+
+
+def test_coalesce_plan_sorted_and_unsorted_agree():
+    from lrfast.optim._sparse import coalesce_plan
+    for idx in (np.array([0, 3, 7, 9]), np.array([7, 3, 7, 0, 3, 3]), np.array([5]),
+                np.zeros(0, np.int64), np.array([2, 2])):
+        order, rows, starts = coalesce_plan(idx)
+        assert list(rows) == sorted(set(idx.tolist()))
+        assert starts[0] == 0 and starts[-1] == len(idx) and len(starts) == len(rows) + 1
+        for r, lo, hi in zip(rows, starts[:-1], starts[1:]):
+            assert (idx[order[lo:hi]] == r).all()
+            assert list(order[lo:hi]) == sorted(order[lo:hi])      # stable: index order

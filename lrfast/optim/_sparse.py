@@ -113,6 +113,9 @@ def coalesce_plan(indices: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarr
     (``starts[-1] == k``). O(k log k); checked indices only."""
     idx = indices.astype(np.intp, copy=False)
     k = idx.shape[0]
+    if k < 2 or bool((idx[1:] > idx[:-1]).all()):     # already distinct and increasing
+        ar = np.arange(k + 1, dtype=np.intp)
+        return ar[:k], np.ascontiguousarray(idx), ar
     order = np.argsort(idx, kind="stable").astype(np.intp, copy=False)
     s = idx[order]
     first = np.empty(k, bool)
