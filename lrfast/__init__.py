@@ -24,6 +24,7 @@ from .optim import (Optimizer, SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Ada
                     RAdam, Rprop, ASGD, Lion)
 from .optim import AdaBelief, Yogi, ADOPT, Adan, Lamb, LARS, NovoGrad
 from .optim import Adafactor, Muon
+from .optim import SparseAdam, RowSparse
 from .utils import clip_grad_norm, grad_norm
 from .io import save, load, to_torch_state_dict, from_torch_state_dict
 from . import kernels
@@ -43,6 +44,7 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "line_search", "__version__"]
 __all__ += ["AdaBelief", "Yogi", "ADOPT", "Adan", "Lamb", "LARS", "NovoGrad"]
 __all__ += ["Adafactor", "Muon"]
+__all__ += ["SparseAdam", "RowSparse"]
 
 
 _LAZY = {"schedules": ("schedules", None), "find_lr": ("lr_finder", "find_lr"),

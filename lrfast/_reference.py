@@ -18,7 +18,8 @@ import numpy as np
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
            "lamb", "lars", "novograd", "tensor_sumsq",
-           "clip_coef", "global_norm", "STEPPERS", "adafactor", "muon", "newton_schulz"]
+           "clip_coef", "global_norm", "STEPPERS", "adafactor", "muon", "newton_schulz",
+           "sparse_coalesce", "sparse_sgd", "sparse_adagrad", "sparse_adam", "SPARSE_STEPPERS"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -46,6 +47,7 @@ _ZERO_STATES = {
     "NAdam": ("exp_avg", "exp_avg_sq"), "RAdam": ("exp_avg", "exp_avg_sq"),
     "Rprop": ("prev", "step_size"), "ASGD": ("ax",), "Lion": ("exp_avg",),
     "AdaBelief": ("exp_avg", "exp_avg_sq"), "ADOPT": ("exp_avg", "exp_avg_sq"),
+    "SparseAdam": ("exp_avg", "exp_avg_sq"),
     "Adan": ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"),
     "Lamb": ("exp_avg", "exp_avg_sq"), "LARS": ("trace",), "NovoGrad": ("exp_avg",),
 }
@@ -561,3 +563,65 @@ def muon(p, g, st, *, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
     if weight_decay != 0:
         p[...] = p * T(1 - lr * weight_decay)
     p[...] = p + T(-muon_lr(lr, adjust_lr_fn, p.shape)) * o
+# Row-sparse twins (lrfast.RowSparse grads): torch's sparse semantics, only the
+# touched rows change. ``indices``/``values`` are the RowSparse's arrays.
+# ---------------------------------------------------------------------------
+def sparse_coalesce(indices, values):
+    """(rows, grads): the distinct rows in increasing order and each one's
+    grad, the sum of its values rows in index order (a + b + c, never
+    reassociated), as the kernels sum duplicates."""
+    order = sorted(range(len(indices)), key=lambda j: int(indices[j]))    # stable
+    rows, out = [], []
+    for j in order:
+        r = int(indices[j])
+        if rows and rows[-1] == r:
+            out[-1] = out[-1] + values[j]
+        else:
+            rows.append(r)
+            out.append(values[j].copy())
+    shape = (0,) + values.shape[1:]
+    return (np.array(rows, dtype=np.intp),
+            np.stack(out) if out else np.zeros(shape, values.dtype))
+
+
+def sparse_sgd(p, indices, values, st, *, lr, maximize=False, step=None, **_):
+    """torch.optim.SGD (no momentum, no weight decay) on a sparse grad:
+    p[rows] += -lr * g."""
+    T = p.dtype.type
+    rows, g = sparse_coalesce(indices, values)
+    g = T(-1.0 if maximize else 1.0) * g
+    p[rows] = p[rows] + T(-lr) * g
+
+
+def sparse_adagrad(p, indices, values, st, *, lr, step, lr_decay=0.0, eps=1e-10,
+                   maximize=False, **_):
+    """torch.optim.Adagrad (no weight decay) on a sparse grad: state_sum
+    grows on the touched rows and only they move (torch's _make_sparse path)."""
+    T = p.dtype.type
+    clr = lr / (1 + (step - 1) * lr_decay)
+    rows, g = sparse_coalesce(indices, values)
+    g = T(-1.0 if maximize else 1.0) * g
+    s = st["sum"]
+    sn = s[rows] + g * g
+    s[rows] = sn
+    p[rows] = p[rows] + T(-clr) * (g / (np.sqrt(sn) + T(eps)))
+
+
+def sparse_adam(p, indices, values, st, *, lr, step, betas=(0.9, 0.999), eps=1e-8,
+                maximize=False, **_):
+    """torch.optim.SparseAdam (lazy Adam), in torch's order."""
+    T = p.dtype.type
+    b1, b2 = betas
+    rows, g = sparse_coalesce(indices, values)
+    g = T(-1.0 if maximize else 1.0) * g
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    mo, vo = m[rows], v[rows]
+    mn = mo + (g - mo) * T(1 - b1)
+    vn = (g * g - vo) * T(1 - b2) + vo
+    m[rows] = mn
+    v[rows] = vn
+    step_size = lr * math.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+    p[rows] = p[rows] + T(-step_size) * (mn / (np.sqrt(vn) + T(eps)))
+
+
+SPARSE_STEPPERS = {"SGD": sparse_sgd, "Adagrad": sparse_adagrad, "SparseAdam": sparse_adam}

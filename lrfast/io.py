@@ -407,9 +407,11 @@ def to_torch_state_dict(sd: StateDict) -> StateDict:
         raise ValueError(f"to_torch_state_dict: sd['optimizer'] must be a name, got {name!r}")
     state = {}
     for i, e in _entries(sd.get("state"), "to_torch_state_dict: sd['state']"):
-        t = {}
+        t: Dict[str, Any] = {}
         for k, v in e.items():
-            if k in ("step", "mu_product"):
+            if k == "step" and name == "SparseAdam":           # torch keeps an int there
+                t[k] = int(_scalar(v, f"to_torch_state_dict: state[{i}][{k!r}]"))
+            elif k in ("step", "mu_product"):
                 t[k] = np.array(_scalar(v, f"to_torch_state_dict: state[{i}][{k!r}]"),
                                 dtype=np.float32)
             elif k in ("eta", "mu") and name == "ASGD":     # torch keeps them as tensors

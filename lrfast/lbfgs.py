@@ -28,6 +28,7 @@ from ._validate import (check_param, check_value, choice, integer, is_schedule, 
                         scalar, schedule_value, step_count)
 from .line_search import LineSearchResult, _armijo_core, _armijo_holds, _wolfe_core
 from .optim import ParamGroup, parse_groups
+from .optim._base import check_names, split_names
 
 __all__ = ["LBFGS"]
 
@@ -137,6 +138,7 @@ class LBFGS(OptimizerBase):
                  line_search_fn: Optional[Literal["strong_wolfe", "backtracking"]] = None
                  ) -> None:
         plist, overrides = self._parse_params(params)
+        plist, names = split_names(plist, "group 0")
         if "max_iter" in overrides:
             max_iter = overrides["max_iter"]
         if max_eval is None and "max_eval" not in overrides:
@@ -147,7 +149,7 @@ class LBFGS(OptimizerBase):
         hp.update(overrides)
         _check_hp(hp)
         for i, p in enumerate(plist):
-            check_param(p, f"group 0, param {i}")
+            check_param(p, f"group 0, param {i}" + (f" {names[i]!r}" if names else ""))
         dtypes = {p.dtype for p in plist}
         if len(dtypes) > 1:
             raise TypeError(f"group 0: LBFGS needs all params of one dtype (it works on them as "
@@ -156,6 +158,8 @@ class LBFGS(OptimizerBase):
         self._init_base()
         self.defaults = {k: hp[k] for k in _HP}
         group = ParamGroup(params=plist, **hp)
+        if names is not None:
+            dict.__setitem__(group, "param_names", list(names))
         group._bind(self, 0)
         self.param_groups = [group]
         self._params = plist
@@ -417,6 +421,8 @@ class LBFGS(OptimizerBase):
     # ------------------------------------------------------------ state dict
     def _saved_groups(self) -> List[Dict[str, Any]]:
         g: Dict[str, Any] = {"params": list(range(len(self._params)))}
+        if "param_names" in self.param_groups[0]:
+            g["param_names"] = list(self.param_groups[0]["param_names"])
         g.update(self.hyperparams[0])
         lr = self.param_groups[0]["lr"]
         if is_schedule(lr):
@@ -431,6 +437,12 @@ class LBFGS(OptimizerBase):
         if list(g.get("params", [])) != list(range(len(self._params))):
             raise ValueError(f"group 0: state_dict lists params {g.get('params')}, the "
                              f"optimizer has {len(self._params)}")
+        mine = self.param_groups[0].get("param_names")
+        if "param_names" in g:
+            saved = check_names(g["param_names"], len(self._params), 0)
+            if mine is not None and list(mine) != saved:
+                raise ValueError(f"group 0: state_dict param names {saved} differ from the "
+                                 f"optimizer's {list(mine)}")
         trial = dict(self.param_groups[0])
         for k in _HP:
             if k not in g:
@@ -515,8 +527,10 @@ class LBFGS(OptimizerBase):
 
     # -------------------------------------------------------- pickle, copy
     def _init_args(self) -> Tuple[Tuple[Any, ...], Dict[str, Any]]:
-        hp = {k: v for k, v in self.param_groups[0].items() if k != "params"}
-        return (list(self._params),), hp
+        hp = {k: v for k, v in self.param_groups[0].items() if k not in ("params", "param_names")}
+        names = self.param_groups[0].get("param_names")
+        params = list(self._params) if names is None else list(zip(names, self._params))
+        return (params,), hp
 
     def _reinit(self, *args: Any, **kwargs: Any) -> None:
         LBFGS.__init__(self, *args, **kwargs)

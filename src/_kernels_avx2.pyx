@@ -2,3 +2,4 @@
 include "_kernels.pxi"
 include "_linalg.pxi"
 include "_factored.pxi"
+include "_sparse.pxi"

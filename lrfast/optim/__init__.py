@@ -12,11 +12,13 @@ from ._base import (FORMAT, GroupPlan, Optimizer, ParamGroup, check_header, make
                     parse_groups, state_index)
 from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
+from ._sparse import RowSparse
 
 __all__ = ["Lamb", "LARS", "NovoGrad",
            "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
-           "Adan", "Adafactor", "Muon", "ParamGroup", "TABLE", "optimizers", "make_init",
+           "Adan", "Adafactor", "Muon", "SparseAdam", "RowSparse", "ParamGroup", "TABLE",
+           "optimizers", "make_init",
            "check_param"]
 
 
@@ -293,5 +295,24 @@ class NovoGrad(Optimizer):
     __init__ = make_init(spec)
 
 from ._own import Adafactor, Muon  # noqa: E402  (own steps: factored state, matrices)
+
+class SparseAdam(Optimizer):
+    r"""SparseAdam (torch.optim.SparseAdam): lazy Adam for row-sparse grads.
+
+    Grads are :class:`lrfast.RowSparse` (rows ``indices`` of the param; repeated
+    indices are summed), or None; a dense grad is refused, as torch does (use
+    :class:`Adam`). Only the touched rows of the param and of its moments
+    change, and a step costs O(rows touched), not O(param). Per touched row,
+    in torch's order, with t the param's step count::
+
+        g = -g if maximize
+        m += (1-beta1)*(g - m);  v += (1-beta2)*(g*g - v)
+        p -= lr*sqrt(1-beta2^t)/(1-beta1^t) * m/(sqrt(v) + eps)
+
+    ``max_grad_norm`` is not supported with row-sparse grads.
+    """
+    spec = TABLE["SparseAdam"]
+    __init__ = make_init(spec)
+
 
 _ = (FORMAT, GroupPlan, check_header, parse_groups, state_index, KINDS, HP, Kind, Spec)

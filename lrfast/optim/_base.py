@@ -12,6 +12,7 @@ grads and walk all tensors with the GIL released.
 from __future__ import annotations
 
 import copy
+import re
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -23,6 +24,7 @@ from .._typing import Array, Betas, Grads, Hyper, ParamsLike
 from .._validate import (check_param, check_value, is_bool, is_schedule,
                          optional_positive, real, schedule_value, step_count)
 from .._optimizer_base import FORMAT, OptimizerBase, check_header, schedule_restore
+from . import _sparse as _sp
 from ._rules import RULES, Rule
 from ._table import KINDS, REQUIRED, Spec
 
@@ -61,8 +63,41 @@ def parse_groups(params: Any) -> List[Dict[str, Any]]:
     if all(isinstance(p, dict) for p in params):
         return params
     if any(isinstance(p, dict) for p in params):
-        raise TypeError("params must be all arrays or all dicts (parameter groups)")
+        raise TypeError("params must be all arrays (or (name, array) pairs) or all dicts "
+                        "(parameter groups)")
     return [{"params": params}]
+
+
+def split_names(plist: List[Any], where: str) -> Tuple[List[Any], Optional[List[str]]]:
+    """A group's params as given -> (arrays, names or None). ``(name, array)``
+    pairs (torch's ``named_parameters()``) give names; a group must be all
+    named or all unnamed."""
+    named = [isinstance(p, tuple) for p in plist]
+    if not any(named):
+        return plist, None
+    if not all(named):
+        raise ValueError(f"{where}: all params must be with names ((name, array) pairs) or "
+                         "all without; some param names are missing")
+    arrays, names = [], []
+    for j, t in enumerate(plist):
+        if len(t) != 2:
+            raise TypeError(f"{where}: a named param is a (name, array) pair, got a tuple of "
+                            f"{len(t)} items at position {j}")
+        if not isinstance(t[0], str):
+            raise TypeError(f"{where}: a param name must be a str, got "
+                            f"{type(t[0]).__name__} at position {j}")
+        names.append(t[0])
+        arrays.append(t[1])
+    return arrays, names
+
+
+def check_names(saved: Any, n: int, gi: int) -> List[str]:
+    """A state_dict group's ``param_names``, validated: n strings."""
+    if (not isinstance(saved, (list, tuple)) or len(saved) != n
+            or not all(isinstance(x, str) for x in saved)):
+        raise ValueError(f"group {gi}: state_dict 'param_names' must be a list of {n} "
+                         f"names (strings), got {saved!r}")
+    return list(saved)
 
 
 def state_index(i, n):
@@ -144,14 +179,14 @@ class ParamGroup(dict):
         if opt is None:
             dict.update(self, changes)
             return
-        if "params" in changes:
-            raise ValueError("param_groups[i]['params'] cannot be reassigned; "
-                             "use add_param_group or a new optimizer")
+        if "params" in changes or "param_names" in changes:
+            raise ValueError("param_groups[i]['params'] and ['param_names'] cannot be "
+                             "reassigned; use add_param_group or a new optimizer")
         unknown = [k for k in changes if k not in self]
         if unknown:
             raise ValueError(f"{type(opt).__name__}: unknown hyperparameter(s) "
                              f"{sorted(map(str, unknown))} (known: "
-                             f"{sorted(k for k in self if k != 'params')})")
+                             f"{sorted(k for k in self if k not in ('params', 'param_names'))})")
         trial = dict(self)
         trial.update(changes)
         opt._enter("param_groups")   # validation runs schedules: user code, guarded
@@ -241,6 +276,8 @@ class Optimizer(OptimizerBase):
     _rule: Rule
     _kind: int
     _aux_name = "auxiliary input"
+    _sparse_ok = False
+    _sparse_only = False
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -248,6 +285,8 @@ class Optimizer(OptimizerBase):
         if spec is not None:
             cls._rule = RULES[spec.name]
             cls._kind = _K.KINDS[spec.kind]
+            cls._sparse_ok = spec.sparse is not None       # takes RowSparse grads
+            cls._sparse_only = spec.sparse == "only"       # and no dense ones (SparseAdam)
 
     def __init__(self, params: ParamsLike, defaults: Optional[Dict[str, Any]] = None, *,
                  max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False,
@@ -267,6 +306,7 @@ class Optimizer(OptimizerBase):
         self._param_groups = GroupList()
         self._plans: List[GroupPlan] = []
         self._params: List[Array] = []
+        self._names: List[Optional[str]] = []   # per param: its name, or None (unnamed)
         self._group_of: List[int] = []
         self._states: Any = []             # per param, its state arrays
         self._ukeys: List[List[Any]] = []   # per group: its distinct step keys
@@ -364,7 +404,12 @@ class Optimizer(OptimizerBase):
         except TypeError:
             raise TypeError(f"group {gi}: 'params' must be a list of arrays, got "
                             f"{type(plist).__name__}") from None
-        unknown = set(group) - set(self.defaults) - {"params"}
+        plist, names = split_names(plist, f"group {gi}")
+        if gi and (names is None) != (self._names[0] is None if self._names else True):
+            raise ValueError(f"group {gi}: all param groups must be with names or all "
+                             f"without; cannot add a group {'with' if names else 'without'} "
+                             "names to this optimizer")
+        unknown = set(group) - set(self.defaults) - {"params", "param_names"}
         if unknown:
             raise ValueError(f"group {gi}: unknown hyperparameter(s) {sorted(map(str, unknown))} "
                              f"for {type(self).__name__}")
@@ -375,16 +420,20 @@ class Optimizer(OptimizerBase):
                                  f"give {k}= to the optimizer or to every group")
         base = len(self._params)
         for j, p in enumerate(plist):
-            check_param(p, f"group {gi}, param {base + j}")
+            check_param(p, f"group {gi}, param {base + j}"
+                        + (f" {names[j]!r}" if names else ""))
         plan = self._compile_group(full, gi)
         full = plan.static
         pg = ParamGroup(params=ParamList(plist), **full)
+        if names is not None:
+            dict.__setitem__(pg, "param_names", ParamList(names))
         states = [self._rule.alloc(p, full) for p in plist]
         # Everything is valid: commit.
         pg._bind(self, gi)
         self._param_groups._append(pg)
         self._plans.append(plan)
         self._params.extend(plist)
+        self._names.extend(names if names is not None else [None] * len(plist))
         self._group_of.extend([gi] * len(plist))
         self._states.extend(states)
         self._ukeys.append([self._rule.initial_key])
@@ -396,6 +445,7 @@ class Optimizer(OptimizerBase):
                 list.pop(self._param_groups)
                 del self._plans[-1], self._ukeys[-1]
                 del self._params[base:], self._group_of[base:], self._states[base:]
+                del self._names[base:]
                 del self._cls[base:]
                 self._build()
                 raise
@@ -512,7 +562,7 @@ class Optimizer(OptimizerBase):
                 need[dt] = self._rule.alloc(np.empty(0, dt), static)
             for name, want, have in zip(self.spec.states, need[dt], self._states[i]):
                 if want is not None and have is None:
-                    raise ValueError(f"group {gi}, param {i}: these hyperparameters need "
+                    raise ValueError(f"{self._where(i)}: these hyperparameters need "
                                      f"optimizer state {name!r}, which was not allocated "
                                      "(the optimizer was built with that option off); "
                                      "build a new optimizer with it on")
@@ -557,10 +607,16 @@ class Optimizer(OptimizerBase):
                     rows.append(fixed + sv)
                     nk.append(k2)
                 new_keys.append(nk)
-            na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
-                                                  skip_nonfinite=self._skip, aux=_aux,
-                                                  norm_hook=_norm_hook, clip_norm=self._cnorm,
-                                                  clip_value=self._cvalue)
+            if self._sparse_only:
+                _sp.refuse_dense(self, grads)
+            try:
+                na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
+                                                      skip_nonfinite=self._skip, aux=_aux,
+                                                      norm_hook=_norm_hook,
+                                                      clip_norm=self._cnorm,
+                                                      clip_value=self._cvalue)
+            except (TypeError, ValueError) as e:
+                return self._step_error(e, grads, rows, new_keys, n, _aux, _norm_hook)
             self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
@@ -573,6 +629,33 @@ class Optimizer(OptimizerBase):
             return True
         finally:
             self._exit()
+
+    def _step_error(self, e, grads, rows, new_keys, n, aux, norm_hook):
+        """The engine refused the grads: step RowSparse ones (which the engine
+        does not take) on the sparse path, or raise ``e`` naming the param."""
+        if isinstance(e, TypeError) and _sp.has_rowsparse(grads):
+            if self._sparse_ok:
+                return _sp.sparse_step(self, grads, rows, new_keys, n, aux, norm_hook)
+            _sp.refuse(self, grads)
+        raise self._named_error(e) from None
+
+    def _where(self, i: int) -> str:
+        """How errors name param i: its group, index and (if given) name."""
+        name = self._names[i]
+        return (f"group {self._group_of[i]}, param {i}"
+                + ("" if name is None else f" {name!r}"))
+
+    def _named_error(self, e: Exception) -> Exception:
+        """``e`` with each "group G, param I" of its message followed by that
+        param's name (an error of the kernels, which know indices only)."""
+        if not self._names or self._names[0] is None:
+            return e
+        msg = _PARAM_RE.sub(lambda m: self._where(int(m.group(2)))
+                            if int(m.group(2)) < self._n else m.group(0), str(e))
+        try:
+            return type(e)(msg)
+        except Exception:
+            return e
 
     def _step(self, grads, aux=None, norm_hook=None):
         """``step`` with the engine's hooks: ``aux`` (a second input per param)
@@ -681,6 +764,8 @@ class Optimizer(OptimizerBase):
             plan = self._plans[gi]
             g: Dict[str, Any] = {"params": list(range(start, start + len(pg["params"])))}
             start += len(pg["params"])
+            if "param_names" in pg:
+                g["param_names"] = list(pg["param_names"])
             g.update(self._values(plan, self._step_count))
             sched = {k if i is None else f"{k}.{i}": _serialize(fn)
                      for k, i, fn in plan.schedules()}
@@ -700,6 +785,7 @@ class Optimizer(OptimizerBase):
         for gi, (g, pg) in enumerate(zip(groups, self._param_groups)):
             trials.append(self._load_group_values(gi, g, pg, start))
             start += len(pg["params"])
+        names = self._load_names(groups)
         state = sd.get("state")
         if not isinstance(state, dict):
             raise ValueError("state_dict['state'] must be a dict")
@@ -721,7 +807,31 @@ class Optimizer(OptimizerBase):
                 r = schedule_restore(fn, ser, name, f"group {gi}: ")
                 if r is not None:
                     restores.append(r)
-        return plans, entries, restores
+        return plans, entries, restores, names
+
+    def _load_names(self, groups):
+        """The saved groups' ``param_names``, checked: all groups or none have
+        them; where the optimizer's params are named too, the names must be
+        the same. Returns the names to adopt (the optimizer's are unnamed,
+        as torch takes them from the state_dict), or None."""
+        have = ["param_names" in g for g in groups]
+        if not any(have):
+            return None
+        if not all(have):
+            raise ValueError("state_dict: some param groups have 'param_names' and some do "
+                             "not (all param groups are with names or all without)")
+        out = []
+        for gi, (g, pg) in enumerate(zip(groups, self._param_groups)):
+            saved = check_names(g["param_names"], len(pg["params"]), gi)
+            mine = pg.get("param_names")
+            if mine is not None and list(mine) != saved:
+                j = next(j for j, (a, b) in enumerate(zip(mine, saved)) if a != b)
+                raise ValueError(f"group {gi}: state_dict param names differ from the "
+                                 f"optimizer's: position {j} is {saved[j]!r} in the "
+                                 f"state_dict, {mine[j]!r} here (the state would go to the "
+                                 "wrong params)")
+            out.append(saved)
+        return None if self._names and self._names[0] is not None else out
 
     def _load_group_values(self, gi, g, pg, start):
         if not isinstance(g, dict):
@@ -752,7 +862,11 @@ class Optimizer(OptimizerBase):
         return trial
 
     def _commit_load(self, plan):
-        plans, entries, restores = plan
+        plans, entries, restores, names = plan
+        if names is not None:                      # adopt the saved names, as torch
+            self._names = [x for ns in names for x in ns]
+            for pg, ns in zip(self._param_groups, names):
+                dict.__setitem__(pg, "param_names", ParamList(ns))
         for fn, st in restores:
             fn.load_state_dict(st)
         for gi, plan in enumerate(plans):
@@ -776,7 +890,7 @@ class Optimizer(OptimizerBase):
 
     def _check_entry(self, i, e):
         """Validate one saved state entry against param i; return (arrays, key)."""
-        where = f"group {self._group_of[i]}, param {i}"
+        where = self._where(i)
         if not isinstance(e, dict):
             raise ValueError(f"{where}: state entry must be a dict")
         p = self._params[i]
@@ -815,6 +929,9 @@ class Optimizer(OptimizerBase):
         groups = [dict(pg) for pg in self._param_groups]
         for g in groups:
             g["params"] = list(g["params"])
+            names = g.pop("param_names", None)
+            if names is not None:
+                g["params"] = list(zip(names, g["params"]))
         return ((groups, self.defaults), {"max_grad_norm": self.max_grad_norm,
                                           "skip_nonfinite": self.skip_nonfinite,
                                           "clip_norm": self.clip_norm,
@@ -834,6 +951,9 @@ def _matching_schedules(plan: GroupPlan, g: Dict[str, Any]):
         for kk, ii, fn in plan.schedules():
             if kk == k and (ii is None if not idx else str(ii) == idx):
                 yield name, fn, ser
+
+
+_PARAM_RE = re.compile(r"group (\d+), param (\d+)(?! ')")
 
 
 class _Released:

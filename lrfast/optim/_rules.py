@@ -18,6 +18,7 @@ Both the optimizer classes and :mod:`lrfast.kernels` use these rules.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -384,6 +385,24 @@ class AdanRule(Rule):
         return fixed, step
 
 
+class SparseAdamRule(Rule):
+    """torch.optim.SparseAdam on the adam kind's row: only the fields the
+    sparse kernel reads matter (gs, c1, c2, eps, step_size); step_size is
+    torch's single lr*sqrt(1-b2^t)/(1-b1^t)."""
+    name = "SparseAdam"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=-1.0 if hp["maximize"] else 1.0, wd=0.0, l2=0.0, c1=1 - b1, b2=b2,
+                     c2=1 - b2, eps=hp["eps"], decoupled=0.0, amsgrad=0.0)
+
+        def step(t, lr):
+            t += 1
+            bc2 = 1 - b2 ** t
+            return (lr * math.sqrt(bc2) / (1 - b1 ** t), bc2 ** 0.5, 1.0), t
+        return fixed, step
+
+
 class DiagonalNewtonRule(Rule):
     name = "DiagonalNewton"
 
@@ -434,7 +453,7 @@ class NovoGradRule(Rule):
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
-    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(),
+    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(), SparseAdamRule(),
     NovoGradRule(), DiagonalNewtonRule())}
 
 

@@ -122,6 +122,7 @@ class Spec(NamedTuple):
     # shape: Adafactor's row/column factors, Muon's matrix iteration), not a
     # loop of the fused engine; ``kind`` then names that step, not a KINDS entry
     own_step: bool = False
+    sparse: Optional[str] = None   # "rows": also takes RowSparse grads; "only": takes only those
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -172,14 +173,14 @@ _ROWS = (
          "Stochastic gradient descent with momentum",
          {"torch": "torch.optim.SGD", "keras": "keras.optimizers.SGD", "optax": "optax.sgd"},
          "sgd", has_step=False, optional_states=("momentum_buffer",),
-         bench={"lr": 1e-3, "momentum": 0.9}),
+         bench={"lr": 1e-3, "momentum": 0.9}, sparse="rows"),
     Spec("Adagrad", "adagrad", ("sum",),
          (_LR(1e-2), HP("lr_decay", 0.0, "ge0"), _WD(),
           HP("initial_accumulator_value", 0.0, "ge0", schedulable=False),
           HP("eps", 1e-10, "gt0"), _MAX),
          "Adagrad: per-parameter rates from the running sum of squared gradients",
          {"torch": "torch.optim.Adagrad", "keras": "keras.optimizers.Adagrad",
-          "optax": "optax.adagrad"}, "adagrad", bench={"lr": 1e-2}),
+          "optax": "optax.adagrad"}, "adagrad", bench={"lr": 1e-2}, sparse="rows"),
     Spec("Adadelta", "adadelta", ("square_avg", "acc_delta"),
          (_LR(1.0), HP("rho", 0.9, "unit"), HP("eps", 1e-6, "gt0"), _WD(), _MAX),
          "Adadelta", {"torch": "torch.optim.Adadelta", "keras": "keras.optimizers.Adadelta",
@@ -294,6 +295,13 @@ _ROWS = (
          "Muon: momentum orthogonalized by a Newton-Schulz iteration, for 2-D params",
          {"torch": "torch.optim.Muon (Newton-Schulz in the param's dtype, not bfloat16)"},
          None, has_step=False, distributed=False, own_step=True),
+    # Row-sparse grads only (lrfast.RowSparse); the kernel is src/_sparse.pxi's, its
+    # row the adam kind's with step_size = torch's lr*sqrt(1-b2^t)/(1-b1^t).
+    Spec("SparseAdam", "adam", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-3), _BETAS, HP("eps", 1e-8, "gt0"), _MAX),
+         "SparseAdam: lazy Adam for row-sparse grads (only the touched rows of the param and "
+         "its moments change)",
+         {"torch": "torch.optim.SparseAdam"}, None, distributed=False, sparse="only"),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
