@@ -23,6 +23,7 @@ from ._config import show_config, config
 from .optim import (Optimizer, SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam,
                     RAdam, Rprop, ASGD, Lion)
 from .optim import AdaBelief, Yogi, ADOPT, Adan
+from .optim._wrappers import EMA, Accumulate, Lookahead
 from .utils import clip_grad_norm, grad_norm
 from .io import save, load, to_torch_state_dict, from_torch_state_dict
 from . import kernels
@@ -41,6 +42,7 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "from_torch_state_dict", "kernels", "schedules", "find_lr", "LBFGS", "DiagonalNewton",
            "line_search", "__version__"]
 __all__ += ["AdaBelief", "Yogi", "ADOPT", "Adan"]
+__all__ += ["EMA", "Accumulate", "Lookahead"]
 
 
 _LAZY = {"schedules": ("schedules", None), "find_lr": ("lr_finder", "find_lr"),

@@ -336,3 +336,19 @@ def global_norm(grads):
 def clip_coef(total_norm, max_norm):
     """torch.nn.utils.clip_grad_norm_'s factor, clamped to 1."""
     return min(1.0, max_norm / (total_norm + 1e-6))
+
+
+def ema_blend(avg, p, w):
+    """lrfast.EMA's blend of ``avg`` toward ``p`` in place, as the kernel runs
+    it: torch's lerp with weight ``w`` (w and 1-w rounded once to the dtype),
+    ``w >= 1`` copies p."""
+    T = p.dtype.type
+    if w >= 1.0:
+        avg[...] = p
+    elif w < 0.5:
+        avg += T(w) * (p - avg)
+    else:
+        avg[...] = p - (p - avg) * T(1.0 - w)
+
+
+__all__ += ["ema_blend"]

@@ -465,7 +465,8 @@ class Optimizer(OptimizerBase):
 
     # ------------------------------------------------------------------- step
     def step(self, grads: Grads, _aux: Optional[Grads] = None, *,
-             _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None) -> bool:
+             _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None,
+             _ema: float = -1.0) -> bool:
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -505,7 +506,7 @@ class Optimizer(OptimizerBase):
                 new_keys.append(nk)
             na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
                                                   skip_nonfinite=self._skip, aux=_aux,
-                                                  norm_hook=_norm_hook)
+                                                  norm_hook=_norm_hook, ema=_ema)
             self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
@@ -519,11 +520,11 @@ class Optimizer(OptimizerBase):
         finally:
             self._exit()
 
-    def _step(self, grads, aux=None, norm_hook=None):
-        """``step`` with the engine's hooks: ``aux`` (a second input per param)
-        and ``norm_hook`` (see ``Engine.step``: a sharded wrapper makes the norm
-        global there)."""
-        return Optimizer.step(self, grads, aux, _norm_hook=norm_hook)
+    def _step(self, grads, aux=None, norm_hook=None, ema=-1.0):
+        """``step`` with the engine's hooks: ``aux`` (a second input per param),
+        ``norm_hook`` (see ``Engine.step``: a sharded wrapper makes the norm
+        global there) and ``ema`` (lrfast.EMA's blend weight)."""
+        return Optimizer.step(self, grads, aux, _norm_hook=norm_hook, _ema=ema)
 
     def _advance_partial(self, active, new_keys):
         """Some grads were None: those params keep their keys. Re-derive each
