@@ -964,6 +964,18 @@ include "_table_dispatch.pxi"
 # loop, while p is in cache: torch's lerp, ema += w*(p - ema), in its two
 # branches (w < 0.5, else p - (p - ema)*(1 - w)); w >= 1 copies p. w and 1-w
 # come in double and are rounded once (twin: lrfast._reference.ema_blend).
+cdef Py_ssize_t _ema_block = 2048   # elements per update+blend block (elementwise: any size)
+
+
+def _set_ema_block(Py_ssize_t n):
+    """Elements per update+blend block of an EMA step (benchmarks; results
+    do not depend on it)."""
+    global _ema_block
+    if n < 64 or n % 64:
+        raise ValueError("the EMA block is a positive multiple of 64 elements")
+    _ema_block = n
+
+
 cdef void _ema_blend(const real* p, real* e, Py_ssize_t n, double w) noexcept nogil:
     cdef real a = <real>w, b = <real>(1.0 - w)
     cdef Py_ssize_t i
@@ -1069,21 +1081,25 @@ cdef void _run_task(Data* d, int k) noexcept nogil:
     if t.g == NULL and not ema:
         return
     cdef const double* r = d.rows + t.row * NS
-    cdef Py_ssize_t o = tk.start
-    if t.dtype == 0:
-        if t.g != NULL:
-            _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
-                   <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
-                   <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), tk.n, r)
-        if ema:
-            _ema_blend(<const float*>t.p + o, <float*>t.e + o, tk.n, d.ema_w)
-    else:
-        if t.g != NULL:
-            _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
-                   <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
-                   <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), tk.n, r)
-        if ema:
-            _ema_blend(<const double*>t.p + o, <double*>t.e + o, tk.n, d.ema_w)
+    cdef Py_ssize_t o = tk.start, end = tk.start + tk.n, n = tk.n
+    while o < end:
+        if ema:           # blocks small enough that p is still in L1/L2 for the blend
+            n = min(_ema_block, end - o)
+        if t.dtype == 0:
+            if t.g != NULL:
+                _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
+                       <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
+                       <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), n, r)
+            if ema:
+                _ema_blend(<const float*>t.p + o, <float*>t.e + o, n, d.ema_w)
+        else:
+            if t.g != NULL:
+                _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
+                       <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
+                       <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), n, r)
+            if ema:
+                _ema_blend(<const double*>t.p + o, <double*>t.e + o, n, d.ema_w)
+        o += n
 
 
 cdef void _run_part(Data* d, Py_ssize_t k) noexcept nogil:

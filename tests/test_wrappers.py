@@ -545,3 +545,22 @@ def test_wrappers_compose():
     assert (ema.params[0] == -1.5).all()
     sd = look.state_dict()
     assert sd["inner"]["wrapper"] == "Accumulate" and sd["inner"]["inner"]["wrapper"] == "EMA"
+
+
+def test_ema_block_size_changes_no_bit(parallel_always):
+    from lrfast._dispatch import kernels as K
+    out = []
+    try:
+        for block in (64, 2048, 1 << 20):
+            K._set_ema_block(block)
+            rng = np.random.default_rng(7)
+            ps = make_params(np.float32)
+            ema = lrfast.EMA(lrfast.Adam(ps, lr=0.01), 0.9)
+            for _ in range(4):
+                ema.step(grads_for(ps, rng))
+            out.append(snapshot(ema.params) + snapshot(ps))
+    finally:
+        K._set_ema_block(2048)
+    assert same(out[0], out[1]) and same(out[0], out[2])
+    with pytest.raises(ValueError):
+        K._set_ema_block(100)
