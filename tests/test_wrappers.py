@@ -564,3 +564,25 @@ def test_ema_block_size_changes_no_bit(parallel_always):
     assert same(out[0], out[1]) and same(out[0], out[2])
     with pytest.raises(ValueError):
         K._set_ema_block(100)
+
+
+def test_state_dict_doc_lists_the_keys():
+    import pathlib
+    import re
+    doc = (pathlib.Path(__file__).resolve().parent.parent / "docs" / "state_dict.md").read_text()
+    section = doc.split("## Wrappers: format `lrfast.wrapper/1`", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("key", "---"):
+            rows[cells[0]] = cells[1:]
+    ps = [np.ones(3)]
+    opt = lrfast.SGD(ps, lr=0.1)
+    wrappers = [lrfast.EMA(opt), lrfast.Accumulate(opt, every=2), lrfast.Lookahead(opt)]
+    for col, w in enumerate(wrappers):
+        w.step([np.ones(3)])
+        documented = set()
+        for key, cells in rows.items():
+            names = re.findall(r"`(\w+)`", key) or re.findall(r"`(\w+)`(?: \(|:)", cells[col])
+            documented.update(names)
+        assert documented == set(w.state_dict()), type(w).__name__
