@@ -586,3 +586,14 @@ def test_state_dict_doc_lists_the_keys():
             names = re.findall(r"`(\w+)`", key) or re.findall(r"`(\w+)`(?: \(|:)", cells[col])
             documented.update(names)
         assert documented == set(w.state_dict()), type(w).__name__
+
+
+def test_ema_registers_its_averages_once():
+    ps = [np.ones(5), np.ones(3)]
+    opt = lrfast.Adam(ps, lr=0.1)
+    ema = lrfast.EMA(opt, 0.9)
+    ema.step([np.ones(5), np.ones(3)])
+    registered = opt._engine.ema
+    ema.step([np.ones(5), np.ones(3)])
+    assert opt._engine.ema is registered
+    assert all(a is b for a, b in zip(registered, ema._avg))

@@ -64,6 +64,7 @@ class _Wrapper:
     def __getstate__(self) -> Dict[str, Any]:
         st = dict(self.__dict__)                 # pickles and copies share the params'
         del st["_lock"], st["_running"]          # identities with the optimizer's
+        st.pop("_registered", None)              # a new optimizer's engine registers anew
         return st
 
     def __setstate__(self, st: Dict[str, Any]) -> None:
@@ -266,6 +267,11 @@ class EMA(_Wrapper):
         self._avg: List[Array] = [_copy(p) for p in self._params]
         self.n_averaged = 0
         self._swapped = False
+        self._registered: Optional[List[Array]] = None   # the engine's list of our averages
+
+    def __setstate__(self, st: Dict[str, Any]) -> None:
+        super().__setstate__(st)
+        self._registered = None
 
     def _weight(self) -> float:
         """The blend weight of the next averaging step (1: copy)."""
@@ -291,8 +297,9 @@ class EMA(_Wrapper):
             if opt.released:
                 raise ValueError("EMA: the optimizer's state is held by a distributed wrapper")
             eng = opt._engine
-            if eng.ema is not self._avg:        # new engine, a copy, or another EMA stepped
-                eng.set_ema(self._avg)
+            if eng.ema is None or eng.ema is not self._registered:
+                eng.set_ema(self._avg)          # first step, a new engine or a copy, or
+                self._registered = eng.ema      # another EMA stepped this optimizer
             due = (opt.step_count + 1) % self.every == 0
             ok = opt._step(grads, *aux, ema=self._weight() if due else -1.0)
             if ok and due:
