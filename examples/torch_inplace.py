@@ -1,15 +1,13 @@
-"""Step a torch model with lrfast: update the tensors in place through numpy views.
+"""Step a torch model with lrfast: ``lrfast.torch.AdamW`` in place of
+``torch.optim.AdamW``, driven by torch's own scheduler.
 
-A CPU tensor and ``tensor.detach().numpy()`` share memory, so an lrfast
-optimizer built on those views updates the model's parameters directly: torch
-computes the gradients (autograd), lrfast applies the update in one fused call.
-The script trains the same model twice from the same weights, once with
-``torch.optim.AdamW`` and once with ``lrfast.AdamW``, and prints how far apart
-the two end (float32: within torch's own rounding, ~1e-6 relative).
-
-Rules for the views: parameters must stay put (don't reassign ``p.data``), and
-``p.grad`` may be a new tensor after each backward (``zero_grad`` sets it to
-None by default), so take the grad views again every step, as below.
+``lrfast.torch`` optimizers are ``torch.optim.Optimizer`` subclasses whose step
+runs lrfast's fused kernels on the tensors' memory (numpy views, no copies):
+torch computes the gradients (autograd), lrfast applies the update in one
+fused call. The script trains the same model twice from the same weights, once
+with ``torch.optim.AdamW`` and once with ``lrfast.torch.AdamW``, each with a
+torch ``ExponentialLR``, and prints how far apart the two end (float32: within
+torch's own rounding, ~1e-6 relative).
 
     python examples/torch_inplace.py            # 300 steps
     python examples/torch_inplace.py --quick    # 50 steps (CI)
@@ -36,8 +34,7 @@ def main(argv=None):
         return 0
     import numpy as np
 
-    import lrfast
-    from lrfast.schedules import ExponentialDecay
+    import lrfast.torch
 
     torch.manual_seed(0)
     X = torch.randn(512, 20)
@@ -45,7 +42,6 @@ def main(argv=None):
     model = torch.nn.Sequential(torch.nn.Linear(20, 64), torch.nn.Tanh(), torch.nn.Linear(64, 1))
     twin = copy.deepcopy(model)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    lr = ExponentialDecay(1e-2, decay=1e-3)  # lr0 * exp(-d n), torch: ExponentialLR(gamma=e^-d)
 
     # 1) torch.optim with its scheduler
     ref = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=1e-2, foreach=False)
@@ -59,18 +55,18 @@ def main(argv=None):
         sched.step()
         t_torch += time.perf_counter() - t0
 
-    # 2) lrfast on numpy views of the same tensors (no copies)
+    # 2) lrfast.torch: the same loop, one line changed
     params = list(model.parameters())
-    views = [p.detach().numpy() for p in params]          # share memory with the tensors
-    opt = lrfast.AdamW(views, lr=lr, weight_decay=1e-2)
+    opt = lrfast.torch.AdamW(params, lr=1e-2, weight_decay=1e-2)
+    lsched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(np.exp(-1e-3)))
     t_lrfast = 0.0
     for _ in range(steps):
-        for p in params:
-            p.grad = None
+        opt.zero_grad()
         loss = loss_fn(model(X), y)
         loss.backward()
         t0 = time.perf_counter()
-        opt.step([p.grad.numpy() for p in params])         # updates the tensors in place
+        opt.step()                                          # updates the tensors in place
+        lsched.step()
         t_lrfast += time.perf_counter() - t0
 
     worst = 0.0
@@ -79,7 +75,8 @@ def main(argv=None):
         worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
     acc = float(((model(X) > 0).float() == y).float().mean())
     print(f"{steps} steps of AdamW + exponential decay on a torch MLP")
-    print(f"final loss {loss.item():.4f}, train accuracy {acc:.3f}, next lr {opt.lr:.3e} "
+    print(f"final loss {loss.item():.4f}, train accuracy {acc:.3f}, next lr "
+          f"{lsched.get_last_lr()[0]:.3e} "
           f"(torch: {sched.get_last_lr()[0]:.3e})")
     print(f"max relative difference lrfast vs torch.optim.AdamW: {worst:.2e}")
     print(f"time per optimizer step (incl. the scheduler): torch.optim "

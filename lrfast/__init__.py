@@ -22,7 +22,8 @@ from ._threads import (set_num_threads, get_num_threads, threads, set_parallel_t
 from ._config import show_config, config
 from .optim import (Optimizer, SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam,
                     RAdam, Rprop, ASGD, Lion)
-from .optim import AdaBelief, Yogi, ADOPT, Adan
+from .optim import AdaBelief, Yogi, ADOPT, Adan, Lamb, LARS, NovoGrad
+from .optim import Adafactor, Muon
 from .optim._wrappers import EMA, Accumulate, Lookahead
 from .utils import clip_grad_norm, grad_norm
 from .io import save, load, to_torch_state_dict, from_torch_state_dict
@@ -41,7 +42,8 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "clip_grad_norm", "grad_norm", "save", "load", "to_torch_state_dict",
            "from_torch_state_dict", "kernels", "schedules", "find_lr", "LBFGS", "DiagonalNewton",
            "line_search", "__version__"]
-__all__ += ["AdaBelief", "Yogi", "ADOPT", "Adan"]
+__all__ += ["AdaBelief", "Yogi", "ADOPT", "Adan", "Lamb", "LARS", "NovoGrad"]
+__all__ += ["Adafactor", "Muon"]
 __all__ += ["EMA", "Accumulate", "Lookahead"]
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
-           "clip_coef", "global_norm", "STEPPERS"]
+           "lamb", "lars", "novograd", "tensor_sumsq",
+           "clip_coef", "global_norm", "STEPPERS", "adafactor", "muon", "newton_schulz"]
 
 
 def _g(p, g, maximize, grad_scale):
@@ -36,38 +37,35 @@ def _decay(p, lr, weight_decay, decoupled):
         p *= p.dtype.type(1 - lr * weight_decay)
 
 
+_ZERO_STATES = {
+    "Adadelta": ("square_avg", "acc_delta"),
+    "RMSprop": ("square_avg", "momentum_buffer", "grad_avg"),
+    "Adam": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    "AdamW": ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+    "Adamax": ("exp_avg", "exp_inf"),
+    "NAdam": ("exp_avg", "exp_avg_sq"), "RAdam": ("exp_avg", "exp_avg_sq"),
+    "Rprop": ("prev", "step_size"), "ASGD": ("ax",), "Lion": ("exp_avg",),
+    "AdaBelief": ("exp_avg", "exp_avg_sq"), "ADOPT": ("exp_avg", "exp_avg_sq"),
+    "Adan": ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"),
+    "Lamb": ("exp_avg", "exp_avg_sq"), "LARS": ("trace",), "NovoGrad": ("exp_avg",),
+}
+_SCALAR_STATES = {"NAdam": {"mu_product": 1.0}, "ASGD": {"eta": None, "mu": 1.0},
+                  "NovoGrad": {"nu": 0.0}}
+
+
 def init_state(name, p, **hp):
     """Fresh state of optimizer ``name`` for param ``p`` (torch's names)."""
-    z = np.zeros_like
     if name == "SGD":
         return {"momentum_buffer": None}
     if name == "Adagrad":
         return {"sum": np.full_like(p, hp.get("initial_accumulator_value", 0.0))}
-    if name == "Adadelta":
-        return {"square_avg": z(p), "acc_delta": z(p)}
-    if name == "RMSprop":
-        return {"square_avg": z(p), "momentum_buffer": z(p), "grad_avg": z(p)}
-    if name in ("Adam", "AdamW"):
-        return {"exp_avg": z(p), "exp_avg_sq": z(p), "max_exp_avg_sq": z(p)}
-    if name == "Adamax":
-        return {"exp_avg": z(p), "exp_inf": z(p)}
-    if name == "NAdam":
-        return {"exp_avg": z(p), "exp_avg_sq": z(p), "mu_product": 1.0}
-    if name == "RAdam":
-        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
-    if name == "Rprop":
-        return {"prev": z(p), "step_size": z(p)}
-    if name == "ASGD":
-        return {"ax": z(p), "eta": None, "mu": 1.0}
-    if name == "Lion":
-        return {"exp_avg": z(p)}
-    if name in ("AdaBelief", "ADOPT"):
-        return {"exp_avg": z(p), "exp_avg_sq": z(p)}
-    if name == "Yogi":
+    if name == "Yogi":           # optax.yogi starts both moments at 1e-6
         return {"exp_avg": np.full_like(p, 1e-6), "exp_avg_sq": np.full_like(p, 1e-6)}
-    if name == "Adan":
-        return {"exp_avg": z(p), "exp_avg_diff": z(p), "exp_avg_sq": z(p), "prev_grad": z(p)}
-    raise ValueError(name)
+    if name not in _ZERO_STATES:
+        raise ValueError(name)
+    st = {k: np.zeros_like(p) for k in _ZERO_STATES[name]}
+    st.update(_SCALAR_STATES.get(name, {}))
+    return st
 
 
 def sgd(p, g, st, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
@@ -321,10 +319,77 @@ def adan(p, g, st, *, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, eps_root=1e-8
     p -= T(lr) * u
 
 
+BLOCK = 4096     # the kernels' reduction block
+
+
+def tensor_sumsq(x):
+    """Sum of squares of one tensor exactly as the kernels' read-only pass:
+    squares in double; per block of 4096, element k joins lane k % 8 in order;
+    lanes combined pairwise; blocks combined by ``_pairwise``."""
+    sq = np.asarray(x).astype(np.float64, order="K").ravel(order="K")    # memory order
+    sq = sq * sq
+    totals = []
+    for b in range(0, len(sq), BLOCK):
+        blk = sq[b:b + BLOCK]
+        rows = np.zeros(-(-len(blk) // 8) * 8)
+        rows[:len(blk)] = blk
+        a = np.add.accumulate(rows.reshape(-1, 8), axis=0)[-1]     # sequential per lane
+        totals.append(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])))
+    return _pairwise(totals)
+
+
+def lamb(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,
+         eps_root=0.0, grad_scale=1.0, step):
+    """optax.lamb: scale_by_adam, add_decayed_weights, scale_by_trust_ratio, lr."""
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    m, v = st["exp_avg"], st["exp_avg_sq"]
+    m[...] = T(1 - b1) * g + T(b1) * m
+    v[...] = T(1 - b2) * (g * g) + T(b2) * v
+    u = m / T(1 - b1 ** step) / (np.sqrt(v / T(1 - b2 ** step) + T(eps_root)) + T(eps))
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    pn, un = math.sqrt(tensor_sumsq(p)), math.sqrt(tensor_sumsq(u))
+    p -= T(lr * (1.0 if (pn == 0.0 or un == 0.0) else pn / un)) * u
+
+
+def lars(p, g, st, *, lr, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, eps=0.0,
+         nesterov=False, grad_scale=1.0, step=None):
+    """optax.lars (default masks): add_decayed_weights, scale_by_trust_ratio, lr, trace."""
+    T = p.dtype.type
+    u = _g(p, g, False, grad_scale)
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    pn, un = math.sqrt(tensor_sumsq(p)), math.sqrt(tensor_sumsq(u))
+    ratio = 1.0 if (pn == 0.0 or un == 0.0) else trust_coefficient * pn / (un + eps)
+    u = u * T(-(lr * ratio))
+    tr = st["trace"]
+    tr[...] = u + T(momentum) * tr
+    p += (u + T(momentum) * tr) if nesterov else tr
+
+
+def novograd(p, g, st, *, lr=1e-3, betas=(0.9, 0.25), eps=1e-6, eps_root=0.0,
+             weight_decay=0.0, grad_scale=1.0, step):
+    """optax.novograd: scale_by_novograd (nu one number per tensor) + lr."""
+    T = p.dtype.type
+    b1, b2 = betas
+    g = _g(p, g, False, grad_scale)
+    gg = tensor_sumsq(g)
+    st["nu"] = gg if step == 1 else (1 - b2) * gg + b2 * st["nu"]
+    u = g / T(math.sqrt(st["nu"] + eps_root) + eps)
+    if weight_decay != 0:
+        u = u + T(weight_decay) * p
+    m = st["exp_avg"]
+    m[...] = u if step == 1 else T(b1) * m + u
+    p -= T(lr) * m
+
+
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
             "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
             "Rprop": rprop, "ASGD": asgd, "Lion": lion,
-            "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt, "Adan": adan}
+            "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt, "Adan": adan,
+            "Lamb": lamb, "LARS": lars, "NovoGrad": novograd}
 
 
 def global_norm(grads):
@@ -336,6 +401,166 @@ def global_norm(grads):
 def clip_coef(total_norm, max_norm):
     """torch.nn.utils.clip_grad_norm_'s factor, clamped to 1."""
     return min(1.0, max_norm / (total_norm + 1e-6))
+
+
+# ---------------------------------------------------------------------------
+# Own steps: Adafactor (its state is not the param's shape) and Muon. Not in
+# STEPPERS: the engine-shaped generic tests do not run them.
+# ---------------------------------------------------------------------------
+AF_ROWS = 64         # rows per block of Adafactor's factored sums (src/_factored.pxi)
+AF_BLOCK = 4096      # elements per block of a vector's sums
+
+
+def _pairwise(xs):
+    """The kernels' _pairwise: sequential for <= 8 values, else halves."""
+    n = len(xs)
+    if n <= 8:
+        s = 0.0
+        for x in xs:
+            s = s + float(x)
+        return s
+    h = n // 2
+    return _pairwise(xs[:h]) + _pairwise(xs[h:])
+
+
+def _seq_last(x, axis):
+    """Sequential (left to right) sums along ``axis``: np.cumsum's last value."""
+    return np.take(np.cumsum(x, axis=axis), -1, axis=axis)
+
+
+def _pad(x, axis, k):
+    """Zero-pad ``axis`` of x to a multiple of k (adding +0.0 to a sum of
+    squares changes nothing)."""
+    r = (-x.shape[axis]) % k
+    if r == 0:
+        return x
+    w = [(0, 0)] * x.ndim
+    w[axis] = (0, r)
+    return np.pad(x, w)
+
+
+def _lanes(x2):
+    """Sums of the last axis as the kernels take them: 8 lanes (element j in
+    lane j % 8, each lane in order), combined pairwise."""
+    x2 = _pad(x2, -1, 8)
+    a = _seq_last(x2.reshape(x2.shape[:-1] + (-1, 8)), -2)
+    return ((a[..., 0] + a[..., 1]) + (a[..., 2] + a[..., 3])) + (
+        (a[..., 4] + a[..., 5]) + (a[..., 6] + a[..., 7]))
+
+
+def _rows_blocks(r, k):
+    """Row values (..., n) summed in order within blocks of k rows: (..., nblk)."""
+    r = _pad(r, -1, k)
+    return _seq_last(r.reshape(r.shape[:-1] + (-1, k)), -1)
+
+
+def _lerp(x, e, w):
+    """torch's lerp in x's dtype: x + w*(e - x) for |w| < 0.5, else e - (e - x)*(1 - w)."""
+    T = x.dtype.type
+    tw = T(w)
+    if abs(float(tw)) < 0.5:
+        return x + tw * (e - x)
+    return e - (e - x) * (T(1) - tw)
+
+
+def adafactor(p, g, st, *, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0,
+              weight_decay=0.0, maximize=False, grad_scale=1.0, step):
+    """torch.optim.Adafactor (foreach=False) for one param, with the kernels'
+    deterministic sums (double, fixed blocks and lanes). ``st`` holds
+    ``row_var``/``col_var`` (ndim >= 2) or ``variance``."""
+    T = p.dtype.type
+    eps1, eps2 = eps
+    if eps1 is None:
+        eps1 = float(np.finfo(p.dtype).eps)
+    t = float(step)
+    w = t ** beta2_decay
+    rho = min(lr, 1 / (t ** 0.5))
+    dm = 1.0 - lr * weight_decay
+    gv = g * T(-grad_scale if maximize else grad_scale)
+    size = p.size
+    if size == 0:
+        return
+    e1sq = T(eps1 * eps1)
+    if p.ndim >= 2:
+        n, m = p.shape[-2:]
+        P = p.reshape((-1, n, m))          # a copy for an F-ordered param: read only
+        G = gv.reshape((-1, n, m))
+        g64 = G.astype(np.float64)
+        g2 = g64 * g64
+        p64 = P.astype(np.float64)
+        psq = _pairwise(_rows_blocks(_lanes(p64 * p64), AF_ROWS).ravel())
+        rowsum = _lanes(g2)                                       # (B, n)
+        colsum = _seq_last(_seq_last(
+            _pad(g2, 1, AF_ROWS).reshape((g2.shape[0], -1, AF_ROWS, m)), 2), 1)   # (B, m)
+        rv = st["row_var"].reshape((-1, n))
+        cv = st["col_var"].reshape((-1, m))
+        rv[...] = _lerp(rv, (rowsum / m).astype(p.dtype), w)
+        cv[...] = _lerp(cv, (colsum / n).astype(p.dtype), w)
+        mean = (_seq_last(rv.astype(np.float64), -1) / n).astype(p.dtype)
+        den = np.maximum(mean, T(eps1))[:, None, None]
+        v = (rv[:, :, None] * cv[:, None, :]) / den
+        v = np.where(v < e1sq, e1sq, v)
+        u = (T(1) / np.sqrt(v)) * G
+        u64 = u.astype(np.float64)
+        usq = _pairwise(_rows_blocks(_lanes(u64 * u64), AF_ROWS).ravel())
+        u = u.reshape(p.shape)
+    else:
+        x = p.reshape(-1).astype(np.float64)
+        psq = _pairwise(_lanes(_pad(x * x, 0, AF_BLOCK).reshape((-1, AF_BLOCK))))
+        var = st["variance"]
+        var[...] = _lerp(var, gv * gv, w)
+        v = np.where(var < e1sq, e1sq, var)
+        u = (T(1) / np.sqrt(v)) * gv
+        x = u.reshape(-1).astype(np.float64)
+        usq = _pairwise(_lanes(_pad(x * x, 0, AF_BLOCK).reshape((-1, AF_BLOCK))))
+    alpha = math.sqrt(psq) / math.sqrt(size)
+    alpha = (alpha if alpha > eps2 else eps2) * rho
+    denom = math.sqrt(usq) / (math.sqrt(size) * d)
+    denom = denom if denom > 1.0 else 1.0
+    if weight_decay != 0:
+        p[...] = p * T(dm)
+    p[...] = p + T(-alpha / denom) * u
+
+
+def newton_schulz(x, coefficients=(3.4445, -4.775, 2.0315), steps=5, eps=1e-7):
+    """torch.optim.Muon's _zeropower_via_newtonschulz in x's dtype (torch
+    casts to bfloat16 first): x / max(||x||_F, eps), then ``steps`` times
+    A = X X^T, B = b A + c A A, X = a X + B X, on the wide orientation."""
+    T = x.dtype.type
+    a, b, c = coefficients
+    tall = x.shape[0] > x.shape[1]
+    X = x.T if tall else x
+    nrm = T(np.linalg.norm(X))
+    X = np.ascontiguousarray(X / (nrm if nrm > T(eps) else T(eps)))
+    for _ in range(steps):
+        A = X @ X.T
+        B = T(b) * A + T(c) * (A @ A)
+        X = np.ascontiguousarray(T(a) * X + B @ X)
+    return X.T if tall else X
+
+
+def muon_lr(lr, adjust_lr_fn, shape):
+    """torch's _adjust_lr."""
+    A, B = shape[:2]
+    if adjust_lr_fn is None or adjust_lr_fn == "original":
+        return lr * math.sqrt(max(1, A / B))
+    return lr * (0.2 * math.sqrt(max(A, B)))
+
+
+def muon(p, g, st, *, lr=1e-3, weight_decay=0.1, momentum=0.95, nesterov=True,
+         ns_coefficients=(3.4445, -4.775, 2.0315), eps=1e-7, ns_steps=5, adjust_lr_fn=None,
+         grad_scale=1.0, step=None):
+    """torch.optim.Muon for one 2-D param, Newton-Schulz in the param's dtype."""
+    T = p.dtype.type
+    if grad_scale != 1.0:
+        g = g * T(grad_scale)
+    buf = st["momentum_buffer"]
+    buf[...] = _lerp(buf, g, 1 - momentum)
+    u = _lerp(g, buf, momentum) if nesterov else buf
+    o = newton_schulz(u, ns_coefficients, ns_steps, eps)
+    if weight_decay != 0:
+        p[...] = p * T(1 - lr * weight_decay)
+    p[...] = p + T(-muon_lr(lr, adjust_lr_fn, p.shape)) * o
 
 
 def ema_blend(avg, p, w):

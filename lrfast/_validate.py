@@ -125,6 +125,32 @@ _RANGES: Dict[str, Any] = {
     "unit": (lambda x: 0.0 <= x <= 1.0, "must be in [0, 1]"),
     "unit_open": (lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
     "real": (lambda x: True, ""),
+    "le0": (lambda x: x <= 0.0, "must be <= 0"),
+    "ge1": (lambda x: x >= 1.0, "must be >= 1"),
+}
+
+
+def _eps_pair(v: Any, name: str, where: str) -> Tuple[Optional[float], float]:
+    if not isinstance(v, (tuple, list)) or len(v) != 2:
+        raise ValueError(f"{where}{name} must be a pair (eps1 or None, eps2), got {v!r}")
+    e1 = None if v[0] is None else real(v[0], f"{name}[0]", where, low=0.0)
+    return (e1, real(v[1], f"{name}[1]", where, low=0.0))
+
+
+def _real3(v: Any, name: str, where: str) -> Tuple[float, float, float]:
+    if not isinstance(v, (tuple, list)) or len(v) != 3:
+        raise ValueError(f"{where}{name} must be a triple of numbers, got {v!r}")
+    a, b, c = (number(x, f"{name}[{i}]", where) for i, x in enumerate(v))
+    return (a, b, c)
+
+
+# Values of one kind each (never schedules): name -> checker returning the value.
+_SPECIAL: Dict[str, Callable[[Any, str, str], Any]] = {
+    "eps_pair": _eps_pair,
+    "real3": _real3,
+    "ns_steps": lambda v, name, where: integer(v, name, where, low=0, high=99),
+    "adjust_lr_fn": lambda v, name, where: choice(v, name, (None, "original",
+                                                            "match_rms_adamw"), where),
 }
 
 
@@ -151,6 +177,8 @@ def check_value(v: Any, name: str, check: str, where: str = "") -> Any:
             raise ValueError(f"{where}{name} must be a triple (beta1, beta2, beta3), got {v!r}")
         return tuple(b if is_schedule(b) else check_value(b, f"{name}[{i}]", "unit_open", where)
                      for i, b in enumerate(v))
+    if check in _SPECIAL:
+        return _SPECIAL[check](v, name, where)
     if check in _PAIRS:
         what, ok, msg = _PAIRS[check]
         if not isinstance(v, (tuple, list)) or len(v) != 2:

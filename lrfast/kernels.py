@@ -30,7 +30,7 @@ from .optim._table import KINDS, MAX_STATES, TABLE
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "rprop_step", "asgd_step", "lion_step", "adabelief_step", "yogi_step", "adopt_step",
-           "adan_step"]
+           "adan_step", "lamb_step", "lars_step", "novograd_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 # functional spellings of the table's pairs and triples
@@ -54,6 +54,9 @@ _LION = ("beta1", "beta2", "weight_decay")
 _ADABELIEF = ("beta1", "beta2", "eps", "eps_root")
 _BETAS_EPS = ("beta1", "beta2", "eps")
 _ADAN = ("beta1", "beta2", "beta3", "eps", "eps_root", "weight_decay")
+_LAMB = ("beta1", "beta2", "eps", "weight_decay", "eps_root")
+_LARS = ("momentum", "weight_decay", "trust_coefficient", "eps", "nesterov")
+_NOVOGRAD = ("beta1", "beta2", "eps", "eps_root", "weight_decay")
 
 
 def _plan(name: str, names: Tuple[str, ...], vals: Tuple[Any, ...]) -> Any:
@@ -95,7 +98,7 @@ def _plan(name: str, names: Tuple[str, ...], vals: Tuple[Any, ...]) -> Any:
 
 
 def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]], lr: Any, key: Any,
-         names: Tuple[str, ...], vals: Tuple[Any, ...]) -> Any:
+         names: Tuple[str, ...], vals: Tuple[Any, ...], tstate: Tuple[float, ...] = ()) -> Any:
     """Validate and apply one step of optimizer ``name``; ``states`` are its
     state arrays in table order (None where an option is off)."""
     _, fixed, stepfn, kind, needed, snames, where, lr_ok, lr_check = _plan(name, names, vals)
@@ -107,8 +110,9 @@ def _run(name: str, p: Array, g: Array, states: Sequence[Optional[Array]], lr: A
                              "with these hyperparameters, got None")
     sv, newkey = stepfn(key, lr)
     st = list(states) + [None] * (MAX_STATES - len(states))
-    _K.step_one(kind, p, g, st[0], st[1], st[2], fixed + sv, None, where, snames, st[3])
-    return newkey
+    ts = _K.step_one(kind, p, g, st[0], st[1], st[2], fixed + sv, None, where, snames, st[3],
+                     tstate)
+    return newkey if ts is None else ts
 
 
 def _step_arg(step: Any) -> int:
@@ -272,3 +276,29 @@ def adan_step(p: Array, g: Array, exp_avg: Array, exp_avg_diff: Array, exp_avg_s
     """Adan (see :class:`lrfast.Adan`); on ``step=1`` the grad difference is 0."""
     _run("Adan", p, g, [exp_avg, exp_avg_diff, exp_avg_sq, prev_grad], lr,
          _step_arg(step) - 1, _ADAN, (beta1, beta2, beta3, eps, eps_root, weight_decay))
+
+
+def lamb_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: float = 1e-3,
+              beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-6,
+              weight_decay: float = 0.0, eps_root: float = 0.0, step: int) -> None:
+    """LAMB (see :class:`lrfast.Lamb`): the trust ratio of this one tensor."""
+    _run("Lamb", p, g, [exp_avg, exp_avg_sq], lr, _step_arg(step) - 1, _LAMB,
+         (beta1, beta2, eps, weight_decay, eps_root))
+
+
+def lars_step(p: Array, g: Array, trace: Array, *, lr: float, momentum: float = 0.9,
+              weight_decay: float = 0.0, trust_coefficient: float = 1e-3, eps: float = 0.0,
+              nesterov: bool = False) -> None:
+    """LARS (see :class:`lrfast.LARS`): ``trace`` is Optax's trace (start at zeros)."""
+    _run("LARS", p, g, [trace], lr, 0, _LARS,
+         (momentum, weight_decay, trust_coefficient, eps, nesterov))
+
+
+def novograd_step(p: Array, g: Array, exp_avg: Array, *, lr: float = 1e-3, beta1: float = 0.9,
+                  beta2: float = 0.25, eps: float = 1e-6, eps_root: float = 0.0,
+                  weight_decay: float = 0.0, step: int, nu: float = 0.0) -> float:
+    """NovoGrad (see :class:`lrfast.NovoGrad`). ``nu`` is the tensor's second
+    moment before this step (ignored on ``step=1``); returns the new one."""
+    nu = check_value(nu, "nu", "ge0", "novograd_step: ")
+    return _run("NovoGrad", p, g, [exp_avg], lr, _step_arg(step) - 1, _NOVOGRAD,
+                (beta1, beta2, eps, eps_root, weight_decay), (nu,))[0]

@@ -35,7 +35,7 @@ import numpy as np
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf, fabs, fabsf, NAN
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from libc.stdint cimport uintptr_t
 from _openmp cimport LRFAST_OPENMP, lrfast_omp_get_max_threads
 
@@ -94,9 +94,11 @@ include "_table.pxi"
 cdef enum:
     MAX_STATES = 4   # state arrays per param (lrfast/optim/_table.py MAX_STATES)
     BLOCK = 4096     # elements per reduction block (fixed: results never depend on threads)
+    SUMCH = 256      # elements per chunk of a lane sum or of clip_value's clipped grad copy
 
 N_STATES = MAX_STATES
 BLOCK_SIZE = BLOCK
+_KIND_NAMES = {v: k for k, v in KINDS.items()}
 ISA = LRFAST_ISA_NAME.decode()
 COMPILER = LRFAST_CC_VERSION.decode()
 OPENMP = bool(LRFAST_OPENMP)
@@ -956,6 +958,166 @@ cdef void _scale(real* x, const real* g, const real* h, real* s0, real* s1, real
         x[i] = x[i] * c
 
 
+# ---- per-tensor kinds (LAMB, LARS, NovoGrad: optax 0.2.x, each in optax's order).
+# A read-only pass sums the tensor's norms in fixed lanes (`_lanes`: element k of
+# a block joins lane k % 8, in order), `_<kind>_tensor` turns the sums into the
+# tensor's scalar row fields in double, then the update loop runs.
+cdef inline void _lanes(double* acc, const double* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, n8 = n - n % 8
+    cdef int j
+    for i in range(0, n8, 8):
+        for j in range(8):
+            acc[j] = acc[j] + x[i + j]
+    for i in range(n8, n):
+        acc[i - n8] = acc[i - n8] + x[i]
+
+
+cdef inline double _lanes_total(const double* acc) noexcept nogil:
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+
+
+cdef inline real _lamb_u(real gi, real pi, real* m, real* v, Py_ssize_t i, const LambRow* r,
+                         bint decay, bint write) noexcept nogil:
+    # optax.scale_by_adam + add_decayed_weights: the update before the trust ratio
+    cdef real mi = <real>r.c1 * gi + <real>r.b1 * m[i]
+    cdef real vi = <real>r.c2 * (gi * gi) + <real>r.b2 * v[i]
+    if write:
+        m[i] = mi
+        v[i] = vi
+    cdef real u = mi / <real>r.bc1 / (_sqrt(vi / <real>r.bc2 + <real>r.eps_root) + <real>r.eps)
+    if decay:
+        u = u + <real>r.wd * pi
+    return u
+
+
+cdef void _lamb_sums(const real* p, const real* g, const real* m, const real* v, Py_ssize_t n,
+                     const LambRow* r, double* acc) noexcept nogil:
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, u
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t o, k, c
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            u = _lamb_u(gs * g[o + k], p[o + k], <real*>m + o, <real*>v + o, k, r, decay, False)
+            a[k] = <double>p[o + k] * <double>p[o + k]
+            b[k] = <double>u * <double>u
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _lamb_tensor(LambRow* r, const double* sums, double* ts) noexcept nogil:
+    # optax.scale_by_trust_ratio (trust_coefficient 1, eps 0): ||p|| / ||u||, 1 where
+    # either is 0; times the learning rate
+    cdef double pn = sqrt(sums[0]), un = sqrt(sums[1])
+    r.step = r.lr * (1.0 if (pn == 0.0 or un == 0.0) else pn / un)
+
+
+cdef void _lamb(real* p, const real* g, const real* h, real* m, real* v, real* s2,
+                Py_ssize_t n, const LambRow* r) noexcept nogil:
+    # m = (1-b1)*g + b1*m;  v = (1-b2)*g*g + b2*v
+    # u = (m/bc1) / (sqrt(v/bc2 + eps_root) + eps) (+ wd*p);  p -= (lr*ratio) * u
+    cdef real gs = <real>r.gs, st = <real>r.step
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t i
+    cdef real pi
+    for i in range(n):
+        pi = p[i]
+        p[i] = pi - st * _lamb_u(gs * g[i], pi, m, v, i, r, decay, True)
+
+
+cdef void _lars_sums(const real* p, const real* g, const real* s0, const real* s1, Py_ssize_t n,
+                     const LarsRow* r, double* acc) noexcept nogil:
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, wd = <real>r.wd, u
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t o, k, c
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            u = gs * g[o + k]
+            if decay:
+                u = u + wd * p[o + k]
+            a[k] = <double>p[o + k] * <double>p[o + k]
+            b[k] = <double>u * <double>u
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _lars_tensor(LarsRow* r, const double* sums, double* ts) noexcept nogil:
+    # optax.scale_by_trust_ratio: tc * ||p|| / (||u|| + eps), 1 where either norm
+    # is 0; then scale_by_learning_rate's -lr
+    cdef double pn = sqrt(sums[0]), un = sqrt(sums[1])
+    r.nstep = -(r.lr * (1.0 if (pn == 0.0 or un == 0.0) else r.tc * pn / (un + r.eps)))
+
+
+cdef void _lars(real* p, const real* g, const real* h, real* tr, real* s1, real* s2,
+                Py_ssize_t n, const LarsRow* r) noexcept nogil:
+    # optax.lars: u = g + wd*p;  u = (-lr*ratio) * u;  trace = u + mom*trace
+    # p += trace (nesterov: p += u + mom*trace)
+    cdef real gs = <real>r.gs, wd = <real>r.wd, ns = <real>r.nstep, mom = <real>r.mom
+    cdef bint decay = r.decay != 0, nesterov = r.nesterov != 0
+    cdef Py_ssize_t i
+    cdef real u, t
+    for i in range(n):
+        u = gs * g[i]
+        if decay:
+            u = u + wd * p[i]
+        u = u * ns
+        t = u + mom * tr[i]
+        tr[i] = t
+        p[i] = p[i] + (u + mom * t if nesterov else t)
+
+
+cdef void _novograd_sums(const real* p, const real* g, const real* s0, const real* s1,
+                         Py_ssize_t n, const NovogradRow* r, double* acc) noexcept nogil:
+    cdef double a[SUMCH]
+    cdef real gs = <real>r.gs, gi
+    cdef Py_ssize_t o, k, c
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            gi = gs * g[o + k]
+            a[k] = <double>gi * <double>gi
+        _lanes(acc, a, c)
+        o += SUMCH
+
+
+cdef void _novograd_tensor(NovogradRow* r, const double* sums, double* ts) noexcept nogil:
+    # optax.scale_by_novograd: nu = ||g||^2 on the first step, then
+    # (1-b2)*||g||^2 + b2*nu (one number per tensor, kept by the engine)
+    if r.first != 0:
+        ts[0] = sums[0]
+    else:
+        ts[0] = r.c2 * sums[0] + r.b2 * ts[0]
+    r.den = sqrt(ts[0] + r.eps_root) + r.eps
+
+
+cdef void _novograd(real* p, const real* g, const real* h, real* m, real* s1, real* s2,
+                    Py_ssize_t n, const NovogradRow* r) noexcept nogil:
+    # u = g / (sqrt(nu + eps_root) + eps) (+ wd*p);  m = u (first step) or b1*m + u
+    # p -= lr*m
+    cdef real gs = <real>r.gs, den = <real>r.den, wd = <real>r.wd, b1 = <real>r.b1
+    cdef real lr = <real>r.lr
+    cdef bint decay = r.decay != 0, first = r.first != 0
+    cdef Py_ssize_t i
+    cdef real u, mi
+    for i in range(n):
+        u = gs * g[i] / den
+        if decay:
+            u = u + wd * p[i]
+        mi = u if first else b1 * m[i] + u
+        m[i] = mi
+        p[i] = p[i] - lr * mi
+
+
 # _apply(kind, ...): the dispatch over kinds, generated from the table.
 include "_table_dispatch.pxi"
 
@@ -1044,6 +1206,8 @@ cdef struct TensorRec:
     int row                    # this step's scalar row
     int active                 # had a grad in the last step
     int c_contig, f_contig
+    int b0, nb                 # its reduction blocks: d.blocks[b0 .. b0+nb-1]
+    double ts[MAX_TSTATE]      # per-tensor scalar state (NovoGrad's nu)
 
 
 cdef struct Task:
@@ -1066,6 +1230,10 @@ cdef struct Data:
     double* bprobe
     int nrows_cap
     double* rows
+    double* bred               # per block: MAX_SUMS per-tensor-kind sums
+    double* trows              # per tensor: its own row (per-tensor kinds, clip_norm)
+    int use_trows              # this step reads trows, not rows
+    double clip_value          # > 0: grads clipped elementwise to [-c, c] as they are read
     int ema_on                 # this step blends the EMA averages (weight ema_w)
     double ema_w
 
@@ -1074,30 +1242,67 @@ cdef inline char* _shift(char* base, Py_ssize_t start, int itemsize) noexcept no
     return base + start * itemsize if base != NULL else NULL
 
 
+cdef inline void _clipped(real* out, const real* g, Py_ssize_t n, real c) noexcept nogil:
+    # torch's clip_grad_value_: clamp to [-c, c] (a NaN stays NaN)
+    cdef Py_ssize_t i
+    cdef real x, nc = -c
+    for i in range(n):
+        x = g[i]
+        out[i] = nc if x < nc else (c if x > c else x)
+
+
+cdef void _run_clipped(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
+                       const double* r) noexcept nogil:
+    # clip_value: the task in chunks of SUMCH, each grad chunk clipped into a
+    # stack buffer the kernel reads at once (still in L1: no second pass)
+    cdef float fb[SUMCH]
+    cdef double db[SUMCH]
+    cdef Py_ssize_t e, c
+    e = o
+    while e < o + n:
+        c = min(<Py_ssize_t>SUMCH, o + n - e)
+        if t.dtype == 0:
+            _clipped(fb, <const float*>t.g + e, c, <float>d.clip_value)
+            _apply(d.kind, <float*>t.p + e, fb,
+                   <const float*>_shift(t.h, e, 4), <float*>_shift(t.s[0], e, 4),
+                   <float*>_shift(t.s[1], e, 4), <float*>_shift(t.s[2], e, 4),
+                   <float*>_shift(t.s[3], e, 4), c, r)
+        else:
+            _clipped(db, <const double*>t.g + e, c, d.clip_value)
+            _apply(d.kind, <double*>t.p + e, db,
+                   <const double*>_shift(t.h, e, 8), <double*>_shift(t.s[0], e, 8),
+                   <double*>_shift(t.s[1], e, 8), <double*>_shift(t.s[2], e, 8),
+                   <double*>_shift(t.s[3], e, 8), c, r)
+        e += SUMCH
+
+
 cdef void _run_task(Data* d, int k) noexcept nogil:
     cdef Task* tk = &d.tasks[k]
     cdef TensorRec* t = &d.t[tk.tensor]
     cdef bint ema = d.ema_on and t.e != NULL    # a param without grad is averaged too
     if t.g == NULL and not ema:
         return
-    cdef const double* r = d.rows + t.row * NS
+    cdef const double* r = (d.trows + tk.tensor * NS) if d.use_trows else (d.rows + t.row * NS)
     cdef Py_ssize_t o = tk.start, end = tk.start + tk.n, n = tk.n
     while o < end:
         if ema:           # blocks small enough that p is still in L1/L2 for the blend
             n = min(_ema_block, end - o)
-        if t.dtype == 0:
-            if t.g != NULL:
-                _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
-                       <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
-                       <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), n, r)
-            if ema:
-                _ema_blend(<const float*>t.p + o, <float*>t.e + o, n, d.ema_w)
+        if t.g == NULL:
+            pass
+        elif d.clip_value > 0.0:
+            _run_clipped(d, t, o, n, r)
+        elif t.dtype == 0:
+            _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
+                   <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
+                   <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), n, r)
         else:
-            if t.g != NULL:
-                _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
-                       <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
-                       <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), n, r)
-            if ema:
+            _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
+                   <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
+                   <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), n, r)
+        if ema:
+            if t.dtype == 0:
+                _ema_blend(<const float*>t.p + o, <float*>t.e + o, n, d.ema_w)
+            else:
                 _ema_blend(<const double*>t.p + o, <double*>t.e + o, n, d.ema_w)
         o += n
 
@@ -1158,6 +1363,98 @@ cdef void _reduce(Data* d, int nt, double* sumsq, bint* finite) noexcept nogil:
     sumsq[0] = _pairwise(d.bsum, d.nblocks)
     cdef double probe = _pairwise(d.bprobe, d.nblocks)
     finite[0] = probe == 0.0
+
+
+cdef void _sums_block(Data* d, Py_ssize_t k) noexcept nogil:
+    # a per-tensor kind's read-only pass over one block (grads clipped as read)
+    cdef Task* b = &d.blocks[k]
+    cdef TensorRec* t = &d.t[b.tensor]
+    cdef double acc[MAX_SUMS * 8]
+    cdef float fb[SUMCH]
+    cdef double db[SUMCH]
+    cdef const double* r = d.trows + b.tensor * NS
+    cdef Py_ssize_t e, c, o = b.start
+    cdef int j
+    for j in range(MAX_SUMS * 8):
+        acc[j] = 0.0
+    if t.g != NULL:
+        if d.clip_value > 0.0:         # chunks of SUMCH (a multiple of 8: the same lanes)
+            e = o
+            while e < o + b.n:
+                c = min(<Py_ssize_t>SUMCH, o + b.n - e)
+                if t.dtype == 0:
+                    _clipped(fb, <const float*>t.g + e, c, <float>d.clip_value)
+                    _apply_sums(d.kind, <const float*>t.p + e, fb,
+                                <const float*>_shift(t.s[0], e, 4),
+                                <const float*>_shift(t.s[1], e, 4), c, r, acc)
+                else:
+                    _clipped(db, <const double*>t.g + e, c, d.clip_value)
+                    _apply_sums(d.kind, <const double*>t.p + e, db,
+                                <const double*>_shift(t.s[0], e, 8),
+                                <const double*>_shift(t.s[1], e, 8), c, r, acc)
+                e += SUMCH
+        elif t.dtype == 0:
+            _apply_sums(d.kind, <const float*>t.p + o, <const float*>t.g + o,
+                        <const float*>_shift(t.s[0], o, 4), <const float*>_shift(t.s[1], o, 4),
+                        b.n, r, acc)
+        else:
+            _apply_sums(d.kind, <const double*>t.p + o, <const double*>t.g + o,
+                        <const double*>_shift(t.s[0], o, 8), <const double*>_shift(t.s[1], o, 8),
+                        b.n, r, acc)
+    for j in range(MAX_SUMS):
+        d.bred[k * MAX_SUMS + j] = _lanes_total(acc + 8 * j)
+
+
+cdef double _pairwise_strided(const double* x, Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
+    # _pairwise over x[0], x[stride], ... (the same tree)
+    cdef double s
+    cdef Py_ssize_t i
+    if n <= 8:
+        s = 0.0
+        for i in range(n):
+            s = s + x[i * stride]
+        return s
+    cdef Py_ssize_t h = n // 2
+    return _pairwise_strided(x, h, stride) + _pairwise_strided(x + h * stride, n - h, stride)
+
+
+cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
+    # Each tensor's own row: its group's row, gs times the per-tensor clip_norm
+    # factor (Keras clipnorm: c / max(||g||, c)); for a per-tensor kind, the
+    # read-only pass, then the tensor fields from its sums (pairwise over its
+    # blocks, in block order).
+    global _parallel_used
+    cdef Py_ssize_t i, k, j
+    cdef TensorRec* t
+    cdef double* tr
+    cdef double nrm, sums[MAX_SUMS]
+    cdef int nsums = _NSUMS[d.kind]
+    for i in range(d.ntensors):
+        t = &d.t[i]
+        tr = d.trows + i * NS
+        memcpy(tr, d.rows + t.row * NS, NS * sizeof(double))
+        if clip_norm > 0.0 and t.g != NULL:
+            nrm = sqrt(_pairwise(d.bsum + t.b0, t.nb))
+            tr[0] = tr[0] * (clip_norm / (nrm if not nrm <= clip_norm else clip_norm))
+    d.use_trows = 1
+    if nsums == 0:
+        return
+    if nt > d.nblocks:
+        nt = d.nblocks
+    if nt <= 1:
+        for k in range(d.nblocks):
+            _sums_block(d, k)
+    else:
+        _parallel_used = 1
+        for k in prange(d.nblocks, schedule='static', num_threads=nt):
+            _sums_block(d, k)
+    for i in range(d.ntensors):
+        t = &d.t[i]
+        if t.g == NULL:
+            continue
+        for j in range(nsums):
+            sums[j] = _pairwise_strided(d.bred + t.b0 * MAX_SUMS + j, t.nb, MAX_SUMS)
+        _apply_tensor(d.kind, d.trows + i * NS, sums, t.ts)
 
 
 cdef inline int _dtype_code(cnp.ndarray a):
@@ -1244,6 +1541,8 @@ cdef class Engine:
         self.d.bsum = NULL
         self.d.bprobe = NULL
         self.d.rows = NULL
+        self.d.bred = NULL
+        self.d.trows = NULL
         self._wlo = NULL
         self._whi = NULL
         self._wown = NULL
@@ -1256,6 +1555,8 @@ cdef class Engine:
         free(self.d.bsum)
         free(self.d.bprobe)
         free(self.d.rows)
+        free(self.d.bred)
+        free(self.d.trows)
         free(self._wlo)
         free(self._whi)
         free(self._wown)
@@ -1388,10 +1689,15 @@ cdef class Engine:
         self.d.blocks = <Task*>malloc(max(nb, 1) * sizeof(Task))
         self.d.bsum = <double*>malloc(max(nb, 1) * sizeof(double))
         self.d.bprobe = <double*>malloc(max(nb, 1) * sizeof(double))
-        if self.d.blocks == NULL or self.d.bsum == NULL or self.d.bprobe == NULL:
+        self.d.bred = <double*>malloc(max(nb, 1) * MAX_SUMS * sizeof(double))
+        self.d.trows = <double*>malloc(max(self.d.ntensors, 1) * NS * sizeof(double))
+        if (self.d.blocks == NULL or self.d.bsum == NULL or self.d.bprobe == NULL
+                or self.d.bred == NULL or self.d.trows == NULL):
             raise MemoryError()
         nb = 0
         for i in range(self.d.ntensors):
+            self.d.t[i].b0 = nb
+            self.d.t[i].nb = <int>((self.d.t[i].size + BLOCK - 1) // BLOCK)
             pos = 0
             while pos < self.d.t[i].size:
                 self.d.blocks[nb].tensor = i
@@ -1418,6 +1724,20 @@ cdef class Engine:
     def active(self):
         """Per param, whether it had a grad in the last step."""
         return [bool(self.d.t[i].active) for i in range(self.d.ntensors)]
+
+    def tensor_state(self):
+        """Per param, the engine-held per-tensor scalars of its kind (a tuple,
+        empty for most kinds)."""
+        cdef int n = len(TENSOR_STATE.get(_KIND_NAMES[self.d.kind], ()))
+        return [tuple(self.d.t[i].ts[j] for j in range(n)) for i in range(self.d.ntensors)]
+
+    def set_tensor_state(self, Py_ssize_t i, values):
+        """Set param i's per-tensor scalars (validated by the caller)."""
+        cdef int j, n = len(TENSOR_STATE.get(_KIND_NAMES[self.d.kind], ()))
+        if not 0 <= i < self.d.ntensors or len(values) != n:
+            raise ValueError(f"param {i}: expected {n} per-tensor values")
+        for j in range(MAX_TSTATE):
+            self.d.t[i].ts[j] = float(values[j]) if j < n else 0.0
 
     def set_row_map(self, row_index):
         """Which scalar row each param reads: a list with one row index per
@@ -1603,7 +1923,8 @@ cdef class Engine:
         return 0
 
     def step(self, grads, rows, *, double max_norm=0.0, bint skip_nonfinite=False,
-             bint allow_none=True, aux=None, norm_hook=None, double ema=-1.0):
+             bint allow_none=True, aux=None, norm_hook=None, double clip_norm=0.0,
+             double clip_value=0.0, double ema=-1.0):
         """Validate grads, then apply one fused step.
 
         rows: the scalar rows of this step (each a sequence of exactly the
@@ -1615,15 +1936,22 @@ cdef class Engine:
         turns its local sum of squares into the global one there); clipping
         and skipping then use what it returns. Returns (n_active, applied,
         grad_norm): grad_norm is NaN unless max_norm > 0, skip_nonfinite or
-        a hook. ema: a weight w in [0, 1]: an applied step also blends every
-        EMA average (``set_ema``; params without a grad too) toward its param
-        right after the update of each chunk, avg += w*(p - avg) as torch's
-        lerp (w = 1 copies p); negative: no blend.
+        a hook. clip_norm > 0: each grad is scaled by clip_norm / max(||g||,
+        clip_norm) (per tensor); clip_value > 0: each grad element is clipped
+        to [-clip_value, clip_value] as the kernel reads it. Both are applied
+        in the kernel; the grads are never written. ema: a weight w in [0, 1]:
+        an applied step also blends every EMA average (``set_ema``; params
+        without a grad too) toward its param right after the update of each
+        chunk, avg += w*(p - avg) as torch's lerp (w = 1 copies p); negative:
+        no blend.
         """
         cdef Py_ssize_t i, k, nrows
         cdef int na, nt
         cdef double sumsq = 0.0, norm = NAN, coef
-        cdef bint finite = True, reduce = max_norm > 0.0 or skip_nonfinite or norm_hook is not None
+        cdef bint finite = True
+        cdef bint reduce = (max_norm > 0.0 or skip_nonfinite or norm_hook is not None
+                            or clip_norm > 0.0)
+        cdef bint per_tensor = clip_norm > 0.0 or _NSUMS[self.d.kind] > 0
         cdef Py_ssize_t work = 0
         cdef double t0, el = 0.0   # the kernels' wall time (not the norm hook's)
         cdef tuple gs, hs = None     # the snapshots hold every input for the whole call
@@ -1675,7 +2003,12 @@ cdef class Engine:
                         if not coef >= 1.0:
                             for k in range(nrows):       # field 0 of every row: gs
                                 self.d.rows[k * NS] = self.d.rows[k * NS] * coef
+                    self.d.clip_value = clip_value
+                    if per_tensor:
+                        _tensor_rows(&self.d, nt, clip_norm)
                     _run(&self.d, nt)
+                    self.d.use_trows = 0
+                    self.d.clip_value = 0.0
                 _policy_record(&self._pol, nt, work, el + (lrfast_monotonic() - t0))
             _policy_share(&self._pol)
         finally:
@@ -1779,18 +2112,21 @@ cdef int _state_error(object x, object p, int j, tuple names, str where) except 
 
 
 def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple names=None,
-             s3=None):
+             s3=None, tuple tstate=()):
     """Apply kernel ``kind`` to one param in place: the functional layer's
     entry. Validates the param, its state arrays (``names`` name them in
     errors), the grad and the auxiliary input, and that no two of them
     overlap, before anything is written. ``row`` holds exactly the kind's row
-    fields."""
+    fields; ``tstate`` the kind's per-tensor scalars before the step (a
+    per-tensor kind returns them after it)."""
     cdef TensorRec t
     cdef Data d
     cdef Task tasks[64]
     cdef int part_first[65]
     cdef double r[NS]
+    cdef double tr[NS]
     cdef Py_ssize_t j, k, n, per, pos = 0
+    cdef int nb = 0
     cdef int nparts, nt
     cdef cnp.ndarray pa, sa
     cdef uintptr_t lo[1 + MAX_STATES]
@@ -1878,6 +2214,38 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     d.part_first = part_first
     d.nparts = nparts
     d.rows = r
-    with nogil:
-        nt = _policy_hint_threads(n)   # no Policy of its own: the process mode
-        _run(&d, nt)
+    if _NSUMS[kind] == 0:
+        with nogil:
+            nt = _policy_hint_threads(n)   # no Policy of its own: the process mode
+            _run(&d, nt)
+        return None
+    # a per-tensor kind: its blocks, the read-only pass, then the update
+    if len(tstate) > MAX_TSTATE:
+        raise ValueError("too many per-tensor values")
+    for j in range(len(tstate)):
+        t.ts[j] = float(tstate[j])
+    nb = <int>((n + BLOCK - 1) // BLOCK)
+    d.blocks = <Task*>malloc(max(nb, 1) * sizeof(Task))
+    d.bred = <double*>malloc(max(nb, 1) * MAX_SUMS * sizeof(double))
+    if d.blocks == NULL or d.bred == NULL:
+        free(d.blocks)
+        free(d.bred)
+        raise MemoryError()
+    for k in range(nb):
+        d.blocks[k].tensor = 0
+        d.blocks[k].start = k * BLOCK
+        d.blocks[k].n = min(<Py_ssize_t>BLOCK, n - k * BLOCK)
+    d.nblocks = nb
+    t.b0 = 0
+    t.nb = nb
+    t.row = 0
+    d.trows = tr
+    try:
+        with nogil:
+            nt = _policy_hint_threads(n)
+            _tensor_rows(&d, nt, 0.0)
+            _run(&d, nt)
+    finally:
+        free(d.blocks)
+        free(d.bred)
+    return tuple(t.ts[j] for j in range(len(tstate)))

@@ -55,6 +55,14 @@ CASES = [
     ("ADOPT", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-4)),
     ("Adan", dict(lr=0.01)),
     ("Adan", dict(lr=0.01, betas=(0.9, 0.8, 0.95), eps=1e-6, eps_root=0.0, weight_decay=0.02)),
+    # per-tensor trust ratios and moments (a read-only norm pass, then the update)
+    ("Lamb", dict(lr=0.01)),
+    ("Lamb", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-8, weight_decay=0.01, eps_root=1e-10)),
+    ("LARS", dict(lr=0.1)),
+    ("LARS", dict(lr=0.1, momentum=0.8, weight_decay=0.01, trust_coefficient=0.01, eps=1e-8,
+                  nesterov=True)),
+    ("NovoGrad", dict(lr=0.01)),
+    ("NovoGrad", dict(lr=0.01, betas=(0.8, 0.5), eps=1e-4, eps_root=1e-8, weight_decay=0.01)),
 ]
 
 

@@ -24,6 +24,7 @@ from conftest import bits_equal
 
 from _cases import NAMES
 from lrfast.optim import TABLE
+from lrfast.optim._table import REQUIRED
 from lrfast.optim._rules import RULES
 SETTINGS = dict(deadline=None, database=None, print_blob=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -50,7 +51,7 @@ def hyperparams(draw, name):
     default), drawn from the table's ranges."""
     hp = {}
     for h in TABLE[name].hparams:
-        if not draw(st.booleans()):
+        if h.default is not REQUIRED and not draw(st.booleans()):
             continue
         if h.check in ("betas", "betas3"):
             hp[h.name] = tuple(draw(beta) for _ in h.default)
@@ -187,7 +188,7 @@ def _model(name, seed):
               buf[5:12],
               rng.standard_normal(1).astype(np.float32)]
     hp = {"SGD": dict(lr=0.1, momentum=0.9), "RMSprop": dict(centered=True, momentum=0.5),
-          "Adam": dict(amsgrad=True)}.get(name, {})
+          "Adam": dict(amsgrad=True), "LARS": dict(lr=0.1)}.get(name, {})
     opt = getattr(lrfast, name)([{"params": params[:2]}, {"params": params[2:]}], **hp)
     return opt, params, buf
 
@@ -288,7 +289,8 @@ def test_malformed_hyperparameters_raise_and_change_nothing(name, data):
     # the same value at construction names the group and the key
     msg_key = "beta" if key == "betas" else key
     with pytest.raises((TypeError, ValueError), match=f"group 1.*{msg_key}"):
-        getattr(lrfast, name)([{"params": [np.zeros(2)]}, {"params": [np.zeros(3)], key: value}])
+        getattr(lrfast, name)([{"params": [np.zeros(2)]}, {"params": [np.zeros(3)], key: value}],
+                              lr=0.1)
 
 
 def _paths(obj, prefix=()):

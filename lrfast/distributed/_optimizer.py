@@ -234,6 +234,10 @@ class DistributedOptimizer(Agreement):
         if getattr(getattr(type(opt), "spec", None), "name", None) not in _SUPPORTED:
             raise TypeError(f"DistributedOptimizer supports {', '.join(_SUPPORTED)}; "
                             f"{type(opt).__name__} is out of scope")
+        if opt.clip_norm is not None or opt.clip_value is not None:
+            raise ValueError("DistributedOptimizer does not support clip_norm or clip_value "
+                             "(a shard holds part of a tensor); use max_grad_norm, which "
+                             "clips by the global norm across ranks")
         if opt.released:
             raise ValueError("this optimizer is already wrapped by a sharded "
                              "DistributedOptimizer")

@@ -13,9 +13,11 @@ from ._base import (FORMAT, GroupPlan, Optimizer, ParamGroup, check_header, make
 from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 
-__all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
+__all__ = ["Lamb", "LARS", "NovoGrad",
+           "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
-           "Adan", "ParamGroup", "TABLE", "optimizers", "make_init", "check_param"]
+           "Adan", "Adafactor", "Muon", "ParamGroup", "TABLE", "optimizers", "make_init",
+           "check_param"]
 
 
 class SGD(Optimizer):
@@ -243,5 +245,53 @@ class Adan(Optimizer):
     spec = TABLE["Adan"]
     __init__ = make_init(spec)
 
+
+
+class Lamb(Optimizer):
+    r"""LAMB (optax.lamb): Adam's update scaled per tensor by a trust ratio.
+    ::
+
+        m = (1-beta1)*g + beta1*m;  v = (1-beta2)*g*g + beta2*v
+        u = (m/(1-beta1^t)) / (sqrt(v/(1-beta2^t) + eps_root) + eps) + weight_decay*p
+        p -= lr * (||p|| / ||u||) * u          (ratio 1 where either norm is 0)
+
+    The norms come from a read-only pass over the tensor before the update
+    (fixed blocks and lanes: bitwise the same on every thread count).
+    ``exp_avg``/``exp_avg_sq`` are Optax's ``mu``/``nu``.
+    """
+    spec = TABLE["Lamb"]
+    __init__ = make_init(spec)
+
+
+class LARS(Optimizer):
+    r"""LARS (optax.lars, its default masks: every param): layer-wise adaptive
+    rate scaling of SGD with momentum.
+    ::
+
+        u = g + weight_decay*p
+        u = -lr * trust_coefficient * ||p|| / (||u|| + eps) * u   (ratio 1 where a norm is 0)
+        trace = u + momentum*trace;  p += trace    (nesterov: p += u + momentum*trace)
+
+    ``lr`` has no default, as in Optax. ``trace`` is Optax's trace: the
+    momentum of the lr-scaled update, with its sign.
+    """
+    spec = TABLE["LARS"]
+    __init__ = make_init(spec)
+
+
+class NovoGrad(Optimizer):
+    r"""NovoGrad (optax.novograd): a second moment per tensor, of the grad norm.
+    ::
+
+        nu = ||g||^2 (first step), then (1-beta2)*||g||^2 + beta2*nu
+        u = g / (sqrt(nu + eps_root) + eps) + weight_decay*p
+        m = u (first step), then beta1*m + u;  p -= lr*m
+
+    ``nu`` (one number per tensor) appears in each param's state entry.
+    """
+    spec = TABLE["NovoGrad"]
+    __init__ = make_init(spec)
+
+from ._own import Adafactor, Muon  # noqa: E402  (own steps: factored state, matrices)
 
 _ = (FORMAT, GroupPlan, check_header, parse_groups, state_index, KINDS, HP, Kind, Spec)

@@ -21,10 +21,10 @@ from .. import schedules as _schedules
 from .._dispatch import kernels as _K
 from .._typing import Array, Betas, Grads, Hyper, ParamsLike
 from .._validate import (check_param, check_value, is_bool, is_schedule,
-                         optional_positive, schedule_value, step_count)
+                         optional_positive, real, schedule_value, step_count)
 from .._optimizer_base import FORMAT, OptimizerBase, check_header, schedule_restore
 from ._rules import RULES, Rule
-from ._table import KINDS, Spec
+from ._table import KINDS, REQUIRED, Spec
 
 __all__ = ["Optimizer", "ParamGroup", "GroupPlan", "FORMAT", "parse_groups", "check_header",
            "state_index"]
@@ -222,6 +222,12 @@ class GroupPlan:
         return out + [(k, i, fn) for k, i, fn, _ in self.others]
 
 
+def _tensor_state_names(spec: Spec) -> Tuple[str, ...]:
+    """The engine-held per-tensor scalars of ``spec``'s kernel (NovoGrad's nu)."""
+    kind = KINDS.get(spec.kind)            # own-step optimizers have no engine kind
+    return kind.tensor_state if kind is not None else ()
+
+
 def _spec_checks(spec: Spec) -> Dict[str, str]:
     return {h.name: h.check for h in spec.hparams}
 
@@ -244,11 +250,18 @@ class Optimizer(OptimizerBase):
             cls._kind = _K.KINDS[spec.kind]
 
     def __init__(self, params: ParamsLike, defaults: Optional[Dict[str, Any]] = None, *,
-                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False) -> None:
+                 max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False,
+                 clip_norm: Optional[float] = None, clip_value: Optional[float] = None) -> None:
         if defaults is None:
             defaults = dict(self.spec.defaults)
         self.defaults = dict(defaults)
+        self._max_grad_norm: Optional[float] = None
+        self._clip_norm: Optional[float] = None
+        self._clip_value: Optional[float] = None
+        self._max_norm = self._cnorm = self._cvalue = 0.0
         self.max_grad_norm = max_grad_norm
+        self.clip_norm = clip_norm
+        self.clip_value = clip_value
         self.skip_nonfinite = skip_nonfinite
         self._init_base()
         self._param_groups = GroupList()
@@ -285,8 +298,45 @@ class Optimizer(OptimizerBase):
     @max_grad_norm.setter
     def max_grad_norm(self, v: Optional[float]) -> None:
         optional_positive(v, "max_grad_norm")
+        self._one_clipping("max_grad_norm", v)
         self._max_grad_norm = v
         self._max_norm = 0.0 if v is None else float(v)
+
+    @property
+    def clip_norm(self) -> Optional[float]:
+        """Clip each grad's own L2 norm to this value, as Keras ``clipnorm``:
+        ``g * c / max(||g||, c)`` per tensor, no epsilon (None: off)."""
+        return self._clip_norm
+
+    @clip_norm.setter
+    def clip_norm(self, v: Optional[float]) -> None:
+        optional_positive(v, "clip_norm")
+        self._one_clipping("clip_norm", v)
+        self._clip_norm = v
+        self._cnorm = 0.0 if v is None else float(v)
+
+    @property
+    def clip_value(self) -> Optional[float]:
+        """Clip each grad element to ``[-c, c]``, as
+        ``torch.nn.utils.clip_grad_value_`` and Keras ``clipvalue`` (None: off).
+        ``skip_nonfinite`` looks at the grads before clipping."""
+        return self._clip_value
+
+    @clip_value.setter
+    def clip_value(self, v: Optional[float]) -> None:
+        optional_positive(v, "clip_value")
+        self._one_clipping("clip_value", v)
+        self._clip_value = v
+        self._cvalue = 0.0 if v is None else float(v)
+
+    def _one_clipping(self, name: str, v: Optional[float]) -> None:
+        # as Keras: at most one of the three clippings (their order would be a choice)
+        if v is None:
+            return
+        for other in ("max_grad_norm", "clip_norm", "clip_value"):
+            if other != name and getattr(self, "_" + other) is not None:
+                raise ValueError(f"{name} and {other} cannot both be set (at most one of "
+                                 "max_grad_norm, clip_norm and clip_value, as Keras)")
 
     @property
     def skip_nonfinite(self) -> bool:
@@ -319,6 +369,10 @@ class Optimizer(OptimizerBase):
             raise ValueError(f"group {gi}: unknown hyperparameter(s) {sorted(map(str, unknown))} "
                              f"for {type(self).__name__}")
         full = {k: group.get(k, v) for k, v in self.defaults.items()}
+        for k, v in full.items():
+            if v is REQUIRED:                # as torch's `required` (LARS's lr)
+                raise ValueError(f"group {gi}: {type(self).__name__} has no default {k}; "
+                                 f"give {k}= to the optimizer or to every group")
         base = len(self._params)
         for j, p in enumerate(plist):
             check_param(p, f"group {gi}, param {base + j}")
@@ -506,7 +560,8 @@ class Optimizer(OptimizerBase):
                 new_keys.append(nk)
             na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
                                                   skip_nonfinite=self._skip, aux=_aux,
-                                                  norm_hook=_norm_hook, ema=_ema)
+                                                  norm_hook=_norm_hook, clip_norm=self._cnorm,
+                                                  clip_value=self._cvalue, ema=_ema)
             self.last_grad_norm = norm
             if not applied:
                 self.skipped_steps += 1
@@ -598,6 +653,9 @@ class Optimizer(OptimizerBase):
         for name, a in zip(self.spec.states, self._states[i]):
             if a is not None:
                 e[name] = a.copy() if copy else a
+        tnames = _tensor_state_names(self.spec)
+        if tnames:                            # engine-held, one number per tensor
+            e.update(zip(tnames, self._engine.tensor_state()[i]))
         rule.entry_extra(e, key)
         return e
 
@@ -608,7 +666,15 @@ class Optimizer(OptimizerBase):
             for a, f in zip(self._states[i], fresh):
                 if a is not None:
                     a[...] = f
+        self._set_tensor_state({})
         self._set_keys([self._rule.initial_key] * self._n)
+
+    def _set_tensor_state(self, values: Dict[int, Tuple[float, ...]]) -> None:
+        """Per-tensor scalars (NovoGrad's nu) of each param: ``values[i]``, else 0."""
+        tnames = _tensor_state_names(self.spec)
+        if tnames:
+            for i in range(self._n):
+                self._engine.set_tensor_state(i, values.get(i, (0.0,) * len(tnames)))
 
     def _saved_groups(self) -> List[Dict[str, Any]]:
         groups, start = [], 0
@@ -698,7 +764,7 @@ class Optimizer(OptimizerBase):
         keys = []
         for i in range(self._n):
             if i in entries:
-                arrays, key = entries[i]
+                arrays, key, _ = entries[i]
             else:
                 arrays = self._rule.alloc(self._params[i], self._plans[self._group_of[i]].static)
                 key = self._rule.initial_key
@@ -706,6 +772,7 @@ class Optimizer(OptimizerBase):
                 if a is not None:
                     a[...] = src if src is not None else 0
             keys.append(key)
+        self._set_tensor_state({i: e[2] for i, e in entries.items()})
         self._set_keys(keys)
 
     def _check_entry(self, i, e):
@@ -740,7 +807,9 @@ class Optimizer(OptimizerBase):
                                  f"{p.dtype}")
             arrays.append(v)
         t = step_count(e.get("step"), f"{where}: state 'step'") if self.spec.has_step else 0
-        return arrays, self._rule.entry_key(t, e, where)
+        tstate = tuple(real(e.get(k), f"{where}: state {k!r}", low=0.0)
+                       for k in _tensor_state_names(self.spec))
+        return arrays, self._rule.entry_key(t, e, where), tstate
 
     # -------------------------------------------------------- pickle, copy
     def _init_args(self):
@@ -748,7 +817,9 @@ class Optimizer(OptimizerBase):
         for g in groups:
             g["params"] = list(g["params"])
         return ((groups, self.defaults), {"max_grad_norm": self.max_grad_norm,
-                                          "skip_nonfinite": self.skip_nonfinite})
+                                          "skip_nonfinite": self.skip_nonfinite,
+                                          "clip_norm": self.clip_norm,
+                                          "clip_value": self.clip_value})
 
     def _reinit(self, *args, **kwargs):
         Optimizer.__init__(self, *args, **kwargs)
@@ -790,9 +861,10 @@ def make_init(spec: Spec) -> Callable[..., None]:
     kws = ", ".join(f"{h.name}=_d[{h.name!r}]" for h in kwo)
     names = ", ".join(f"{h.name}={h.name}" for h in spec.hparams)
     src = (f"def __init__(self, params, {args}, *, {kws + ', ' if kws else ''}"
-           f"max_grad_norm=None, skip_nonfinite=False):\n"
+           f"max_grad_norm=None, skip_nonfinite=False, clip_norm=None, clip_value=None):\n"
            f"    Optimizer.__init__(self, params, dict({names}), "
-           f"max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite)\n")
+           f"max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite, "
+           f"clip_norm=clip_norm, clip_value=clip_value)\n")
     ns: Dict[str, Any] = {"Optimizer": Optimizer, "_d": spec.defaults}
     exec(src, ns)
     fn = ns["__init__"]
@@ -802,6 +874,7 @@ def make_init(spec: Spec) -> Callable[..., None]:
                        else Tuple[Hyper, Hyper, Hyper] if h.check == "betas3"
                        else Hyper if h.schedulable else float)
     fn.__annotations__ = {**ann, "max_grad_norm": Optional[float], "skip_nonfinite": bool,
+                          "clip_norm": Optional[float], "clip_value": Optional[float],
                           "return": None}
     fn.__doc__ = f"{spec.doc}; defaults as {spec.refs.get('torch', 'the reference')}."
     return fn

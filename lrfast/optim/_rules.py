@@ -391,10 +391,102 @@ class DiagonalNewtonRule(Rule):
         return dict(_head(hp), damping=hp["damping"]), _plain_lr
 
 
+class LambRule(Rule):
+    name = "Lamb"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
+                     eps_root=hp["eps_root"], wd=wd, decay=1.0 if wd != 0 else 0.0)
+
+        def step(t, lr):
+            t += 1
+            return (1 - b1 ** t, 1 - b2 ** t, lr), t
+        return fixed, step
+
+
+class LARSRule(Rule):
+    name = "LARS"
+
+    def plan(self, hp):
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, wd=wd, decay=1.0 if wd != 0 else 0.0,
+                     tc=hp["trust_coefficient"], eps=hp["eps"], mom=hp["momentum"],
+                     nesterov=float(hp["nesterov"]))
+        return fixed, _plain_lr
+
+
+class NovoGradRule(Rule):
+    name = "NovoGrad"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, b1=b1, b2=b2, c2=1 - b2, eps=hp["eps"], eps_root=hp["eps_root"],
+                     wd=wd, decay=1.0 if wd != 0 else 0.0)
+
+        def step(t, lr):
+            return (1.0 if t == 0 else 0.0, lr), t + 1
+        return fixed, step
+
+
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
-    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), DiagonalNewtonRule())}
+    AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(),
+    NovoGradRule(), DiagonalNewtonRule())}
+
+
+
+# ---------------------------------------------------------------------------
+# Own steps (lrfast/optim/_own.py): the same plans, read by Python, not by an
+# engine kernel (their fields are not a KINDS row).
+# ---------------------------------------------------------------------------
+class AdafactorRule(Rule):
+    """torch.optim.Adafactor: row_var (..., n, 1) and col_var (..., 1, m) for
+    ndim >= 2, variance (the param's shape) otherwise."""
+    name = "Adafactor"
+
+    def alloc(self, p, hp):
+        if p.ndim >= 2:
+            return [np.zeros(p.shape[:-1] + (1,), p.dtype),
+                    np.zeros(p.shape[:-2] + (1,) + p.shape[-1:], p.dtype), None, None]
+        return [None, None, np.zeros_like(p), None]
+
+    def plan(self, hp):
+        b2d, wd = hp["beta2_decay"], hp["weight_decay"]
+        eps1, eps2 = hp["eps"]
+        fixed = dict(gs=-1.0 if hp["maximize"] else 1.0, eps1=eps1, eps2=eps2, d=hp["d"],
+                     decay=float(wd != 0))
+
+        def step(t, lr):
+            # torch: 1 - beta2_t = t**beta2_decay, rho_t = min(lr, 1/sqrt(t))
+            t += 1
+            return (float(t) ** b2d, min(lr, 1 / (float(t) ** 0.5)), 1.0 - lr * wd), t
+        return fixed, step
+
+
+class MuonRule(Rule):
+    """torch.optim.Muon: one momentum buffer per (2-D) param."""
+    name = "Muon"
+
+    def alloc(self, p, hp):
+        return [np.zeros_like(p), None, None, None]
+
+    def plan(self, hp):
+        m = hp["momentum"]
+        fixed = dict(w=1.0 - m, momentum=m, nesterov=hp["nesterov"],
+                     coefficients=hp["ns_coefficients"], ns_steps=hp["ns_steps"],
+                     eps=hp["eps"], adjust=hp["adjust_lr_fn"])
+        wd = hp["weight_decay"]
+
+        def step(t, lr):
+            return (lr, 1.0 - lr * wd), t + 1
+        return fixed, step
+
+
+RULES.update({r.name: r for r in (AdafactorRule(), MuonRule())})
 
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 

@@ -26,9 +26,26 @@ from __future__ import annotations
 
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-__all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "MAX_STATES", "optimizers", "cython_source"]
+__all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "MAX_STATES", "MAX_SUMS", "REQUIRED",
+           "optimizers", "cython_source"]
 
 MAX_STATES = 4       # state arrays per param: the engine's TensorRec.s (src/_kernels.pxi)
+MAX_SUMS = 2         # per-tensor sums of a per-tensor kind (Data.bred in src/_kernels.pxi)
+MAX_TENSOR_STATE = 2  # engine-held scalars per tensor (TensorRec.ts)
+
+
+class _Required:
+    """The default of a hyperparameter that has none (LARS's lr, as optax): as
+    torch's ``required``, each group must then give a value."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+    def __reduce__(self) -> str:
+        return "REQUIRED"            # pickles as the module's one instance
+
+
+REQUIRED: Any = _Required()
 
 
 class HP(NamedTuple):
@@ -38,7 +55,10 @@ class HP(NamedTuple):
     ([0, 1]), ``"unit_open"`` ([0, 1)), ``"real"`` (any finite number),
     ``"bool"``, ``"betas"`` (a pair in [0, 1)), ``"betas3"`` (a triple in [0, 1)),
     ``"etas"`` (a pair ``0 < etaminus < 1 < etaplus``), ``"step_sizes"`` (a pair
-    ``0 <= min <= max``). Numbers may be schedules unless
+    ``0 <= min <= max``), ``"le0"`` (<= 0), ``"ge1"`` (>= 1), ``"eps_pair"``
+    (Adafactor's ``(eps1 or None, eps2)``, both >= 0), ``"real3"`` (three finite
+    numbers), ``"ns_steps"`` (an int in [0, 100)), ``"adjust_lr_fn"`` (None,
+    ``"original"`` or ``"match_rms_adamw"``). Numbers may be schedules unless
     ``schedulable`` is False (values used only when state is allocated).
     """
     name: str
@@ -58,10 +78,22 @@ class Kind(NamedTuple):
     fields: Tuple[str, ...]
     step_fields: Tuple[str, ...]
     aux: bool = False            # reads a second input per param (DiagonalNewton)
+    # Per-tensor kinds (LAMB, LARS, NovoGrad): a read-only pass sums ``sums``
+    # per tensor (fixed blocks and lanes: the same on every thread count), then
+    # ``_<name>_tensor`` fills ``tensor_fields`` of that tensor's row from them
+    # and from the engine-held per-tensor scalars ``tensor_state``.
+    sums: Tuple[str, ...] = ()
+    tensor_fields: Tuple[str, ...] = ()
+    tensor_state: Tuple[str, ...] = ()
 
     @property
     def row_fields(self) -> Tuple[str, ...]:
+        """The fields a row plan fills (the C struct then has ``tensor_fields``)."""
         return self.fields + self.step_fields
+
+    @property
+    def struct_fields(self) -> Tuple[str, ...]:
+        return self.fields + self.step_fields + self.tensor_fields
 
     def pack(self, **values: float) -> Tuple[float, ...]:
         """A complete row from its fields by name (exactly the kind's fields)."""
@@ -86,6 +118,10 @@ class Spec(NamedTuple):
     isa: bool = True
     bench: Optional[Dict[str, Any]] = None
     public: bool = True
+    # True: the optimizer has its own step (state that is not the param's
+    # shape: Adafactor's row/column factors, Muon's matrix iteration), not a
+    # loop of the fused engine; ``kind`` then names that step, not a KINDS entry
+    own_step: bool = False
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -113,6 +149,12 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("adopt", 2, ("gs", "b1", "c1", "b2", "c2", "eps"), ("first", "clip", "lr")),
     Kind("adan", 4, ("gs", "b1", "c1", "b2", "c2", "b3", "c3", "eps", "eps_root", "wd", "decay"),
          ("first", "bc1", "bc2", "bc3", "lr")),
+    Kind("lamb", 2, ("gs", "b1", "c1", "b2", "c2", "eps", "eps_root", "wd", "decay"),
+         ("bc1", "bc2", "lr"), sums=("pp", "uu"), tensor_fields=("step",)),
+    Kind("lars", 1, ("gs", "wd", "decay", "tc", "eps", "mom", "nesterov"), ("lr",),
+         sums=("pp", "uu"), tensor_fields=("nstep",)),
+    Kind("novograd", 1, ("gs", "b1", "b2", "c2", "eps", "eps_root", "wd", "decay"),
+         ("first", "lr"), sums=("gg",), tensor_fields=("den",), tensor_state=("nu",)),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -213,6 +255,45 @@ _ROWS = (
          "Adan: adaptive Nesterov momentum from the grad and its difference (Xie et al. 2022)",
          {"optax": "optax.adan (state m = exp_avg, v = exp_avg_diff, n = exp_avg_sq, "
                    "g = prev_grad)"}, "adan", bench={"lr": 1e-3}),
+    Spec("Lamb", "lamb", ("exp_avg", "exp_avg_sq"),
+         (_LR(1e-3), _BETAS, HP("eps", 1e-6, "gt0"), _WD(), HP("eps_root", 0.0, "ge0")),
+         "LAMB: Adam scaled per tensor by the trust ratio ||p|| / ||u|| (You et al. 2020)",
+         {"optax": "optax.lamb (state mu = exp_avg, nu = exp_avg_sq)"}, "lamb",
+         distributed=False, bench={"lr": 1e-3}),
+    Spec("LARS", "lars", ("trace",),
+         (HP("lr", REQUIRED, "ge0"), HP("momentum", 0.9, "ge0"), _WD(),
+          HP("trust_coefficient", 1e-3, "gt0"), HP("eps", 0.0, "ge0"),
+          HP("nesterov", False, "bool")),
+         "LARS: SGD with momentum scaled per tensor by the trust ratio "
+         "trust_coefficient * ||p|| / (||g + wd*p|| + eps) (You et al. 2017)",
+         {"optax": "optax.lars (state trace = optax's trace: the momentum of the "
+                   "lr-scaled update, with its sign)"}, "lars",
+         distributed=False, bench={"lr": 1e-2}),
+    Spec("NovoGrad", "novograd", ("exp_avg",),
+         (_LR(1e-3), HP("betas", (0.9, 0.25), "betas"), HP("eps", 1e-6, "gt0"),
+          HP("eps_root", 0.0, "ge0"), _WD()),
+         "NovoGrad: a per-tensor second moment of the grad norm, layer-wise normalized "
+         "momentum (Ginsburg et al. 2019)",
+         {"optax": "optax.novograd (state mu = exp_avg; nu, one number per tensor, = nu)"},
+         "novograd", distributed=False, bench={"lr": 1e-3}),
+    # Own steps (lrfast/optim/_own.py): factored state, or a matrix iteration
+    Spec("Adafactor", "adafactor", ("row_var", "col_var", "variance"),
+         (_LR(1e-2), HP("beta2_decay", -0.8, "le0"),
+          HP("eps", (None, 1e-3), "eps_pair", schedulable=False), HP("d", 1.0, "ge1"), _WD(),
+          _MAX),
+         "Adafactor: factored second moments, relative step sizes and update clipping "
+         "(Shazeer & Stern 2018)",
+         {"torch": "torch.optim.Adafactor"}, None, optional_states=("row_var", "col_var",
+                                                                    "variance"),
+         distributed=False, own_step=True),
+    Spec("Muon", "muon", ("momentum_buffer",),
+         (_LR(1e-3), _WD(0.1), HP("momentum", 0.95, "ge0"), HP("nesterov", True, "bool"),
+          HP("ns_coefficients", (3.4445, -4.775, 2.0315), "real3", schedulable=False),
+          HP("eps", 1e-7, "ge0"), HP("ns_steps", 5, "ns_steps", schedulable=False),
+          HP("adjust_lr_fn", None, "adjust_lr_fn", schedulable=False)),
+         "Muon: momentum orthogonalized by a Newton-Schulz iteration, for 2-D params",
+         {"torch": "torch.optim.Muon (Newton-Schulz in the param's dtype, not bfloat16)"},
+         None, has_step=False, distributed=False, own_step=True),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
@@ -233,7 +314,7 @@ def optimizers(*, distributed: Optional[bool] = None, twin: Optional[bool] = Non
             continue
         if twin is not None and (s.twin is not None) != twin:
             continue
-        if aux is not None and KINDS[s.kind].aux != aux:
+        if aux is not None and (not s.own_step and KINDS[s.kind].aux) != aux:
             continue
         out.append(s.name)
     return out
@@ -249,10 +330,11 @@ def cython_source() -> Dict[str, str]:
            "cdef enum:"]
     out += [f"    K_{k.name.upper()} = {i}" for i, k in enumerate(kinds)]
     out += [f"    N_KINDS = {len(kinds)}",
-            f"    NS = {max(len(k.row_fields) for k in kinds)}   # doubles in the longest row", ""]
+            f"    NS = {max(len(k.struct_fields) for k in kinds)}   # doubles in the longest row",
+            f"    MAX_SUMS = {MAX_SUMS}", f"    MAX_TSTATE = {MAX_TENSOR_STATE}", ""]
     for k in kinds:
         out.append(f"ctypedef struct {_struct(k)}:")
-        out += [f"    double {f}" for f in k.row_fields]
+        out += [f"    double {f}" for f in k.struct_fields]
         out.append("")
     out.append(f"KINDS = {{{', '.join(f'{k.name!r}: K_{k.name.upper()}' for k in kinds)}}}")
     out.append("ROW_FIELDS = {" + ", ".join(f"{k.name!r}: {k.row_fields!r}" for k in kinds) + "}")
@@ -260,8 +342,11 @@ def cython_source() -> Dict[str, str]:
         f"{k.name!r}: sizeof({_struct(k)}) // sizeof(double)" for k in kinds) + "}")
     out.append("AUX_KINDS = frozenset({" + ", ".join(
         f"K_{k.name.upper()}" for k in kinds if k.aux) + "})")
-    out += ["cdef int _ROW_LEN[N_KINDS]"]
+    out.append("TENSOR_STATE = {" + ", ".join(
+        f"{k.name!r}: {k.tensor_state!r}" for k in kinds if k.tensor_state) + "}")
+    out += ["cdef int _ROW_LEN[N_KINDS]", "cdef int _NSUMS[N_KINDS]"]
     out += [f"_ROW_LEN[K_{k.name.upper()}] = {len(k.row_fields)}" for k in kinds]
+    out += [f"_NSUMS[K_{k.name.upper()}] = {len(k.sums)}" for k in kinds]
     head = "\n".join(out) + "\n"
     out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
             "cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0,",
@@ -272,6 +357,22 @@ def cython_source() -> Dict[str, str]:
         out.append(f"    {kw} kind == K_{k.name.upper()}:")
         s3 = " s3," if k.n_states > 3 else ""     # only the kinds with a 4th state take s3
         out.append(f"        _{k.name}(p, g, h, s0, s1, s2,{s3} n, <const {_struct(k)}*>r)")
+    red = [k for k in kinds if k.sums]
+    out += ["", "",
+            "cdef inline void _apply_sums(int kind, const real* p, const real* g, const real* s0,",
+            "                             const real* s1, Py_ssize_t n, const double* r,",
+            "                             double* acc) noexcept nogil:",
+            "    # the read-only pass of a per-tensor kind: MAX_SUMS x 8 lane sums"]
+    for i, k in enumerate(red):
+        out.append(f"    {'if' if i == 0 else 'elif'} kind == K_{k.name.upper()}:")
+        out.append(f"        _{k.name}_sums(p, g, s0, s1, n, <const {_struct(k)}*>r, acc)")
+    out += ["", "",
+            "cdef inline void _apply_tensor(int kind, double* r, const double* sums,",
+            "                               double* ts) noexcept nogil:",
+            "    # a per-tensor kind's tensor fields of row r, from its sums and state"]
+    for i, k in enumerate(red):
+        out.append(f"    {'if' if i == 0 else 'elif'} kind == K_{k.name.upper()}:")
+        out.append(f"        _{k.name}_tensor(<{_struct(k)}*>r, sums, ts)")
     return {"_table.pxi": head, "_table_dispatch.pxi": "\n".join(out) + "\n"}
 
 

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(HERE))          # tests/ for _cases
 import lrfast  # noqa: E402
 from lrfast import schedules  # noqa: E402
 from _cases import CASES  # noqa: E402
+from lrfast.optim import TABLE  # noqa: E402
 
 # Layouts: groups of (shape, order); every dtype in one scenario is the same
 # unless the layout says otherwise. Sizes are chosen so that shards of 2 and 3
@@ -41,6 +42,8 @@ def scenarios():
     """All scenarios run under MPI, by name."""
     out = {}
     for k, (name, hp) in enumerate(CASES):
+        if not TABLE[name].distributed:         # per-tensor norms: not sharded
+            continue
         for dt in ("float64", "float32"):
             out[f"case{k:02d}-{name}-{dt}-shard"] = dict(
                 opt=name, hp=hp, layout="mixed", dtype=dt, steps=12, shard=True)

@@ -1,0 +1,132 @@
+"""lrfast's fused kernels behind torch.optim's interface: drop-in optimizers for
+torch tensors on the CPU.
+
+``lrfast.torch.AdamW(model.parameters(), lr=1e-3)`` is a
+``torch.optim.Optimizer`` with ``torch.optim.AdamW``'s constructor (params as
+tensors, dicts of param groups or ``(name, tensor)`` pairs; torch's defaults),
+``param_groups``, ``state``, ``state_dict`` format, ``zero_grad`` and hooks.
+Its ``step()`` reads ``p.grad`` and updates the params and the state tensors
+in place with lrfast's fused multi-tensor kernels, without copies: the kernels
+work on ``Tensor.numpy()`` views of the tensors' memory.
+
+- torch's ``lr_scheduler`` classes drive it as they drive torch.optim (they set
+  ``group["lr"]``, ``group["betas"]`` or ``group["momentum"]`` between steps;
+  the next step uses the new values).
+- ``state_dict()`` is torch.optim's: ``lrfast.torch.Adam``'s loads into
+  ``torch.optim.Adam`` and the other way round, and training continues the same.
+- Params whose ``grad`` is None are skipped (state and step count unchanged).
+- Refused with a clear error: params that are not dense, contiguous float32 or
+  float64 CPU tensors; grads whose device, dtype or layout differ from their
+  param's; a grad on a param with ``requires_grad=False``; torch's
+  implementation switches (``foreach``, ``fused``, ``capturable``,
+  ``differentiable``) set to anything but their defaults (``foreach=False`` and
+  ``fused=False`` are accepted: no torch implementation is requested).
+- Not available yet: low-precision (bfloat16/float16) params with float32
+  master weights; ``master_weights=True`` raises NotImplementedError.
+
+Rules of use: change the state in place (``opt.state[p]["exp_avg"].zero_()``)
+or through ``load_state_dict``; a state tensor replaced by assignment is not
+seen by the kernels. Don't reassign ``p.data`` (the next step refuses). The
+optimizer holds a view of each param's current grad between steps until
+``zero_grad`` drops it.
+
+Every optimizer of :mod:`lrfast.optim` has a class here; those with a
+torch.optim counterpart (the table's torch references) take that class's exact
+signature, the others (Lion, AdaBelief, Yogi, ADOPT, Adan) the table's.
+"""
+from __future__ import annotations
+
+try:
+    import torch as _torch
+except ImportError as e:      # pragma: no cover - exercised without torch
+    raise ImportError("lrfast.torch needs PyTorch (CPU is enough): pip install torch, or "
+                      "pip install \"lrfast[torch]\"; lrfast itself works without it") from e
+
+from ..optim._table import TABLE
+from ._optimizer import TorchOptimizer
+
+__all__ = ["TorchOptimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
+           "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
+           "Adan"]
+
+_ = _torch
+
+
+class SGD(TorchOptimizer):
+    """torch.optim.SGD on lrfast's kernels (see :class:`lrfast.SGD` for the rule)."""
+    spec = TABLE["SGD"]
+
+
+class Adagrad(TorchOptimizer):
+    """torch.optim.Adagrad on lrfast's kernels (state filled when built, as torch)."""
+    spec = TABLE["Adagrad"]
+
+
+class Adadelta(TorchOptimizer):
+    """torch.optim.Adadelta on lrfast's kernels."""
+    spec = TABLE["Adadelta"]
+
+
+class RMSprop(TorchOptimizer):
+    """torch.optim.RMSprop on lrfast's kernels."""
+    spec = TABLE["RMSprop"]
+
+
+class Adam(TorchOptimizer):
+    """torch.optim.Adam on lrfast's kernels (amsgrad, decoupled_weight_decay)."""
+    spec = TABLE["Adam"]
+
+
+class AdamW(TorchOptimizer):
+    """torch.optim.AdamW on lrfast's kernels."""
+    spec = TABLE["AdamW"]
+
+
+class Adamax(TorchOptimizer):
+    """torch.optim.Adamax on lrfast's kernels."""
+    spec = TABLE["Adamax"]
+
+
+class NAdam(TorchOptimizer):
+    """torch.optim.NAdam on lrfast's kernels (``mu_product`` kept as torch stores it)."""
+    spec = TABLE["NAdam"]
+
+
+class RAdam(TorchOptimizer):
+    """torch.optim.RAdam on lrfast's kernels."""
+    spec = TABLE["RAdam"]
+
+
+class Rprop(TorchOptimizer):
+    """torch.optim.Rprop on lrfast's kernels."""
+    spec = TABLE["Rprop"]
+
+
+class ASGD(TorchOptimizer):
+    """torch.optim.ASGD on lrfast's kernels (``eta``/``mu`` kept as torch stores them)."""
+    spec = TABLE["ASGD"]
+
+
+class Lion(TorchOptimizer):
+    """Lion (see :class:`lrfast.Lion`) as a torch optimizer; state ``step``, ``exp_avg``."""
+    spec = TABLE["Lion"]
+
+
+class AdaBelief(TorchOptimizer):
+    """AdaBelief (see :class:`lrfast.AdaBelief`) as a torch optimizer."""
+    spec = TABLE["AdaBelief"]
+
+
+class Yogi(TorchOptimizer):
+    """Yogi (see :class:`lrfast.Yogi`) as a torch optimizer."""
+    spec = TABLE["Yogi"]
+
+
+class ADOPT(TorchOptimizer):
+    """ADOPT (see :class:`lrfast.ADOPT`) as a torch optimizer."""
+    spec = TABLE["ADOPT"]
+
+
+class Adan(TorchOptimizer):
+    """Adan (see :class:`lrfast.Adan`) as a torch optimizer."""
+    spec = TABLE["Adan"]

@@ -1,0 +1,653 @@
+"""The base of every ``lrfast.torch`` optimizer: a ``torch.optim.Optimizer``
+whose ``step`` runs lrfast's fused kernels on the tensors' memory.
+
+Design
+------
+torch owns the interface: ``param_groups`` are torch's plain dicts,
+``self.state[p]`` holds torch's state tensors under torch's keys, and
+``state_dict``/``load_state_dict``/``zero_grad``/hooks are torch's own. lrfast
+owns the arithmetic: one :class:`lrfast.kernels` ``Engine`` (a prebuilt task
+list) over ``Tensor.numpy()`` views of the params and of those same state
+tensors, so every write lands in torch's memory and nothing is copied.
+
+Per step: a structural check (are the groups and their param lists the ones
+the engine was built over?), a cheap comparison of each group's values with
+those of the last step (a scheduler that set ``group["lr"]`` costs one range
+check; any other change re-plans the group), one scalar row per group and
+distinct step count, one call into the kernels, and the step counts advanced
+in one numpy operation (every ``state["step"]`` is a 0-d view into one array).
+State tensors appear in ``self.state[p]`` at a param's first step, as torch's.
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.optim.optimizer as _optim_mod
+
+from .._dispatch import kernels as _K
+from .._validate import check_value
+from ..optim._rules import RULES, Rule, _dm
+from ..optim._table import KINDS, Spec
+
+__all__ = ["TorchOptimizer"]
+
+# torch's implementation switches: lrfast always runs its own fused CPU kernels.
+# foreach/fused are requests for torch's implementations; False means the same as
+# None (no request), anything true is refused.
+_FLAG_OK = {"foreach": (None, False), "fused": (None, False), "capturable": (False,),
+            "differentiable": (False,)}
+_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _scalar_dtype() -> torch.dtype:
+    # torch.optim's per-param scalars ("step", "mu_product", "eta", "mu") use
+    # float64 when the default dtype is float64, else float32
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _round(x: float, dt: torch.dtype) -> float:
+    """x stored in a tensor of dtype dt, read back (torch's scalar states)."""
+    return float(np.float32(x)) if dt == torch.float32 else float(x)
+
+
+class _Group:
+    """One param group compiled: its values as last seen, its kernel row plan."""
+    __slots__ = ("d", "params", "n", "vals", "fixed", "stepfn", "lr", "hp", "where")
+
+    def __init__(self, d, where):
+        self.d = d
+        self.params = d["params"]
+        self.n = len(self.params)
+        self.where = where
+        self.vals: Tuple[Any, ...] = ()
+        self.fixed: Tuple[float, ...] = ()
+        self.stepfn: Any = None
+        self.lr = 0.0
+        self.hp: Dict[str, Any] = {}
+
+
+class TorchOptimizer(torch.optim.Optimizer):
+    """Base class of the ``lrfast.torch`` optimizers (see the package docstring)."""
+
+    spec: Spec
+    torch_class: Optional[type] = None   # the torch.optim counterpart, if any
+    _rule: Rule
+    _kind: int
+    _flags: Dict[str, Any] = {}          # torch-only arguments -> their defaults
+    _extras: Tuple[str, ...] = ()        # per-param scalar states beyond "step"
+    _names: Tuple[str, ...] = ()         # the group keys a step reads
+    _getter: Any = None
+    _keys: Any = None
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        spec = cls.__dict__.get("spec")
+        if spec is None:
+            return
+        cls._rule = RULES[spec.name]
+        cls._kind = _K.KINDS[spec.kind]
+        cls._extras = {"NAdam": ("mu_product",), "ASGD": ("eta", "mu")}.get(spec.name, ())
+        ref = spec.refs.get("torch")
+        cls.torch_class = getattr(torch.optim, ref.rsplit(".", 1)[-1], None) if ref else None
+        cls.__init__ = _make_init(cls)   # type: ignore[method-assign]
+
+    def __init__(self, params: Any, defaults: Dict[str, Any], flags: Dict[str, Any],
+                 master_weights: bool = False) -> None:
+        name = type(self).__name__
+        if master_weights:
+            raise NotImplementedError(
+                f"lrfast.torch.{name}: master_weights=True (low-precision params with "
+                "float32 master weights) is not available yet; give float32 or float64 params")
+        for k, v in flags.items():
+            if v not in _FLAG_OK.get(k, (self._flags.get(k),)):
+                raise ValueError(f"lrfast.torch.{name}: {k}={v!r} is not supported (lrfast "
+                                 f"runs its own fused CPU kernels; leave {k} at its default "
+                                 f"{self._flags.get(k)!r})")
+        if not isinstance(master_weights, bool):
+            raise TypeError(f"master_weights must be a bool, got {master_weights!r}")
+        self._ready = False
+        self._groups: List[_Group] = []
+        self._sdt = _scalar_dtype()
+        super().__init__(params, {**defaults, **flags})
+        self._ready = True
+        self._rebuild()
+
+    # ------------------------------------------------------------ structure
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Add a group, as torch's; its params and values are checked now (a
+        bad group is refused and nothing changes)."""
+        n = len(self.param_groups)
+        super().add_param_group(param_group)
+        g = self.param_groups[-1]
+        try:
+            for j, p in enumerate(g["params"]):
+                self._param_view(p, f"group {n}, param {j}")
+            self._compile(_Group(g, f"group {n}: "))
+            if self._ready:
+                self._rebuild()
+        except Exception:
+            del self.param_groups[n:]
+            if self._ready:
+                self._rebuild()
+            raise
+
+    def _stale(self) -> bool:
+        pgs = self.param_groups
+        if len(pgs) != len(self._groups):
+            return True
+        for d, g in zip(pgs, self._groups):
+            if d is not g.d or d["params"] is not g.params or len(g.params) != g.n:
+                return True
+        return False
+
+    def _param_view(self, p: Any, where: str) -> np.ndarray:
+        name = type(self).__name__
+        if not isinstance(p, torch.Tensor):
+            raise TypeError(f"lrfast.torch.{name}: {where} is a {type(p).__name__}, not a "
+                            "torch.Tensor")
+        if p.device.type != "cpu":
+            raise ValueError(f"lrfast.torch.{name}: {where} is on {p.device}; lrfast steps "
+                             "CPU tensors only (keep the params the optimizer sees in host "
+                             "memory, or use torch.optim on the device)")
+        if p.layout != torch.strided:
+            raise ValueError(f"lrfast.torch.{name}: {where} has layout {p.layout}; only dense "
+                             "(strided) tensors are supported")
+        if p.dtype not in _DTYPES:
+            raise TypeError(f"lrfast.torch.{name}: {where} has dtype {p.dtype}; lrfast steps "
+                            "float32 and float64 tensors (low-precision params with float32 "
+                            "master weights are not available yet)")
+        if not p.is_contiguous():
+            raise ValueError(f"lrfast.torch.{name}: {where} is not contiguous (the kernels "
+                             "update the tensor's memory in place)")
+        return p.detach().numpy()
+
+    def _compile(self, g: _Group) -> None:
+        """Validate group g's values and build its row plan (raises before any change)."""
+        spec, d, where = self.spec, g.d, g.where
+        name = type(self).__name__
+        for k, ok in ((k, _FLAG_OK.get(k, (v,))) for k, v in self._flags.items()):
+            if k in d and d[k] not in ok:
+                raise ValueError(f"lrfast.torch.{name}: {where}{k}={d[k]!r} is not supported "
+                                 f"(leave it at {self._flags[k]!r})")
+        hp = {}
+        for h in spec.hparams:
+            v = d[h.name]
+            if isinstance(v, torch.Tensor):
+                raise TypeError(f"lrfast.torch.{name}: {where}{h.name} is a Tensor; give a "
+                                "number")
+            hp[h.name] = check_value(v, h.name, h.check, where)
+        self._rule.check(hp, where)
+        fixed, stepfn = self._rule.plan(hp)
+        if spec.name == "NAdam" and self._sdt == torch.float32:
+            stepfn = _nadam_f32(hp)
+        elif spec.name == "ASGD":
+            stepfn = _asgd_stored(stepfn, self._sdt)
+        kind = KINDS[spec.kind]
+        g.fixed = tuple(float(fixed[f]) for f in kind.fields)
+        g.stepfn, g.lr, g.hp = stepfn, hp["lr"], hp
+        g.vals = self._vals(d)
+
+    def _vals(self, d: Dict[str, Any]) -> Tuple[Any, ...]:
+        return self._getter(d)
+
+    def _slots(self, hp: Dict[str, Any], dt: Any) -> List[bool]:
+        return [a is not None for a in self._rule.alloc(np.zeros(1, dt), hp)]
+
+    def _fill(self, hp: Dict[str, Any], dt: Any, slot: int) -> float:
+        a = self._rule.alloc(np.zeros(1, dt), hp)[slot]
+        assert a is not None
+        return float(a[0])
+
+    def _rebuild(self) -> None:
+        """(Re)build the engine over the current groups and state: adopts the
+        state tensors in ``self.state`` (torch's, or loaded), allocates what is
+        missing. Validates everything before changing anything."""
+        spec = self.spec
+        name = type(self).__name__
+        self._sdt = _scalar_dtype()
+        for st in self.state.values():          # loaded scalar states keep their dtype
+            v = st.get(self._extras[0]) if self._extras else None
+            if isinstance(v, torch.Tensor) and v.dtype in _DTYPES:
+                self._sdt = v.dtype
+                break
+        groups = [_Group(d, f"group {gi}: ") for gi, d in enumerate(self.param_groups)]
+        for g in groups:
+            self._compile(g)
+        plist: List[torch.Tensor] = []
+        group_of: List[int] = []
+        seen = set()
+        for gi, g in enumerate(groups):
+            for p in g.params:
+                if id(p) in seen:
+                    raise ValueError(f"lrfast.torch.{name}: a param appears twice in the "
+                                     "param groups")
+                seen.add(id(p))
+                plist.append(p)
+                group_of.append(gi)
+        views = [self._param_view(p, f"group {group_of[i]}, param {i}")
+                 for i, p in enumerate(plist)]
+        sdt = _scalar_dtype()
+        n = len(plist)
+        steps_t = torch.zeros(n, dtype=sdt)
+        steps = steps_t.numpy()
+        plans = self._plan_states(groups, plist, group_of, views)
+        # commit
+        self._groups, self._plist, self._group_of = groups, plist, group_of
+        self._bufs = [b for b, _, _, _ in plans]
+        self._ptrs = [p.data_ptr() for p in plist]
+        self._steps_t, self._steps = steps_t, steps
+        self._xt: List[Optional[List[torch.Tensor]]] = [None] * n   # extras' tensors
+        self._unpub = set()
+        keys = []
+        for i, (bufs, key, t, extras) in enumerate(plans):
+            st = self.state.get(plist[i])
+            if st:
+                for s, nm in enumerate(spec.states):
+                    if bufs[s] is not None:
+                        st[nm] = bufs[s]
+                if spec.has_step:
+                    steps[i] = t
+                    st["step"] = steps_t[i]
+                if extras is not None:
+                    st.update(zip(self._extras, extras))
+                    self._xt[i] = extras
+            else:
+                self._unpub.add(i)
+            keys.append(key)
+        self._n = n
+        self._gview: List[Any] = [None] * n     # cached grad views ...
+        self._gten: List[Any] = [None] * n      # ... of these grad tensors
+        self._engine = _K.Engine(self._kind, views,
+                                 [[b.detach().numpy() if b is not None else None for b in bufs]
+                                  for bufs in self._bufs], group_of)
+        self._set_keys(keys)
+        if spec.name == "Adagrad":        # torch fills Adagrad's state when it is built
+            self._publish(list(self._unpub))
+
+    def _plan_states(self, groups, plist, group_of, views):
+        """Per param, (storage, key, step, extras): its state in self.state
+        adopted, or (before its first step) the buffers it had or new ones.
+        Raises before anything is written."""
+        old = {id(p): b for p, b in zip(getattr(self, "_plist", []), getattr(self, "_bufs", []))}
+        plans = []
+        for i, p in enumerate(plist):
+            where = f"group {group_of[i]}, param {i}"
+            hp = groups[group_of[i]].hp
+            need = self._slots(hp, views[i].dtype)
+            st = self.state.get(p)
+            if st:
+                plans.append(self._adopt(p, st, need, hp, where))
+                continue
+            bufs = old.get(id(p))
+            if bufs is None or [b is not None for b in bufs] != need:
+                bufs = [torch.full_like(p.detach(), self._fill(hp, views[i].dtype, s))
+                        if need[s] else None for s in range(len(need))]
+            plans.append((bufs, self._rule.initial_key, None, None))
+        return plans
+
+    def _adopt(self, p, st, need, hp, where):
+        """(bufs, key, step, extras) for a param whose state exists in self.state."""
+        spec, name = self.spec, type(self).__name__
+        bufs: List[Optional[torch.Tensor]] = []
+        for s, nm in enumerate(spec.states[:len(need)]):
+            t = st.get(nm)
+            if not need[s]:
+                bufs.append(None)
+                continue
+            if t is None:
+                if nm in spec.optional_states:     # SGD before its first momentum step
+                    t = torch.zeros_like(p.detach())
+                elif spec.has_step:                # an option switched on after the start
+                    t = torch.full_like(p.detach(), self._fill(hp, p.detach().numpy().dtype, s))
+                else:
+                    t = torch.zeros_like(p.detach())
+            if not isinstance(t, torch.Tensor):
+                raise TypeError(f"lrfast.torch.{name}: {where}: state {nm!r} must be a "
+                                f"Tensor, got {type(t).__name__}")
+            if t.shape != p.shape:
+                raise ValueError(f"lrfast.torch.{name}: {where}: state {nm!r} has shape "
+                                 f"{tuple(t.shape)}, param has {tuple(p.shape)}")
+            if (t.device.type != "cpu" or t.dtype != p.dtype or t.layout != torch.strided
+                    or not t.is_contiguous() or t.requires_grad):
+                t = t.detach().to(device="cpu", dtype=p.dtype).contiguous().clone()
+            bufs.append(t)
+        e = {k: (float(v) if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
+             for k, v in st.items()}
+        t_step = 0
+        if spec.has_step:
+            if "step" not in e:
+                raise ValueError(f"lrfast.torch.{name}: {where}: state lacks 'step'")
+            v = e["step"]
+            if (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0
+                    or v != int(v) or v > 2 ** 53):
+                raise ValueError(f"lrfast.torch.{name}: {where}: state 'step' must be a "
+                                 f"whole number >= 0, got {st['step']!r}")
+            t_step = int(v)
+        if not spec.has_step:      # SGD: started once a momentum buffer exists
+            e = {"momentum_buffer": st.get("momentum_buffer")}
+        key = self._rule.entry_key(t_step, e, f"lrfast.torch.{name}: {where}")
+        extras = None
+        if self._extras:
+            extras = []
+            for k, v in zip(self._extras, key[1:]):
+                extras.append(torch.tensor(v, dtype=self._sdt))
+        return bufs, key, t_step, extras
+
+    # -------------------------------------------------------------- keys
+    def _set_keys(self, keys: List[Any]) -> None:
+        """Per-param keys -> each group's distinct keys and each param's row."""
+        ng = len(self._groups)
+        ukeys: List[List[Any]] = [[] for _ in range(ng)]
+        seen: List[Dict[Any, int]] = [{} for _ in range(ng)]
+        cls = []
+        for i, key in enumerate(keys):
+            g = self._group_of[i]
+            c = seen[g].get(key)
+            if c is None:
+                c = seen[g][key] = len(ukeys[g])
+                ukeys[g].append(key)
+            cls.append(c)
+        for u in ukeys:
+            if not u:
+                u.append(self._rule.initial_key)
+        self._ukeys, self._cls, self._keys = ukeys, cls, keys
+        if all(len(u) == 1 for u in ukeys):
+            self._engine.set_row_map(None)
+        else:
+            off, o = [], 0
+            for u in ukeys:
+                off.append(o)
+                o += len(u)
+            self._engine.set_row_map([off[g] + c for g, c in zip(self._group_of, cls)])
+
+    def _publish(self, idx: List[int]) -> None:
+        """Make params' state visible in self.state (at their first step, as torch)."""
+        spec = self.spec
+        for i in idx:
+            entries: Dict[str, Any] = {}
+            if spec.has_step:
+                entries["step"] = self._steps_t[i]
+            if self._extras:
+                self._xt[i] = [torch.tensor(0.0, dtype=self._sdt) for _ in self._extras]
+                self._write_extras(i)
+                entries.update(zip(self._extras, self._xt[i] or ()))
+            for nm, b in zip(spec.states, self._bufs[i]):
+                if b is not None:
+                    entries[nm] = b
+            if entries:             # SGD without momentum keeps no state, as torch
+                self.state[self._plist[i]].update(entries)
+            self._unpub.discard(i)
+
+    def _write_extras(self, i: int) -> None:
+        xt = self._xt[i]
+        if xt is not None:
+            assert self._keys is not None
+            for t, v in zip(xt, self._keys[i][1:]):
+                t.fill_(v)
+
+    # -------------------------------------------------------------- step
+    def step(self, closure=None):  # type: ignore[override]
+        """One update of every param that has a grad (``p.grad``; params whose
+        grad is None are skipped, their state and step count unchanged).
+
+        ``closure`` (optional) re-evaluates the model and returns the loss; it
+        runs with grad enabled before the update. Step hooks (the optimizer's
+        and torch's global ones) and the profiler's record run as torch's."""
+        if (self._optimizer_step_pre_hooks or self._optimizer_step_post_hooks
+                or _optim_mod._global_optimizer_pre_hooks
+                or _optim_mod._global_optimizer_post_hooks
+                or torch.autograd._profiler_enabled()):
+            return _hooked_step(self, closure)
+        return self._step(closure)
+
+    step.hooked = True     # type: ignore[attr-defined]  # torch must not wrap it again
+
+    def _step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self._stale():
+            self._rebuild()
+        groups = self._groups
+        for g in groups:
+            vals = self._vals(g.d)
+            if vals != g.vals:
+                self._sync(g, vals)
+        if self._stale():                # _sync may have needed new state arrays
+            self._rebuild()
+            groups = self._groups
+        grads = self._grads()
+        rows = []
+        new_keys = []
+        for g, ukeys in zip(groups, self._ukeys):
+            nk = []
+            stepfn, fixed, lr = g.stepfn, g.fixed, g.lr
+            for key in ukeys:
+                sv, k2 = stepfn(key, lr)
+                rows.append(fixed + sv)
+                nk.append(k2)
+            new_keys.append(nk)
+        na, _, _ = self._engine.step(grads, rows)
+        del grads
+        if na == self._n:
+            self._ukeys = new_keys
+            self._keys = None     # derived when needed
+            if self.spec.has_step:
+                self._steps += 1
+            if self._extras:
+                self._all_keys()
+                for i in range(self._n):
+                    self._write_extras(i)
+            if self._unpub:
+                self._publish(list(self._unpub))
+        elif na:
+            self._advance(self._engine.active(), new_keys)
+        return loss
+
+    def _advance(self, active: List[bool], new_keys) -> None:
+        keys = self._all_keys()
+        out = []
+        pub = []
+        for i, key in enumerate(keys):
+            if active[i]:
+                key = new_keys[self._group_of[i]][self._cls[i]]
+                if self.spec.has_step:
+                    self._steps[i] += 1
+                if i in self._unpub:
+                    pub.append(i)
+            out.append(key)
+        self._set_keys(out)
+        if pub:
+            self._publish(pub)
+        if self._extras:
+            for i in range(self._n):
+                if active[i]:
+                    self._write_extras(i)
+
+    def _all_keys(self) -> List[Any]:
+        if self._keys is None:
+            self._keys = [self._ukeys[g][c] for g, c in zip(self._group_of, self._cls)]
+        return self._keys
+
+    def _sync(self, g: _Group, vals: Tuple[Any, ...]) -> None:
+        """The group's values changed since the last step (a scheduler, or the
+        user): a new lr is one range check; anything else re-plans the group."""
+        changed = [k for k, a, b in zip(self._names, vals, g.vals) if a is not b and a != b]
+        if changed == ["lr"]:
+            v = g.d["lr"]
+            if isinstance(v, torch.Tensor):
+                raise TypeError(f"lrfast.torch.{type(self).__name__}: {g.where}lr is a Tensor;"
+                                " give a number")
+            g.lr = check_value(v, "lr", "ge0", g.where)
+            g.hp["lr"] = g.lr
+            g.vals = vals
+            return
+        before = {i: self._slots(g.hp, self._plist[i].detach().numpy().dtype)
+                  for i in range(self._n) if self._groups[self._group_of[i]] is g}
+        trial = _Group(g.d, g.where)
+        self._compile(trial)
+        for i, had in before.items():
+            if self._slots(trial.hp, self._plist[i].detach().numpy().dtype) != had:
+                g.n = -1            # new state arrays needed: rebuild the engine
+                return
+        g.fixed, g.stepfn, g.lr, g.hp, g.vals = (trial.fixed, trial.stepfn, trial.lr,
+                                                 trial.hp, trial.vals)
+
+    def _grads(self) -> List[Any]:
+        out: List[Any] = []
+        gview, gten, ptrs = self._gview, self._gten, self._ptrs
+        for i, p in enumerate(self._plist):
+            g = p.grad
+            if g is None:
+                out.append(None)
+            elif g is gten[i]:
+                out.append(gview[i])
+            else:
+                out.append(self._grad_view(i, p, g))
+            if p.data_ptr() != ptrs[i]:
+                raise RuntimeError(
+                    f"lrfast.torch.{type(self).__name__}: param {i}'s memory changed since "
+                    "the optimizer was built (p.data was reassigned); build a new optimizer")
+        return out
+
+    def _grad_view(self, i: int, p: torch.Tensor, g: torch.Tensor) -> np.ndarray:
+        name, where = type(self).__name__, f"group {self._group_of[i]}, param {i}"
+        if not p.requires_grad:
+            raise ValueError(f"lrfast.torch.{name}: {where} has requires_grad=False but a "
+                             "grad; set p.grad = None or p.requires_grad_(True)")
+        if g.device != p.device:
+            raise ValueError(f"lrfast.torch.{name}: {where}'s grad is on {g.device}, the param "
+                             f"on {p.device}")
+        if g.layout != torch.strided:
+            raise ValueError(f"lrfast.torch.{name}: {where}'s grad has layout {g.layout}; "
+                             "sparse grads are not supported")
+        if g.dtype != p.dtype:
+            raise TypeError(f"lrfast.torch.{name}: {where}'s grad has dtype {g.dtype}, the "
+                            f"param {p.dtype}")
+        if not g.is_contiguous():
+            raise ValueError(f"lrfast.torch.{name}: {where}'s grad is not contiguous")
+        v = g.detach().numpy()
+        self._gview[i], self._gten[i] = v, g
+        return v
+
+    # ------------------------------------------------------------ torch API
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad`` (the optimizer also drops its grad views)."""
+        super().zero_grad(set_to_none)
+        if getattr(self, "_ready", False):
+            self._gview[:] = [None] * self._n
+            self._gten[:] = [None] * self._n
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """torch's ``load_state_dict`` (torch.optim's format); the loaded state
+        is then checked and adopted by the kernels. A state_dict that does not
+        fit raises and leaves the optimizer as it was."""
+        old_state, old_groups = self.state, self.param_groups
+        super().load_state_dict(state_dict)
+        try:
+            self._rebuild()
+        except Exception:
+            self.state, self.param_groups = old_state, old_groups
+            self._rebuild()
+            raise
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        if "_groups" not in self.__dict__:      # unpickled: built at the first step
+            self._ready = True
+            self._groups = []
+            self._sdt = _scalar_dtype()
+
+
+def _plain_step(self, closure=None):
+    return self._step(closure)
+
+
+_plain_step.__name__ = _plain_step.__qualname__ = "step"
+_hooked_step = torch.optim.Optimizer.profile_hook_step(_plain_step)
+
+
+def _nadam_f32(hp):
+    """NAdam's step with torch's float32 ``mu_product`` (``mu_product *= mu`` in
+    float32, read back as a Python float); else as lrfast's NAdam rule."""
+    b1, b2 = hp["betas"]
+    md, wd = hp["momentum_decay"], hp["weight_decay"]
+    dec = bool(hp["decoupled_weight_decay"])
+
+    def step(key, lr):
+        t, mp = key
+        t += 1
+        mu = b1 * (1.0 - 0.5 * (0.96 ** (t * md)))
+        mu_next = b1 * (1.0 - 0.5 * (0.96 ** ((t + 1) * md)))
+        mp = float(np.float32(mp) * np.float32(mu))
+        den = 1.0 - mp * mu_next
+        if 1.0 - mp == 0.0 or den == 0.0:
+            raise ValueError(f"NAdam: momentum product {mp!r} makes the step divide by zero")
+        return ((1 - b2 ** t, lr * (1.0 - mu) / (1.0 - mp), lr * mu_next / den,
+                 _dm(lr, wd, dec)), (t, mp))
+    return step
+
+
+def _asgd_stored(inner, sdt):
+    """ASGD's step with eta and mu as torch stores them: ``as_tensor`` (the
+    default dtype) copied into the state tensors (dtype sdt)."""
+    def rnd(x):
+        if sdt == torch.float32 or torch.get_default_dtype() != torch.float64:
+            return float(np.float32(x))
+        return float(x)
+
+    def step(key, lr):
+        t, eta, mu = key
+        if eta is None:                 # first step: eta = lr as a scalar tensor
+            eta = float(np.float32(lr)) if sdt == torch.float32 else float(lr)
+        sv, (t, eta, mu) = inner((t, eta, mu), lr)
+        return sv, (t, rnd(eta), rnd(mu))
+    return step
+
+
+def _make_init(cls):
+    """``__init__`` with torch.optim's signature for cls's counterpart (its
+    order, defaults and torch-only switches), else the table's."""
+    spec = cls.spec
+    table = {h.name: h for h in spec.hparams}
+    sig: List[Tuple[str, Any, bool]] = []     # (name, default, keyword-only)
+    flags: Dict[str, Any] = {}
+    if cls.torch_class is not None:
+        # torch's group keys (AdamW's carry decoupled_weight_decay=True, not an argument)
+        built = cls.torch_class([torch.zeros(1, requires_grad=True)]).defaults
+        flags.update({k: v for k, v in built.items() if k not in table})
+        for prm in list(inspect.signature(cls.torch_class.__init__).parameters.values())[2:]:
+            kwonly = prm.kind == prm.KEYWORD_ONLY
+            if prm.name in table:
+                sig.append((prm.name, table[prm.name].default, kwonly))
+            else:
+                flags[prm.name] = prm.default
+                sig.append((prm.name, prm.default, kwonly))
+    have = {s[0] for s in sig}
+    for h in spec.hparams:
+        if h.name not in have:
+            sig.append((h.name, h.default, True if sig or h.kwonly else h.kwonly))
+    sig.sort(key=lambda s: s[2])               # stable: positional first
+    cls._flags = flags
+    cls._names = tuple(h.name for h in spec.hparams) + tuple(flags)
+    cls._getter = staticmethod(operator.itemgetter(*cls._names))
+    args = {n for n, _, _ in sig}        # flags not in args are group keys only (AdamW's)
+    pos = [f"{n}=_d[{n!r}]" for n, _, k in sig if not k]
+    kwo = [f"{n}=_d[{n!r}]" for n, _, k in sig if k] + ["master_weights=False"]
+    hps = ", ".join(f"{h.name}={h.name}" for h in spec.hparams)
+    fls = ", ".join(f"{f}={f}" if f in args else f"{f}={v!r}" for f, v in flags.items())
+    src = (f"def __init__(self, params, {', '.join(pos)}, *, {', '.join(kwo)}):\n"
+           f"    _Base.__init__(self, params, dict({hps}), dict({fls}), master_weights)\n")
+    ns: Dict[str, Any] = {"_Base": TorchOptimizer, "_d": {n: d for n, d, _ in sig}}
+    exec(src, ns)
+    fn = ns["__init__"]
+    fn.__qualname__ = f"{cls.__name__}.__init__"
+    ref = spec.refs.get("torch") or spec.refs.get("optax", "lrfast")
+    switches = f" (its switches {', '.join(flags)} at their defaults)" if flags else ""
+    fn.__doc__ = f"{spec.doc}; the signature and defaults of {ref.split(' ')[0]}{switches}."
+    return fn
