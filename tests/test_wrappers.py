@@ -187,6 +187,8 @@ def test_ema_refuses_non_optimizers():
         lrfast.EMA(object())
     with pytest.raises(TypeError, match="EMA wraps"):
         lrfast.EMA(lrfast.Lookahead(lrfast.SGD(ps, lr=0.1)))
+    with pytest.raises(TypeError, match="EMA wraps"):           # its own step, not the engine's
+        lrfast.EMA(lrfast.Adafactor([np.ones((3, 4))]))
 
 
 @pytest.mark.parametrize("bad", ["wrong_shape", "wrong_dtype", "too_few", "not_array",
@@ -597,3 +599,21 @@ def test_ema_registers_its_averages_once():
     ema.step([np.ones(5), np.ones(3)])
     assert opt._engine.ema is registered
     assert all(a is b for a, b in zip(registered, ema._avg))
+
+
+def test_accumulate_and_lookahead_wrap_own_step_optimizers():
+    ps = [np.ones((3, 4))]
+    twin = [np.ones((3, 4))]
+    look = lrfast.Lookahead(lrfast.Accumulate(lrfast.Adafactor(ps, lr=0.1), every=2), k=2)
+    ref = lrfast.Adafactor(twin, lr=0.1)
+    slow = twin[0].copy()
+    rng = np.random.default_rng(0)
+    for t in range(1, 9):
+        g1, g2 = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+        look.step([g1])
+        look.step([g2])
+        ref.step([g1 + (g2 - g1) / 2.0])
+        if t % 2 == 0:
+            slow += 0.5 * (twin[0] - slow)
+            twin[0][...] = slow
+        assert bits_equal(ps[0], twin[0])

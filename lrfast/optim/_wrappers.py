@@ -21,6 +21,7 @@ from .._typing import Array, Grads, StateDict
 from .._validate import (ReentryError, check_param, integer, is_bool, real,
                          step_count)
 from ._base import Optimizer
+from ._own import OwnStepOptimizer
 
 __all__ = ["EMA", "Accumulate", "Lookahead", "WRAPPER_FORMAT"]
 
@@ -47,9 +48,9 @@ class _Wrapper:
 
     def _init_wrapper(self, opt: Any, *, ema: bool = False) -> None:
         if ema:
-            if not isinstance(opt, Optimizer):
-                raise TypeError(f"EMA wraps an lrfast optimizer (its blend runs in the "
-                                f"optimizer's fused step), got {type(opt).__name__}")
+            if not isinstance(opt, Optimizer) or isinstance(opt, OwnStepOptimizer):
+                raise TypeError(f"EMA wraps an lrfast optimizer whose step runs in the fused "
+                                f"engine (its blend runs there), got {type(opt).__name__}")
         elif not isinstance(opt, (Optimizer, _Wrapper)):
             raise TypeError(f"{type(self).__name__} wraps an lrfast optimizer or wrapper, got "
                             f"{type(opt).__name__}")
