@@ -625,3 +625,19 @@ def sparse_adam(p, indices, values, st, *, lr, step, betas=(0.9, 0.999), eps=1e-
 
 
 SPARSE_STEPPERS = {"SGD": sparse_sgd, "Adagrad": sparse_adagrad, "SparseAdam": sparse_adam}
+
+
+def ema_blend(avg, p, w):
+    """lrfast.EMA's blend of ``avg`` toward ``p`` in place, as the kernel runs
+    it: torch's lerp with weight ``w`` (w and 1-w rounded once to the dtype),
+    ``w >= 1`` copies p."""
+    T = p.dtype.type
+    if w >= 1.0:
+        avg[...] = p
+    elif w < 0.5:
+        avg += T(w) * (p - avg)
+    else:
+        avg[...] = p - (p - avg) * T(1.0 - w)
+
+
+__all__ += ["ema_blend"]

@@ -21,10 +21,10 @@ import runpy
 
 import numpy as np
 
-# Every kernel kind of the optimizer table, plus the reduction pass.
+# Every kernel kind of the optimizer table, plus the reduction pass and the EMA blend.
 _TABLE = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                      "lrfast", "optim", "_table.py"))
-KERNELS = [f"_{k}" for k in _TABLE["KINDS"]] + ["_sumsq"]
+KERNELS = [f"_{k}" for k in _TABLE["KINDS"]] + ["_sumsq", "_ema_blend"]
 FLAGS = {"baseline": [], "avx2": ["-march=x86-64-v3"]}
 
 

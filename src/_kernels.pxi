@@ -1122,6 +1122,36 @@ cdef void _novograd(real* p, const real* g, const real* h, real* m, real* s1, re
 include "_table_dispatch.pxi"
 
 
+# Weight EMA (lrfast.EMA), run on each task's chunk right after its update
+# loop, while p is in cache: torch's lerp, ema += w*(p - ema), in its two
+# branches (w < 0.5, else p - (p - ema)*(1 - w)); w >= 1 copies p. w and 1-w
+# come in double and are rounded once (twin: lrfast._reference.ema_blend).
+cdef Py_ssize_t _ema_block = 2048   # elements per update+blend block (elementwise: any size)
+
+
+def _set_ema_block(Py_ssize_t n):
+    """Elements per update+blend block of an EMA step (benchmarks; results
+    do not depend on it)."""
+    global _ema_block
+    if n < 64 or n % 64:
+        raise ValueError("the EMA block is a positive multiple of 64 elements")
+    _ema_block = n
+
+
+cdef void _ema_blend(const real* p, real* e, Py_ssize_t n, double w) noexcept nogil:
+    cdef real a = <real>w, b = <real>(1.0 - w)
+    cdef Py_ssize_t i
+    if w >= 1.0:
+        for i in range(n):
+            e[i] = p[i]
+    elif w < 0.5:
+        for i in range(n):
+            e[i] = e[i] + a * (p[i] - e[i])
+    else:
+        for i in range(n):
+            e[i] = p[i] - (p[i] - e[i]) * b
+
+
 # Read-only reduction over one block: sum of squares and a non-finite probe,
 # eight fixed lanes in double combined pairwise, so the result is the same on
 # every thread count and ISA build.
@@ -1167,6 +1197,7 @@ cdef struct TensorRec:
     char* g                    # this step's grad (NULL: no grad, skip)
     char* h                    # this step's auxiliary input (DiagonalNewton: Hessian diagonal)
     char* s[MAX_STATES]        # state arrays, NULL when not allocated
+    char* e                    # weight EMA average (Engine.set_ema), NULL: none
     Py_ssize_t size
     int dtype                  # 0 float32, 1 float64
     int typenum                # the param's numpy type number at registration
@@ -1203,6 +1234,8 @@ cdef struct Data:
     double* trows              # per tensor: its own row (per-tensor kinds, clip_norm)
     int use_trows              # this step reads trows, not rows
     double clip_value          # > 0: grads clipped elementwise to [-c, c] as they are read
+    int ema_on                 # this step blends the EMA averages (weight ema_w)
+    double ema_w
 
 
 cdef inline char* _shift(char* base, Py_ssize_t start, int itemsize) noexcept nogil:
@@ -1246,20 +1279,32 @@ cdef void _run_clipped(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
 cdef void _run_task(Data* d, int k) noexcept nogil:
     cdef Task* tk = &d.tasks[k]
     cdef TensorRec* t = &d.t[tk.tensor]
-    if t.g == NULL:
+    cdef bint ema = d.ema_on and t.e != NULL    # a param without grad is averaged too
+    if t.g == NULL and not ema:
         return
     cdef const double* r = (d.trows + tk.tensor * NS) if d.use_trows else (d.rows + t.row * NS)
-    cdef Py_ssize_t o = tk.start
-    if d.clip_value > 0.0:
-        _run_clipped(d, t, o, tk.n, r)
-    elif t.dtype == 0:
-        _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
-               <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
-               <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), tk.n, r)
-    else:
-        _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
-               <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
-               <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), tk.n, r)
+    cdef Py_ssize_t o = tk.start, end = tk.start + tk.n, n = tk.n
+    while o < end:
+        if ema:           # blocks small enough that p is still in L1/L2 for the blend
+            n = min(_ema_block, end - o)
+        if t.g == NULL:
+            pass
+        elif d.clip_value > 0.0:
+            _run_clipped(d, t, o, n, r)
+        elif t.dtype == 0:
+            _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
+                   <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
+                   <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), n, r)
+        else:
+            _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
+                   <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
+                   <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), n, r)
+        if ema:
+            if t.dtype == 0:
+                _ema_blend(<const float*>t.p + o, <float*>t.e + o, n, d.ema_w)
+            else:
+                _ema_blend(<const double*>t.p + o, <double*>t.e + o, n, d.ema_w)
+        o += n
 
 
 cdef void _run_part(Data* d, Py_ssize_t k) noexcept nogil:
@@ -1478,6 +1523,7 @@ cdef class Engine:
     cdef uintptr_t* _wlo
     cdef uintptr_t* _whi
     cdef int* _wown
+    cdef readonly list ema         # the weight EMA averages (set_ema), or None
     cdef int _row_len
     cdef int _max_row              # largest row index a step needs (row map set)
     cdef bint _row_map             # rows picked by the map, not by group
@@ -1713,6 +1759,51 @@ cdef class Engine:
             self._row_map = True
         self._max_row = <int>mx
 
+    def set_ema(self, arrays):
+        """Register one weight-EMA average per param (an ndarray of its
+        param's dtype, shape and layout, writable, overlapping nothing a step
+        writes), or None to drop them. A step given ``ema=w`` blends them."""
+        cdef Py_ssize_t i, n = self.d.ntensors
+        cdef TensorRec* t
+        cdef cnp.ndarray a
+        if arrays is not None:
+            arrays = list(arrays)
+            if len(arrays) != n:
+                raise ValueError(f"expected {n} EMA averages (one per param), got {len(arrays)}")
+            for i in range(n):
+                x, t = arrays[i], &self.d.t[i]
+                if not cnp.PyArray_CheckExact(x):
+                    raise TypeError(f"{self._where(i)}: EMA average must be a numpy ndarray")
+                a = <cnp.ndarray>x
+                if not (_dtype_code(a) == t.dtype and x.shape == self._shapes[i]
+                        and cnp.PyArray_ISWRITEABLE(a) and cnp.PyArray_ISALIGNED(a)
+                        and cnp.PyArray_ISNOTSWAPPED(a)
+                        and ((t.c_contig and cnp.PyArray_IS_C_CONTIGUOUS(a))
+                             or (t.f_contig and cnp.PyArray_IS_F_CONTIGUOUS(a)))):
+                    raise ValueError(f"{self._where(i)}: EMA average must be a writable, "
+                                     "aligned array of its param's dtype, shape and layout")
+        old = [<uintptr_t>self.d.t[i].e for i in range(n)]
+        cdef uintptr_t* wlo = self._wlo
+        cdef uintptr_t* whi = self._whi
+        cdef int* wown = self._wown
+        cdef Py_ssize_t nw = self._nw
+        for i in range(n):
+            self.d.t[i].e = (<char*>cnp.PyArray_DATA(<cnp.ndarray>arrays[i])
+                             if arrays is not None else NULL)
+        self._wlo = self._whi = NULL
+        self._wown = NULL
+        try:
+            self._build_written()            # raises on an overlap, before its mallocs
+        except BaseException:
+            for i in range(n):
+                self.d.t[i].e = <char*>(<uintptr_t>old[i])
+            self._wlo, self._whi, self._wown, self._nw = wlo, whi, wown, nw
+            raise
+        free(wlo)
+        free(whi)
+        free(wown)
+        self.ema = arrays
+
     cdef int _bind(self, tuple xs, bint allow_none, int slot) except -1:
         # Validate every grad (slot 0) or auxiliary input (slot 1) and record
         # its pointer. Raises before anything is written; returns the number
@@ -1774,6 +1865,8 @@ cdef class Engine:
             for k in range(MAX_STATES):
                 if t.s[k] != NULL:
                     iv.append((<uintptr_t>t.s[k], <uintptr_t>t.s[k] + nb, i, 1))
+            if t.e != NULL:
+                iv.append((<uintptr_t>t.e, <uintptr_t>t.e + nb, i, 1))
         iv.sort()
         for k in range(1, len(iv)):
             if iv[k][0] < iv[k - 1][1]:
@@ -1831,7 +1924,7 @@ cdef class Engine:
 
     def step(self, grads, rows, *, double max_norm=0.0, bint skip_nonfinite=False,
              bint allow_none=True, aux=None, norm_hook=None, double clip_norm=0.0,
-             double clip_value=0.0):
+             double clip_value=0.0, double ema=-1.0):
         """Validate grads, then apply one fused step.
 
         rows: the scalar rows of this step (each a sequence of exactly the
@@ -1846,7 +1939,11 @@ cdef class Engine:
         a hook. clip_norm > 0: each grad is scaled by clip_norm / max(||g||,
         clip_norm) (per tensor); clip_value > 0: each grad element is clipped
         to [-clip_value, clip_value] as the kernel reads it. Both are applied
-        in the kernel; the grads are never written.
+        in the kernel; the grads are never written. ema: a weight w in [0, 1]:
+        an applied step also blends every EMA average (``set_ema``; params
+        without a grad too) toward its param right after the update of each
+        chunk, avg += w*(p - avg) as torch's lerp (w = 1 copies p); negative:
+        no blend.
         """
         cdef Py_ssize_t i, k, nrows
         cdef int na, nt
@@ -1876,11 +1973,16 @@ cdef class Engine:
                 self._bind(hs, allow_none, 1)
             elif self.d.kind in AUX_KINDS:
                 raise ValueError(f"this kernel needs a {self.aux_name} per param")
+            if ema >= 0.0 and (ema > 1.0 or self.ema is None):
+                raise ValueError(f"ema weight {ema} needs registered EMA averages and a "
+                                 "value in [0, 1]")
             self._load_rows(rows)
             nrows = len(rows)
             for i in range(self.d.ntensors):
-                if self.d.t[i].g != NULL:
+                if self.d.t[i].g != NULL or ema >= 0.0:
                     work += self.d.t[i].size
+            self.d.ema_on = ema >= 0.0
+            self.d.ema_w = ema
             with nogil:
                 nt = _policy_threads(&self._pol, work)
                 t0 = lrfast_monotonic()
@@ -1911,6 +2013,7 @@ cdef class Engine:
             _policy_share(&self._pol)
         finally:
             self._busy = 0
+            self.d.ema_on = 0
             self._unbind()
         return na, bool(finite) or not skip_nonfinite, norm
 

@@ -569,7 +569,8 @@ class Optimizer(OptimizerBase):
 
     # ------------------------------------------------------------------- step
     def step(self, grads: Grads, _aux: Optional[Grads] = None, *,
-             _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None) -> bool:
+             _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None,
+             _ema: float = -1.0) -> bool:
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -614,8 +615,11 @@ class Optimizer(OptimizerBase):
                                                       skip_nonfinite=self._skip, aux=_aux,
                                                       norm_hook=_norm_hook,
                                                       clip_norm=self._cnorm,
-                                                      clip_value=self._cvalue)
+                                                      clip_value=self._cvalue, ema=_ema)
             except (TypeError, ValueError) as e:
+                if _ema >= 0.0 and _sp.has_rowsparse(grads):
+                    raise ValueError("lrfast.EMA does not take RowSparse grads (the "
+                                     "average is blended in the dense engine pass)") from None
                 return self._step_error(e, grads, rows, new_keys, n, _aux, _norm_hook)
             self.last_grad_norm = norm
             if not applied:
@@ -657,11 +661,12 @@ class Optimizer(OptimizerBase):
         except Exception:
             return e
 
-    def _step(self, grads, aux=None, norm_hook=None):
-        """``step`` with the engine's hooks: ``aux`` (a second input per param)
-        and ``norm_hook`` (see ``Engine.step``: a sharded wrapper makes the norm
-        global there)."""
-        return Optimizer.step(self, grads, aux, _norm_hook=norm_hook)
+
+    def _step(self, grads, aux=None, norm_hook=None, ema=-1.0):
+        """``step`` with the engine's hooks: ``aux`` (a second input per param),
+        ``norm_hook`` (see ``Engine.step``: a sharded wrapper makes the norm
+        global there) and ``ema`` (lrfast.EMA's blend weight)."""
+        return Optimizer.step(self, grads, aux, _norm_hook=norm_hook, _ema=ema)
 
     def _advance_partial(self, active, new_keys):
         """Some grads were None: those params keep their keys. Re-derive each

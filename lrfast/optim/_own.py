@@ -55,7 +55,8 @@ class OwnStepOptimizer(Optimizer):
         pass                          # no option allocates or drops a state array
 
     def step(self, grads: Grads, _aux: Optional[Grads] = None, *,
-             _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None) -> bool:
+             _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None,
+             _ema: float = -1.0) -> bool:
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -71,7 +72,7 @@ class OwnStepOptimizer(Optimizer):
             False if the step was skipped (``skip_nonfinite`` and a grad held
             NaN/inf); nothing was written then.
         """
-        if _aux is not None or _norm_hook is not None:
+        if _aux is not None or _norm_hook is not None or _ema >= 0.0:
             raise TypeError(f"{type(self).__name__}.step takes the grads only")
         self._enter()
         try:
