@@ -315,3 +315,10 @@ def test_torch_bench_runs_and_reports_ratios(capsys):
     assert c["elements"] == 300 and c["x torch-fused"] > 0 and c["x torch-foreach"] > 0
     assert main(["bench", "--torch", "--quick", "--sizes", "200"]) == 0
     assert "x fused" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_contender_skips_optimizers_torch_lacks():
+    params, grads = B.make_inputs([(30,)], np.float32, seed=5)
+    with pytest.raises(B._Skip, match="has no Lion"):
+        B._torch_contender("torch-foreach", "Lion", {"lr": 1e-4}, params, grads)
