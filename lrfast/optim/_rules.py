@@ -480,8 +480,15 @@ class _ScheduleFreeRule(Rule):
             k, lr_max, weight_sum = key
             lr_t, adapt = self.sched_lr(hp, k, lr)
             lr_max = max(lr_t, lr_max)
-            weight = ((k + 1) ** r) * (lr_max ** wlp)
+            try:
+                weight = ((k + 1) ** r) * (lr_max ** wlp)
+            except OverflowError:
+                weight = math.inf
             weight_sum = weight_sum + weight
+            if not math.isfinite(weight_sum):
+                raise ValueError(f"{self.name}: the averaging weight (k+1)**r * "
+                                 f"lr_max**weight_lr_power overflows at step {k + 1} "
+                                 f"(r={r!r}, weight_lr_power={wlp!r}, lr_max={lr_max!r})")
             try:
                 ckp1 = weight / weight_sum
             except ZeroDivisionError:
