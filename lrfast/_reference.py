@@ -405,7 +405,7 @@ def _sf_scalars(st, k, lr_t, r, weight_lr_power, beta1):
     return ckp1, lr_t * (beta1 * (1 - ckp1) - 1)
 
 
-def _lerp(y, z, w):
+def _sf_lerp(y, z, w):
     """torch.lerp on CPU with a scalar weight, one operation at a time."""
     T = y.dtype.type
     if abs(w) < 0.5:
@@ -420,7 +420,7 @@ def _sf_update(p, g, st, step, ckp1, cy, lr_t, weight_decay):
     z = st["z"]
     if weight_decay != 0:
         g = g + T(weight_decay) * p
-    y = _lerp(p, z, ckp1)
+    y = _sf_lerp(p, z, ckp1)
     p[...] = y + T(cy) * g
     z[...] = z - T(lr_t) * g
 
@@ -474,7 +474,7 @@ def sf_radam(p, g, st, *, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=
 
 def sf_swap(p, z, beta1, to_train):
     """train(): p = lerp(p, z, 1 - beta1) (x to y); eval(): lerp(p, z, 1 - 1/beta1)."""
-    p[...] = _lerp(p, z, 1 - beta1 if to_train else 1 - 1 / beta1)
+    p[...] = _sf_lerp(p, z, 1 - beta1 if to_train else 1 - 1 / beta1)
 
 
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,

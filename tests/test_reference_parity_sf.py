@@ -189,3 +189,24 @@ def test_eval_with_zero_beta1_raises_before_moving_anything():
     with pytest.raises(ValueError, match="betas"):
         opt.eval()
     assert opt.train_mode and np.array_equal(p[0], before)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum", [0.9, 0.3])
+def test_train_eval_equal_the_numpy_twin_bitwise(dtype, momentum):
+    """eval()/train() are torch.lerp in the param dtype (both of its branches:
+    momentum 0.3 gives weights 0.7 and -2.33)."""
+    from lrfast import _reference as R
+    rng = np.random.default_rng(5)
+    p = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
+    opt = lrfast.ScheduleFreeSGD(p, lr=0.1, momentum=momentum)
+    for _ in range(3):
+        opt.step([rng.standard_normal(x.shape).astype(dtype) for x in p])
+    twin = [x.copy() for x in p]
+    z = [opt.state[i]["z"].copy() for i in range(len(p))]
+    for to_train in (False, True, False):
+        opt.train() if to_train else opt.eval()
+        for x, zz in zip(twin, z):
+            R.sf_swap(x, zz, momentum, to_train)
+        for a, b in zip(p, twin):
+            assert a.tobytes() == b.tobytes()

@@ -50,8 +50,9 @@ class ScheduleFreeOptimizer(Optimizer):
         for gi, hp in enumerate(hps):
             b1 = self._beta1(hp)
             if b1 == 0:                        # checked before any param moves
-                raise ValueError(f"group {gi}: {type(self).__name__}.{'train' if to_train else 'eval'}"
-                                 f" needs {'momentum' if 'momentum' in hp else 'betas[0]'} > 0 "
+                what = f"{type(self).__name__}.{'train' if to_train else 'eval'}"
+                raise ValueError(f"group {gi}: {what} needs "
+                                 f"{'momentum' if 'momentum' in hp else 'betas[0]'} > 0 "
                                  "(x = (y - (1-beta1)*z)/beta1)")
             ws.append(1 - b1 if to_train else 1 - 1 / b1)
         for i, p in enumerate(self._params):
