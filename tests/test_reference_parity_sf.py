@@ -210,3 +210,29 @@ def test_train_eval_equal_the_numpy_twin_bitwise(dtype, momentum):
             R.sf_swap(x, zz, momentum, to_train)
         for a, b in zip(p, twin):
             assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", SF_CASES, ids=_id)
+def test_functional_layer_equals_the_class_bitwise(case, dtype):
+    from lrfast import kernels as K
+    name, hp0, _ = case
+    fn = {"ScheduleFreeSGD": K.schedule_free_sgd_step,
+          "ScheduleFreeAdamW": K.schedule_free_adamw_step,
+          "ScheduleFreeRAdam": K.schedule_free_radam_step}[name]
+    init, target, curv = _problem(dtype, seed=2)
+    a = init[0].copy()
+    opt = getattr(lrfast, name)([a], **hp0)
+    q = init[0].copy()
+    st = [np.zeros_like(q) for _ in opt.spec.states]
+    kw = {k: v for k, v in hp0.items() if k != "betas"}
+    if "betas" in hp0:
+        kw["beta1"], kw["beta2"] = hp0["betas"]
+    lr_max, weight_sum = -1.0, 0.0
+    for t in range(1, 30):
+        g = _grads([a], target[:1], curv[:1])[0]
+        opt.step([g])
+        lr_max, weight_sum = fn(q, g, *st, step=t, lr_max=lr_max, weight_sum=weight_sum, **kw)
+        assert a.tobytes() == q.tobytes()
+    assert (lr_max, weight_sum) == (opt.state[0]["lr_max"], opt.state[0]["weight_sum"])
+    assert st[0].tobytes() == opt.state[0]["z"].tobytes()
