@@ -2096,6 +2096,7 @@ cdef class Engine:
                 raise TypeError(f"grads must be a list or tuple of arrays, got "
                                 f"{type(grads).__name__}")
             gs = tuple(grads)
+            self._check_geometry()     # an own-step optimizer's pass: its params unchanged
             self._bind(gs, True, 0)
             for i in range(self.d.ntensors):
                 if self.d.t[i].g != NULL:
