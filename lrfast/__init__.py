@@ -25,6 +25,7 @@ from .optim import (Optimizer, SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Ada
 from .optim import AdaBelief, Yogi, ADOPT, Adan, Lamb, LARS, NovoGrad
 from .optim import Adafactor, Muon
 from .optim import SparseAdam, RowSparse
+from .optim import ScheduleFreeSGD, ScheduleFreeAdamW, ScheduleFreeRAdam
 from .optim._wrappers import EMA, Accumulate, Lookahead
 from .utils import clip_grad_norm, grad_norm
 from .io import save, load, to_torch_state_dict, from_torch_state_dict
@@ -46,6 +47,7 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
 __all__ += ["AdaBelief", "Yogi", "ADOPT", "Adan", "Lamb", "LARS", "NovoGrad"]
 __all__ += ["Adafactor", "Muon"]
 __all__ += ["SparseAdam", "RowSparse"]
+__all__ += ["ScheduleFreeSGD", "ScheduleFreeAdamW", "ScheduleFreeRAdam"]
 __all__ += ["EMA", "Accumulate", "Lookahead"]
 
 

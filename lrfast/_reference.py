@@ -18,6 +18,7 @@ import numpy as np
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
            "lamb", "lars", "novograd", "tensor_sumsq",
+           "sf_sgd", "sf_adamw", "sf_radam", "sf_swap",
            "clip_coef", "global_norm", "STEPPERS", "adafactor", "muon", "newton_schulz",
            "sparse_coalesce", "sparse_sgd", "sparse_adagrad", "sparse_adam", "SPARSE_STEPPERS"]
 
@@ -50,9 +51,14 @@ _ZERO_STATES = {
     "SparseAdam": ("exp_avg", "exp_avg_sq"),
     "Adan": ("exp_avg", "exp_avg_diff", "exp_avg_sq", "prev_grad"),
     "Lamb": ("exp_avg", "exp_avg_sq"), "LARS": ("trace",), "NovoGrad": ("exp_avg",),
+    "ScheduleFreeSGD": ("z",), "ScheduleFreeAdamW": ("z", "exp_avg_sq"),
+    "ScheduleFreeRAdam": ("z", "exp_avg_sq"),
 }
 _SCALAR_STATES = {"NAdam": {"mu_product": 1.0}, "ASGD": {"eta": None, "mu": 1.0},
-                  "NovoGrad": {"nu": 0.0}}
+                  "NovoGrad": {"nu": 0.0},
+                  "ScheduleFreeSGD": {"lr_max": -1.0, "weight_sum": 0.0},
+                  "ScheduleFreeAdamW": {"lr_max": -1.0, "weight_sum": 0.0},
+                  "ScheduleFreeRAdam": {"lr_max": -1.0, "weight_sum": 0.0}}
 
 
 def init_state(name, p, **hp):
@@ -387,11 +393,97 @@ def novograd(p, g, st, *, lr=1e-3, betas=(0.9, 0.25), eps=1e-6, eps_root=0.0,
     p -= T(lr) * m
 
 
+def _sf_scalars(st, k, lr_t, r, weight_lr_power, beta1):
+    """schedulefree's per-group scalars (kept per param in ``st``) for step k + 1."""
+    lr_max = st["lr_max"] = max(lr_t, st["lr_max"])
+    weight = ((k + 1) ** r) * (lr_max ** weight_lr_power)
+    weight_sum = st["weight_sum"] = st["weight_sum"] + weight
+    try:
+        ckp1 = weight / weight_sum
+    except ZeroDivisionError:
+        ckp1 = 0.0
+    return ckp1, lr_t * (beta1 * (1 - ckp1) - 1)
+
+
+def _sf_lerp(y, z, w):
+    """torch.lerp on CPU with a scalar weight, one operation at a time."""
+    T = y.dtype.type
+    if abs(w) < 0.5:
+        return y + T(w) * (z - y)
+    return z - (z - y) * (T(1) - T(w))
+
+
+def _sf_update(p, g, st, step, ckp1, cy, lr_t, weight_decay):
+    T = p.dtype.type
+    if step == 1:
+        st["z"][...] = p
+    z = st["z"]
+    if weight_decay != 0:
+        g = g + T(weight_decay) * p
+    y = _sf_lerp(p, z, ckp1)
+    p[...] = y + T(cy) * g
+    z[...] = z - T(lr_t) * g
+
+
+def sf_sgd(p, g, st, *, lr=1.0, momentum=0.9, weight_decay=0.0, warmup_steps=0, r=0.0,
+           weight_lr_power=2.0, grad_scale=1.0, step):
+    """schedulefree.SGDScheduleFree (p holds y); lrfast's per-param step counts."""
+    k = step - 1
+    lr_t = lr * ((k + 1) / warmup_steps if k < warmup_steps else 1.0)
+    ckp1, cy = _sf_scalars(st, k, lr_t, r, weight_lr_power, momentum)
+    _sf_update(p, _g(p, g, False, grad_scale), st, step, ckp1, cy, lr_t, weight_decay)
+
+
+def _sf_adam(p, g, st, step, lr_t, adapt, betas, eps, weight_decay, r, weight_lr_power,
+             grad_scale):
+    T = p.dtype.type
+    b1, b2 = betas
+    ckp1, cy = _sf_scalars(st, step - 1, lr_t, r, weight_lr_power, b1)
+    g = _g(p, g, False, grad_scale)
+    v = st["exp_avg_sq"]
+    v[...] = v * T(b2) + T(1 - b2) * g * g
+    if adapt:
+        g = g / (np.sqrt(v / T(1 - b2 ** step)) + T(eps))
+    _sf_update(p, g, st, step, ckp1, cy, lr_t, weight_decay)
+
+
+def sf_adamw(p, g, st, *, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+             warmup_steps=0, r=0.0, weight_lr_power=2.0, grad_scale=1.0, step):
+    """schedulefree.AdamWScheduleFree (p holds y); lrfast's per-param step counts."""
+    k = step - 1
+    lr_t = lr * ((k + 1) / warmup_steps if k < warmup_steps else 1.0)
+    _sf_adam(p, g, st, step, lr_t, True, betas, eps, weight_decay, r, weight_lr_power,
+             grad_scale)
+
+
+def sf_radam(p, g, st, *, lr=0.0025, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, r=0.0,
+             weight_lr_power=2.0, silent_sgd_phase=True, grad_scale=1.0, step):
+    """schedulefree.RAdamScheduleFree (p holds y); lrfast's per-param step counts."""
+    b2 = betas[1]
+    beta2_t = b2 ** step
+    rho_inf = 2 / (1 - b2) - 1
+    rho_t = rho_inf - 2 * step * beta2_t / (1 - beta2_t)
+    if rho_t > 4.0:
+        rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+    else:
+        rect = float(not silent_sgd_phase)
+    _sf_adam(p, g, st, step, lr * rect, rho_t > 4.0, betas, eps, weight_decay, r,
+             weight_lr_power, grad_scale)
+
+
+def sf_swap(p, z, beta1, to_train):
+    """train(): p = lerp(p, z, 1 - beta1) (x to y); eval(): lerp(p, z, 1 - 1/beta1)."""
+    p[...] = _sf_lerp(p, z, 1 - beta1 if to_train else 1 - 1 / beta1)
+
+
 STEPPERS = {"SGD": sgd, "Adagrad": adagrad, "Adadelta": adadelta, "RMSprop": rmsprop,
             "Adam": adam, "AdamW": adamw, "Adamax": adamax, "NAdam": nadam, "RAdam": radam,
             "Rprop": rprop, "ASGD": asgd, "Lion": lion,
             "AdaBelief": adabelief, "Yogi": yogi, "ADOPT": adopt, "Adan": adan,
-            "Lamb": lamb, "LARS": lars, "NovoGrad": novograd}
+            "Lamb": lamb, "LARS": lars, "NovoGrad": novograd,
+            "ScheduleFreeSGD": sf_sgd, "ScheduleFreeAdamW": sf_adamw,
+            "ScheduleFreeRAdam": sf_radam}
 
 
 def global_norm(grads):

@@ -30,7 +30,8 @@ from .optim._table import KINDS, MAX_STATES, TABLE
 __all__ = ["sgd_step", "adagrad_step", "adadelta_step", "rmsprop_step", "adam_step",
            "adamw_step", "adamax_step", "nadam_step", "radam_step",
            "rprop_step", "asgd_step", "lion_step", "adabelief_step", "yogi_step", "adopt_step",
-           "adan_step", "lamb_step", "lars_step", "novograd_step"]
+           "adan_step", "lamb_step", "lars_step", "novograd_step", "schedule_free_sgd_step",
+           "schedule_free_adamw_step", "schedule_free_radam_step"]
 
 _CACHE: Dict[Any, Any] = {}     # validated plans, keyed by (optimizer, values)
 # functional spellings of the table's pairs and triples
@@ -57,6 +58,9 @@ _ADAN = ("beta1", "beta2", "beta3", "eps", "eps_root", "weight_decay")
 _LAMB = ("beta1", "beta2", "eps", "weight_decay", "eps_root")
 _LARS = ("momentum", "weight_decay", "trust_coefficient", "eps", "nesterov")
 _NOVOGRAD = ("beta1", "beta2", "eps", "eps_root", "weight_decay")
+_SF_SGD = ("momentum", "weight_decay", "warmup_steps", "r", "weight_lr_power")
+_SF_ADAMW = ("beta1", "beta2", "eps", "weight_decay", "warmup_steps", "r", "weight_lr_power")
+_SF_RADAM = ("beta1", "beta2", "eps", "weight_decay", "r", "weight_lr_power", "silent_sgd_phase")
 
 
 def _plan(name: str, names: Tuple[str, ...], vals: Tuple[Any, ...]) -> Any:
@@ -302,3 +306,48 @@ def novograd_step(p: Array, g: Array, exp_avg: Array, *, lr: float = 1e-3, beta1
     nu = check_value(nu, "nu", "ge0", "novograd_step: ")
     return _run("NovoGrad", p, g, [exp_avg], lr, _step_arg(step) - 1, _NOVOGRAD,
                 (beta1, beta2, eps, eps_root, weight_decay), (nu,))[0]
+
+
+def _sf_key(name: str, step: Any, lr_max: Any, weight_sum: Any) -> Any:
+    where = f"{name.lower()}_step"
+    return RULES[name].entry_key(_step_arg(step) - 1, {"lr_max": lr_max,
+                                                       "weight_sum": weight_sum}, where)
+
+
+def schedule_free_sgd_step(p: Array, g: Array, z: Array, *, lr: float = 1.0,
+                           momentum: float = 0.9, weight_decay: float = 0.0,
+                           warmup_steps: float = 0, r: float = 0.0,
+                           weight_lr_power: float = 2.0, step: int, lr_max: float = -1.0,
+                           weight_sum: float = 0.0) -> Tuple[float, float]:
+    """Schedule-free SGD (see :class:`lrfast.ScheduleFreeSGD`) on ``p`` = y.
+    ``z`` is set to ``p`` on ``step=1``; ``lr_max`` and ``weight_sum`` are the
+    values before this step; returns the new ones."""
+    return _run("ScheduleFreeSGD", p, g, [z], lr, _sf_key("ScheduleFreeSGD", step, lr_max,
+                                                            weight_sum),
+                _SF_SGD, (momentum, weight_decay, warmup_steps, r, weight_lr_power))[1:]
+
+
+def schedule_free_adamw_step(p: Array, g: Array, z: Array, exp_avg_sq: Array, *,
+                             lr: float = 0.0025, beta1: float = 0.9, beta2: float = 0.999,
+                             eps: float = 1e-8, weight_decay: float = 0.0,
+                             warmup_steps: float = 0, r: float = 0.0,
+                             weight_lr_power: float = 2.0, step: int, lr_max: float = -1.0,
+                             weight_sum: float = 0.0) -> Tuple[float, float]:
+    """Schedule-free AdamW (see :class:`lrfast.ScheduleFreeAdamW`), as
+    :func:`schedule_free_sgd_step`."""
+    return _run("ScheduleFreeAdamW", p, g, [z, exp_avg_sq], lr,
+                _sf_key("ScheduleFreeAdamW", step, lr_max, weight_sum), _SF_ADAMW,
+                (beta1, beta2, eps, weight_decay, warmup_steps, r, weight_lr_power))[1:]
+
+
+def schedule_free_radam_step(p: Array, g: Array, z: Array, exp_avg_sq: Array, *,
+                             lr: float = 0.0025, beta1: float = 0.9, beta2: float = 0.999,
+                             eps: float = 1e-8, weight_decay: float = 0.0, r: float = 0.0,
+                             weight_lr_power: float = 2.0, silent_sgd_phase: bool = True,
+                             step: int, lr_max: float = -1.0,
+                             weight_sum: float = 0.0) -> Tuple[float, float]:
+    """Schedule-free RAdam (see :class:`lrfast.ScheduleFreeRAdam`), as
+    :func:`schedule_free_sgd_step`."""
+    return _run("ScheduleFreeRAdam", p, g, [z, exp_avg_sq], lr,
+                _sf_key("ScheduleFreeRAdam", step, lr_max, weight_sum), _SF_RADAM,
+                (beta1, beta2, eps, weight_decay, r, weight_lr_power, silent_sgd_phase))[1:]

@@ -950,6 +950,59 @@ cdef void _diag_newton(real* p, const real* g, const real* h, real* s0, real* s1
         p[i] = p[i] - lr * _grad(g[i], p[i], gs, wd, l2) / (_abs(h[i]) + damping)
 
 
+cdef inline real _sf_lerp(real y, real z, real w, real w1, bint hi) noexcept nogil:
+    # torch.lerp(y, z, w) on CPU: y + w*(z-y) for |w| < 0.5, else z - (z-y)*(1-w)
+    return z - (z - y) * w1 if hi else y + w * (z - y)
+
+
+cdef void _sf_sgd(real* p, const real* g, const real* h, real* z, real* s1, real* s2,
+                  Py_ssize_t n, const SfSgdRow* r) noexcept nogil:
+    # schedulefree.SGDScheduleFree: p holds y; z starts as a copy of y (first step)
+    # g += wd*y;  y = lerp(y, z, ckp1);  y += cy*g  (cy = lr*(momentum*(1-ckp1)-1));  z -= lr*g
+    cdef real gs = <real>r.gs, wd = <real>r.wd, w = <real>r.ckp1, cy = <real>r.cy
+    cdef real lr = <real>r.lr, one = 1, w1
+    cdef bint decay = r.decay != 0, first = r.first != 0, hi = r.hi != 0
+    cdef Py_ssize_t i
+    cdef real gi, yi, zi
+    w1 = one - w
+    for i in range(n):
+        gi = gs * g[i]
+        yi = p[i]
+        zi = yi if first else z[i]
+        if decay:
+            gi = gi + wd * yi
+        yi = _sf_lerp(yi, zi, w, w1, hi)
+        p[i] = yi + cy * gi
+        z[i] = zi - lr * gi
+
+
+cdef void _sf_adam(real* p, const real* g, const real* h, real* z, real* v, real* s2,
+                   Py_ssize_t n, const SfAdamRow* r) noexcept nogil:
+    # schedulefree.AdamWScheduleFree / RAdamScheduleFree: v = b2*v + (1-b2)*g*g
+    # adapt: g = g / (sqrt(v/bc2) + eps);  then as _sf_sgd (cy = lr*(beta1*(1-ckp1)-1))
+    cdef real gs = <real>r.gs, wd = <real>r.wd, b2 = <real>r.b2, c2 = <real>r.c2
+    cdef real eps = <real>r.eps, w = <real>r.ckp1, cy = <real>r.cy, lr = <real>r.lr
+    cdef real bc2 = <real>r.bc2, one = 1, w1
+    cdef bint decay = r.decay != 0, first = r.first != 0, hi = r.hi != 0
+    cdef bint adapt = r.adapt != 0
+    cdef Py_ssize_t i
+    cdef real gi, yi, zi, vi
+    w1 = one - w
+    for i in range(n):
+        gi = gs * g[i]
+        yi = p[i]
+        zi = yi if first else z[i]
+        vi = v[i] * b2 + c2 * gi * gi
+        v[i] = vi
+        if adapt:
+            gi = gi / (_sqrt(vi / bc2) + eps)
+        if decay:
+            gi = gi + wd * yi
+        yi = _sf_lerp(yi, zi, w, w1, hi)
+        p[i] = yi + cy * gi
+        z[i] = zi - lr * gi
+
+
 cdef void _scale(real* x, const real* g, const real* h, real* s0, real* s1, real* s2,
                  Py_ssize_t n, const ScaleRow* r) noexcept nogil:
     cdef real c = <real>r.gs

@@ -63,6 +63,16 @@ CASES = [
                   nesterov=True)),
     ("NovoGrad", dict(lr=0.01)),
     ("NovoGrad", dict(lr=0.01, betas=(0.8, 0.5), eps=1e-4, eps_root=1e-8, weight_decay=0.01)),
+    # schedule-free (schedulefree references); momentum 0.3 takes lerp's other branch
+    ("ScheduleFreeSGD", dict(lr=0.05)),
+    ("ScheduleFreeSGD", dict(lr=0.05, momentum=0.3, weight_decay=0.01, warmup_steps=3, r=0.5,
+                             weight_lr_power=1.0)),
+    ("ScheduleFreeAdamW", dict(lr=0.01)),
+    ("ScheduleFreeAdamW", dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01,
+                               warmup_steps=4, r=1.0, weight_lr_power=0.0)),
+    ("ScheduleFreeRAdam", dict(lr=0.01)),
+    ("ScheduleFreeRAdam", dict(lr=0.01, betas=(0.9, 0.9), weight_decay=0.01, r=0.5,
+                               silent_sgd_phase=False)),
 ]
 
 

@@ -58,7 +58,8 @@ def hyperparams(draw, name):
         elif h.check in _PAIR:
             hp[h.name] = draw(_PAIR[h.check])
         else:
-            hp[h.name] = draw(_BY_NAME.get(h.name, _BY_CHECK[h.check]))
+            by_name = _BY_NAME.get(h.name) if h.check != "unit_open" else None
+            hp[h.name] = draw(_BY_CHECK[h.check] if by_name is None else by_name)
     return hp
 
 

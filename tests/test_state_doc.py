@@ -62,7 +62,8 @@ def test_written_entries_are_the_documented_ones(name):
             assert e[k].shape == a.shape and e[k].dtype == a.dtype
         if "step" in e:
             assert e["step"] == 1 and type(e["step"]) is int
-    assert set(sd["param_groups"][0]) == {"params"} | set(TABLE[name].defaults)
+    mode = {"train_mode"} if name.startswith("ScheduleFree") else set()
+    assert set(sd["param_groups"][0]) == {"params"} | set(TABLE[name].defaults) | mode
 
 
 def test_lbfgs_entry_is_the_documented_one():

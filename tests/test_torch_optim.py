@@ -313,9 +313,10 @@ def test_signatures_are_torchs():
         gb = {k: v for k, v in ob.param_groups[0].items() if k != "params"}
         assert ga == gb, name
     # every elementwise engine optimizer; not yet the per-tensor kinds (Lamb, LARS,
-    # NovoGrad: engine-held norms) nor the own-step ones (Adafactor, Muon)
+    # NovoGrad: engine-held norms), the own-step ones (Adafactor, Muon) nor the
+    # schedule-free ones (their train/eval modes)
     elementwise = {n for n in optimizers(aux=False, twin=True)
-                   if not KINDS[TABLE[n].kind].sums}
+                   if not KINDS[TABLE[n].kind].sums and not n.startswith("ScheduleFree")}
     assert set(lt.__all__) >= elementwise
 
 

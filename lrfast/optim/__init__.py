@@ -17,7 +17,8 @@ from ._sparse import RowSparse
 __all__ = ["Lamb", "LARS", "NovoGrad",
            "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
-           "Adan", "Adafactor", "Muon", "SparseAdam", "RowSparse", "ParamGroup", "TABLE",
+           "Adan", "Adafactor", "Muon", "SparseAdam", "ScheduleFreeSGD", "ScheduleFreeAdamW",
+           "ScheduleFreeRAdam", "RowSparse", "ParamGroup", "TABLE",
            "optimizers", "make_init",
            "check_param"]
 
@@ -312,6 +313,66 @@ class SparseAdam(Optimizer):
     ``max_grad_norm`` is not supported with row-sparse grads.
     """
     spec = TABLE["SparseAdam"]
+    __init__ = make_init(spec)
+
+
+from ._schedulefree import ScheduleFreeOptimizer  # noqa: E402
+
+_SF_NOTES = """
+    Schedule-free: no learning-rate schedule; the params hold ``y`` (where grads
+    are taken) and state ``z`` the base sequence; ``opt.eval()`` moves the
+    params to the average ``x`` (evaluate and checkpoint there), ``opt.train()``
+    back, exactly as the reference does; ``step`` in eval mode raises
+    RuntimeError. ``k``, ``lr_max`` and ``weight_sum``, per group in the
+    reference, are kept per param (state ``step``, ``lr_max``, ``weight_sum``):
+    they are the same while every param gets a grad every step; a param whose
+    grad is None does not advance them. The state_dict records the mode
+    (``train_mode`` in each param group) and resumes exactly from either mode.
+
+    Differences from the reference: the reference overwrites ``p.grad`` with
+    the normalized grad; lrfast never modifies grads. The reference starts in
+    eval mode and refuses a step before ``train()``; lrfast starts in train
+    mode (the same thing: before the first step ``train()`` moves nothing).
+    ``z`` is set to the param at the param's first step, as the reference
+    does.
+"""
+
+
+class ScheduleFreeSGD(ScheduleFreeOptimizer):
+    r"""Schedule-free SGD (schedulefree.SGDScheduleFree 1.4.1).
+
+    Per step, with k the steps taken, in the reference's order::
+
+        lr_t = lr * min(1, (k+1)/warmup_steps);  lr_max = max(lr_max, lr_t)
+        weight = (k+1)**r * lr_max**weight_lr_power;  weight_sum += weight
+        ckp1 = weight/weight_sum (0 if weight_sum == 0)
+        g += weight_decay*y
+        y = lerp(y, z, ckp1);  y += lr_t*(momentum*(1-ckp1) - 1)*g;  z -= lr_t*g
+    """ + _SF_NOTES
+    spec = TABLE["ScheduleFreeSGD"]
+    __init__ = make_init(spec)
+
+
+class ScheduleFreeAdamW(ScheduleFreeOptimizer):
+    r"""Schedule-free AdamW (schedulefree.AdamWScheduleFree 1.4.1).
+
+    Per step, as :class:`ScheduleFreeSGD` with beta1 as the momentum and the
+    grad normalized first (no first moment: y's interpolation is the momentum)::
+
+        v = beta2*v + (1-beta2)*g*g;  g = g / (sqrt(v/(1-beta2^(k+1))) + eps)
+    """ + _SF_NOTES
+    spec = TABLE["ScheduleFreeAdamW"]
+    __init__ = make_init(spec)
+
+
+class ScheduleFreeRAdam(ScheduleFreeOptimizer):
+    r"""Schedule-free RAdam (schedulefree.RAdamScheduleFree 1.4.1).
+
+    As :class:`ScheduleFreeAdamW` without warmup: the lr is scaled by RAdam's
+    rectification, and while rho_t <= 4 the grad is not normalized and the lr
+    is 0 (``silent_sgd_phase=True``) or the plain lr.
+    """ + _SF_NOTES
+    spec = TABLE["ScheduleFreeRAdam"]
     __init__ = make_init(spec)
 
 

@@ -450,11 +450,129 @@ class NovoGradRule(Rule):
         return fixed, step
 
 
+class _ScheduleFreeRule(Rule):
+    """schedulefree's per-group scalars, kept per param in the key
+    ``(k, lr_max, weight_sum)``: steps taken, the largest scheduled lr so far
+    and the sum of the averaging weights (the references start at
+    ``(0, -1.0, 0.0)``)."""
+    initial_key = (0, -1.0, 0.0)
+
+    def alloc(self, p, hp):
+        # z starts as a copy of the param on its first step (the kernel's `first`)
+        z = [np.zeros_like(p) for _ in TABLE[self.name].states]
+        return z + [None] * (MAX_STATES - len(z))
+
+    def sched_lr(self, hp, k, lr):
+        """(scheduled lr, adapt) of step k + 1."""
+        w = hp["warmup_steps"]
+        return lr * ((k + 1) / w if k < w else 1.0), 1.0
+
+    def beta1(self, hp):
+        return hp["betas"][0]
+
+    def plan(self, hp):
+        wd = hp["weight_decay"]
+        r, wlp, b1 = hp["r"], hp["weight_lr_power"], self.beta1(hp)
+        fixed = dict(gs=1.0, wd=wd if wd != 0 else 0.0, decay=float(wd != 0))
+        fixed.update(self.fixed(hp))
+
+        def step(key, lr):
+            k, lr_max, weight_sum = key
+            lr_t, adapt = self.sched_lr(hp, k, lr)
+            lr_max = max(lr_t, lr_max)
+            try:
+                weight = ((k + 1) ** r) * (lr_max ** wlp)
+            except OverflowError:
+                weight = math.inf
+            weight_sum = weight_sum + weight
+            if not math.isfinite(weight_sum):
+                raise ValueError(f"{self.name}: the averaging weight (k+1)**r * "
+                                 f"lr_max**weight_lr_power overflows at step {k + 1} "
+                                 f"(r={r!r}, weight_lr_power={wlp!r}, lr_max={lr_max!r})")
+            try:
+                ckp1 = weight / weight_sum
+            except ZeroDivisionError:
+                ckp1 = 0.0
+            cy = lr_t * (b1 * (1 - ckp1) - 1)
+            sv = (1.0 if k == 0 else 0.0, ckp1, float(abs(ckp1) >= 0.5), cy, lr_t)
+            return sv + self.more(hp, k, adapt), (k + 1, lr_max, weight_sum)
+        return fixed, step
+
+    def fixed(self, hp):
+        return {}
+
+    def more(self, hp, k, adapt):
+        return ()
+
+    def t_of(self, key):
+        return key[0]
+
+    def entry_extra(self, entry, key):
+        entry["lr_max"] = key[1]
+        entry["weight_sum"] = key[2]
+
+    def entry_key(self, t, e, where):
+        out: List[Any] = [t]
+        for k in ("lr_max", "weight_sum"):
+            v = e.get(k, None)
+            if isinstance(v, np.ndarray) and v.size == 1:
+                v = v.item()
+            try:
+                v = number(v, f"state {k!r}", f"{where}: ")
+            except TypeError:
+                raise ValueError(f"{where}: state {k!r} must be a finite number, "
+                                 f"got {v!r}") from None
+            if v < (-1.0 if k == "lr_max" else 0.0):
+                raise ValueError(f"{where}: state {k!r} must be "
+                                 f"{'>= -1' if k == 'lr_max' else '>= 0'}, got {v!r}")
+            out.append(v)
+        return tuple(out)
+
+
+class ScheduleFreeSGDRule(_ScheduleFreeRule):
+    name = "ScheduleFreeSGD"
+
+    def beta1(self, hp):
+        return hp["momentum"]
+
+
+class ScheduleFreeAdamWRule(_ScheduleFreeRule):
+    name = "ScheduleFreeAdamW"
+
+    def fixed(self, hp):
+        b2 = hp["betas"][1]
+        return dict(b2=b2, c2=1 - b2, eps=hp["eps"])
+
+    def more(self, hp, k, adapt):
+        return (1 - hp["betas"][1] ** (k + 1), adapt)
+
+
+class ScheduleFreeRAdamRule(ScheduleFreeAdamWRule):
+    name = "ScheduleFreeRAdam"
+
+    def sched_lr(self, hp, k, lr):
+        # RAdam's rectification as the lr; before rho_t > 4 the step is plain SGD,
+        # at lr 0 with silent_sgd_phase
+        b2 = hp["betas"][1]
+        step = k + 1
+        beta2_t = b2 ** step
+        bias_correction2 = 1 - beta2_t
+        rho_inf = 2 / (1 - b2) - 1
+        rho_t = rho_inf - 2 * step * beta2_t / bias_correction2
+        if rho_t > 4.0:
+            rect = ((rho_t - 4) * (rho_t - 2) * rho_inf
+                    / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+        else:
+            rect = float(not hp["silent_sgd_phase"])
+        return lr * rect, 1.0 if rho_t > 4.0 else 0.0
+
+
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
     AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(), SparseAdamRule(),
-    NovoGradRule(), DiagonalNewtonRule())}
+    NovoGradRule(), DiagonalNewtonRule(), ScheduleFreeSGDRule(), ScheduleFreeAdamWRule(),
+    ScheduleFreeRAdamRule())}
 
 
 

@@ -158,6 +158,10 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
          ("first", "lr"), sums=("gg",), tensor_fields=("den",), tensor_state=("nu",)),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
+    # schedule-free (Defazio et al. 2024): y (the param) and z; x is implied
+    Kind("sf_sgd", 1, ("gs", "wd", "decay"), ("first", "ckp1", "hi", "cy", "lr")),
+    Kind("sf_adam", 2, ("gs", "wd", "decay", "b2", "c2", "eps"),
+         ("first", "ckp1", "hi", "cy", "lr", "bc2", "adapt")),
 )}
 
 _LR = lambda d: HP("lr", d, "ge0")                              # noqa: E731
@@ -302,6 +306,27 @@ _ROWS = (
          "SparseAdam: lazy Adam for row-sparse grads (only the touched rows of the param and "
          "its moments change)",
          {"torch": "torch.optim.SparseAdam"}, None, distributed=False, sparse="only"),
+    # Schedule-free: train()/eval() move the params between the y and x sequences
+    Spec("ScheduleFreeSGD", "sf_sgd", ("z",),
+         (_LR(1.0), HP("momentum", 0.9, "unit_open"), _WD(),
+          HP("warmup_steps", 0, "ge0", schedulable=False), HP("r", 0.0, "ge0"),
+          HP("weight_lr_power", 2.0, "ge0")),
+         "Schedule-free SGD (Defazio et al. 2024)",
+         {"schedulefree": "schedulefree.SGDScheduleFree"}, "sf_sgd", distributed=False,
+         bench={"lr": 1.0}),
+    Spec("ScheduleFreeAdamW", "sf_adam", ("z", "exp_avg_sq"),
+         (_LR(0.0025), _BETAS, HP("eps", 1e-8, "gt0"), _WD(),
+          HP("warmup_steps", 0, "ge0", schedulable=False), HP("r", 0.0, "ge0"),
+          HP("weight_lr_power", 2.0, "ge0")),
+         "Schedule-free AdamW (Defazio et al. 2024)",
+         {"schedulefree": "schedulefree.AdamWScheduleFree"}, "sf_adamw", distributed=False,
+         bench={"lr": 0.0025}),
+    Spec("ScheduleFreeRAdam", "sf_adam", ("z", "exp_avg_sq"),
+         (_LR(0.0025), _BETAS, HP("eps", 1e-8, "gt0"), _WD(), HP("r", 0.0, "ge0"),
+          HP("weight_lr_power", 2.0, "ge0"), HP("silent_sgd_phase", True, "bool")),
+         "Schedule-free RAdam (Defazio et al. 2024)",
+         {"schedulefree": "schedulefree.RAdamScheduleFree"}, "sf_radam", distributed=False,
+         bench={"lr": 0.0025}),
     Spec("DiagonalNewton", "diag_newton", (),
          (_LR(1.0), HP("damping", 1e-4, "gt0"), _WD(), _MAX),
          "Diagonal Newton: per-parameter rates lr/(|h| + damping) from a Hessian diagonal",
