@@ -1118,6 +1118,142 @@ cdef void _novograd(real* p, const real* g, const real* h, real* m, real* s1, re
         p[i] = p[i] - lr * mi
 
 
+from libc.math cimport pow     # the global kinds' bias correction (Python's x ** y)
+
+
+# ---- global kinds (Prodigy: prodigyopt 1.1.2, in its order). d, d_max,
+# d_numerator and k are engine-held (Data.gstate), one set per optimizer.
+# Phase 0 (before the read-only pass) fills every tensor's row from d; the pass
+# sums, per tensor, <g, p0 - p> and ||s_new||_1 (s_new = b3*s + cs*g, not
+# written); phase 1 combines them in tensor order, as the reference's
+# per-tensor .item() sums, updates d and fills the update's fields. Two passes:
+# the update needs the new d (denominator d*eps), so reads are g, p, p0, s
+# then g, p, s, exp_avg, exp_avg_sq and writes p, s, exp_avg, exp_avg_sq
+# (p0 written once, on a param's first step).
+cdef inline real _prodigy_g(real gi, real pi, const ProdigyRow* r) noexcept nogil:
+    # the reference's grad.add_(p, alpha=decay) when the decay is not decoupled
+    if r.l2 != 0:
+        return gi + <real>r.wd * pi
+    return gi
+
+
+cdef void _prodigy_sums(const real* p, const real* g, const real* s, const real* p0,
+                        Py_ssize_t n, const ProdigyRow* r, double* acc) noexcept nogil:
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, b3 = <real>r.b3r, cs = <real>r.cs, gi, sn
+    cdef bint first = r.first != 0
+    cdef Py_ssize_t o, k, c
+    if r.on == 0:                    # a group with lr 0: no part in d
+        return
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            gi = _prodigy_g(gs * g[o + k], p[o + k], r)
+            # torch.dot(g, p0 - p): p0 - p in the param dtype, the products in double
+            a[k] = 0.0 if first else <double>gi * <double>(p0[o + k] - p[o + k])
+            sn = s[o + k] * b3 + cs * gi
+            b[k] = <double>_abs(sn)
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _prodigy_global(double* trows, int n, const double* tsums, double* gst,
+                          int phase) noexcept nogil:
+    # tsums: per tensor (stride MAX_SUMS + 1) its sums, then 1.0 if it has a grad
+    cdef ProdigyRow* r0 = <ProdigyRow*>trows
+    cdef ProdigyRow* r
+    cdef double d = gst[0], d_max = gst[1], k = gst[2 + 1], lr = 0.0, bc = 1.0, dlr
+    cdef double b1 = r0.b1, b2 = r0.b2, num, den, delta, d_hat, d_new
+    cdef int i
+    if n == 0:
+        return
+    for i in range(n):                 # lr = max over the groups (the reference's)
+        r = <ProdigyRow*>(trows + i * NS)
+        if r.lr > lr:
+            lr = r.lr
+    if r0.bias != 0:
+        bc = pow(1.0 - pow(b2, k + 1.0), 0.5) / (1.0 - pow(b1, k + 1.0))
+    dlr = d * lr * bc
+    if phase == 0:
+        for i in range(n):
+            r = <ProdigyRow*>(trows + i * NS)
+            r.mom = 1.0 if b1 > 0.0 else 0.0
+            r.b1r = b1
+            r.cm = d * (1.0 - b1)
+            r.b2r = b2
+            r.cv = d * d * (1.0 - b2)
+            r.b3r = r0.b3
+            r.cs = (d / r.d0) * d if r.safeguard != 0 else (d / r.d0) * dlr
+            r.wn = (d / r.d0) * dlr
+            r.l2 = 1.0 if (r.wd != 0.0 and r0.decouple == 0) else 0.0
+            r.dec = 1.0 if (r.wd != 0.0 and r0.decouple != 0) else 0.0
+            r.on = 1.0 if r.lr > 0.0 else 0.0
+            r.apply = 0.0
+        return
+    num = gst[2] * r0.b3
+    delta = 0.0
+    den = 0.0
+    for i in range(n):                 # tensor order, as the reference's Python sums
+        r = <ProdigyRow*>(trows + i * NS)
+        if tsums[i * (MAX_SUMS + 1) + MAX_SUMS] != 0.0 and r.on != 0:
+            delta = delta + r.wn * tsums[i * (MAX_SUMS + 1)]
+            den = den + tsums[i * (MAX_SUMS + 1) + 1]
+    if den == 0.0:                     # the reference returns before the update
+        return
+    num = num + delta
+    d_new = d
+    if lr > 0.0:
+        d_hat = r0.d_coef * num / den
+        # Python's max(a, b) / min(a, b): a unless b is strictly better
+        if d_new == (<ProdigyRow*>(trows + (n - 1) * NS)).d0:   # the last group's d0
+            d_new = d_hat if d_hat > d_new else d_new
+        d_max = d_hat if d_hat > d_max else d_max
+        d_new = d_new * r0.growth
+        d_new = d_new if d_new < d_max else d_max
+    gst[0] = d_new
+    gst[1] = d_max
+    gst[2] = num
+    gst[3] = k + 1.0
+    for i in range(n):
+        r = <ProdigyRow*>(trows + i * NS)
+        r.deps = d_new * r.eps
+        r.dwd = -r.wd * dlr
+        r.stepc = -dlr if b1 > 0.0 else -dlr * d_new
+        r.apply = 1.0
+
+
+cdef void _prodigy(real* p, const real* g, const real* h, real* s, real* p0, real* m, real* v,
+                   Py_ssize_t n, const ProdigyRow* r) noexcept nogil:
+    # (on) m = m*b1 + cm*g;  v = v*b2 + cv*(g*g);  s = s*b3 + cs*g
+    # (apply) p = p - wd*dlr*p (decoupled);  p = p + stepc * (m or g)/(sqrt(v) + d*eps)
+    cdef real gs = <real>r.gs, b1 = <real>r.b1r, cm = <real>r.cm, b2 = <real>r.b2r
+    cdef real cv = <real>r.cv, b3 = <real>r.b3r, cs = <real>r.cs, deps = <real>r.deps
+    cdef real dwd = <real>r.dwd, stepc = <real>r.stepc
+    cdef bint mom = r.mom != 0, on = r.on != 0, apply = r.apply != 0, dec = r.dec != 0
+    cdef bint first = r.first != 0
+    cdef Py_ssize_t i
+    cdef real gi, pi, vi, mi
+    for i in range(n):
+        pi = p[i]
+        gi = _prodigy_g(gs * g[i], pi, r)
+        if first:
+            p0[i] = pi
+        if on:
+            if mom:
+                m[i] = m[i] * b1 + cm * gi
+            v[i] = v[i] * b2 + cv * (gi * gi)
+            s[i] = s[i] * b3 + cs * gi
+        if apply:
+            vi = _sqrt(v[i]) + deps
+            if dec:
+                pi = pi + dwd * pi
+            mi = m[i] if mom else gi
+            p[i] = pi + stepc * (mi / vi)
+
+
 # _apply(kind, ...): the dispatch over kinds, generated from the table.
 include "_table_dispatch.pxi"
 
@@ -1236,6 +1372,10 @@ cdef struct Data:
     double clip_value          # > 0: grads clipped elementwise to [-c, c] as they are read
     int ema_on                 # this step blends the EMA averages (weight ema_w)
     double ema_w
+    # global kinds (Prodigy): the engine-held state, and per tensor its sums
+    # (MAX_SUMS) then 1.0 if it has a grad (stride MAX_SUMS + 1)
+    double gstate[MAX_GSTATE]
+    double* tsums
 
 
 cdef inline char* _shift(char* base, Py_ssize_t start, int itemsize) noexcept nogil:
@@ -1439,6 +1579,8 @@ cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
     d.use_trows = 1
     if nsums == 0:
         return
+    if _GLOBAL[d.kind]:                # a global kind's rows from its state (phase 0)
+        _apply_global(d.kind, d.trows, d.ntensors, d.tsums, d.gstate, 0)
     if nt > d.nblocks:
         nt = d.nblocks
     if nt <= 1:
@@ -1448,6 +1590,18 @@ cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
         _parallel_used = 1
         for k in prange(d.nblocks, schedule='static', num_threads=nt):
             _sums_block(d, k)
+    if _GLOBAL[d.kind]:
+        # a global kind: each tensor's sums (pairwise over its blocks), then
+        # its global function combines them in tensor order (phase 1)
+        for i in range(d.ntensors):
+            t = &d.t[i]
+            for j in range(nsums):
+                d.tsums[i * (MAX_SUMS + 1) + j] = (
+                    _pairwise_strided(d.bred + t.b0 * MAX_SUMS + j, t.nb, MAX_SUMS)
+                    if t.g != NULL else 0.0)
+            d.tsums[i * (MAX_SUMS + 1) + MAX_SUMS] = 1.0 if t.g != NULL else 0.0
+        _apply_global(d.kind, d.trows, d.ntensors, d.tsums, d.gstate, 1)
+        return
     for i in range(d.ntensors):
         t = &d.t[i]
         if t.g == NULL:
@@ -1542,6 +1696,7 @@ cdef class Engine:
         self.d.bprobe = NULL
         self.d.rows = NULL
         self.d.bred = NULL
+        self.d.tsums = NULL
         self.d.trows = NULL
         self._wlo = NULL
         self._whi = NULL
@@ -1556,6 +1711,7 @@ cdef class Engine:
         free(self.d.bprobe)
         free(self.d.rows)
         free(self.d.bred)
+        free(self.d.tsums)
         free(self.d.trows)
         free(self._wlo)
         free(self._whi)
@@ -1691,8 +1847,10 @@ cdef class Engine:
         self.d.bprobe = <double*>malloc(max(nb, 1) * sizeof(double))
         self.d.bred = <double*>malloc(max(nb, 1) * MAX_SUMS * sizeof(double))
         self.d.trows = <double*>malloc(max(self.d.ntensors, 1) * NS * sizeof(double))
+        self.d.tsums = <double*>calloc(max(self.d.ntensors, 1) * (MAX_SUMS + 1),
+                                       sizeof(double))
         if (self.d.blocks == NULL or self.d.bsum == NULL or self.d.bprobe == NULL
-                or self.d.bred == NULL or self.d.trows == NULL):
+                or self.d.bred == NULL or self.d.trows == NULL or self.d.tsums == NULL):
             raise MemoryError()
         nb = 0
         for i in range(self.d.ntensors):
@@ -1738,6 +1896,20 @@ cdef class Engine:
             raise ValueError(f"param {i}: expected {n} per-tensor values")
         for j in range(MAX_TSTATE):
             self.d.t[i].ts[j] = float(values[j]) if j < n else 0.0
+
+    def global_state(self):
+        """A global kind's engine-held scalars (Prodigy's d, d_max, d_numerator,
+        k), as a tuple (empty for other kinds)."""
+        cdef int n = len(GLOBAL_STATE.get(_KIND_NAMES[self.d.kind], ()))
+        return tuple(self.d.gstate[j] for j in range(n))
+
+    def set_global_state(self, values):
+        """Set a global kind's scalars (validated by the caller)."""
+        cdef int j, n = len(GLOBAL_STATE.get(_KIND_NAMES[self.d.kind], ()))
+        if len(values) != n:
+            raise ValueError(f"expected {n} global values")
+        for j in range(MAX_GSTATE):
+            self.d.gstate[j] = float(values[j]) if j < n else 0.0
 
     def set_row_map(self, row_index):
         """Which scalar row each param reads: a list with one row index per

@@ -263,6 +263,13 @@ def _tensor_state_names(spec: Spec) -> Tuple[str, ...]:
     return kind.tensor_state if kind is not None else ()
 
 
+def _global_state_names(spec: Spec) -> Tuple[str, ...]:
+    """The engine-held scalars of a global kind (Prodigy's d, d_max, d_numerator, k):
+    one set per optimizer, recorded in every state entry."""
+    kind = KINDS.get(spec.kind)
+    return kind.global_state if kind is not None else ()
+
+
 def _spec_checks(spec: Spec) -> Dict[str, str]:
     return {h.name: h.check for h in spec.hparams}
 
@@ -471,8 +478,12 @@ class Optimizer(OptimizerBase):
             self._exit()
 
     def _build(self):
+        old = self.__dict__.get("_engine")
         self._engine = _K.Engine(self._kind, self._params, self._states, self._group_of,
                                  aux_name=self._aux_name)
+        if _global_state_names(self.spec):    # a global kind: its state survives a rebuild
+            self._engine.set_global_state(old.global_state() if old is not None
+                                          else self._rule.initial_global(self._plans[0].static))
         self._n = len(self._params)
         self._uniform = True
 
@@ -743,6 +754,8 @@ class Optimizer(OptimizerBase):
         tnames = _tensor_state_names(self.spec)
         if tnames:                            # engine-held, one number per tensor
             e.update(zip(tnames, self._engine.tensor_state()[i]))
+        if _global_state_names(self.spec):    # engine-held, one set per optimizer
+            e.update(rule.global_entry(self._engine.global_state()))
         rule.entry_extra(e, key)
         return e
 
@@ -754,6 +767,8 @@ class Optimizer(OptimizerBase):
                 if a is not None:
                     a[...] = f
         self._set_tensor_state({})
+        if _global_state_names(self.spec):
+            self._engine.set_global_state(self._rule.initial_global(self._plans[0].static))
         self._set_keys([self._rule.initial_key] * self._n)
 
     def _set_tensor_state(self, values: Dict[int, Tuple[float, ...]]) -> None:
@@ -798,6 +813,7 @@ class Optimizer(OptimizerBase):
         for i, e in state.items():
             i = state_index(i, self._n)
             entries[i] = self._check_entry(i, e)
+        gstate = self._load_global(state, entries)
         saved_n = self._step_count
         self._step_count = step_count(sd["step_count"])   # schedules are checked at the saved step
         try:
@@ -812,7 +828,20 @@ class Optimizer(OptimizerBase):
                 r = schedule_restore(fn, ser, name, f"group {gi}: ")
                 if r is not None:
                     restores.append(r)
-        return plans, entries, restores, names
+        return plans, entries, restores, names, gstate
+
+    def _load_global(self, state, entries):
+        """A global kind's scalars from the saved entries (every entry holds the
+        same set; None: no entry, the state starts fresh)."""
+        if not _global_state_names(self.spec) or not entries:
+            return None
+        vals = [self._rule.global_from_entry(state[k], self._where(state_index(k, self._n)))
+                for k in state]
+        if any(v != vals[0] for v in vals[1:]):
+            raise ValueError("state_dict: the entries disagree on "
+                             f"{', '.join(_global_state_names(self.spec))} (one set per "
+                             "optimizer, the same in every entry)")
+        return vals[0]
 
     def _load_names(self, groups):
         """The saved groups' ``param_names``, checked: all groups or none have
@@ -867,7 +896,7 @@ class Optimizer(OptimizerBase):
         return trial
 
     def _commit_load(self, plan):
-        plans, entries, restores, names = plan
+        plans, entries, restores, names, gstate = plan
         if names is not None:                      # adopt the saved names, as torch
             self._names = [x for ns in names for x in ns]
             for pg, ns in zip(self._param_groups, names):
@@ -891,6 +920,9 @@ class Optimizer(OptimizerBase):
                     a[...] = src if src is not None else 0
             keys.append(key)
         self._set_tensor_state({i: e[2] for i, e in entries.items()})
+        if _global_state_names(self.spec):
+            self._engine.set_global_state(gstate if gstate is not None
+                                          else self._rule.initial_global(self._plans[0].static))
         self._set_keys(keys)
 
     def _check_entry(self, i, e):

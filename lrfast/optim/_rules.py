@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._validate import is_schedule, number
+from .._validate import is_schedule, number, real, step_count
 from ._table import KINDS, MAX_STATES, TABLE
 
 Key = Any
@@ -450,11 +450,52 @@ class NovoGradRule(Rule):
         return fixed, step
 
 
+class ProdigyRule(Rule):
+    """prodigyopt.Prodigy 1.1.2. The fixed fields are the group's; the kernel's
+    global function takes the betas, bias correction, d_coef, growth_rate and
+    decouple of the first param's group (the reference reads group 0's). d,
+    d_max, d_numerator and k are engine-held (``Kind.global_state``); a param's
+    key is its step count (its first step copies p into p0)."""
+    name = "Prodigy"
+
+    def alloc(self, p, hp):
+        b1 = hp["betas"][0]
+        return [np.zeros_like(p), np.zeros_like(p),
+                np.zeros_like(p) if b1 > 0 else None, np.zeros_like(p)]
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        b3 = hp["beta3"] if hp["beta3"] is not None else math.sqrt(b2)
+        fixed = dict(gs=1.0, wd=hp["weight_decay"], decouple=float(hp["decouple"]),
+                     eps=hp["eps"], d0=hp["d0"], safeguard=float(hp["safeguard_warmup"]),
+                     b1=b1, b2=b2, b3=b3, bias=float(hp["use_bias_correction"]),
+                     d_coef=hp["d_coef"], growth=hp["growth_rate"])
+
+        def step(t, lr):
+            return (lr, 1.0 if t == 0 else 0.0), t + 1
+        return fixed, step
+
+    # the engine-held global state: (d, d_max, d_numerator, k)
+    def initial_global(self, hp0):
+        return (hp0["d0"], hp0["d0"], 0.0, 0.0)
+
+    def global_entry(self, values):
+        d, d_max, num, k = values
+        return {"d": d, "d_max": d_max, "d_numerator": num, "k": int(k)}
+
+    def global_from_entry(self, e, where):
+        d = real(e.get("d"), f"{where}: state 'd'", low=0.0, low_open=True)
+        d_max = real(e.get("d_max"), f"{where}: state 'd_max'", low=0.0, low_open=True)
+        num = real(e.get("d_numerator"), f"{where}: state 'd_numerator'")
+        k = step_count(e.get("k"), f"{where}: state 'k'")
+        return (d, d_max, num, float(k))
+
+
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
     AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(), SparseAdamRule(),
-    NovoGradRule(), DiagonalNewtonRule())}
+    NovoGradRule(), DiagonalNewtonRule(), ProdigyRule())}
 
 
 
