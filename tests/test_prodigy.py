@@ -58,7 +58,8 @@ def _run(hp, dtype, threads, steps=25, groups=None, none_at=None):
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("hp", OPTION_SETS, ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()) or "default")
+@pytest.mark.parametrize("hp", OPTION_SETS,
+                         ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()) or "default")
 def test_twin_bitwise(hp, dtype, threads):
     opt, params, twin_p, st, gst = _run(hp, dtype, threads)
     assert opt.d > 1e-6                          # d grew from d0: the estimate ran

@@ -69,6 +69,17 @@ class Rule:
     def entry_key(self, t: int, e: Dict[str, Any], where: str) -> Key:
         return t
 
+    # a global kind's engine-held state (Kind.global_state): its start from the
+    # first group's values, and its state_dict entries
+    def initial_global(self, hp0: Dict[str, Any]) -> Tuple[float, ...]:
+        return ()
+
+    def global_entry(self, values: Tuple[float, ...]) -> Dict[str, Any]:
+        return {}
+
+    def global_from_entry(self, e: Dict[str, Any], where: str) -> Tuple[float, ...]:
+        return ()
+
 
 class SGDRule(Rule):
     name = "SGD"
