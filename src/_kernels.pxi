@@ -1130,19 +1130,12 @@ from libc.math cimport pow     # the global kinds' bias correction (Python's x *
 # the update needs the new d (denominator d*eps), so reads are g, p, p0, s
 # then g, p, s, exp_avg, exp_avg_sq and writes p, s, exp_avg, exp_avg_sq
 # (p0 written once, on a param's first step).
-cdef inline real _prodigy_g(real gi, real pi, const ProdigyRow* r) noexcept nogil:
-    # the reference's grad.add_(p, alpha=decay) when the decay is not decoupled
-    if r.l2 != 0:
-        return gi + <real>r.wd * pi
-    return gi
-
-
 cdef void _prodigy_sums(const real* p, const real* g, const real* s, const real* p0,
                         Py_ssize_t n, const ProdigyRow* r, double* acc) noexcept nogil:
     cdef double a[SUMCH]
     cdef double b[SUMCH]
-    cdef real gs = <real>r.gs, b3 = <real>r.b3r, cs = <real>r.cs, gi, sn
-    cdef bint first = r.first != 0
+    cdef real gs = <real>r.gs, b3 = <real>r.b3r, cs = <real>r.cs, wd = <real>r.wd, gi, sn
+    cdef bint first = r.first != 0, l2 = r.l2 != 0
     cdef Py_ssize_t o, k, c
     if r.on == 0:                    # a group with lr 0: no part in d
         return
@@ -1150,7 +1143,8 @@ cdef void _prodigy_sums(const real* p, const real* g, const real* s, const real*
     while o < n:
         c = min(<Py_ssize_t>SUMCH, n - o)
         for k in range(c):
-            gi = _prodigy_g(gs * g[o + k], p[o + k], r)
+            gi = gs * g[o + k]
+            gi = gi + wd * p[o + k] if l2 else gi     # the reference's grad.add_(p, alpha=wd)
             # torch.dot(g, p0 - p): p0 - p in the param dtype, the products in double
             a[k] = 0.0 if first else <double>gi * <double>(p0[o + k] - p[o + k])
             sn = s[o + k] * b3 + cs * gi
@@ -1225,33 +1219,45 @@ cdef void _prodigy_global(double* trows, int n, const double* tsums, double* gst
         r.apply = 1.0
 
 
-cdef void _prodigy(real* p, const real* g, const real* h, real* s, real* p0, real* m, real* v,
-                   Py_ssize_t n, const ProdigyRow* r) noexcept nogil:
-    # (on) m = m*b1 + cm*g;  v = v*b2 + cv*(g*g);  s = s*b3 + cs*g
-    # (apply) p = p - wd*dlr*p (decoupled);  p = p + stepc * (m or g)/(sqrt(v) + d*eps)
-    cdef real gs = <real>r.gs, b1 = <real>r.b1r, cm = <real>r.cm, b2 = <real>r.b2r
-    cdef real cv = <real>r.cv, b3 = <real>r.b3r, cs = <real>r.cs, deps = <real>r.deps
-    cdef real dwd = <real>r.dwd, stepc = <real>r.stepc
-    cdef bint mom = r.mom != 0, on = r.on != 0, apply = r.apply != 0, dec = r.dec != 0
-    cdef bint first = r.first != 0
+cdef inline void _prodigy_loop(real* p, const real* g, real* s, real* m, real* v, Py_ssize_t n,
+                               const ProdigyRow* r, bint mom) noexcept nogil:
+    # every store unconditional, the options as selects on loop-invariant flags
+    # (vectorizes); mom: exp_avg exists (b1 > 0), else the update uses g
+    cdef real gs = <real>r.gs, wd = <real>r.wd, b1 = <real>r.b1r, cm = <real>r.cm
+    cdef real b2 = <real>r.b2r, cv = <real>r.cv, b3 = <real>r.b3r, cs = <real>r.cs
+    cdef real deps = <real>r.deps, dwd = <real>r.dwd, stepc = <real>r.stepc
+    cdef bint l2 = r.l2 != 0, on = r.on != 0, apply = r.apply != 0, dec = r.dec != 0
     cdef Py_ssize_t i
-    cdef real gi, pi, vi, mi
+    cdef real gi, pi, vi, mi, q
     for i in range(n):
         pi = p[i]
-        gi = _prodigy_g(gs * g[i], pi, r)
-        if first:
-            p0[i] = pi
-        if on:
-            if mom:
-                m[i] = m[i] * b1 + cm * gi
-            v[i] = v[i] * b2 + cv * (gi * gi)
-            s[i] = s[i] * b3 + cs * gi
-        if apply:
-            vi = _sqrt(v[i]) + deps
-            if dec:
-                pi = pi + dwd * pi
-            mi = m[i] if mom else gi
-            p[i] = pi + stepc * (mi / vi)
+        gi = gs * g[i]
+        gi = gi + wd * pi if l2 else gi
+        vi = v[i] * b2 + cv * (gi * gi) if on else v[i]
+        v[i] = vi
+        s[i] = s[i] * b3 + cs * gi if on else s[i]
+        if mom:
+            mi = m[i] * b1 + cm * gi if on else m[i]
+            m[i] = mi
+        else:
+            mi = gi
+        q = pi + dwd * pi if dec else pi
+        q = q + stepc * (mi / (_sqrt(vi) + deps))
+        p[i] = q if apply else pi
+
+
+cdef void _prodigy(real* p, const real* g, const real* h, real* s, real* p0, real* m, real* v,
+                   Py_ssize_t n, const ProdigyRow* r) noexcept nogil:
+    # (first) p0 = p;  (on) m = m*b1 + cm*g;  v = v*b2 + cv*(g*g);  s = s*b3 + cs*g
+    # (apply) p = p - wd*dlr*p (decoupled);  p = p + stepc * (m or g)/(sqrt(v) + d*eps)
+    cdef Py_ssize_t i
+    if r.first != 0:                   # a param's first step: p0 = p (the reference's clone)
+        for i in range(n):
+            p0[i] = p[i]
+    if r.mom != 0:
+        _prodigy_loop(p, g, s, m, v, n, r, True)
+    else:
+        _prodigy_loop(p, g, s, m, v, n, r, False)
 
 
 # _apply(kind, ...): the dispatch over kinds, generated from the table.
