@@ -18,7 +18,7 @@ import numpy as np
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
            "lamb", "lars", "novograd", "tensor_sumsq", "tensor_sum", "prodigy",
-           "prodigy_state", "prodigy_global",
+           "prodigy_state", "prodigy_global", "dog",
            "clip_coef", "global_norm", "STEPPERS", "adafactor", "muon", "newton_schulz",
            "sparse_coalesce", "sparse_sgd", "sparse_adagrad", "sparse_adam", "SPARSE_STEPPERS"]
 
@@ -450,6 +450,64 @@ def prodigy(params, grads, states, gstate, groups, group_of):
             u = st["exp_avg"] if b1 > 0 else gi
             stepc = -dlr if b1 > 0 else -dlr * gstate["d"]
             p[...] = p + T(stepc) * (u / dn)
+
+
+def _dog_eta(st, dd, gg, h):
+    ie = h.get("init_eta")
+    first = st["G"] == 0.0
+    if first:
+        st["rbar"] = (0.0 if ie is not None else h.get("reps_rel", 1e-6)) * (1.0 + math.sqrt(dd))
+        st["G"] = gg + h.get("eps", 1e-8)
+    else:
+        dn = math.sqrt(dd)
+        st["rbar"] = dn if dn > st["rbar"] else st["rbar"]
+        st["G"] = st["G"] + gg
+    st["eta"] = h.get("lr", 1.0) * st["rbar"] / math.sqrt(st["G"])
+    if first and ie is not None:
+        st["eta"] = ie
+
+
+def dog(params, grads, states, gstates, groups, group_of, layer=False):
+    """One dog.DoG (``layer``: dog.LDoG) 1.0.3 step exactly as lrfast's two
+    passes: per tensor (memory order) ||x - x0||^2 (first step: ||x||^2) and
+    ||g + wd*x||^2, squares in double, summed as :func:`tensor_sum`; DoG
+    combines a group's tensors in order. ``states[i]``: {"x0", "step"} (LDoG:
+    also rbar, G, eta); ``gstates[g]``: {"rbar", "G", "eta"} (DoG).
+    ``None`` grads skip their param."""
+    gs = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if g is None:
+            gs.append(None)
+            continue
+        h, st = groups[group_of[i]], states[i]
+        T = p.dtype.type
+        wd = h.get("weight_decay", 0.0)
+        gi = g + T(wd) * p if wd > 0 else g
+        gs.append(gi)
+        dx = p if st["step"] == 0 else p - st["x0"]
+        dd = tensor_sum(dx.ravel(order="K").astype(np.float64) ** 2)
+        gg = tensor_sum(gi.ravel(order="K").astype(np.float64) ** 2)
+        if layer:
+            _dog_eta(st, dd, gg, h)
+        else:
+            acc = gstates[group_of[i]].setdefault("_acc", [0.0, 0.0])
+            acc[0] = acc[0] + dd
+            acc[1] = acc[1] + gg
+    if not layer:
+        for gst, h in zip(gstates, groups):
+            acc = gst.pop("_acc", None)
+            if acc is not None:
+                _dog_eta(gst, acc[0], acc[1], h)
+    for i, (p, gi) in enumerate(zip(params, gs)):
+        if gi is None:
+            continue
+        st = states[i]
+        T = p.dtype.type
+        if st["step"] == 0:
+            st["x0"] = p.copy()
+        st["step"] += 1
+        eta = st["eta"] if layer else gstates[group_of[i]]["eta"]
+        p[...] = p + T(-eta) * gi
 
 
 def lamb(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,

@@ -167,6 +167,8 @@ _SPECIAL: Dict[str, Callable[[Any, str, str], Any]] = {
                                             else real(v, name, where, low=0.0, high=1.0,
                                                       high_open=True)),
     "growth": _growth,
+    "gt0_or_none": lambda v, name, where: (None if v is None
+                                           else real(v, name, where, low=0.0, low_open=True)),
     "slice_p": _slice_p,
     "ns_steps": lambda v, name, where: integer(v, name, where, low=0, high=99),
     "adjust_lr_fn": lambda v, name, where: choice(v, name, (None, "original",

@@ -1122,7 +1122,7 @@ from libc.math cimport pow     # the global kinds' bias correction (Python's x *
 
 
 # ---- global kinds (Prodigy: prodigyopt 1.1.2, in its order). d, d_max,
-# d_numerator and k are engine-held (Data.gstate), one set per optimizer.
+# d_numerator and k are engine-held (Data.gstate, group 0's), one set per optimizer.
 # Phase 0 (before the read-only pass) fills every tensor's row from d; the pass
 # sums, per tensor, <g, p0 - p> and ||s_new||_1 (s_new = b3*s + cs*g, not
 # written); phase 1 combines them in tensor order, as the reference's
@@ -1156,7 +1156,8 @@ cdef void _prodigy_sums(const real* p, const real* g, const real* s, const real*
 
 cdef void _prodigy_global(double* trows, int n, const double* tsums, double* gst,
                           int phase) noexcept nogil:
-    # tsums: per tensor (stride MAX_SUMS + 1) its sums, then 1.0 if it has a grad
+    # tsums: per tensor (stride TSTRIDE) its sums, 1.0 if it has a grad, its group;
+    # gst: group 0's state (Prodigy's is one set per optimizer)
     cdef ProdigyRow* r0 = <ProdigyRow*>trows
     cdef ProdigyRow* r
     cdef double d = gst[0], d_max = gst[1], k = gst[2 + 1], lr = 0.0, bc = 1.0, dlr
@@ -1192,9 +1193,9 @@ cdef void _prodigy_global(double* trows, int n, const double* tsums, double* gst
     den = 0.0
     for i in range(n):                 # tensor order, as the reference's Python sums
         r = <ProdigyRow*>(trows + i * NS)
-        if tsums[i * (MAX_SUMS + 1) + MAX_SUMS] != 0.0 and r.on != 0:
-            delta = delta + r.wn * tsums[i * (MAX_SUMS + 1)]
-            den = den + tsums[i * (MAX_SUMS + 1) + 1]
+        if tsums[i * TSTRIDE + MAX_SUMS] != 0.0 and r.on != 0:
+            delta = delta + r.wn * tsums[i * TSTRIDE]
+            den = den + tsums[i * TSTRIDE + 1]
     if den == 0.0:                     # the reference returns before the update
         return
     num = num + delta
@@ -1258,6 +1259,108 @@ cdef void _prodigy(real* p, const real* g, const real* h, real* s, real* p0, rea
         _prodigy_loop(p, g, s, m, v, n, r, True)
     else:
         _prodigy_loop(p, g, s, m, v, n, r, False)
+
+
+# ---- DoG and LDoG (dog-optimizer 1.0.3). DoG: a global kind, per group
+# rbar = max(rbar, ||x - x0||) (first step: reps_rel*(1 + ||x||)),
+# G += ||g||^2 (first: + eps), eta = lr*rbar/sqrt(G), all over the group's
+# params; LDoG: the same per tensor (engine-held rbar, G, eta per tensor).
+# Two passes: sums (read p, x0, g), then the update (read p, g; write p, x0 on
+# a param's first step). Sums: per tensor, then combined in tensor order.
+cdef void _dog_sums(const real* p, const real* g, const real* x0, const real* s1,
+                    Py_ssize_t n, const DogRow* r, double* acc) noexcept nogil:
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, wd = <real>r.wd, gi, dx
+    cdef bint first = r.first != 0, decay = r.decay != 0
+    cdef Py_ssize_t o, k, c
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            gi = gs * g[o + k]
+            gi = gi + wd * p[o + k] if decay else gi   # the reference's grad.add_(p, alpha=wd)
+            dx = p[o + k] if first else p[o + k] - x0[o + k]
+            a[k] = <double>dx * <double>dx
+            b[k] = <double>gi * <double>gi
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _ldog_sums(const real* p, const real* g, const real* x0, const real* s1,
+                     Py_ssize_t n, const LdogRow* r, double* acc) noexcept nogil:
+    _dog_sums(p, g, x0, s1, n, <const DogRow*>r, acc)      # the same row layout
+
+
+cdef inline void _dog_eta(double* st, double dd, double gg, double reps, double eps, double lr,
+                          double has_init, double init_eta) noexcept nogil:
+    # st = (rbar, G, eta); G == 0: the first step (G >= eps > 0 after it)
+    cdef bint first = st[1] == 0.0
+    cdef double dn = sqrt(dd)
+    if first:
+        st[0] = reps * (1.0 + dn)
+        st[1] = gg + eps
+    else:
+        st[0] = dn if dn > st[0] else st[0]          # torch.maximum(rbar, d)
+        st[1] = st[1] + gg
+    st[2] = lr * st[0] / sqrt(st[1])
+    if first and has_init != 0:
+        st[2] = init_eta
+
+
+cdef void _ldog_tensor(LdogRow* r, const double* sums, double* ts) noexcept nogil:
+    _dog_eta(ts, sums[0], sums[1], r.reps, r.eps, r.lr, r.has_init, r.init_eta)
+    r.neta = -ts[2]
+
+
+cdef void _dog_global(double* trows, int n, const double* tsums, double* gst,
+                      int phase) noexcept nogil:
+    # per group g, gst + g*MAX_GSTATE = (rbar, G, eta, sum dd, sum gg, has grads)
+    cdef DogRow* r
+    cdef double* st
+    cdef int i
+    if phase == 0:
+        return
+    for i in range(n):
+        st = gst + <int>tsums[i * TSTRIDE + MAX_SUMS + 1] * MAX_GSTATE
+        st[3] = 0.0
+        st[4] = 0.0
+        st[5] = 0.0
+    for i in range(n):                 # tensor order
+        if tsums[i * TSTRIDE + MAX_SUMS] != 0.0:
+            st = gst + <int>tsums[i * TSTRIDE + MAX_SUMS + 1] * MAX_GSTATE
+            st[3] = st[3] + tsums[i * TSTRIDE]
+            st[4] = st[4] + tsums[i * TSTRIDE + 1]
+            st[5] = 1.0
+    for i in range(n):
+        r = <DogRow*>(trows + i * NS)
+        st = gst + <int>tsums[i * TSTRIDE + MAX_SUMS + 1] * MAX_GSTATE
+        if st[5] == 1.0:               # once per group that has grads
+            st[5] = 2.0
+            _dog_eta(st, st[3], st[4], r.reps, r.eps, r.lr, r.has_init, r.init_eta)
+        r.neta = -st[2]
+
+
+cdef void _dog(real* p, const real* g, const real* h, real* x0, real* s1, real* s2,
+               Py_ssize_t n, const DogRow* r) noexcept nogil:
+    # (first) x0 = p;  g = g + wd*p (wd > 0);  p = p + (-eta)*g
+    cdef real gs = <real>r.gs, wd = <real>r.wd, neta = <real>r.neta, gi, pi
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t i
+    if r.first != 0:
+        for i in range(n):
+            x0[i] = p[i]
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + wd * pi if decay else gi
+        p[i] = pi + neta * gi
+
+
+cdef void _ldog(real* p, const real* g, const real* h, real* x0, real* s1, real* s2,
+                Py_ssize_t n, const LdogRow* r) noexcept nogil:
+    _dog(p, g, h, x0, s1, s2, n, <const DogRow*>r)
 
 
 # _apply(kind, ...): the dispatch over kinds, generated from the table.
@@ -1378,9 +1481,11 @@ cdef struct Data:
     double clip_value          # > 0: grads clipped elementwise to [-c, c] as they are read
     int ema_on                 # this step blends the EMA averages (weight ema_w)
     double ema_w
-    # global kinds (Prodigy): the engine-held state, and per tensor its sums
-    # (MAX_SUMS) then 1.0 if it has a grad (stride MAX_SUMS + 1)
-    double gstate[MAX_GSTATE]
+    # global kinds (Prodigy, DoG): the engine-held state, MAX_GSTATE per group,
+    # and per tensor its sums (MAX_SUMS), 1.0 if it has a grad, and its group
+    # (stride TSTRIDE)
+    int ngroups
+    double* gstate
     double* tsums
 
 
@@ -1602,10 +1707,11 @@ cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
         for i in range(d.ntensors):
             t = &d.t[i]
             for j in range(nsums):
-                d.tsums[i * (MAX_SUMS + 1) + j] = (
+                d.tsums[i * TSTRIDE + j] = (
                     _pairwise_strided(d.bred + t.b0 * MAX_SUMS + j, t.nb, MAX_SUMS)
                     if t.g != NULL else 0.0)
-            d.tsums[i * (MAX_SUMS + 1) + MAX_SUMS] = 1.0 if t.g != NULL else 0.0
+            d.tsums[i * TSTRIDE + MAX_SUMS] = 1.0 if t.g != NULL else 0.0
+            d.tsums[i * TSTRIDE + MAX_SUMS + 1] = t.group
         _apply_global(d.kind, d.trows, d.ntensors, d.tsums, d.gstate, 1)
         return
     for i in range(d.ntensors):
@@ -1703,6 +1809,7 @@ cdef class Engine:
         self.d.rows = NULL
         self.d.bred = NULL
         self.d.tsums = NULL
+        self.d.gstate = NULL
         self.d.trows = NULL
         self._wlo = NULL
         self._whi = NULL
@@ -1718,6 +1825,7 @@ cdef class Engine:
         free(self.d.rows)
         free(self.d.bred)
         free(self.d.tsums)
+        free(self.d.gstate)
         free(self.d.trows)
         free(self._wlo)
         free(self._whi)
@@ -1769,6 +1877,10 @@ cdef class Engine:
             self.d.t[i].row = self.d.t[i].group
         self._row_map = False
         self._max_row = max(groups) if n else 0
+        self.d.ngroups = (max(groups) + 1) if n else 1
+        self.d.gstate = <double*>calloc(self.d.ngroups * MAX_GSTATE, sizeof(double))
+        if self.d.gstate == NULL:
+            raise MemoryError()
 
     cdef tuple _geometry(self, Py_ssize_t i):
         # Everything the kernel relies on, per array: buffer, type, shape,
@@ -1853,7 +1965,7 @@ cdef class Engine:
         self.d.bprobe = <double*>malloc(max(nb, 1) * sizeof(double))
         self.d.bred = <double*>malloc(max(nb, 1) * MAX_SUMS * sizeof(double))
         self.d.trows = <double*>malloc(max(self.d.ntensors, 1) * NS * sizeof(double))
-        self.d.tsums = <double*>calloc(max(self.d.ntensors, 1) * (MAX_SUMS + 1),
+        self.d.tsums = <double*>calloc(max(self.d.ntensors, 1) * TSTRIDE,
                                        sizeof(double))
         if (self.d.blocks == NULL or self.d.bsum == NULL or self.d.bprobe == NULL
                 or self.d.bred == NULL or self.d.trows == NULL or self.d.tsums == NULL):
@@ -1903,19 +2015,25 @@ cdef class Engine:
         for j in range(MAX_TSTATE):
             self.d.t[i].ts[j] = float(values[j]) if j < n else 0.0
 
-    def global_state(self):
-        """A global kind's engine-held scalars (Prodigy's d, d_max, d_numerator,
-        k), as a tuple (empty for other kinds)."""
+    def global_state(self, int group=0):
+        """A global kind's engine-held scalars of a group (Prodigy's d, d_max,
+        d_numerator, k in group 0; DoG's rbar, G, eta), as a tuple (empty for
+        other kinds, zeros for a group without params)."""
         cdef int n = len(GLOBAL_STATE.get(_KIND_NAMES[self.d.kind], ()))
-        return tuple(self.d.gstate[j] for j in range(n))
+        if not 0 <= group < self.d.ngroups:
+            return (0.0,) * n
+        return tuple(self.d.gstate[group * MAX_GSTATE + j] for j in range(n))
 
-    def set_global_state(self, values):
-        """Set a global kind's scalars (validated by the caller)."""
+    def set_global_state(self, values, int group=0):
+        """Set a global kind's scalars of a group (validated by the caller; a
+        group without params has none: ignored)."""
         cdef int j, n = len(GLOBAL_STATE.get(_KIND_NAMES[self.d.kind], ()))
         if len(values) != n:
             raise ValueError(f"expected {n} global values")
+        if not 0 <= group < self.d.ngroups:
+            return
         for j in range(MAX_GSTATE):
-            self.d.gstate[j] = float(values[j]) if j < n else 0.0
+            self.d.gstate[group * MAX_GSTATE + j] = float(values[j]) if j < n else 0.0
 
     def set_row_map(self, row_index):
         """Which scalar row each param reads: a list with one row index per

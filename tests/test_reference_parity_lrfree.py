@@ -1,5 +1,6 @@
 """Learning-rate-free optimizers against their reference packages (test-only,
-skipped when absent): Prodigy = prodigyopt.Prodigy 1.1.2 on torch CPU.
+skipped when absent), on torch CPU: Prodigy = prodigyopt.Prodigy 1.1.2, DoG
+and LDoG = dog-optimizer 1.0.3's dog.DoG and dog.LDoG.
 
 The problems are not chaotic (small initial params, about 1e-3, and smooth
 grads): on a badly scaled problem Prodigy's defaults amplify a last-bit
@@ -12,7 +13,6 @@ import pytest
 import lrfast
 
 torch = pytest.importorskip("torch")
-prodigyopt = pytest.importorskip("prodigyopt")
 
 SIZES = ((40,), (6, 5), (300,))
 STEPS = 60
@@ -31,6 +31,7 @@ def _grad(p, c, t):
 
 
 def _compare(hp, dtype, groups=None, none_at=()):
+    prodigyopt = pytest.importorskip("prodigyopt")
     params, target = _problem(dtype)
     tdt = torch.float64 if dtype == np.float64 else torch.float32
     tp = [torch.tensor(p.copy(), dtype=tdt, requires_grad=True) for p in params]
@@ -97,3 +98,37 @@ def test_prodigy_matches_prodigyopt(hp, dtype):
 def test_prodigy_groups_and_none_grads():
     _compare(dict(), np.float64, groups=[dict(weight_decay=0.01, eps=1e-7),
                                          dict(safeguard_warmup=True)], none_at={5, 6, 20})
+
+
+DOG_SETS = [dict(), dict(reps_rel=1e-4, weight_decay=0.01, eps=1e-6), dict(init_eta=1e-4)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("hp", DOG_SETS,
+                         ids=lambda h: "-".join(f"{k}={v}" for k, v in h.items()) or "default")
+@pytest.mark.parametrize("name", ["DoG", "LDoG"])
+def test_dog_matches_dog_optimizer(name, hp, dtype):
+    dog = pytest.importorskip("dog")
+    params, target = _problem(dtype)
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    tp = [torch.tensor(p.copy(), dtype=tdt, requires_grad=True) for p in params]
+    groups = [dict(params=tp[:1]), dict(params=tp[1:], eps=1e-7)]
+    ref = getattr(dog, name)(groups, **hp)
+    opt = getattr(lrfast, name)([dict(params=params[:1]), dict(params=params[1:], eps=1e-7)],
+                                **hp)
+    etas = []
+    for t in range(STEPS):
+        grads = [_grad(p, c, t).astype(dtype) for p, c in zip(params, target)]
+        for x, g in zip(tp, grads):
+            x.grad = torch.tensor(g.copy(), dtype=tdt)
+        opt.step(grads)
+        ref.step()
+        ref_eta = [float(e) for grp in ref.param_groups for e in grp["eta"]]
+        mine = opt.d if name == "LDoG" else [opt.d[0]] + [opt.d[1]] * (len(params) - 1)
+        etas.append(mine[0])
+        tol = 1e-10 if dtype == np.float64 else 1e-4
+        np.testing.assert_allclose(mine, ref_eta, rtol=tol)
+    for p, x in zip(params, tp):
+        b = x.detach().numpy()
+        assert np.max(np.abs(p - b)) / np.max(np.abs(b)) <= tol
+    assert etas[-1] > 100 * etas[0]               # the step size grew: not a trivial run

@@ -14,7 +14,7 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 from ._sparse import RowSparse
 
-__all__ = ["Lamb", "LARS", "NovoGrad", "Prodigy",
+__all__ = ["Lamb", "LARS", "NovoGrad", "Prodigy", "DoG", "LDoG",
            "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
            "Adan", "Adafactor", "Muon", "SparseAdam", "RowSparse", "ParamGroup", "TABLE",
@@ -351,6 +351,59 @@ class Prodigy(Optimizer):
                 raise ValueError(f"group {bad[0]}: Prodigy's groups share one step size: "
                                  f"each lr must be the largest ({top}) or 0, got {lrs[bad[0]]}")
         return Optimizer.step(self, grads, _aux, **kw)
+
+class DoG(Optimizer):
+    r"""DoG (dog.DoG 1.0.3): SGD whose step size is the distance travelled over
+    the root of the summed squared grads, per group.
+    ::
+
+        g = g + weight_decay*p
+        rbar = reps_rel*(1 + ||x0||) at the first step, then max(rbar, ||p - x0||)
+        G = sum ||g||^2 + eps (first step), then G + sum ||g||^2
+        eta = lr * rbar / sqrt(G)   (init_eta, if given, at the first step)
+        p = p - eta*g
+
+    The norms run over the group's params with a grad, in the engine's
+    deterministic read-only pass (the same bits for any thread count); the
+    update needs eta, so a step is two passes: the sums read p, x0 and g, the
+    update reads p and g and writes p (and x0 at a param's first step).
+    rbar, G and eta are per group, recorded in the state entry of each of its
+    params; ``opt.d`` is the eta of the last step (a float for one group, else
+    a list per group), the reference's ``group['eta']``.
+
+    Differences from the reference: grads are never modified (the reference
+    adds the weight decay into ``p.grad``); ``None`` grads are allowed (their
+    params take no part in the norms, and their x0 is taken at their first
+    step with a grad; the reference fails on them); the first step is a
+    group's own (G == 0), not the optimizer's; not distributed. Iterate
+    averaging, which the reference recommends, is :class:`lrfast.EMA`'s (its
+    polynomial averager is not reproduced).
+    """
+    spec = TABLE["DoG"]
+    __init__ = make_init(spec)
+
+    @property
+    def d(self):
+        """The eta of the last step: a float for one group, else a list per group."""
+        etas = [float(self._engine.global_state(g)[2]) for g in range(len(self._plans))]
+        return etas[0] if len(etas) == 1 else etas
+
+
+class LDoG(Optimizer):
+    r"""LDoG (dog.LDoG 1.0.3): DoG with rbar, G and eta per param (layer-wise).
+    Each param's norms come from the engine's deterministic read-only pass;
+    rbar, G and eta are recorded in its state entry; ``opt.d`` is the list of
+    the last step's eta per param. Differences from the reference: as
+    :class:`DoG`.
+    """
+    spec = TABLE["LDoG"]
+    __init__ = make_init(spec)
+
+    @property
+    def d(self):
+        """The eta of the last step, per param (a list)."""
+        return [float(ts[2]) for ts in self._engine.tensor_state()]
+
 
 from ._own import Adafactor, Muon  # noqa: E402  (own steps: factored state, matrices)
 

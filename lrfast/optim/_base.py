@@ -264,8 +264,9 @@ def _tensor_state_names(spec: Spec) -> Tuple[str, ...]:
 
 
 def _global_state_names(spec: Spec) -> Tuple[str, ...]:
-    """The engine-held scalars of a global kind (Prodigy's d, d_max, d_numerator, k):
-    one set per optimizer, recorded in every state entry."""
+    """The engine-held scalars of a global kind, per group (Prodigy's d, d_max,
+    d_numerator, k: group 0's, one set per optimizer; DoG's rbar, G, eta),
+    recorded in the state entry of every param of the group."""
     kind = KINDS.get(spec.kind)
     return kind.global_state if kind is not None else ()
 
@@ -482,8 +483,10 @@ class Optimizer(OptimizerBase):
         self._engine = _K.Engine(self._kind, self._params, self._states, self._group_of,
                                  aux_name=self._aux_name)
         if _global_state_names(self.spec):    # a global kind: its state survives a rebuild
-            self._engine.set_global_state(old.global_state() if old is not None
-                                          else self._rule.initial_global(self._plans[0].static))
+            # (a group the old engine lacks reads zeros: DoG's fresh state; Prodigy
+            # reads group 0's only)
+            self._reset_global({gi: old.global_state(gi) for gi in range(len(self._plans))}
+                               if hasattr(old, "global_state") else {})
         self._n = len(self._params)
         self._uniform = True
 
@@ -755,7 +758,8 @@ class Optimizer(OptimizerBase):
         if tnames:                            # engine-held, one number per tensor
             e.update(zip(tnames, self._engine.tensor_state()[i]))
         if _global_state_names(self.spec):    # engine-held, one set per optimizer
-            e.update(rule.global_entry(self._engine.global_state()))
+            g = 0 if rule.global_shared else self._group_of[i]
+            e.update(rule.global_entry(self._engine.global_state(g)))
         rule.entry_extra(e, key)
         return e
 
@@ -767,8 +771,7 @@ class Optimizer(OptimizerBase):
                 if a is not None:
                     a[...] = f
         self._set_tensor_state({})
-        if _global_state_names(self.spec):
-            self._engine.set_global_state(self._rule.initial_global(self._plans[0].static))
+        self._reset_global({})
         self._set_keys([self._rule.initial_key] * self._n)
 
     def _set_tensor_state(self, values: Dict[int, Tuple[float, ...]]) -> None:
@@ -831,17 +834,32 @@ class Optimizer(OptimizerBase):
         return plans, entries, restores, names, gstate
 
     def _load_global(self, state, entries):
-        """A global kind's scalars from the saved entries (every entry holds the
-        same set; None: no entry, the state starts fresh)."""
-        if not _global_state_names(self.spec) or not entries:
-            return None
-        vals = [self._rule.global_from_entry(state[k], self._where(state_index(k, self._n)))
-                for k in state]
-        if any(v != vals[0] for v in vals[1:]):
-            raise ValueError("state_dict: the entries disagree on "
-                             f"{', '.join(_global_state_names(self.spec))} (one set per "
-                             "optimizer, the same in every entry)")
-        return vals[0]
+        """A global kind's scalars per group from the saved entries (the entries
+        of a group, or all of them where the set is shared, hold the same set;
+        a group without entries starts fresh)."""
+        out: Dict[int, Tuple[float, ...]] = {}
+        if not _global_state_names(self.spec):
+            return out
+        for k in state:
+            i = state_index(k, self._n)
+            g = 0 if self._rule.global_shared else self._group_of[i]
+            v = self._rule.global_from_entry(state[k], self._where(i))
+            if out.setdefault(g, v) != v:
+                raise ValueError(f"{self._where(i)}: state_dict entries disagree on "
+                                 f"{', '.join(_global_state_names(self.spec))} (one set per "
+                                 + ("optimizer" if self._rule.global_shared else "group")
+                                 + ", the same in each of its entries)")
+        return out
+
+    def _reset_global(self, values):
+        """Set each group's global state: ``values[g]``, else its fresh start."""
+        if not _global_state_names(self.spec):
+            return
+        for gi, plan in enumerate(self._plans):
+            src = self._plans[0] if self._rule.global_shared else plan
+            v = values.get(gi)
+            self._engine.set_global_state(v if v is not None
+                                          else self._rule.initial_global(src.static), gi)
 
     def _load_names(self, groups):
         """The saved groups' ``param_names``, checked: all groups or none have
@@ -920,9 +938,7 @@ class Optimizer(OptimizerBase):
                     a[...] = src if src is not None else 0
             keys.append(key)
         self._set_tensor_state({i: e[2] for i, e in entries.items()})
-        if _global_state_names(self.spec):
-            self._engine.set_global_state(gstate if gstate is not None
-                                          else self._rule.initial_global(self._plans[0].static))
+        self._reset_global(gstate)
         self._set_keys(keys)
 
     def _check_entry(self, i, e):

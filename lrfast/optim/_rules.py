@@ -69,8 +69,11 @@ class Rule:
     def entry_key(self, t: int, e: Dict[str, Any], where: str) -> Key:
         return t
 
-    # a global kind's engine-held state (Kind.global_state): its start from the
-    # first group's values, and its state_dict entries
+    # a global kind's engine-held state (Kind.global_state): its start from a
+    # group's values, and its state_dict entries; global_shared: one set per
+    # optimizer (group 0's), not per group
+    global_shared = False
+
     def initial_global(self, hp0: Dict[str, Any]) -> Tuple[float, ...]:
         return ()
 
@@ -468,6 +471,7 @@ class ProdigyRule(Rule):
     d_max, d_numerator and k are engine-held (``Kind.global_state``); a param's
     key is its step count (its first step copies p into p0)."""
     name = "Prodigy"
+    global_shared = True
 
     def alloc(self, p, hp):
         b1 = hp["betas"][0]
@@ -502,11 +506,43 @@ class ProdigyRule(Rule):
         return (d, d_max, num, float(k))
 
 
+class DoGRule(Rule):
+    """dog.DoG 1.0.3: x0 per param (copied at its first step); rbar, G, eta
+    per group, engine-held (G == 0: the group's first step)."""
+    name = "DoG"
+
+    def plan(self, hp):
+        wd, ie = hp["weight_decay"], hp["init_eta"]
+        fixed = dict(gs=1.0, wd=wd, decay=1.0 if wd > 0 else 0.0,
+                     reps=0.0 if ie is not None else hp["reps_rel"], eps=hp["eps"],
+                     has_init=1.0 if ie is not None else 0.0,
+                     init_eta=ie if ie is not None else 0.0)
+
+        def step(t, lr):
+            return (lr, 1.0 if t == 0 else 0.0), t + 1
+        return fixed, step
+
+    def initial_global(self, hp0):
+        return (0.0, 0.0, 0.0)
+
+    def global_entry(self, values):
+        return dict(zip(("rbar", "G", "eta"), values))
+
+    def global_from_entry(self, e, where):
+        return tuple(real(e.get(k), f"{where}: state {k!r}", low=0.0)
+                     for k in ("rbar", "G", "eta"))
+
+
+class LDoGRule(DoGRule):
+    """dog.LDoG 1.0.3: rbar, G, eta per param (the kind's tensor_state)."""
+    name = "LDoG"
+
+
 RULES: Dict[str, Rule] = {r.name: r for r in (
     SGDRule(), AdagradRule(), AdadeltaRule(), RMSpropRule(), AdamRule(), AdamWRule(),
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
     AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(), SparseAdamRule(),
-    NovoGradRule(), DiagonalNewtonRule(), ProdigyRule())}
+    NovoGradRule(), DiagonalNewtonRule(), ProdigyRule(), DoGRule(), LDoGRule())}
 
 
 

@@ -31,8 +31,8 @@ __all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "MAX_STATES", "MAX_SUMS", "RE
 
 MAX_STATES = 4       # state arrays per param: the engine's TensorRec.s (src/_kernels.pxi)
 MAX_SUMS = 2         # per-tensor sums of a per-tensor kind (Data.bred in src/_kernels.pxi)
-MAX_TENSOR_STATE = 2  # engine-held scalars per tensor (TensorRec.ts)
-MAX_GLOBAL_STATE = 4  # engine-held scalars of a global kind (Data.gstate: Prodigy's d, ...)
+MAX_TENSOR_STATE = 3  # engine-held scalars per tensor (TensorRec.ts)
+MAX_GLOBAL_STATE = 6  # engine-held scalars per group of a global kind (Data.gstate), scratch too
 
 
 class _Required:
@@ -89,7 +89,8 @@ class Kind(NamedTuple):
     # Global kinds (Prodigy): the sums of every tensor of the step (each pairwise
     # over its blocks, as above) go to ``_<name>_global(trows, n, tsums, gs,
     # phase)``, which combines them in tensor order and updates the engine-held
-    # ``global_state`` (one set per optimizer, not per tensor). Phase 0 runs
+    # ``global_state`` (MAX_GLOBAL_STATE doubles per group from ``gs``; Prodigy
+    # uses group 0's as one set per optimizer). Phase 0 runs
     # before the read-only pass (fills every tensor's row from the state),
     # phase 1 after it (the new state, then the rows of the update).
     global_state: Tuple[str, ...] = ()
@@ -143,6 +144,8 @@ class Spec(NamedTuple):
 
 _GD = ("gs", "wd", "l2")       # grad scale, L2 weight decay and its flag: every optimizer's head
 
+_DOG = ("gs", "wd", "decay", "reps", "eps", "has_init", "init_eta")
+
 KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("sgd", 1, _GD + ("mu", "d1", "mom", "nesterov"), ("lr", "first")),
     Kind("adagrad", 1, _GD + ("eps",), ("clr",)),
@@ -176,6 +179,12 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
          tensor_fields=("mom", "b1r", "cm", "b2r", "cv", "b3r", "cs", "wn", "l2", "dec", "dwd",
                         "deps", "stepc", "apply", "on"),
          global_state=("d", "d_max", "d_numerator", "k")),
+    # DoG / LDoG (dog-optimizer 1.0.3): s0 = x0; the same fields and loops, DoG's
+    # rbar, G, eta per group (global), LDoG's per tensor
+    Kind("dog", 1, _DOG, ("lr", "first"), sums=("dd", "gg"), tensor_fields=("neta",),
+         global_state=("rbar", "G", "eta")),
+    Kind("ldog", 1, _DOG, ("lr", "first"), sums=("dd", "gg"), tensor_fields=("neta",),
+         tensor_state=("rbar", "G", "eta")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
 )}
@@ -313,6 +322,21 @@ _ROWS = (
                         "param's shape, not flattened; d, d_max, d_numerator and k in "
                         "every state entry)"},
          None, optional_states=("exp_avg",), distributed=False),
+    Spec("DoG", "dog", ("x0",),
+         (HP("reps_rel", 1e-6, "gt0", schedulable=False), _LR(1.0), _WD(),
+          HP("eps", 1e-8, "gt0"), HP("init_eta", None, "gt0_or_none", schedulable=False)),
+         "DoG (distance over gradients): SGD with the step size "
+         "lr * max ||x - x0|| / sqrt(sum ||g||^2 + eps) over each group (Ivgi et al. 2023)",
+         {"dog": "dog.DoG 1.0.3 (x0 = its group's init_buffer, per param; rbar, G, eta of "
+                 "the param's group in every state entry)"},
+         None, distributed=False),
+    Spec("LDoG", "ldog", ("x0",),
+         (HP("reps_rel", 1e-6, "gt0", schedulable=False), _LR(1.0), _WD(),
+          HP("eps", 1e-8, "gt0"), HP("init_eta", None, "gt0_or_none", schedulable=False)),
+         "LDoG: DoG with its step size per tensor (layer-wise; Ivgi et al. 2023)",
+         {"dog": "dog.LDoG 1.0.3 (x0 = its group's init_buffer, per param; rbar, G, eta "
+                 "per param)"},
+         None, distributed=False),
     # Own steps (lrfast/optim/_own.py): factored state, or a matrix iteration
     Spec("Adafactor", "adafactor", ("row_var", "col_var", "variance"),
          (_LR(1e-2), HP("beta2_decay", -0.8, "le0"),
@@ -376,7 +400,8 @@ def cython_source() -> Dict[str, str]:
     out += [f"    N_KINDS = {len(kinds)}",
             f"    NS = {max(len(k.struct_fields) for k in kinds)}   # doubles in the longest row",
             f"    MAX_SUMS = {MAX_SUMS}", f"    MAX_TSTATE = {MAX_TENSOR_STATE}",
-            f"    MAX_GSTATE = {MAX_GLOBAL_STATE}", ""]
+            f"    MAX_GSTATE = {MAX_GLOBAL_STATE}",
+            "    TSTRIDE = MAX_SUMS + 2   # a global kind's per-tensor sums, has-grad, group", ""]
     for k in kinds:
         out.append(f"ctypedef struct {_struct(k)}:")
         out += [f"    double {f}" for f in k.struct_fields]
