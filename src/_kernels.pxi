@@ -1342,8 +1342,8 @@ cdef void _dog_global(double* trows, int n, const double* tsums, double* gst,
         r.neta = -st[2]
 
 
-cdef void _dog(real* p, const real* g, const real* h, real* x0, real* s1, real* s2,
-               Py_ssize_t n, const DogRow* r) noexcept nogil:
+cdef inline void _dog_loop(real* p, const real* g, real* x0, Py_ssize_t n,
+                           const DogRow* r) noexcept nogil:
     # (first) x0 = p;  g = g + wd*p (wd > 0);  p = p + (-eta)*g
     cdef real gs = <real>r.gs, wd = <real>r.wd, neta = <real>r.neta, gi, pi
     cdef bint decay = r.decay != 0
@@ -1358,9 +1358,26 @@ cdef void _dog(real* p, const real* g, const real* h, real* x0, real* s1, real* 
         p[i] = pi + neta * gi
 
 
+cdef void _dog(real* p, const real* g, const real* h, real* x0, real* s1, real* s2,
+               Py_ssize_t n, const DogRow* r) noexcept nogil:
+    _dog_loop(p, g, x0, n, r)
+
+
 cdef void _ldog(real* p, const real* g, const real* h, real* x0, real* s1, real* s2,
                 Py_ssize_t n, const LdogRow* r) noexcept nogil:
-    _dog(p, g, h, x0, s1, s2, n, <const DogRow*>r)
+    # _dog_loop's body, written out (scripts/check_vectorization.py counts each
+    # kernel's own loops)
+    cdef real gs = <real>r.gs, wd = <real>r.wd, neta = <real>r.neta, gi, pi
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t i
+    if r.first != 0:
+        for i in range(n):
+            x0[i] = p[i]
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + wd * pi if decay else gi
+        p[i] = pi + neta * gi
 
 
 # _apply(kind, ...): the dispatch over kinds, generated from the table.
