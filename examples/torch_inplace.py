@@ -6,7 +6,7 @@ runs lrfast's fused kernels on the tensors' memory (numpy views, no copies):
 torch computes the gradients (autograd), lrfast applies the update in one
 fused call. The script trains the same model twice from the same weights, once
 with ``torch.optim.AdamW`` and once with ``lrfast.torch.AdamW``, each with a
-torch ``ExponentialLR``, and prints how far apart the two end (float32: within
+torch ``OneCycleLR`` (which also cycles Adam's beta1), and prints how far apart the two end (float32: within
 torch's own rounding, ~1e-6 relative).
 
     python examples/torch_inplace.py            # 300 steps
@@ -45,7 +45,7 @@ def main(argv=None):
 
     # 1) torch.optim with its scheduler
     ref = torch.optim.AdamW(twin.parameters(), lr=1e-2, weight_decay=1e-2, foreach=False)
-    sched = torch.optim.lr_scheduler.ExponentialLR(ref, gamma=float(np.exp(-1e-3)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(ref, max_lr=1e-2, total_steps=steps)
     t_torch = 0.0
     for _ in range(steps):
         ref.zero_grad()
@@ -58,7 +58,7 @@ def main(argv=None):
     # 2) lrfast.torch: the same loop, one line changed
     params = list(model.parameters())
     opt = lrfast.torch.AdamW(params, lr=1e-2, weight_decay=1e-2)
-    lsched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(np.exp(-1e-3)))
+    lsched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=steps)
     t_lrfast = 0.0
     for _ in range(steps):
         opt.zero_grad()
@@ -74,7 +74,7 @@ def main(argv=None):
         a, b = p.detach().numpy(), q.detach().numpy()
         worst = max(worst, float(np.abs(a - b).max() / np.abs(b).max()))
     acc = float(((model(X) > 0).float() == y).float().mean())
-    print(f"{steps} steps of AdamW + exponential decay on a torch MLP")
+    print(f"{steps} steps of AdamW + OneCycleLR (lr and beta1 cycled) on a torch MLP")
     print(f"final loss {loss.item():.4f}, train accuracy {acc:.3f}, next lr "
           f"{lsched.get_last_lr()[0]:.3e} "
           f"(torch: {sched.get_last_lr()[0]:.3e})")

@@ -9,7 +9,8 @@ COMMANDS = {
     "info": "print the build and runtime configuration",
     "demo": "train a numpy MLP on digits, comparing optimizers and schedules",
     "bench": "benchmark lrfast against numpy, torch and the bandwidth ceiling "
-             "(--distributed: over MPI ranks; --step-path: the per-step Python path)",
+             "(--distributed: over MPI ranks; --step-path: the per-step Python path; "
+             "--torch: lrfast.torch against torch.optim)",
     "schedules": "write a PNG gallery of the learning-rate schedules",
 }
 
@@ -52,6 +53,9 @@ def main(argv=None, prog=None):
     elif cmd == "bench" and "--distributed" in rest:
         from .cli.distributed_bench import main as run
         rest = [a for a in rest if a != "--distributed"]
+    elif cmd == "bench" and "--torch" in rest:
+        from .cli.torch_bench import main as run
+        rest = [a for a in rest if a != "--torch"]
     elif cmd == "bench" and "--step-path" in rest:
         from .cli.step_path import main as run
         rest = [a for a in rest if a != "--step-path"]

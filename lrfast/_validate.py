@@ -276,3 +276,16 @@ def optional_positive(v: Optional[Any], name: str) -> Optional[float]:
     if is_bool(v) or not isinstance(v, numbers.Real) or not finite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number or None, got {v!r}")
     return float(v)
+
+
+def state_array(v: Any, name: str, shape: Tuple[int, ...], dtype: Any, where: str) -> np.ndarray:
+    """A saved state array ``name``: an ndarray of exactly ``shape`` and ``dtype``."""
+    if v is None:
+        raise ValueError(f"{where}: state lacks {name!r}")
+    if not isinstance(v, np.ndarray):
+        raise TypeError(f"{where}: state {name!r} must be an ndarray, got {type(v).__name__}")
+    if v.shape != shape:
+        raise ValueError(f"{where}: state {name!r} has shape {v.shape}, expected {shape}")
+    if v.dtype != dtype:
+        raise ValueError(f"{where}: state {name!r} has dtype {v.dtype}, param has {dtype}")
+    return v

@@ -1519,6 +1519,23 @@ cdef inline void _clipped(real* out, const real* g, Py_ssize_t n, real c) noexce
         out[i] = nc if x < nc else (c if x > c else x)
 
 
+cdef void _apply_at(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n, const char* g,
+                    const double* r) noexcept nogil:
+    # The kernel on elements [o, o+n) of tensor t, reading the grad from g (its
+    # element o): the one place the dispatch is expanded per dtype (a single
+    # copy of every loop in the library, whatever the caller).
+    if t.dtype == 0:
+        _apply(d.kind, <float*>t.p + o, <const float*>g,
+               <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4),
+               <float*>_shift(t.s[1], o, 4), <float*>_shift(t.s[2], o, 4),
+               <float*>_shift(t.s[3], o, 4), n, r)
+    else:
+        _apply(d.kind, <double*>t.p + o, <const double*>g,
+               <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8),
+               <double*>_shift(t.s[1], o, 8), <double*>_shift(t.s[2], o, 8),
+               <double*>_shift(t.s[3], o, 8), n, r)
+
+
 cdef void _run_clipped(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
                        const double* r) noexcept nogil:
     # clip_value: the task in chunks of SUMCH, each grad chunk clipped into a
@@ -1531,16 +1548,10 @@ cdef void _run_clipped(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
         c = min(<Py_ssize_t>SUMCH, o + n - e)
         if t.dtype == 0:
             _clipped(fb, <const float*>t.g + e, c, <float>d.clip_value)
-            _apply(d.kind, <float*>t.p + e, fb,
-                   <const float*>_shift(t.h, e, 4), <float*>_shift(t.s[0], e, 4),
-                   <float*>_shift(t.s[1], e, 4), <float*>_shift(t.s[2], e, 4),
-                   <float*>_shift(t.s[3], e, 4), c, r)
+            _apply_at(d, t, e, c, <const char*>fb, r)
         else:
             _clipped(db, <const double*>t.g + e, c, d.clip_value)
-            _apply(d.kind, <double*>t.p + e, db,
-                   <const double*>_shift(t.h, e, 8), <double*>_shift(t.s[0], e, 8),
-                   <double*>_shift(t.s[1], e, 8), <double*>_shift(t.s[2], e, 8),
-                   <double*>_shift(t.s[3], e, 8), c, r)
+            _apply_at(d, t, e, c, <const char*>db, r)
         e += SUMCH
 
 
@@ -1559,14 +1570,8 @@ cdef void _run_task(Data* d, int k) noexcept nogil:
             pass
         elif d.clip_value > 0.0:
             _run_clipped(d, t, o, n, r)
-        elif t.dtype == 0:
-            _apply(d.kind, <float*>t.p + o, <const float*>t.g + o,
-                   <const float*>_shift(t.h, o, 4), <float*>_shift(t.s[0], o, 4), <float*>_shift(t.s[1], o, 4),
-                   <float*>_shift(t.s[2], o, 4), <float*>_shift(t.s[3], o, 4), n, r)
         else:
-            _apply(d.kind, <double*>t.p + o, <const double*>t.g + o,
-                   <const double*>_shift(t.h, o, 8), <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
-                   <double*>_shift(t.s[2], o, 8), <double*>_shift(t.s[3], o, 8), n, r)
+            _apply_at(d, t, o, n, _shift(t.g, o, t.itemsize), r)
         if ema:
             if t.dtype == 0:
                 _ema_blend(<const float*>t.p + o, <float*>t.e + o, n, d.ema_w)
@@ -2356,6 +2361,7 @@ cdef class Engine:
                 raise TypeError(f"grads must be a list or tuple of arrays, got "
                                 f"{type(grads).__name__}")
             gs = tuple(grads)
+            self._check_geometry()     # an own-step optimizer's pass: its params unchanged
             self._bind(gs, True, 0)
             for i in range(self.d.ntensors):
                 if self.d.t[i].g != NULL:

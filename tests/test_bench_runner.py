@@ -299,3 +299,26 @@ def test_step_path_cases_run_and_report_ratios(capsys):
     assert main(["bench", "--step-path", "--rounds", "1", "--number", "3"]) == 0
     out = capsys.readouterr().out
     assert "kernels.adam_step / Adam.step" in out and "target" in out
+
+
+def test_torch_bench_runs_and_reports_ratios(capsys):
+    """python -m lrfast bench --torch: lrfast.torch.AdamW against torch's fused and
+    foreach AdamW (speed itself is never asserted)."""
+    pytest.importorskip("torch")
+    from lrfast.cli import torch_bench
+    from lrfast.__main__ import main
+    shapes = torch_bench.gpt2_small_shapes()
+    assert len(shapes) == 148
+    assert sum(int(np.prod(s)) for s in shapes) == 124_439_808      # GPT-2 small
+    res = torch_bench.run(sizes=[300.0], quick=True)
+    c = res["cases"]["3e+02"]
+    assert c["elements"] == 300 and c["x torch-fused"] > 0 and c["x torch-foreach"] > 0
+    assert main(["bench", "--torch", "--quick", "--sizes", "200"]) == 0
+    assert "x fused" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_contender_skips_optimizers_torch_lacks():
+    params, grads = B.make_inputs([(30,)], np.float32, seed=5)
+    with pytest.raises(B._Skip, match="has no Lion"):
+        B._torch_contender("torch-foreach", "Lion", {"lr": 1e-4}, params, grads)

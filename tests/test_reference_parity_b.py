@@ -19,6 +19,10 @@ OPTAX_CASES = [c for c in CASES if c[0] in OPTAX]
 
 def _optax_tx(optax, name, hp):
     d = {**getattr(lrfast, name).spec.defaults, **hp}
+    if name == "LARS":
+        return optax.lars(d["lr"], weight_decay=d["weight_decay"],
+                          trust_coefficient=d["trust_coefficient"], eps=d["eps"],
+                          momentum=d["momentum"], nesterov=d["nesterov"])
     if name == "Adan":
         b1, b2, b3 = d["betas"]
         return optax.adan(d["lr"], b1=b1, b2=b2, b3=b3, eps=d["eps"], eps_root=d["eps_root"],
@@ -30,10 +34,14 @@ def _optax_tx(optax, name, hp):
         return optax.yogi(d["lr"], b1=b1, b2=b2, eps=d["eps"])
     if name == "ADOPT":
         return optax.contrib.adopt(d["lr"], b1=b1, b2=b2, eps=d["eps"])
+    if name in ("Lamb", "NovoGrad"):
+        fn = optax.lamb if name == "Lamb" else optax.novograd
+        return fn(d["lr"], b1=b1, b2=b2, eps=d["eps"], eps_root=d["eps_root"],
+                  weight_decay=d["weight_decay"])
     raise AssertionError(name)
 
 
-def run_optax(name, hp, dtype, steps=60, seed=0):
+def run_optax(name, hp, dtype, steps=60, seed=0, shapes=SHAPES):
     """lrfast and Optax from the same start on the same grads (computed from
     lrfast's params): g = 0.7*(p - target) + 0.01*noise, target ~5 away."""
     jax = pytest.importorskip("jax")
@@ -41,8 +49,8 @@ def run_optax(name, hp, dtype, steps=60, seed=0):
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     rng = np.random.default_rng(seed)
-    init = [rng.standard_normal(s).astype(dtype) for s in SHAPES]
-    target = [(rng.standard_normal(s) + 5.0).astype(dtype) for s in SHAPES]
+    init = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    target = [(rng.standard_normal(s) + 5.0).astype(dtype) for s in shapes]
     ours = [x.copy() for x in init]
     opt = getattr(lrfast, name)(ours, **hp)
     tx = _optax_tx(optax, name, hp)

@@ -290,3 +290,19 @@ def test_adafactor_load_refuses_wrong_state_shapes():
     with pytest.raises(ValueError, match="variance"):
         opt.load_state_dict(bad)
     assert np.array_equal(opt.state[0]["row_var"], sd["state"][0]["row_var"])
+
+
+@pytest.mark.parametrize("name", ["Adafactor", "Muon"])
+def test_stale_param_geometry_is_refused(name):
+    # numpy lets a live array change dtype or buffer: the own step refuses it
+    # before any write, as the engine optimizers do
+    p = np.ones((4, 3))
+    opt = getattr(lrfast, name)([p])
+    opt.step([np.full((4, 3), 0.1)])
+    before = opt.state_dict()
+    p.dtype = np.float32                      # same buffer, reinterpreted: (4, 6) float32
+    with pytest.raises(ValueError, match="changed after it was registered"):
+        opt.step([np.full((4, 6), 0.1, np.float32)])
+    p.dtype = np.float64
+    after = opt.state_dict()
+    assert after["step_count"] == before["step_count"]

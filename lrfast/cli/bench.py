@@ -366,6 +366,8 @@ def _torch_contender(variant, cls, hp, params0, grads):
         raise _Skip("torch is not installed") from None
     kw = {"torch-forloop": {"foreach": False}, "torch-foreach": {"foreach": True},
           "torch-fused": {"fused": True}}[variant]
+    if getattr(torch.optim, cls, None) is None:
+        raise _Skip(f"torch {torch.__version__} has no {cls}")
     ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
     for p, g in zip(ps, grads):
         p.grad = torch.from_numpy(g)

@@ -22,10 +22,10 @@ from .. import schedules as _schedules
 from .._dispatch import kernels as _K
 from .._typing import Array, Betas, Grads, Hyper, ParamsLike
 from .._validate import (check_param, check_value, is_bool, is_schedule,
-                         optional_positive, real, schedule_value, step_count)
+                         optional_positive, real, schedule_value, state_array, step_count)
 from .._optimizer_base import FORMAT, OptimizerBase, check_header, schedule_restore
 from . import _sparse as _sp
-from ._rules import RULES, Rule
+from ._rules import RULES, Rule, distinct_keys
 from ._table import KINDS, REQUIRED, Spec
 
 __all__ = ["Optimizer", "ParamGroup", "GroupPlan", "FORMAT", "parse_groups", "check_header",
@@ -691,19 +691,8 @@ class Optimizer(OptimizerBase):
 
     def _set_keys(self, keys):
         """Per-param keys -> per group distinct keys and each param's class."""
-        ukeys: List[List[Any]] = [[] for _ in self._plans]
-        seen: List[Dict[Any, int]] = [{} for _ in self._plans]
-        cls = []
-        for i, key in enumerate(keys):
-            g = self._group_of[i]
-            c = seen[g].get(key)
-            if c is None:
-                c = seen[g][key] = len(ukeys[g])
-                ukeys[g].append(key)
-            cls.append(c)
-        for g in range(len(ukeys)):
-            if not ukeys[g]:
-                ukeys[g].append(self._rule.initial_key)
+        ukeys, cls = distinct_keys(keys, self._group_of, len(self._plans),
+                                   self._rule.initial_key)
         self._ukeys, self._cls = ukeys, cls
         self._sync_row_map()
 
@@ -957,21 +946,10 @@ class Optimizer(OptimizerBase):
                 arrays.append(None)
                 continue
             v = e.get(name)
-            if v is None:
-                if name in self.spec.optional_states:
-                    arrays.append(None)
-                    continue
-                raise ValueError(f"{where}: state lacks {name!r}")
-            if not isinstance(v, np.ndarray):
-                raise TypeError(f"{where}: state {name!r} must be an ndarray, got "
-                                f"{type(v).__name__}")
-            if v.shape != p.shape:
-                raise ValueError(f"{where}: state {name!r} has shape {v.shape}, param has "
-                                 f"{p.shape}")
-            if v.dtype != p.dtype:
-                raise ValueError(f"{where}: state {name!r} has dtype {v.dtype}, param has "
-                                 f"{p.dtype}")
-            arrays.append(v)
+            if v is None and name in self.spec.optional_states:
+                arrays.append(None)
+                continue
+            arrays.append(state_array(v, name, p.shape, p.dtype, where))
         t = step_count(e.get("step"), f"{where}: state 'step'") if self.spec.has_step else 0
         tstate = tuple(real(e.get(k), f"{where}: state {k!r}", low=0.0)
                        for k in _tensor_state_names(self.spec))

@@ -18,7 +18,7 @@ import numpy as np
 
 from .._dispatch import kernels as _K
 from .._typing import Grads
-from .._validate import step_count
+from .._validate import state_array, step_count
 from ._base import Optimizer, make_init
 from ._rules import RULES
 from ._table import TABLE
@@ -123,18 +123,7 @@ class OwnStepOptimizer(Optimizer):
                                      f"{self._params[i].shape} does not use")
                 arrays.append(None)
                 continue
-            if v is None:
-                raise ValueError(f"{where}: state lacks {name!r}")
-            if not isinstance(v, np.ndarray):
-                raise TypeError(f"{where}: state {name!r} must be an ndarray, got "
-                                f"{type(v).__name__}")
-            if v.shape != a.shape:
-                raise ValueError(f"{where}: state {name!r} has shape {v.shape}, expected "
-                                 f"{a.shape}")
-            if v.dtype != a.dtype:
-                raise ValueError(f"{where}: state {name!r} has dtype {v.dtype}, param has "
-                                 f"{a.dtype}")
-            arrays.append(v)
+            arrays.append(state_array(v, name, a.shape, a.dtype, where))
         # (arrays, key, per-tensor scalars: none here)
         if self.spec.has_step:
             return arrays, step_count(e.get("step"), f"{where}: state 'step'"), ()

@@ -598,6 +598,27 @@ RULES.update({r.name: r for r in (AdafactorRule(), MuonRule())})
 assert set(RULES) == {s for s in TABLE}, "every table row has a rule"
 
 
+def distinct_keys(keys: List[Key], group_of: List[int], ngroups: int,
+                  initial_key: Key) -> Tuple[List[List[Key]], List[int]]:
+    """Per-param keys -> each group's distinct keys (in first-seen order; a
+    group without params gets ``initial_key``) and each param's index into
+    its group's list: params with equal keys share one kernel row."""
+    ukeys: List[List[Key]] = [[] for _ in range(ngroups)]
+    seen: List[Dict[Key, int]] = [{} for _ in range(ngroups)]
+    cls = []
+    for i, key in enumerate(keys):
+        g = group_of[i]
+        c = seen[g].get(key)
+        if c is None:
+            c = seen[g][key] = len(ukeys[g])
+            ukeys[g].append(key)
+        cls.append(c)
+    for u in ukeys:
+        if not u:
+            u.append(initial_key)
+    return ukeys, cls
+
+
 def build_row(name: str, hp: Dict[str, Any], key: Key) -> Tuple[Tuple[float, ...], Key]:
     """Optimizer ``name``'s complete kernel row for (validated) ``hp`` at ``key``,
     and the key after the step: the fixed fields in table order, then the

@@ -30,7 +30,7 @@ import torch.optim.optimizer as _optim_mod
 
 from .._dispatch import kernels as _K
 from .._validate import check_value
-from ..optim._rules import RULES, Rule, _dm
+from ..optim._rules import RULES, Rule, _dm, distinct_keys
 from ..optim._table import KINDS, Spec
 
 __all__ = ["TorchOptimizer"]
@@ -340,20 +340,8 @@ class TorchOptimizer(torch.optim.Optimizer):
     # -------------------------------------------------------------- keys
     def _set_keys(self, keys: List[Any]) -> None:
         """Per-param keys -> each group's distinct keys and each param's row."""
-        ng = len(self._groups)
-        ukeys: List[List[Any]] = [[] for _ in range(ng)]
-        seen: List[Dict[Any, int]] = [{} for _ in range(ng)]
-        cls = []
-        for i, key in enumerate(keys):
-            g = self._group_of[i]
-            c = seen[g].get(key)
-            if c is None:
-                c = seen[g][key] = len(ukeys[g])
-                ukeys[g].append(key)
-            cls.append(c)
-        for u in ukeys:
-            if not u:
-                u.append(self._rule.initial_key)
+        ukeys, cls = distinct_keys(keys, self._group_of, len(self._groups),
+                                   self._rule.initial_key)
         self._ukeys, self._cls, self._keys = ukeys, cls, keys
         if all(len(u) == 1 for u in ukeys):
             self._engine.set_row_map(None)
