@@ -17,7 +17,8 @@ import numpy as np
 
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
-           "lamb", "lars", "novograd", "tensor_sumsq",
+           "lamb", "lars", "novograd", "tensor_sumsq", "tensor_sum", "prodigy",
+           "prodigy_state", "prodigy_global", "dog",
            "sf_sgd", "sf_adamw", "sf_radam", "sf_swap",
            "clip_coef", "global_norm", "STEPPERS", "adafactor", "muon", "newton_schulz",
            "sparse_coalesce", "sparse_sgd", "sparse_adagrad", "sparse_adam", "SPARSE_STEPPERS"]
@@ -344,6 +345,175 @@ def tensor_sumsq(x):
         a = np.add.accumulate(rows.reshape(-1, 8), axis=0)[-1]     # sequential per lane
         totals.append(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])))
     return _pairwise(totals)
+
+
+def tensor_sum(x):
+    """Sum of one tensor's doubles (given in memory order) exactly as a kernel's
+    read-only pass: per block of 4096, element k joins lane k % 8 in order;
+    lanes combined pairwise; blocks combined by ``_pairwise``."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    totals = []
+    for b in range(0, len(x), BLOCK):
+        blk = x[b:b + BLOCK]
+        rows = np.zeros(-(-len(blk) // 8) * 8)
+        rows[:len(blk)] = blk
+        a = np.add.accumulate(rows.reshape(-1, 8), axis=0)[-1]
+        totals.append(((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])))
+    return _pairwise(totals)
+
+
+def prodigy_state(p, betas=(0.9, 0.999), **_):
+    """Fresh Prodigy state of param ``p`` (lrfast's shapes: s and p0 as p)."""
+    st = {"s": np.zeros_like(p), "p0": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p),
+          "step": 0}
+    if betas[0] > 0:
+        st["exp_avg"] = np.zeros_like(p)
+    return st
+
+
+def prodigy_global(d0=1e-6, **_):
+    """Fresh Prodigy global state (one per optimizer)."""
+    return {"d": d0, "d_max": d0, "d_numerator": 0.0, "k": 0}
+
+
+def prodigy(params, grads, states, gstate, groups, group_of):
+    """One prodigyopt.Prodigy 1.1.2 step (slice_p=1) over every param, exactly as
+    lrfast's two passes: per tensor (memory order) <g, p0 - p> (p0 - p in the
+    dtype, products in double) and ||s_new||_1 summed as :func:`tensor_sum`,
+    combined in tensor order as the reference's per-tensor ``.item()`` sums;
+    then the update. ``groups``: each group's hyperparameters (betas, beta3,
+    eps, weight_decay, decouple, use_bias_correction, safeguard_warmup, d0,
+    d_coef, growth_rate, lr; defaults as the reference); ``group_of``: each
+    param's group. ``None`` grads skip their param. Updates ``gstate``."""
+    full = []
+    for h in groups:
+        x = dict(lr=1.0, betas=(0.9, 0.999), beta3=None, eps=1e-8, weight_decay=0.0,
+                 decouple=True, use_bias_correction=False, safeguard_warmup=False, d0=1e-6,
+                 d_coef=1.0, growth_rate=math.inf)
+        x.update(h)
+        full.append(x)
+    h0 = full[0]
+    b1, b2 = h0["betas"]
+    b3 = h0["beta3"] if h0["beta3"] is not None else math.sqrt(b2)
+    d, d_max, k = gstate["d"], gstate["d_max"], gstate["k"]
+    lr = max(full[group_of[i]]["lr"] for i in range(len(params)))
+    bc = (((1 - b2 ** (k + 1)) ** 0.5) / (1 - b1 ** (k + 1)) if h0["use_bias_correction"]
+          else 1.0)
+    dlr = d * lr * bc
+    rows, delta, den = [], 0.0, 0.0
+    for i, (p, g) in enumerate(zip(params, grads)):
+        h = full[group_of[i]]
+        T = p.dtype.type
+        wd = h["weight_decay"]
+        r = dict(l2=wd != 0 and not h0["decouple"], dec=wd != 0 and h0["decouple"],
+                 cm=d * (1 - b1), cv=d * d * (1 - b2),
+                 cs=(d / h["d0"]) * d if h["safeguard_warmup"] else (d / h["d0"]) * dlr,
+                 wn=(d / h["d0"]) * dlr, on=h["lr"] > 0, wd=wd, eps=h["eps"])
+        rows.append(r)
+        if g is None:
+            continue
+        st = states[i]
+        gi = g + T(wd) * p if r["l2"] else g
+        r["g"] = gi
+        if not r["on"]:
+            continue
+        first = st["step"] == 0
+        a = (np.zeros(p.size) if first else
+             gi.ravel(order="K").astype(np.float64) * (st["p0"] - p).ravel(order="K").astype(
+                 np.float64))
+        sn = st["s"] * T(b3) + T(r["cs"]) * gi
+        delta = delta + r["wn"] * tensor_sum(a)
+        den = den + tensor_sum(np.abs(sn).ravel(order="K"))
+    apply = den != 0.0
+    if apply:
+        num = gstate["d_numerator"] * b3 + delta
+        d_new = d
+        if lr > 0.0:
+            d_hat = h0["d_coef"] * num / den
+            if d_new == full[group_of[len(params) - 1]]["d0"]:
+                d_new = max(d_new, d_hat)
+            d_max = max(d_max, d_hat)
+            d_new = min(d_max, d_new * h0["growth_rate"])
+        gstate.update(d=d_new, d_max=d_max, d_numerator=num, k=k + 1)
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if g is None:
+            continue
+        r, st = rows[i], states[i]
+        T = p.dtype.type
+        gi = r["g"]
+        if st["step"] == 0:
+            st["p0"][...] = p
+        st["step"] += 1
+        if r["on"]:
+            if b1 > 0:
+                st["exp_avg"][...] = st["exp_avg"] * T(b1) + T(r["cm"]) * gi
+            st["exp_avg_sq"][...] = st["exp_avg_sq"] * T(b2) + T(r["cv"]) * (gi * gi)
+            st["s"][...] = st["s"] * T(b3) + T(r["cs"]) * gi
+        if apply:
+            dn = np.sqrt(st["exp_avg_sq"]) + T(gstate["d"] * r["eps"])
+            if r["dec"]:
+                p[...] = p + T(-r["wd"] * dlr) * p
+            u = st["exp_avg"] if b1 > 0 else gi
+            stepc = -dlr if b1 > 0 else -dlr * gstate["d"]
+            p[...] = p + T(stepc) * (u / dn)
+
+
+def _dog_eta(st, dd, gg, h):
+    ie = h.get("init_eta")
+    first = st["G"] == 0.0
+    if first:
+        st["rbar"] = (0.0 if ie is not None else h.get("reps_rel", 1e-6)) * (1.0 + math.sqrt(dd))
+        st["G"] = gg + h.get("eps", 1e-8)
+    else:
+        dn = math.sqrt(dd)
+        st["rbar"] = dn if dn > st["rbar"] else st["rbar"]
+        st["G"] = st["G"] + gg
+    st["eta"] = h.get("lr", 1.0) * st["rbar"] / math.sqrt(st["G"])
+    if first and ie is not None:
+        st["eta"] = ie
+
+
+def dog(params, grads, states, gstates, groups, group_of, layer=False):
+    """One dog.DoG (``layer``: dog.LDoG) 1.0.3 step exactly as lrfast's two
+    passes: per tensor (memory order) ||x - x0||^2 (first step: ||x||^2) and
+    ||g + wd*x||^2, squares in double, summed as :func:`tensor_sum`; DoG
+    combines a group's tensors in order. ``states[i]``: {"x0", "step"} (LDoG:
+    also rbar, G, eta); ``gstates[g]``: {"rbar", "G", "eta"} (DoG).
+    ``None`` grads skip their param."""
+    gs = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if g is None:
+            gs.append(None)
+            continue
+        h, st = groups[group_of[i]], states[i]
+        T = p.dtype.type
+        wd = h.get("weight_decay", 0.0)
+        gi = g + T(wd) * p if wd > 0 else g
+        gs.append(gi)
+        dx = p if st["step"] == 0 else p - st["x0"]
+        dd = tensor_sum(dx.ravel(order="K").astype(np.float64) ** 2)
+        gg = tensor_sum(gi.ravel(order="K").astype(np.float64) ** 2)
+        if layer:
+            _dog_eta(st, dd, gg, h)
+        else:
+            acc = gstates[group_of[i]].setdefault("_acc", [0.0, 0.0])
+            acc[0] = acc[0] + dd
+            acc[1] = acc[1] + gg
+    if not layer:
+        for gst, h in zip(gstates, groups):
+            acc = gst.pop("_acc", None)
+            if acc is not None:
+                _dog_eta(gst, acc[0], acc[1], h)
+    for i, (p, gi) in enumerate(zip(params, gs)):
+        if gi is None:
+            continue
+        st = states[i]
+        T = p.dtype.type
+        if st["step"] == 0:
+            st["x0"] = p.copy()
+        st["step"] += 1
+        eta = st["eta"] if layer else gstates[group_of[i]]["eta"]
+        p[...] = p + T(-eta) * gi
 
 
 def lamb(p, g, st, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0,

@@ -144,10 +144,32 @@ def _real3(v: Any, name: str, where: str) -> Tuple[float, float, float]:
     return (a, b, c)
 
 
+def _growth(v: Any, name: str, where: str) -> float:
+    # Prodigy's growth_rate: a number >= 1, inf (the default) allowed
+    if not (isinstance(v, numbers.Real) and not is_bool(v) and v == math.inf):
+        return real(v, name, where, low=1.0)
+    return math.inf
+
+
+def _slice_p(v: Any, name: str, where: str) -> int:
+    x = integer(v, name, where, low=1)
+    if x != 1:
+        raise NotImplementedError(f"{where}{name}={x}: only slice_p=1 (every element in "
+                                  "the step-size estimate) is implemented")
+    return x
+
+
 # Values of one kind each (never schedules): name -> checker returning the value.
 _SPECIAL: Dict[str, Callable[[Any, str, str], Any]] = {
     "eps_pair": _eps_pair,
     "real3": _real3,
+    "beta_or_none": lambda v, name, where: (None if v is None
+                                            else real(v, name, where, low=0.0, high=1.0,
+                                                      high_open=True)),
+    "growth": _growth,
+    "gt0_or_none": lambda v, name, where: (None if v is None
+                                           else real(v, name, where, low=0.0, low_open=True)),
+    "slice_p": _slice_p,
     "ns_steps": lambda v, name, where: integer(v, name, where, low=0, high=99),
     "adjust_lr_fn": lambda v, name, where: choice(v, name, (None, "original",
                                                             "match_rms_adamw"), where),

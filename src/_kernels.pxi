@@ -1171,6 +1171,268 @@ cdef void _novograd(real* p, const real* g, const real* h, real* m, real* s1, re
         p[i] = p[i] - lr * mi
 
 
+from libc.math cimport pow     # the global kinds' bias correction (Python's x ** y)
+
+
+# ---- global kinds (Prodigy: prodigyopt 1.1.2, in its order). d, d_max,
+# d_numerator and k are engine-held (Data.gstate, group 0's), one set per optimizer.
+# Phase 0 (before the read-only pass) fills every tensor's row from d; the pass
+# sums, per tensor, <g, p0 - p> and ||s_new||_1 (s_new = b3*s + cs*g, not
+# written); phase 1 combines them in tensor order, as the reference's
+# per-tensor .item() sums, updates d and fills the update's fields. Two passes:
+# the update needs the new d (denominator d*eps), so reads are g, p, p0, s
+# then g, p, s, exp_avg, exp_avg_sq and writes p, s, exp_avg, exp_avg_sq
+# (p0 written once, on a param's first step).
+cdef void _prodigy_sums(const real* p, const real* g, const real* s, const real* p0,
+                        Py_ssize_t n, const ProdigyRow* r, double* acc) noexcept nogil:
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, b3 = <real>r.b3r, cs = <real>r.cs, wd = <real>r.wd, gi, sn
+    cdef bint first = r.first != 0, l2 = r.l2 != 0
+    cdef Py_ssize_t o, k, c
+    if r.on == 0:                    # a group with lr 0: no part in d
+        return
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            gi = gs * g[o + k]
+            gi = gi + wd * p[o + k] if l2 else gi     # the reference's grad.add_(p, alpha=wd)
+            # torch.dot(g, p0 - p): p0 - p in the param dtype, the products in double
+            a[k] = 0.0 if first else <double>gi * <double>(p0[o + k] - p[o + k])
+            sn = s[o + k] * b3 + cs * gi
+            b[k] = <double>_abs(sn)
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _prodigy_global(double* trows, int n, const double* tsums, double* gst,
+                          int phase) noexcept nogil:
+    # tsums: per tensor (stride TSTRIDE) its sums, 1.0 if it has a grad, its group;
+    # gst: group 0's state (Prodigy's is one set per optimizer)
+    cdef ProdigyRow* r0 = <ProdigyRow*>trows
+    cdef ProdigyRow* r
+    cdef double d = gst[0], d_max = gst[1], k = gst[2 + 1], lr = 0.0, bc = 1.0, dlr
+    cdef double b1 = r0.b1, b2 = r0.b2, num, den, delta, d_hat, d_new
+    cdef int i
+    if n == 0:
+        return
+    for i in range(n):                 # lr = max over the groups (the reference's)
+        r = <ProdigyRow*>(trows + i * NS)
+        if r.lr > lr:
+            lr = r.lr
+    if r0.bias != 0:
+        bc = pow(1.0 - pow(b2, k + 1.0), 0.5) / (1.0 - pow(b1, k + 1.0))
+    dlr = d * lr * bc
+    if phase == 0:
+        for i in range(n):
+            r = <ProdigyRow*>(trows + i * NS)
+            r.mom = 1.0 if b1 > 0.0 else 0.0
+            r.b1r = b1
+            r.cm = d * (1.0 - b1)
+            r.b2r = b2
+            r.cv = d * d * (1.0 - b2)
+            r.b3r = r0.b3
+            r.cs = (d / r.d0) * d if r.safeguard != 0 else (d / r.d0) * dlr
+            r.wn = (d / r.d0) * dlr
+            r.l2 = 1.0 if (r.wd != 0.0 and r0.decouple == 0) else 0.0
+            r.dec = 1.0 if (r.wd != 0.0 and r0.decouple != 0) else 0.0
+            r.on = 1.0 if r.lr > 0.0 else 0.0
+            r.apply = 0.0
+        return
+    num = gst[2] * r0.b3
+    delta = 0.0
+    den = 0.0
+    for i in range(n):                 # tensor order, as the reference's Python sums
+        r = <ProdigyRow*>(trows + i * NS)
+        if tsums[i * TSTRIDE + MAX_SUMS] != 0.0 and r.on != 0:
+            delta = delta + r.wn * tsums[i * TSTRIDE]
+            den = den + tsums[i * TSTRIDE + 1]
+    if den == 0.0:                     # the reference returns before the update
+        return
+    num = num + delta
+    d_new = d
+    if lr > 0.0:
+        d_hat = r0.d_coef * num / den
+        # Python's max(a, b) / min(a, b): a unless b is strictly better
+        if d_new == (<ProdigyRow*>(trows + (n - 1) * NS)).d0:   # the last group's d0
+            d_new = d_hat if d_hat > d_new else d_new
+        d_max = d_hat if d_hat > d_max else d_max
+        d_new = d_new * r0.growth
+        d_new = d_new if d_new < d_max else d_max
+    gst[0] = d_new
+    gst[1] = d_max
+    gst[2] = num
+    gst[3] = k + 1.0
+    for i in range(n):
+        r = <ProdigyRow*>(trows + i * NS)
+        r.deps = d_new * r.eps
+        r.dwd = -r.wd * dlr
+        r.stepc = -dlr if b1 > 0.0 else -dlr * d_new
+        r.apply = 1.0
+
+
+cdef inline void _prodigy_loop(real* p, const real* g, real* s, real* m, real* v, Py_ssize_t n,
+                               const ProdigyRow* r, bint mom) noexcept nogil:
+    # every store unconditional, the options as selects on loop-invariant flags
+    # (vectorizes); mom: exp_avg exists (b1 > 0), else the update uses g
+    cdef real gs = <real>r.gs, wd = <real>r.wd, b1 = <real>r.b1r, cm = <real>r.cm
+    cdef real b2 = <real>r.b2r, cv = <real>r.cv, b3 = <real>r.b3r, cs = <real>r.cs
+    cdef real deps = <real>r.deps, dwd = <real>r.dwd, stepc = <real>r.stepc
+    cdef bint l2 = r.l2 != 0, on = r.on != 0, apply = r.apply != 0, dec = r.dec != 0
+    cdef Py_ssize_t i
+    cdef real gi, pi, vi, mi, q
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + wd * pi if l2 else gi
+        vi = v[i] * b2 + cv * (gi * gi) if on else v[i]
+        v[i] = vi
+        s[i] = s[i] * b3 + cs * gi if on else s[i]
+        if mom:
+            mi = m[i] * b1 + cm * gi if on else m[i]
+            m[i] = mi
+        else:
+            mi = gi
+        q = pi + dwd * pi if dec else pi
+        q = q + stepc * (mi / (_sqrt(vi) + deps))
+        p[i] = q if apply else pi
+
+
+cdef void _prodigy(real* p, const real* g, const real* h, real* s, real* p0, real* m, real* v,
+                   Py_ssize_t n, const ProdigyRow* r) noexcept nogil:
+    # (first) p0 = p;  (on) m = m*b1 + cm*g;  v = v*b2 + cv*(g*g);  s = s*b3 + cs*g
+    # (apply) p = p - wd*dlr*p (decoupled);  p = p + stepc * (m or g)/(sqrt(v) + d*eps)
+    cdef Py_ssize_t i
+    if r.first != 0:                   # a param's first step: p0 = p (the reference's clone)
+        for i in range(n):
+            p0[i] = p[i]
+    if r.mom != 0:
+        _prodigy_loop(p, g, s, m, v, n, r, True)
+    else:
+        _prodigy_loop(p, g, s, m, v, n, r, False)
+
+
+# ---- DoG and LDoG (dog-optimizer 1.0.3). DoG: a global kind, per group
+# rbar = max(rbar, ||x - x0||) (first step: reps_rel*(1 + ||x||)),
+# G += ||g||^2 (first: + eps), eta = lr*rbar/sqrt(G), all over the group's
+# params; LDoG: the same per tensor (engine-held rbar, G, eta per tensor).
+# Two passes: sums (read p, x0, g), then the update (read p, g; write p, x0 on
+# a param's first step). Sums: per tensor, then combined in tensor order.
+cdef void _dog_sums(const real* p, const real* g, const real* x0, const real* s1,
+                    Py_ssize_t n, const DogRow* r, double* acc) noexcept nogil:
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, wd = <real>r.wd, gi, dx
+    cdef bint first = r.first != 0, decay = r.decay != 0
+    cdef Py_ssize_t o, k, c
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            gi = gs * g[o + k]
+            gi = gi + wd * p[o + k] if decay else gi   # the reference's grad.add_(p, alpha=wd)
+            dx = p[o + k] if first else p[o + k] - x0[o + k]
+            a[k] = <double>dx * <double>dx
+            b[k] = <double>gi * <double>gi
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _ldog_sums(const real* p, const real* g, const real* x0, const real* s1,
+                     Py_ssize_t n, const LdogRow* r, double* acc) noexcept nogil:
+    _dog_sums(p, g, x0, s1, n, <const DogRow*>r, acc)      # the same row layout
+
+
+cdef inline void _dog_eta(double* st, double dd, double gg, double reps, double eps, double lr,
+                          double has_init, double init_eta) noexcept nogil:
+    # st = (rbar, G, eta); G == 0: the first step (G >= eps > 0 after it)
+    cdef bint first = st[1] == 0.0
+    cdef double dn = sqrt(dd)
+    if first:
+        st[0] = reps * (1.0 + dn)
+        st[1] = gg + eps
+    else:
+        st[0] = dn if dn > st[0] else st[0]          # torch.maximum(rbar, d)
+        st[1] = st[1] + gg
+    st[2] = lr * st[0] / sqrt(st[1])
+    if first and has_init != 0:
+        st[2] = init_eta
+
+
+cdef void _ldog_tensor(LdogRow* r, const double* sums, double* ts) noexcept nogil:
+    _dog_eta(ts, sums[0], sums[1], r.reps, r.eps, r.lr, r.has_init, r.init_eta)
+    r.neta = -ts[2]
+
+
+cdef void _dog_global(double* trows, int n, const double* tsums, double* gst,
+                      int phase) noexcept nogil:
+    # per group g, gst + g*MAX_GSTATE = (rbar, G, eta, sum dd, sum gg, has grads)
+    cdef DogRow* r
+    cdef double* st
+    cdef int i
+    if phase == 0:
+        return
+    for i in range(n):
+        st = gst + <int>tsums[i * TSTRIDE + MAX_SUMS + 1] * MAX_GSTATE
+        st[3] = 0.0
+        st[4] = 0.0
+        st[5] = 0.0
+    for i in range(n):                 # tensor order
+        if tsums[i * TSTRIDE + MAX_SUMS] != 0.0:
+            st = gst + <int>tsums[i * TSTRIDE + MAX_SUMS + 1] * MAX_GSTATE
+            st[3] = st[3] + tsums[i * TSTRIDE]
+            st[4] = st[4] + tsums[i * TSTRIDE + 1]
+            st[5] = 1.0
+    for i in range(n):
+        r = <DogRow*>(trows + i * NS)
+        st = gst + <int>tsums[i * TSTRIDE + MAX_SUMS + 1] * MAX_GSTATE
+        if st[5] == 1.0:               # once per group that has grads
+            st[5] = 2.0
+            _dog_eta(st, st[3], st[4], r.reps, r.eps, r.lr, r.has_init, r.init_eta)
+        r.neta = -st[2]
+
+
+cdef inline void _dog_loop(real* p, const real* g, real* x0, Py_ssize_t n,
+                           const DogRow* r) noexcept nogil:
+    # (first) x0 = p;  g = g + wd*p (wd > 0);  p = p + (-eta)*g
+    cdef real gs = <real>r.gs, wd = <real>r.wd, neta = <real>r.neta, gi, pi
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t i
+    if r.first != 0:
+        for i in range(n):
+            x0[i] = p[i]
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + wd * pi if decay else gi
+        p[i] = pi + neta * gi
+
+
+cdef void _dog(real* p, const real* g, const real* h, real* x0, real* s1, real* s2,
+               Py_ssize_t n, const DogRow* r) noexcept nogil:
+    _dog_loop(p, g, x0, n, r)
+
+
+cdef void _ldog(real* p, const real* g, const real* h, real* x0, real* s1, real* s2,
+                Py_ssize_t n, const LdogRow* r) noexcept nogil:
+    # _dog_loop's body, written out (scripts/check_vectorization.py counts each
+    # kernel's own loops)
+    cdef real gs = <real>r.gs, wd = <real>r.wd, neta = <real>r.neta, gi, pi
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t i
+    if r.first != 0:
+        for i in range(n):
+            x0[i] = p[i]
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + wd * pi if decay else gi
+        p[i] = pi + neta * gi
+
+
 # _apply(kind, ...): the dispatch over kinds, generated from the table.
 include "_table_dispatch.pxi"
 
@@ -1289,6 +1551,12 @@ cdef struct Data:
     double clip_value          # > 0: grads clipped elementwise to [-c, c] as they are read
     int ema_on                 # this step blends the EMA averages (weight ema_w)
     double ema_w
+    # global kinds (Prodigy, DoG): the engine-held state, MAX_GSTATE per group,
+    # and per tensor its sums (MAX_SUMS), 1.0 if it has a grad, and its group
+    # (stride TSTRIDE)
+    int ngroups
+    double* gstate
+    double* tsums
 
 
 cdef inline char* _shift(char* base, Py_ssize_t start, int itemsize) noexcept nogil:
@@ -1497,6 +1765,8 @@ cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
     d.use_trows = 1
     if nsums == 0:
         return
+    if _GLOBAL[d.kind]:                # a global kind's rows from its state (phase 0)
+        _apply_global(d.kind, d.trows, d.ntensors, d.tsums, d.gstate, 0)
     if nt > d.nblocks:
         nt = d.nblocks
     if nt <= 1:
@@ -1506,6 +1776,19 @@ cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
         _parallel_used = 1
         for k in prange(d.nblocks, schedule='static', num_threads=nt):
             _sums_block(d, k)
+    if _GLOBAL[d.kind]:
+        # a global kind: each tensor's sums (pairwise over its blocks), then
+        # its global function combines them in tensor order (phase 1)
+        for i in range(d.ntensors):
+            t = &d.t[i]
+            for j in range(nsums):
+                d.tsums[i * TSTRIDE + j] = (
+                    _pairwise_strided(d.bred + t.b0 * MAX_SUMS + j, t.nb, MAX_SUMS)
+                    if t.g != NULL else 0.0)
+            d.tsums[i * TSTRIDE + MAX_SUMS] = 1.0 if t.g != NULL else 0.0
+            d.tsums[i * TSTRIDE + MAX_SUMS + 1] = t.group
+        _apply_global(d.kind, d.trows, d.ntensors, d.tsums, d.gstate, 1)
+        return
     for i in range(d.ntensors):
         t = &d.t[i]
         if t.g == NULL:
@@ -1600,6 +1883,8 @@ cdef class Engine:
         self.d.bprobe = NULL
         self.d.rows = NULL
         self.d.bred = NULL
+        self.d.tsums = NULL
+        self.d.gstate = NULL
         self.d.trows = NULL
         self._wlo = NULL
         self._whi = NULL
@@ -1614,6 +1899,8 @@ cdef class Engine:
         free(self.d.bprobe)
         free(self.d.rows)
         free(self.d.bred)
+        free(self.d.tsums)
+        free(self.d.gstate)
         free(self.d.trows)
         free(self._wlo)
         free(self._whi)
@@ -1665,6 +1952,10 @@ cdef class Engine:
             self.d.t[i].row = self.d.t[i].group
         self._row_map = False
         self._max_row = max(groups) if n else 0
+        self.d.ngroups = (max(groups) + 1) if n else 1
+        self.d.gstate = <double*>calloc(self.d.ngroups * MAX_GSTATE, sizeof(double))
+        if self.d.gstate == NULL:
+            raise MemoryError()
 
     cdef tuple _geometry(self, Py_ssize_t i):
         # Everything the kernel relies on, per array: buffer, type, shape,
@@ -1749,8 +2040,10 @@ cdef class Engine:
         self.d.bprobe = <double*>malloc(max(nb, 1) * sizeof(double))
         self.d.bred = <double*>malloc(max(nb, 1) * MAX_SUMS * sizeof(double))
         self.d.trows = <double*>malloc(max(self.d.ntensors, 1) * NS * sizeof(double))
+        self.d.tsums = <double*>calloc(max(self.d.ntensors, 1) * TSTRIDE,
+                                       sizeof(double))
         if (self.d.blocks == NULL or self.d.bsum == NULL or self.d.bprobe == NULL
-                or self.d.bred == NULL or self.d.trows == NULL):
+                or self.d.bred == NULL or self.d.trows == NULL or self.d.tsums == NULL):
             raise MemoryError()
         nb = 0
         for i in range(self.d.ntensors):
@@ -1796,6 +2089,26 @@ cdef class Engine:
             raise ValueError(f"param {i}: expected {n} per-tensor values")
         for j in range(MAX_TSTATE):
             self.d.t[i].ts[j] = float(values[j]) if j < n else 0.0
+
+    def global_state(self, int group=0):
+        """A global kind's engine-held scalars of a group (Prodigy's d, d_max,
+        d_numerator, k in group 0; DoG's rbar, G, eta), as a tuple (empty for
+        other kinds, zeros for a group without params)."""
+        cdef int n = len(GLOBAL_STATE.get(_KIND_NAMES[self.d.kind], ()))
+        if not 0 <= group < self.d.ngroups:
+            return (0.0,) * n
+        return tuple(self.d.gstate[group * MAX_GSTATE + j] for j in range(n))
+
+    def set_global_state(self, values, int group=0):
+        """Set a global kind's scalars of a group (validated by the caller; a
+        group without params has none: ignored)."""
+        cdef int j, n = len(GLOBAL_STATE.get(_KIND_NAMES[self.d.kind], ()))
+        if len(values) != n:
+            raise ValueError(f"expected {n} global values")
+        if not 0 <= group < self.d.ngroups:
+            return
+        for j in range(MAX_GSTATE):
+            self.d.gstate[group * MAX_GSTATE + j] = float(values[j]) if j < n else 0.0
 
     def set_row_map(self, row_index):
         """Which scalar row each param reads: a list with one row index per

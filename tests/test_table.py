@@ -85,8 +85,10 @@ def test_class_signature_and_defaults_come_from_the_table(name):
         assert (p.kind is inspect.Parameter.KEYWORD_ONLY) == h.kwonly
     for opt_name in ("max_grad_norm", "clip_norm", "clip_value", "skip_nonfinite"):
         assert sig.parameters[opt_name].kind is inspect.Parameter.KEYWORD_ONLY
-    # torch's positional order: lr first
-    assert list(sig.parameters)[1] == "lr"
+    # torch's positional order: lr first (DoG and LDoG: their reference's,
+    # dog.DoG(params, reps_rel, lr, ...))
+    assert list(sig.parameters)[1:3] == (["reps_rel", "lr"] if name in ("DoG", "LDoG")
+                                         else ["lr", list(sig.parameters)[2]])
     required = {h.name: 0.1 for h in spec.hparams if h.default is REQUIRED}
     if required:                            # LARS's lr, as torch's `required`
         with pytest.raises(ValueError, match="no default lr"):

@@ -14,7 +14,7 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 from ._sparse import RowSparse
 
-__all__ = ["Lamb", "LARS", "NovoGrad",
+__all__ = ["Lamb", "LARS", "NovoGrad", "Prodigy", "DoG", "LDoG",
            "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
            "Adan", "Adafactor", "Muon", "SparseAdam", "ScheduleFreeSGD", "ScheduleFreeAdamW",
@@ -294,6 +294,117 @@ class NovoGrad(Optimizer):
     """
     spec = TABLE["NovoGrad"]
     __init__ = make_init(spec)
+
+
+class Prodigy(Optimizer):
+    r"""Prodigy (prodigyopt.Prodigy 1.1.2): Adam with a step size d estimated
+    from the run; ``lr`` (default 1) multiplies it.
+    ::
+
+        dlr = d*lr*bc    (bc = sqrt(1-b2^(k+1))/(1-b1^(k+1)) with use_bias_correction, else 1)
+        m = b1*m + d*(1-b1)*g;  v = b2*v + d^2*(1-b2)*g^2
+        s = b3*s + (d/d0)*dlr*g   (safeguard_warmup: (d/d0)*d*g)
+        d_numerator = b3*d_numerator + sum over params (d/d0)*dlr*<g, p0 - p>
+        d_hat = d_coef * d_numerator / sum over params ||s||_1
+        d = max(d, d_hat) while d == d0;  d_max = max(d_max, d_hat)
+        d = min(d_max, d*growth_rate)
+        p = p - weight_decay*dlr*p (decouple);  p = p - dlr * m/(sqrt(v) + d*eps)
+
+    The sums run over every param of every group, in the engine's
+    deterministic read-only pass (fixed blocks, double accumulators, tensors
+    combined in order): the same bits for any thread count. The update needs
+    the new d, so a step is two passes over memory: the read-only pass reads
+    g, p, p0 and s; the update reads g, p, s, exp_avg, exp_avg_sq and writes
+    p, s, exp_avg, exp_avg_sq (p0 once, at a param's first step).
+
+    d, d_max, d_numerator and k are one set per optimizer (the reference
+    copies them into every param group), recorded in every state entry;
+    ``opt.d`` is the d the next step uses. As the reference, the betas,
+    beta3, use_bias_correction, d_coef, growth_rate and decouple of the
+    first group are used for all groups; weight_decay, eps, d0,
+    safeguard_warmup and lr are per group (a group's lr must be the largest
+    group lr, or 0).
+
+    Differences from the reference: the grads are never modified (the
+    reference adds the L2 term into ``p.grad``); ``s`` and ``p0`` are kept in
+    the param's shape (the reference flattens them); only ``slice_p=1`` is
+    implemented (others raise NotImplementedError); a param's step count
+    advances on a step whose d could not be estimated (all of ``s`` zero:
+    the reference then updates the moments, skips the params, and keeps its
+    step count); not distributed.
+    """
+    spec = TABLE["Prodigy"]
+    __init__ = make_init(spec)
+
+    @property
+    def d(self) -> float:
+        """The step-size estimate the next step uses (one value for all groups)."""
+        return float(self._engine.global_state()[0])
+
+    def step(self, grads, _aux=None, **kw):   # type: ignore[override]
+        """As :meth:`Optimizer.step`; first checks, as the reference, that every
+        group's lr is the largest one or 0 (before any write)."""
+        if len(self._plans) > 1:
+            lrs = [hp["lr"] for hp in self._hyperparams()]
+            top = max(lrs)
+            bad = [i for i, x in enumerate(lrs) if x not in (top, 0.0)]
+            if bad:
+                raise ValueError(f"group {bad[0]}: Prodigy's groups share one step size: "
+                                 f"each lr must be the largest ({top}) or 0, got {lrs[bad[0]]}")
+        return Optimizer.step(self, grads, _aux, **kw)
+
+class DoG(Optimizer):
+    r"""DoG (dog.DoG 1.0.3): SGD whose step size is the distance travelled over
+    the root of the summed squared grads, per group.
+    ::
+
+        g = g + weight_decay*p
+        rbar = reps_rel*(1 + ||x0||) at the first step, then max(rbar, ||p - x0||)
+        G = sum ||g||^2 + eps (first step), then G + sum ||g||^2
+        eta = lr * rbar / sqrt(G)   (init_eta, if given, at the first step)
+        p = p - eta*g
+
+    The norms run over the group's params with a grad, in the engine's
+    deterministic read-only pass (the same bits for any thread count); the
+    update needs eta, so a step is two passes: the sums read p, x0 and g, the
+    update reads p and g and writes p (and x0 at a param's first step).
+    rbar, G and eta are per group, recorded in the state entry of each of its
+    params; ``opt.d`` is the eta of the last step (a float for one group, else
+    a list per group), the reference's ``group['eta']``.
+
+    Differences from the reference: grads are never modified (the reference
+    adds the weight decay into ``p.grad``); ``None`` grads are allowed (their
+    params take no part in the norms, and their x0 is taken at their first
+    step with a grad; the reference fails on them); the first step is a
+    group's own (G == 0), not the optimizer's; not distributed. Iterate
+    averaging, which the reference recommends, is :class:`lrfast.EMA`'s (its
+    polynomial averager is not reproduced).
+    """
+    spec = TABLE["DoG"]
+    __init__ = make_init(spec)
+
+    @property
+    def d(self):
+        """The eta of the last step: a float for one group, else a list per group."""
+        etas = [float(self._engine.global_state(g)[2]) for g in range(len(self._plans))]
+        return etas[0] if len(etas) == 1 else etas
+
+
+class LDoG(Optimizer):
+    r"""LDoG (dog.LDoG 1.0.3): DoG with rbar, G and eta per param (layer-wise).
+    Each param's norms come from the engine's deterministic read-only pass;
+    rbar, G and eta are recorded in its state entry; ``opt.d`` is the list of
+    the last step's eta per param. Differences from the reference: as
+    :class:`DoG`.
+    """
+    spec = TABLE["LDoG"]
+    __init__ = make_init(spec)
+
+    @property
+    def d(self):
+        """The eta of the last step, per param (a list)."""
+        return [float(ts[2]) for ts in self._engine.tensor_state()]
+
 
 from ._own import Adafactor, Muon  # noqa: E402  (own steps: factored state, matrices)
 

@@ -263,6 +263,14 @@ def _tensor_state_names(spec: Spec) -> Tuple[str, ...]:
     return kind.tensor_state if kind is not None else ()
 
 
+def _global_state_names(spec: Spec) -> Tuple[str, ...]:
+    """The engine-held scalars of a global kind, per group (Prodigy's d, d_max,
+    d_numerator, k: group 0's, one set per optimizer; DoG's rbar, G, eta),
+    recorded in the state entry of every param of the group."""
+    kind = KINDS.get(spec.kind)
+    return kind.global_state if kind is not None else ()
+
+
 def _spec_checks(spec: Spec) -> Dict[str, str]:
     return {h.name: h.check for h in spec.hparams}
 
@@ -471,8 +479,14 @@ class Optimizer(OptimizerBase):
             self._exit()
 
     def _build(self):
+        old = self.__dict__.get("_engine")
         self._engine = _K.Engine(self._kind, self._params, self._states, self._group_of,
                                  aux_name=self._aux_name)
+        if _global_state_names(self.spec):    # a global kind: its state survives a rebuild
+            # (a group the old engine lacks reads zeros: DoG's fresh state; Prodigy
+            # reads group 0's only)
+            self._reset_global({gi: old.global_state(gi) for gi in range(len(self._plans))}
+                               if hasattr(old, "global_state") else {})
         self._n = len(self._params)
         self._uniform = True
 
@@ -732,6 +746,9 @@ class Optimizer(OptimizerBase):
         tnames = _tensor_state_names(self.spec)
         if tnames:                            # engine-held, one number per tensor
             e.update(zip(tnames, self._engine.tensor_state()[i]))
+        if _global_state_names(self.spec):    # engine-held, one set per optimizer
+            g = 0 if rule.global_shared else self._group_of[i]
+            e.update(rule.global_entry(self._engine.global_state(g)))
         rule.entry_extra(e, key)
         return e
 
@@ -743,6 +760,7 @@ class Optimizer(OptimizerBase):
                 if a is not None:
                     a[...] = f
         self._set_tensor_state({})
+        self._reset_global({})
         self._set_keys([self._rule.initial_key] * self._n)
 
     def _set_tensor_state(self, values: Dict[int, Tuple[float, ...]]) -> None:
@@ -787,6 +805,7 @@ class Optimizer(OptimizerBase):
         for i, e in state.items():
             i = state_index(i, self._n)
             entries[i] = self._check_entry(i, e)
+        gstate = self._load_global(state, entries)
         saved_n = self._step_count
         self._step_count = step_count(sd["step_count"])   # schedules are checked at the saved step
         try:
@@ -801,7 +820,35 @@ class Optimizer(OptimizerBase):
                 r = schedule_restore(fn, ser, name, f"group {gi}: ")
                 if r is not None:
                     restores.append(r)
-        return plans, entries, restores, names
+        return plans, entries, restores, names, gstate
+
+    def _load_global(self, state, entries):
+        """A global kind's scalars per group from the saved entries (the entries
+        of a group, or all of them where the set is shared, hold the same set;
+        a group without entries starts fresh)."""
+        out: Dict[int, Tuple[float, ...]] = {}
+        if not _global_state_names(self.spec):
+            return out
+        for k in state:
+            i = state_index(k, self._n)
+            g = 0 if self._rule.global_shared else self._group_of[i]
+            v = self._rule.global_from_entry(state[k], self._where(i))
+            if out.setdefault(g, v) != v:
+                raise ValueError(f"{self._where(i)}: state_dict entries disagree on "
+                                 f"{', '.join(_global_state_names(self.spec))} (one set per "
+                                 + ("optimizer" if self._rule.global_shared else "group")
+                                 + ", the same in each of its entries)")
+        return out
+
+    def _reset_global(self, values):
+        """Set each group's global state: ``values[g]``, else its fresh start."""
+        if not _global_state_names(self.spec):
+            return
+        for gi, plan in enumerate(self._plans):
+            src = self._plans[0] if self._rule.global_shared else plan
+            v = values.get(gi)
+            self._engine.set_global_state(v if v is not None
+                                          else self._rule.initial_global(src.static), gi)
 
     def _load_names(self, groups):
         """The saved groups' ``param_names``, checked: all groups or none have
@@ -856,7 +903,7 @@ class Optimizer(OptimizerBase):
         return trial
 
     def _commit_load(self, plan):
-        plans, entries, restores, names = plan
+        plans, entries, restores, names, gstate = plan
         if names is not None:                      # adopt the saved names, as torch
             self._names = [x for ns in names for x in ns]
             for pg, ns in zip(self._param_groups, names):
@@ -880,6 +927,7 @@ class Optimizer(OptimizerBase):
                     a[...] = src if src is not None else 0
             keys.append(key)
         self._set_tensor_state({i: e[2] for i, e in entries.items()})
+        self._reset_global(gstate)
         self._set_keys(keys)
 
     def _check_entry(self, i, e):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._validate import is_schedule, number
+from .._validate import is_schedule, number, real, step_count
 from ._table import KINDS, MAX_STATES, TABLE
 
 Key = Any
@@ -68,6 +68,20 @@ class Rule:
 
     def entry_key(self, t: int, e: Dict[str, Any], where: str) -> Key:
         return t
+
+    # a global kind's engine-held state (Kind.global_state): its start from a
+    # group's values, and its state_dict entries; global_shared: one set per
+    # optimizer (group 0's), not per group
+    global_shared = False
+
+    def initial_global(self, hp0: Dict[str, Any]) -> Tuple[float, ...]:
+        return ()
+
+    def global_entry(self, values: Tuple[float, ...]) -> Dict[str, Any]:
+        return {}
+
+    def global_from_entry(self, e: Dict[str, Any], where: str) -> Tuple[float, ...]:
+        return ()
 
 
 class SGDRule(Rule):
@@ -565,6 +579,78 @@ class ScheduleFreeRAdamRule(ScheduleFreeAdamWRule):
         else:
             rect = float(not hp["silent_sgd_phase"])
         return lr * rect, 1.0 if rho_t > 4.0 else 0.0
+class ProdigyRule(Rule):
+    """prodigyopt.Prodigy 1.1.2. The fixed fields are the group's; the kernel's
+    global function takes the betas, bias correction, d_coef, growth_rate and
+    decouple of the first param's group (the reference reads group 0's). d,
+    d_max, d_numerator and k are engine-held (``Kind.global_state``); a param's
+    key is its step count (its first step copies p into p0)."""
+    name = "Prodigy"
+    global_shared = True
+
+    def alloc(self, p, hp):
+        b1 = hp["betas"][0]
+        return [np.zeros_like(p), np.zeros_like(p),
+                np.zeros_like(p) if b1 > 0 else None, np.zeros_like(p)]
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        b3 = hp["beta3"] if hp["beta3"] is not None else math.sqrt(b2)
+        fixed = dict(gs=1.0, wd=hp["weight_decay"], decouple=float(hp["decouple"]),
+                     eps=hp["eps"], d0=hp["d0"], safeguard=float(hp["safeguard_warmup"]),
+                     b1=b1, b2=b2, b3=b3, bias=float(hp["use_bias_correction"]),
+                     d_coef=hp["d_coef"], growth=hp["growth_rate"])
+
+        def step(t, lr):
+            return (lr, 1.0 if t == 0 else 0.0), t + 1
+        return fixed, step
+
+    # the engine-held global state: (d, d_max, d_numerator, k)
+    def initial_global(self, hp0):
+        return (hp0["d0"], hp0["d0"], 0.0, 0.0)
+
+    def global_entry(self, values):
+        d, d_max, num, k = values
+        return {"d": d, "d_max": d_max, "d_numerator": num, "k": int(k)}
+
+    def global_from_entry(self, e, where):
+        d = real(e.get("d"), f"{where}: state 'd'", low=0.0, low_open=True)
+        d_max = real(e.get("d_max"), f"{where}: state 'd_max'", low=0.0, low_open=True)
+        num = real(e.get("d_numerator"), f"{where}: state 'd_numerator'")
+        k = step_count(e.get("k"), f"{where}: state 'k'")
+        return (d, d_max, num, float(k))
+
+
+class DoGRule(Rule):
+    """dog.DoG 1.0.3: x0 per param (copied at its first step); rbar, G, eta
+    per group, engine-held (G == 0: the group's first step)."""
+    name = "DoG"
+
+    def plan(self, hp):
+        wd, ie = hp["weight_decay"], hp["init_eta"]
+        fixed = dict(gs=1.0, wd=wd, decay=1.0 if wd > 0 else 0.0,
+                     reps=0.0 if ie is not None else hp["reps_rel"], eps=hp["eps"],
+                     has_init=1.0 if ie is not None else 0.0,
+                     init_eta=ie if ie is not None else 0.0)
+
+        def step(t, lr):
+            return (lr, 1.0 if t == 0 else 0.0), t + 1
+        return fixed, step
+
+    def initial_global(self, hp0):
+        return (0.0, 0.0, 0.0)
+
+    def global_entry(self, values):
+        return dict(zip(("rbar", "G", "eta"), values))
+
+    def global_from_entry(self, e, where):
+        return tuple(real(e.get(k), f"{where}: state {k!r}", low=0.0)
+                     for k in ("rbar", "G", "eta"))
+
+
+class LDoGRule(DoGRule):
+    """dog.LDoG 1.0.3: rbar, G, eta per param (the kind's tensor_state)."""
+    name = "LDoG"
 
 
 RULES: Dict[str, Rule] = {r.name: r for r in (
@@ -572,7 +658,7 @@ RULES: Dict[str, Rule] = {r.name: r for r in (
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
     AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(), SparseAdamRule(),
     NovoGradRule(), DiagonalNewtonRule(), ScheduleFreeSGDRule(), ScheduleFreeAdamWRule(),
-    ScheduleFreeRAdamRule())}
+    ScheduleFreeRAdamRule(), ProdigyRule(), DoGRule(), LDoGRule())}
 
 
 

@@ -31,7 +31,8 @@ __all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "MAX_STATES", "MAX_SUMS", "RE
 
 MAX_STATES = 4       # state arrays per param: the engine's TensorRec.s (src/_kernels.pxi)
 MAX_SUMS = 2         # per-tensor sums of a per-tensor kind (Data.bred in src/_kernels.pxi)
-MAX_TENSOR_STATE = 2  # engine-held scalars per tensor (TensorRec.ts)
+MAX_TENSOR_STATE = 3  # engine-held scalars per tensor (TensorRec.ts)
+MAX_GLOBAL_STATE = 6  # engine-held scalars per group of a global kind (Data.gstate), scratch too
 
 
 class _Required:
@@ -85,6 +86,18 @@ class Kind(NamedTuple):
     sums: Tuple[str, ...] = ()
     tensor_fields: Tuple[str, ...] = ()
     tensor_state: Tuple[str, ...] = ()
+    # Global kinds (Prodigy): the sums of every tensor of the step (each pairwise
+    # over its blocks, as above) go to ``_<name>_global(trows, n, tsums, gs,
+    # phase)``, which combines them in tensor order and updates the engine-held
+    # ``global_state`` (MAX_GLOBAL_STATE doubles per group from ``gs``; Prodigy
+    # uses group 0's as one set per optimizer). Phase 0 runs
+    # before the read-only pass (fills every tensor's row from the state),
+    # phase 1 after it (the new state, then the rows of the update).
+    global_state: Tuple[str, ...] = ()
+
+    @property
+    def is_global(self) -> bool:
+        return bool(self.global_state)
 
     @property
     def row_fields(self) -> Tuple[str, ...]:
@@ -131,6 +144,8 @@ class Spec(NamedTuple):
 
 _GD = ("gs", "wd", "l2")       # grad scale, L2 weight decay and its flag: every optimizer's head
 
+_DOG = ("gs", "wd", "decay", "reps", "eps", "has_init", "init_eta")
+
 KINDS: Dict[str, Kind] = {k.name: k for k in (
     Kind("sgd", 1, _GD + ("mu", "d1", "mom", "nesterov"), ("lr", "first")),
     Kind("adagrad", 1, _GD + ("eps",), ("clr",)),
@@ -156,6 +171,20 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
          sums=("pp", "uu"), tensor_fields=("nstep",)),
     Kind("novograd", 1, ("gs", "b1", "b2", "c2", "eps", "eps_root", "wd", "decay"),
          ("first", "lr"), sums=("gg",), tensor_fields=("den",), tensor_state=("nu",)),
+    # Prodigy (prodigyopt 1.1.2): s0 = s, s1 = p0, s2 = exp_avg (None when b1 = 0),
+    # s3 = exp_avg_sq; the row's betas, bias correction, d_coef, growth_rate and
+    # decouple are read from the first tensor's row (the reference reads group 0's)
+    Kind("prodigy", 4, ("gs", "wd", "decouple", "eps", "d0", "safeguard", "b1", "b2", "b3",
+                        "bias", "d_coef", "growth"), ("lr", "first"), sums=("num", "den"),
+         tensor_fields=("mom", "b1r", "cm", "b2r", "cv", "b3r", "cs", "wn", "l2", "dec", "dwd",
+                        "deps", "stepc", "apply", "on"),
+         global_state=("d", "d_max", "d_numerator", "k")),
+    # DoG / LDoG (dog-optimizer 1.0.3): s0 = x0; the same fields and loops, DoG's
+    # rbar, G, eta per group (global), LDoG's per tensor
+    Kind("dog", 1, _DOG, ("lr", "first"), sums=("dd", "gg"), tensor_fields=("neta",),
+         global_state=("rbar", "G", "eta")),
+    Kind("ldog", 1, _DOG, ("lr", "first"), sums=("dd", "gg"), tensor_fields=("neta",),
+         tensor_state=("rbar", "G", "eta")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
     # schedule-free (Defazio et al. 2024): y (the param) and z; x is implied
@@ -281,6 +310,37 @@ _ROWS = (
          "momentum (Ginsburg et al. 2019)",
          {"optax": "optax.novograd (state mu = exp_avg; nu, one number per tensor, = nu)"},
          "novograd", distributed=False, bench={"lr": 1e-3}),
+    # Learning-rate free, with a step size from global (all-params) sums: a
+    # read-only pass, then the update (src/_kernels.pxi, "global kinds")
+    Spec("Prodigy", "prodigy", ("s", "p0", "exp_avg", "exp_avg_sq"),
+         (_LR(1.0), HP("betas", (0.9, 0.999), "betas", schedulable=False),
+          HP("beta3", None, "beta_or_none", schedulable=False), HP("eps", 1e-8, "gt0"), _WD(),
+          HP("decouple", True, "bool"), HP("use_bias_correction", False, "bool"),
+          HP("safeguard_warmup", False, "bool"), HP("d0", 1e-6, "gt0", schedulable=False),
+          HP("d_coef", 1.0, "gt0"), HP("growth_rate", float("inf"), "growth",
+                                       schedulable=False),
+          HP("slice_p", 1, "slice_p", schedulable=False)),
+         "Prodigy: Adam whose step size d is estimated from the run (Mishchenko & Defazio "
+         "2024); lr multiplies it (default 1)",
+         {"prodigyopt": "prodigyopt.Prodigy 1.1.2 (slice_p=1; state s and p0 kept in the "
+                        "param's shape, not flattened; d, d_max, d_numerator and k in "
+                        "every state entry)"},
+         None, optional_states=("exp_avg",), distributed=False),
+    Spec("DoG", "dog", ("x0",),
+         (HP("reps_rel", 1e-6, "gt0", schedulable=False), _LR(1.0), _WD(),
+          HP("eps", 1e-8, "gt0"), HP("init_eta", None, "gt0_or_none", schedulable=False)),
+         "DoG (distance over gradients): SGD with the step size "
+         "lr * max ||x - x0|| / sqrt(sum ||g||^2 + eps) over each group (Ivgi et al. 2023)",
+         {"dog": "dog.DoG 1.0.3 (x0 = its group's init_buffer, per param; rbar, G, eta of "
+                 "the param's group in every state entry)"},
+         None, distributed=False),
+    Spec("LDoG", "ldog", ("x0",),
+         (HP("reps_rel", 1e-6, "gt0", schedulable=False), _LR(1.0), _WD(),
+          HP("eps", 1e-8, "gt0"), HP("init_eta", None, "gt0_or_none", schedulable=False)),
+         "LDoG: DoG with its step size per tensor (layer-wise; Ivgi et al. 2023)",
+         {"dog": "dog.LDoG 1.0.3 (x0 = its group's init_buffer, per param; rbar, G, eta "
+                 "per param)"},
+         None, distributed=False),
     # Own steps (lrfast/optim/_own.py): factored state, or a matrix iteration
     Spec("Adafactor", "adafactor", ("row_var", "col_var", "variance"),
          (_LR(1e-2), HP("beta2_decay", -0.8, "le0"),
@@ -364,7 +424,9 @@ def cython_source() -> Dict[str, str]:
     out += [f"    K_{k.name.upper()} = {i}" for i, k in enumerate(kinds)]
     out += [f"    N_KINDS = {len(kinds)}",
             f"    NS = {max(len(k.struct_fields) for k in kinds)}   # doubles in the longest row",
-            f"    MAX_SUMS = {MAX_SUMS}", f"    MAX_TSTATE = {MAX_TENSOR_STATE}", ""]
+            f"    MAX_SUMS = {MAX_SUMS}", f"    MAX_TSTATE = {MAX_TENSOR_STATE}",
+            f"    MAX_GSTATE = {MAX_GLOBAL_STATE}",
+            "    TSTRIDE = MAX_SUMS + 2   # a global kind's per-tensor sums, has-grad, group", ""]
     for k in kinds:
         out.append(f"ctypedef struct {_struct(k)}:")
         out += [f"    double {f}" for f in k.struct_fields]
@@ -377,9 +439,12 @@ def cython_source() -> Dict[str, str]:
         f"K_{k.name.upper()}" for k in kinds if k.aux) + "})")
     out.append("TENSOR_STATE = {" + ", ".join(
         f"{k.name!r}: {k.tensor_state!r}" for k in kinds if k.tensor_state) + "}")
-    out += ["cdef int _ROW_LEN[N_KINDS]", "cdef int _NSUMS[N_KINDS]"]
+    out.append("GLOBAL_STATE = {" + ", ".join(
+        f"{k.name!r}: {k.global_state!r}" for k in kinds if k.global_state) + "}")
+    out += ["cdef int _ROW_LEN[N_KINDS]", "cdef int _NSUMS[N_KINDS]", "cdef int _GLOBAL[N_KINDS]"]
     out += [f"_ROW_LEN[K_{k.name.upper()}] = {len(k.row_fields)}" for k in kinds]
     out += [f"_NSUMS[K_{k.name.upper()}] = {len(k.sums)}" for k in kinds]
+    out += [f"_GLOBAL[K_{k.name.upper()}] = {int(k.is_global)}" for k in kinds]
     head = "\n".join(out) + "\n"
     out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
             "cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0,",
@@ -390,13 +455,15 @@ def cython_source() -> Dict[str, str]:
         out.append(f"    {kw} kind == K_{k.name.upper()}:")
         s3 = " s3," if k.n_states > 3 else ""     # only the kinds with a 4th state take s3
         out.append(f"        _{k.name}(p, g, h, s0, s1, s2,{s3} n, <const {_struct(k)}*>r)")
-    red = [k for k in kinds if k.sums]
+    red = [k for k in kinds if k.sums and not k.is_global]
+    glob = [k for k in kinds if k.is_global]
+    red_all = [k for k in kinds if k.sums]
     out += ["", "",
             "cdef inline void _apply_sums(int kind, const real* p, const real* g, const real* s0,",
             "                             const real* s1, Py_ssize_t n, const double* r,",
             "                             double* acc) noexcept nogil:",
             "    # the read-only pass of a per-tensor kind: MAX_SUMS x 8 lane sums"]
-    for i, k in enumerate(red):
+    for i, k in enumerate(red_all):
         out.append(f"    {'if' if i == 0 else 'elif'} kind == K_{k.name.upper()}:")
         out.append(f"        _{k.name}_sums(p, g, s0, s1, n, <const {_struct(k)}*>r, acc)")
     out += ["", "",
@@ -406,6 +473,15 @@ def cython_source() -> Dict[str, str]:
     for i, k in enumerate(red):
         out.append(f"    {'if' if i == 0 else 'elif'} kind == K_{k.name.upper()}:")
         out.append(f"        _{k.name}_tensor(<{_struct(k)}*>r, sums, ts)")
+    out += ["", "",
+            "cdef inline void _apply_global(int kind, double* trows, int n, const double* tsums,",
+            "                               double* gs, int phase) noexcept nogil:",
+            "    # a global kind: its rows (stride NS) from all tensors' sums and its state"]
+    for i, k in enumerate(glob):
+        out.append(f"    {'if' if i == 0 else 'elif'} kind == K_{k.name.upper()}:")
+        out.append(f"        _{k.name}_global(trows, n, tsums, gs, phase)")
+    if not glob:
+        out.append("    pass")
     return {"_table.pxi": head, "_table_dispatch.pxi": "\n".join(out) + "\n"}
 
 
