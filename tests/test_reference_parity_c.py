@@ -234,3 +234,24 @@ def test_clipping_survives_pickle():
     opt = lrfast.Adam([np.ones(3)], clip_value=0.25)
     o2 = pickle.loads(pickle.dumps(opt))
     assert o2.clip_value == 0.25 and o2.clip_norm is None
+
+
+@pytest.mark.parametrize("name", ["NovoGrad", "LDoG"])
+def test_per_tensor_state_survives_add_param_group(name):
+    # the engine is rebuilt by add_param_group: engine-held per-tensor scalars
+    # must carry over, so the run equals one whose groups were there from the start
+    rng = np.random.default_rng(11)
+    a0, a1 = rng.standard_normal(6) * 1e-3, rng.standard_normal(4) * 1e-3
+    b0, b1 = a0.copy(), a1.copy()
+    kw = {"lr": 0.05} if name == "NovoGrad" else {}
+    grads = [[rng.standard_normal(6), rng.standard_normal(4)] for _ in range(6)]
+    o1 = getattr(lrfast, name)([a0], **kw)
+    o2 = getattr(lrfast, name)([{"params": [b0]}, {"params": [b1]}], **kw)
+    for g in grads[:3]:
+        o1.step([g[0]])
+        o2.step([g[0], None])
+    o1.add_param_group({"params": [a1]})
+    for g in grads[3:]:
+        o1.step(g)
+        o2.step(g)
+    assert bits_equal(a0, b0) and bits_equal(a1, b1)

@@ -487,6 +487,11 @@ class Optimizer(OptimizerBase):
             # reads group 0's only)
             self._reset_global({gi: old.global_state(gi) for gi in range(len(self._plans))}
                                if hasattr(old, "global_state") else {})
+        if _tensor_state_names(self.spec) and hasattr(old, "tensor_state"):
+            # per-tensor scalars (NovoGrad's nu, LDoG's) survive a rebuild too: the
+            # params keep their order, add_param_group only appends
+            for i, ts in enumerate(old.tensor_state()[:len(self._params)]):
+                self._engine.set_tensor_state(i, ts)
         self._n = len(self._params)
         self._uniform = True
 
