@@ -9,21 +9,10 @@ import pytest
 
 import lrfast
 from lrfast import _reference as R
+from test_prodigy import _grads, _problem  # the same smooth problem
 
 OPTION_SETS = [dict(), dict(reps_rel=1e-4, weight_decay=0.01, eps=1e-6),
                dict(init_eta=1e-3, lr=0.8)]
-
-
-def _problem(dtype, seed=0, sizes=((5000,), (3, 7), (40000,))):
-    rng = np.random.default_rng(seed)
-    params = [(1e-3 * rng.standard_normal(s)).astype(dtype) for s in sizes]
-    target = [rng.standard_normal(s).astype(dtype) for s in sizes]
-    return params, target
-
-
-def _grads(params, target, dtype, t):
-    return [((p - c) * dtype(1.0 + 0.01 * np.sin(t))).astype(dtype)
-            for p, c in zip(params, target)]
 
 
 def _run(name, hp, dtype, threads, steps=20, groups=None, none_at=()):

@@ -132,6 +132,14 @@ class AdagradRule(Rule):
         return dict(_head(hp), eps=hp["eps"]), step
 
 
+def _bias_corrections(b1: float, b2: float) -> StepFn:
+    """Step fields (1 - b1^t, 1 - b2^t, lr) in double, t the step count after this step."""
+    def step(t, lr):
+        t += 1
+        return (1 - b1 ** t, 1 - b2 ** t, lr), t
+    return step
+
+
 def _plain_lr(t, lr):
     return (lr,), t + 1
 
@@ -345,11 +353,7 @@ class AdaBeliefRule(Rule):
         b1, b2 = hp["betas"]
         fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
                      eps_root=hp["eps_root"])
-
-        def step(t, lr):
-            t += 1
-            return (1 - b1 ** t, 1 - b2 ** t, lr), t
-        return fixed, step
+        return fixed, _bias_corrections(b1, b2)
 
 
 class YogiRule(Rule):
@@ -362,11 +366,7 @@ class YogiRule(Rule):
     def plan(self, hp):
         b1, b2 = hp["betas"]
         fixed = dict(gs=1.0, b1=b1, c1=1 - b1, c2=1 - b2, eps=hp["eps"])
-
-        def step(t, lr):
-            t += 1
-            return (1 - b1 ** t, 1 - b2 ** t, lr), t
-        return fixed, step
+        return fixed, _bias_corrections(b1, b2)
 
 
 class ADOPTRule(Rule):
@@ -432,11 +432,7 @@ class LambRule(Rule):
         wd = hp["weight_decay"]
         fixed = dict(gs=1.0, b1=b1, c1=1 - b1, b2=b2, c2=1 - b2, eps=hp["eps"],
                      eps_root=hp["eps_root"], wd=wd, decay=1.0 if wd != 0 else 0.0)
-
-        def step(t, lr):
-            t += 1
-            return (1 - b1 ** t, 1 - b2 ** t, lr), t
-        return fixed, step
+        return fixed, _bias_corrections(b1, b2)
 
 
 class LARSRule(Rule):
