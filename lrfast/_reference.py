@@ -903,3 +903,68 @@ def ema_blend(avg, p, w):
 
 
 __all__ += ["ema_blend"]
+
+
+# --------------------------------------------------------------------------
+# Low precision (16-bit params and state): the engine's rounding, in numpy.
+# Nearest-even rounding is numpy's / ml_dtypes' own cast; stochastic rounding
+# replays the engine's counter-based stream (keyed by seed, step, tensor,
+# array slot and element index) in uint32/uint64 arithmetic.
+# --------------------------------------------------------------------------
+_M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def sr_key(seed, step, tensor, slot, hi=0):
+    return _mix64(seed ^ _mix64(step ^ _mix64(((tensor << 3) | slot) ^ _mix64(hi))))
+
+
+def _h32(x):
+    x = x ^ (x >> np.uint32(16))
+    x = x * np.uint32(0x7FEB352D)
+    x = x ^ (x >> np.uint32(15))
+    x = x * np.uint32(0x846CA68B)
+    return x ^ (x >> np.uint32(16))
+
+
+def sr_bits(n, seed, step, tensor, slot):
+    """The 32 random bits of elements 0..n-1 of one array's stream (n < 2**32)."""
+    k = sr_key(seed, step, tensor, slot)
+    i = np.arange(n, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        return _h32(_h32(i ^ np.uint32(k & 0xFFFFFFFF)) + np.uint32(k >> 32))
+
+
+def round_half(x, dtype, rnd=None):
+    """float32 ``x`` rounded to ``dtype`` (float16 or ml_dtypes' bfloat16): to
+    nearest even, or stochastically with the random bits ``rnd``."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    dtype = np.dtype(dtype)
+    if rnd is None:
+        with np.errstate(over="ignore"):
+            return x.astype(dtype)
+    u = x.view(np.uint32).reshape(-1)
+    rnd = rnd.reshape(-1)
+    a = u & np.uint32(0x7FFFFFFF)
+    with np.errstate(over="ignore"):
+        if dtype != np.float16:                 # bfloat16: 16 random bits below the cut
+            r = (u + (rnd & np.uint32(0xFFFF))) >> np.uint32(16)
+            out = np.where(a > 0x7F800000, (u >> np.uint32(16)) | np.uint32(0x40),
+                           np.where(a == 0x7F800000, u >> np.uint32(16), r))
+            return out.astype(np.uint16).view(dtype).reshape(x.shape)
+        sign = (u >> np.uint32(16)) & np.uint32(0x8000)
+        nrm = (a + np.uint32(0xC8000000) + (rnd & np.uint32(0x1FFF))) >> np.uint32(13)
+        s = np.where(a < np.uint32(113 << 23), a, 0).view(np.float32) * np.float32(16777216.0)
+        q = np.floor(s)
+        up = ((rnd >> np.uint32(8)).astype(np.float32) * np.float32(2.0 ** -24)) < (s - q)
+        sub = q.astype(np.uint32) + up.astype(np.uint32)
+        big = x.reshape(-1).astype(np.float16).view(np.uint16).astype(np.uint32) & np.uint32(0x7FFF)
+        o = np.where(a >= np.uint32(143 << 23), big,
+                     np.where(a < np.uint32(113 << 23), sub, nrm)) | sign
+        return o.astype(np.uint16).view(np.float16).reshape(x.shape)

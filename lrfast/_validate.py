@@ -248,9 +248,17 @@ def step_count(v: Any, name: str = "step", *, low: int = 0) -> int:
     return int(v)
 
 
-def check_param(a: Any, where: str, what: str = "param", *, writeable: bool = True) -> None:
+def is_half(dt: Any) -> bool:
+    """float16, or ml_dtypes' bfloat16 (the 16-bit param dtypes)."""
+    return dt == np.float16 or (dt.name == "bfloat16" and dt.itemsize == 2
+                                and type(dt).__module__.startswith(("ml_dtypes", "numpy")))
+
+
+def check_param(a: Any, where: str, what: str = "param", *, writeable: bool = True,
+                half: bool = False) -> None:
     """Raise unless ``a`` can be updated in place by the kernels (or, with
-    ``writeable=False``, read by them)."""
+    ``writeable=False``, read by them). ``half``: float16 and bfloat16 are
+    accepted too (the optimizers that take 16-bit params)."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{where}: {what} must be a numpy ndarray, got {type(a).__name__}")
     if isinstance(a, np.ma.MaskedArray):
@@ -258,8 +266,10 @@ def check_param(a: Any, where: str, what: str = "param", *, writeable: bool = Tr
     if not a.dtype.isnative:
         raise TypeError(f"{where}: {what} dtype {a.dtype.str} has non-native byte order (use "
                         "a.astype(a.dtype.newbyteorder('=')))")
-    if a.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{where}: {what} dtype {a.dtype} is not supported (float32 or float64)")
+    if a.dtype not in (np.float32, np.float64) and not (half and is_half(a.dtype)):
+        raise TypeError(f"{where}: {what} dtype {a.dtype} is not supported (float32 or float64"
+                        + (", or float16 and bfloat16 with an optimizer that takes them)"
+                           if is_half(a.dtype) else ")"))
     if writeable and not a.flags.writeable:
         raise ValueError(f"{where}: {what} is read-only (the optimizer updates it in place)")
     if not (a.flags.c_contiguous or a.flags.f_contiguous):

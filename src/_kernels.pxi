@@ -90,6 +90,7 @@ ctypedef fused real:
 # The kind enum, one named row struct per kind (SgdRow, AdamRow, ...) and the
 # KINDS / ROW_FIELDS / ROW_SIZES maps, generated from lrfast/optim/_table.py.
 include "_table.pxi"
+include "_quant.pxi"
 
 cdef enum:
     MAX_STATES = 4   # state arrays per param (lrfast/optim/_table.py MAX_STATES)
@@ -1523,6 +1524,14 @@ cdef struct TensorRec:
     int c_contig, f_contig
     int b0, nb                 # its reduction blocks: d.blocks[b0 .. b0+nb-1]
     double ts[MAX_TSTATE]      # per-tensor scalar state (NovoGrad's nu)
+    # low precision (_lowp.pxi); lp == 0: none of these apply
+    int scode                  # the param's (and grad's) storage: _store_code
+    int lp                     # staged through float32 buffers
+    int pfmt                   # the param's format (F_NATIVE, F_BF16, F_F16)
+    char* master               # float32 master copy of a 16-bit param, or NULL
+    int sfmt[MAX_STATES]       # each state's format (F_*)
+    int styp[MAX_STATES]       # each state's numpy type number
+    float* amax[MAX_STATES]    # an 8-bit state's per-block absmax
 
 
 cdef struct Task:
@@ -1557,6 +1566,10 @@ cdef struct Data:
     int ngroups
     double* gstate
     double* tsums
+    # stochastic rounding of 16-bit params and states (low precision)
+    int sr
+    unsigned long long sr_seed
+    unsigned long long sr_step
 
 
 cdef inline char* _shift(char* base, Py_ssize_t start, int itemsize) noexcept nogil:
@@ -1608,6 +1621,9 @@ cdef void _run_clipped(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
         e += SUMCH
 
 
+include "_lowp.pxi"
+
+
 cdef void _run_task(Data* d, int k) noexcept nogil:
     cdef Task* tk = &d.tasks[k]
     cdef TensorRec* t = &d.t[tk.tensor]
@@ -1621,6 +1637,8 @@ cdef void _run_task(Data* d, int k) noexcept nogil:
             n = min(_ema_block, end - o)
         if t.g == NULL:
             pass
+        elif t.lp:
+            _run_staged(d, t, o, n, r)
         elif d.clip_value > 0.0:
             _run_clipped(d, t, o, n, r)
         else:
@@ -1663,7 +1681,9 @@ cdef void _reduce_block(Data* d, Py_ssize_t k) noexcept nogil:
         d.bsum[k] = 0.0
         d.bprobe[k] = 0.0
         return
-    if t.dtype == 0:
+    if t.scode >= 2:
+        _sumsq16(t.pfmt, <const uint16_t*>t.g + b.start, b.n, &d.bsum[k], &d.bprobe[k])
+    elif t.dtype == 0:
         _sumsq(<const float*>t.g + b.start, b.n, &d.bsum[k], &d.bprobe[k])
         if t.h != NULL:
             _sumsq(<const float*>t.h + b.start, b.n, &hs, &hp)
@@ -1807,6 +1827,29 @@ cdef inline int _dtype_code(cnp.ndarray a):
     return -1
 
 
+cdef int _bf16_num = -1      # ml_dtypes' bfloat16 type number, once one is registered
+_STORE_NAMES = ("float32", "float64", "bfloat16", "float16")
+
+
+def _register_bf16(dt):
+    global _bf16_num
+    _bf16_num = np.dtype(dt).num
+
+
+cdef inline int _store_code(cnp.ndarray a):
+    # 0 float32, 1 float64, 2 bfloat16 (ml_dtypes), 3 float16, -1 other
+    cdef int tn = cnp.PyArray_TYPE(a)
+    if tn == cnp.NPY_FLOAT32:
+        return 0
+    if tn == cnp.NPY_FLOAT64:
+        return 1
+    if tn == cnp.NPY_FLOAT16:
+        return 3
+    if tn == _bf16_num:
+        return 2
+    return -1
+
+
 cdef int _check_array(object x, str what, str where, TensorRec* t) except -1:
     # One input array (grad or auxiliary input) against its param's record:
     # type, dtype, byte order, shape, layout, alignment. Raises; never writes.
@@ -1817,9 +1860,9 @@ cdef int _check_array(object x, str what, str where, TensorRec* t) except -1:
             raise TypeError(f"{where}: {what} is a masked array; its mask would be ignored "
                             f"(pass {what}.filled(0) or a plain ndarray)")
     cdef cnp.ndarray a = <cnp.ndarray>x
-    if _dtype_code(a) != t.dtype:
+    if _store_code(a) != t.scode:
         raise TypeError(f"{where}: {what} dtype {a.dtype} != param dtype "
-                        f"{'float32' if t.dtype == 0 else 'float64'}")
+                        f"{_STORE_NAMES[t.scode]}")
     if not cnp.PyArray_ISNOTSWAPPED(a):
         raise TypeError(f"{where}: {what} has non-native byte order ({a.dtype}); "
                         f"use {what}.astype({what}.dtype.newbyteorder('='))")
@@ -1858,6 +1901,8 @@ cdef class Engine:
     cdef Data d
     cdef Policy _pol, _pol_norm        # adaptive thread counts (seeded in __cinit__)
     cdef list _params, _states, _shapes
+    cdef list _extras              # per param: its master copy and absmax arrays (low precision)
+    cdef readonly bint lowp        # some tensor is staged (16-bit param or non-float32 state)
     cdef tuple _geom
     cdef int _busy
     cdef Py_ssize_t _nw
@@ -1907,7 +1952,7 @@ cdef class Engine:
         free(self._wown)
 
     def __init__(self, int kind, list params, list states, list groups, Py_ssize_t part_elems=0,
-                 *, str aux_name="auxiliary input"):
+                 *, str aux_name="auxiliary input", lowp=None):
         cdef int n = len(params), i, j
         cdef cnp.ndarray a
         if not 0 <= kind < N_KINDS:
@@ -1927,21 +1972,25 @@ cdef class Engine:
         if self.d.t == NULL:
             raise MemoryError()
         cdef Py_ssize_t total = 0
+        self._extras = [[] for _ in range(n)]
         for i in range(n):
             a = params[i]
             self.d.t[i].p = <char*>cnp.PyArray_DATA(a)
             self.d.t[i].size = cnp.PyArray_SIZE(a)
-            self.d.t[i].dtype = _dtype_code(a)
+            self.d.t[i].scode = _store_code(a)
+            self.d.t[i].dtype = 1 if self.d.t[i].scode == 1 else 0
             self.d.t[i].typenum = cnp.PyArray_TYPE(a)
-            self.d.t[i].itemsize = 4 if self.d.t[i].dtype == 0 else 8
+            self.d.t[i].itemsize = a.itemsize
             self.d.t[i].group = groups[i]
             self.d.t[i].c_contig = cnp.PyArray_IS_C_CONTIGUOUS(a)
             self.d.t[i].f_contig = cnp.PyArray_IS_F_CONTIGUOUS(a)
             for j in range(MAX_STATES):
                 s = self._states[i][j]
                 self.d.t[i].s[j] = <char*>cnp.PyArray_DATA(s) if s is not None else NULL
+                self.d.t[i].styp[j] = cnp.PyArray_TYPE(s) if s is not None else -1
             total += self.d.t[i].size
         self.total_elements = total
+        self._set_lowp(lowp)
         self._geom = tuple(self._geometry(i) for i in range(n))
         if kind != K_SCALE:
             self._build_written()
@@ -1957,10 +2006,55 @@ cdef class Engine:
         if self.d.gstate == NULL:
             raise MemoryError()
 
+    cdef _set_lowp(self, lowp):
+        # lowp: None, or {"pfmt": [...], "sfmt": [[...]], "master": [...],
+        # "amax": [[...]], "sr": bool, "seed": int} (lrfast/optim/_lowp.py
+        # validated it): each param's and state's format, master copies and
+        # 8-bit absmax arrays
+        cdef int i, j, n = self.d.ntensors
+        cdef TensorRec* t
+        self.lowp = False
+        self.d.sr = 0
+        if lowp is None:
+            for i in range(n):
+                if self.d.t[i].scode not in (0, 1):
+                    raise TypeError(f"{self._where(i)}: a 16-bit param needs the low-precision "
+                                    "setup of an optimizer")
+            return
+        self.d.sr = 1 if lowp["sr"] else 0
+        self.d.sr_seed = <unsigned long long>lowp["seed"]
+        if not (len(lowp["pfmt"]) == len(lowp["master"]) == len(lowp["sfmt"])
+                == len(lowp["amax"]) == n and all(len(x) == MAX_STATES for x in lowp["sfmt"])
+                and all(len(x) == MAX_STATES for x in lowp["amax"])):
+            raise ValueError(f"lowp: one format and master per param, and {MAX_STATES} state "
+                             "formats and absmax arrays per param")
+        for i in range(n):
+            t = &self.d.t[i]
+            t.pfmt = lowp["pfmt"][i]
+            m = lowp["master"][i]
+            t.master = <char*>cnp.PyArray_DATA(<cnp.ndarray>m) if m is not None else NULL
+            if m is not None:
+                self._extras[i].append(m)
+            t.lp = t.pfmt != F_NATIVE or t.master != NULL
+            for j in range(MAX_STATES):
+                t.sfmt[j] = lowp["sfmt"][i][j] if t.s[j] != NULL else F_NATIVE
+                am = lowp["amax"][i][j]
+                t.amax[j] = <float*>cnp.PyArray_DATA(<cnp.ndarray>am) if am is not None else NULL
+                if am is not None:
+                    self._extras[i].append(am)
+                if t.sfmt[j] != F_NATIVE:
+                    t.lp = 1
+            if t.lp and t.scode == 1:
+                raise TypeError(f"{self._where(i)}: low-precision state needs a float32, "
+                                "bfloat16 or float16 param, not float64")
+            if t.lp:
+                self.lowp = True
+
     cdef tuple _geometry(self, Py_ssize_t i):
         # Everything the kernel relies on, per array: buffer, type, shape,
-        # strides, writability (params and state).
-        arrs = [self._params[i]] + [s for s in self._states[i] if s is not None]
+        # strides, writability (params, state, master copies, absmax).
+        arrs = ([self._params[i]] + [s for s in self._states[i] if s is not None]
+                + self._extras[i])
         return tuple((<Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>x), cnp.PyArray_TYPE(<cnp.ndarray>x),
                       x.shape, x.strides, bool(cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x)))
                      for x in arrs)
@@ -1982,8 +2076,12 @@ cdef class Engine:
                 for j in range(MAX_STATES):
                     if t.s[j] != NULL:
                         a = <cnp.ndarray>self._states[i][j]
-                        if (<char*>cnp.PyArray_DATA(a) != t.s[j] or cnp.PyArray_TYPE(a) != t.typenum
+                        if (<char*>cnp.PyArray_DATA(a) != t.s[j] or cnp.PyArray_TYPE(a) != t.styp[j]
                                 or cnp.PyArray_SIZE(a) != t.size or not cnp.PyArray_ISWRITEABLE(a)):
+                            ok = False
+                if t.lp:
+                    for x in self._extras[i]:
+                        if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x):
                             ok = False
             if not ok and self._geometry(i) != self._geom[i]:
                 raise ValueError(f"{self._where(i)}: the param or its optimizer state changed "
@@ -2000,7 +2098,7 @@ cdef class Engine:
         if part_elems <= 0:
             part_elems = max(<Py_ssize_t>4096, (total + 255) // 256)
         part_elems = (part_elems + 63) // 64 * 64
-        cdef int cap = self.d.ntensors + <int>(total // part_elems) + 2
+        cdef int cap = 2 * self.d.ntensors + <int>(total // part_elems) + 2
         self.d.tasks = <Task*>malloc(cap * sizeof(Task))
         self.d.part_first = <int*>malloc((cap + 1) * sizeof(int))
         if self.d.tasks == NULL or self.d.part_first == NULL:
@@ -2013,6 +2111,14 @@ cdef class Engine:
             pos = 0
             while pos < size:
                 take = min(room, size - pos)
+                if self.d.t[i].lp and take < size - pos:
+                    # a staged tensor is cut on chunk (8-bit block) boundaries
+                    take -= take % SUMCH
+                    if take == 0:
+                        npart += 1
+                        self.d.part_first[npart] = nt
+                        room = part_elems
+                        continue
                 self.d.tasks[nt].tensor = i
                 self.d.tasks[nt].start = pos
                 self.d.tasks[nt].n = take
@@ -2137,6 +2243,9 @@ cdef class Engine:
         cdef Py_ssize_t i, n = self.d.ntensors
         cdef TensorRec* t
         cdef cnp.ndarray a
+        if arrays is not None and self.lowp:
+            raise ValueError("an EMA average does not combine with low-precision params or "
+                             "state")
         if arrays is not None:
             arrays = list(arrays)
             if len(arrays) != n:
@@ -2235,7 +2344,11 @@ cdef class Engine:
             iv.append((<uintptr_t>t.p, <uintptr_t>t.p + nb, i, 0))
             for k in range(MAX_STATES):
                 if t.s[k] != NULL:
-                    iv.append((<uintptr_t>t.s[k], <uintptr_t>t.s[k] + nb, i, 1))
+                    iv.append((<uintptr_t>t.s[k],
+                               <uintptr_t>t.s[k] + self._states[i][k].nbytes, i, 1))
+            for x in self._extras[i]:       # master copies, absmax (low precision)
+                iv.append((<uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>x),
+                           <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>x) + x.nbytes, i, 1))
             if t.e != NULL:
                 iv.append((<uintptr_t>t.e, <uintptr_t>t.e + nb, i, 1))
         iv.sort()
@@ -2295,7 +2408,7 @@ cdef class Engine:
 
     def step(self, grads, rows, *, double max_norm=0.0, bint skip_nonfinite=False,
              bint allow_none=True, aux=None, norm_hook=None, double clip_norm=0.0,
-             double clip_value=0.0, double ema=-1.0):
+             double clip_value=0.0, double ema=-1.0, unsigned long long sr_step=0):
         """Validate grads, then apply one fused step.
 
         rows: the scalar rows of this step (each a sequence of exactly the
@@ -2314,7 +2427,8 @@ cdef class Engine:
         an applied step also blends every EMA average (``set_ema``; params
         without a grad too) toward its param right after the update of each
         chunk, avg += w*(p - avg) as torch's lerp (w = 1 copies p); negative:
-        no blend.
+        no blend. sr_step: the step number that keys stochastic rounding (low
+        precision).
         """
         cdef Py_ssize_t i, k, nrows
         cdef int na, nt
@@ -2344,6 +2458,9 @@ cdef class Engine:
                 self._bind(hs, allow_none, 1)
             elif self.d.kind in AUX_KINDS:
                 raise ValueError(f"this kernel needs a {self.aux_name} per param")
+            if self.lowp and (ema >= 0.0 or clip_norm > 0.0 or per_tensor):
+                raise ValueError("low-precision params or state do not combine with an EMA "
+                                 "average, clip_norm or a per-tensor optimizer")
             if ema >= 0.0 and (ema > 1.0 or self.ema is None):
                 raise ValueError(f"ema weight {ema} needs registered EMA averages and a "
                                  "value in [0, 1]")
@@ -2354,6 +2471,7 @@ cdef class Engine:
                     work += self.d.t[i].size
             self.d.ema_on = ema >= 0.0
             self.d.ema_w = ema
+            self.d.sr_step = sr_step
             with nogil:
                 nt = _policy_threads(&self._pol, work)
                 t0 = lrfast_monotonic()
@@ -2514,6 +2632,7 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     t.p = <char*>cnp.PyArray_DATA(pa)
     t.size = cnp.PyArray_SIZE(pa)
     t.dtype = _dtype_code(pa)
+    t.scode = t.dtype
     t.itemsize = 4 if t.dtype == 0 else 8
     t.c_contig = cnp.PyArray_IS_C_CONTIGUOUS(pa)
     t.f_contig = cnp.PyArray_IS_F_CONTIGUOUS(pa)

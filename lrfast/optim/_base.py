@@ -25,6 +25,7 @@ from .._validate import (check_param, check_value, is_bool, is_schedule,
                          optional_positive, real, schedule_value, state_array, step_count)
 from .._optimizer_base import FORMAT, OptimizerBase, check_header, schedule_restore
 from . import _sparse as _sp
+from ._lowp import Precision
 from ._rules import RULES, Rule, distinct_keys
 from ._table import KINDS, REQUIRED, Spec
 
@@ -298,9 +299,15 @@ class Optimizer(OptimizerBase):
 
     def __init__(self, params: ParamsLike, defaults: Optional[Dict[str, Any]] = None, *,
                  max_grad_norm: Optional[float] = None, skip_nonfinite: bool = False,
-                 clip_norm: Optional[float] = None, clip_value: Optional[float] = None) -> None:
+                 clip_norm: Optional[float] = None, clip_value: Optional[float] = None,
+                 state_dtype: Optional[str] = None, master_weights: bool = False,
+                 stochastic_rounding: bool = False, seed: int = 0) -> None:
         if defaults is None:
             defaults = dict(self.spec.defaults)
+        self._lp = Precision(type(self).__name__, KINDS.get(self.spec.kind, _NO_KIND),
+                             state_dtype, master_weights, stochastic_rounding, seed)
+        if self._lp.qmaps and self.spec.sparse == "only":
+            self._lp.qmaps = ()
         self.defaults = dict(defaults)
         self._max_grad_norm: Optional[float] = None
         self._clip_norm: Optional[float] = None
@@ -337,6 +344,13 @@ class Optimizer(OptimizerBase):
         raise TypeError("param_groups cannot be replaced; change values with "
                         "opt.param_groups[i][key] = value, or add a group with "
                         "opt.add_param_group")
+
+    @property
+    def master_params(self) -> List[Optional[Array]]:
+        """The float32 master copies of the 16-bit params (``master_weights=True``),
+        in param order (None for a param without one). The step updates them and
+        rounds each param from its master to nearest even."""
+        return list(self._lp.master)
 
     @property
     def max_grad_norm(self) -> Optional[float]:
@@ -429,13 +443,19 @@ class Optimizer(OptimizerBase):
         base = len(self._params)
         for j, p in enumerate(plist):
             check_param(p, f"group {gi}, param {base + j}"
-                        + (f" {names[j]!r}" if names else ""))
+                        + (f" {names[j]!r}" if names else ""), half=True)
+        self._lp.check_supported(plist, f"group {gi}: ")
         plan = self._compile_group(full, gi)
         full = plan.static
         pg = ParamGroup(params=ParamList(plist), **full)
         if names is not None:
             dict.__setitem__(pg, "param_names", ParamList(names))
-        states = [self._rule.alloc(p, full) for p in plist]
+        try:
+            states = [self._lp.add(p, self._rule.alloc(self._lp.template(p), full))
+                      for p in plist]
+        except BaseException:
+            self._lp.truncate(base)
+            raise
         # Everything is valid: commit.
         pg._bind(self, gi)
         self._param_groups._append(pg)
@@ -455,6 +475,7 @@ class Optimizer(OptimizerBase):
                 del self._params[base:], self._group_of[base:], self._states[base:]
                 del self._names[base:]
                 del self._cls[base:]
+                self._lp.truncate(base)
                 self._build()
                 raise
 
@@ -481,7 +502,8 @@ class Optimizer(OptimizerBase):
     def _build(self):
         old = self.__dict__.get("_engine")
         self._engine = _K.Engine(self._kind, self._params, self._states, self._group_of,
-                                 aux_name=self._aux_name)
+                                 aux_name=self._aux_name,
+                                 lowp=self._lp.engine_args() if self._lp.active else None)
         if _global_state_names(self.spec):    # a global kind: its state survives a rebuild
             # (a group the old engine lacks reads zeros: DoG's fresh state; Prodigy
             # reads group 0's only)
@@ -634,7 +656,8 @@ class Optimizer(OptimizerBase):
                                                       skip_nonfinite=self._skip, aux=_aux,
                                                       norm_hook=_norm_hook,
                                                       clip_norm=self._cnorm,
-                                                      clip_value=self._cvalue, ema=_ema)
+                                                      clip_value=self._cvalue, ema=_ema,
+                                                      sr_step=n)
             except (TypeError, ValueError) as e:
                 if _ema >= 0.0 and _sp.has_rowsparse(grads):
                     raise ValueError("lrfast.EMA does not take RowSparse grads (the "
@@ -742,12 +765,18 @@ class Optimizer(OptimizerBase):
         if not self.spec.has_step:            # SGD: the momentum buffer, once started
             a = self._states[i][0]
             if not key[1] or a is None:
-                return {"momentum_buffer": None}
-            return {"momentum_buffer": a.copy() if copy else a}
+                e0: Dict[str, Any] = {"momentum_buffer": None}
+            else:
+                e0 = {"momentum_buffer": a.copy() if copy else a}
+            if self._lp.active:
+                self._lp.entry(i, e0, self.spec.states, copy)
+            return e0
         e: Dict[str, Any] = {"step": rule.t_of(key)}
         for name, a in zip(self.spec.states, self._states[i]):
             if a is not None:
                 e[name] = a.copy() if copy else a
+        if self._lp.active:
+            self._lp.entry(i, e, self.spec.states, copy)
         tnames = _tensor_state_names(self.spec)
         if tnames:                            # engine-held, one number per tensor
             e.update(zip(tnames, self._engine.tensor_state()[i]))
@@ -758,12 +787,24 @@ class Optimizer(OptimizerBase):
         return e
 
     # ------------------------------------------------------------ state dict
+    def _fresh(self, i: int) -> List[Any]:
+        """Param i's fresh state, as ``(stored array, absmax)`` per slot."""
+        p = self._params[i]
+        fresh = self._rule.alloc(self._lp.template(p, i), self._plans[self._group_of[i]].static)
+        return [self._lp.encode(f, x) if x is not None else None
+                for f, x in zip(self._lp.sfmt[i], fresh)]
+
+    def _assign(self, i: int, sources: List[Any]) -> None:
+        """Write ``(array, absmax)`` sources (None: zeros) into param i's state."""
+        for j, (a, src) in enumerate(zip(self._states[i], sources)):
+            if a is not None:
+                self._lp.assign(i, j, a, src if src is not None else (0, None))
+
     def _clear_state(self) -> None:
-        for i, p in enumerate(self._params):
-            fresh = self._rule.alloc(p, self._plans[self._group_of[i]].static)
-            for a, f in zip(self._states[i], fresh):
-                if a is not None:
-                    a[...] = f
+        for i in range(self._n):
+            self._assign(i, self._fresh(i))
+            if self._lp.master[i] is not None:
+                self._lp.master[i][...] = self._lp.template(self._params[i])
         self._set_tensor_state({})
         self._reset_global({})
         self._set_keys([self._rule.initial_key] * self._n)
@@ -923,13 +964,13 @@ class Optimizer(OptimizerBase):
         keys = []
         for i in range(self._n):
             if i in entries:
-                arrays, key, _ = entries[i]
+                arrays, key, _, master = entries[i]
+                if master is not None:
+                    self._lp.master[i][...] = master
             else:
-                arrays = self._rule.alloc(self._params[i], self._plans[self._group_of[i]].static)
+                arrays = self._fresh(i)
                 key = self._rule.initial_key
-            for a, src in zip(self._states[i], arrays):
-                if a is not None:
-                    a[...] = src if src is not None else 0
+            self._assign(i, arrays)
             keys.append(key)
         self._set_tensor_state({i: e[2] for i, e in entries.items()})
         self._reset_global(gstate)
@@ -945,8 +986,8 @@ class Optimizer(OptimizerBase):
                 and self._states[i][0] is None):
             raise ValueError(f"{where}: state has a momentum buffer but this optimizer has "
                              "momentum=0")
-        arrays = []
-        for name, a in zip(self.spec.states, self._states[i]):
+        arrays: List[Any] = []
+        for j, (name, a) in enumerate(zip(self.spec.states, self._states[i])):
             if a is None:
                 arrays.append(None)
                 continue
@@ -954,11 +995,15 @@ class Optimizer(OptimizerBase):
             if v is None and name in self.spec.optional_states:
                 arrays.append(None)
                 continue
-            arrays.append(state_array(v, name, p.shape, p.dtype, where))
+            if self._lp.qmaps:     # any stored format converts (8-bit <-> bfloat16 <-> float)
+                arrays.append(self._lp.load_state(i, j, name, e, p, where))
+            else:
+                arrays.append((state_array(v, name, p.shape, p.dtype, where), None))
+        master = self._lp.load_master(i, e, p, where) if self._lp.active else None
         t = step_count(e.get("step"), f"{where}: state 'step'") if self.spec.has_step else 0
         tstate = tuple(real(e.get(k), f"{where}: state {k!r}", low=0.0)
                        for k in _tensor_state_names(self.spec))
-        return arrays, self._rule.entry_key(t, e, where), tstate
+        return arrays, self._rule.entry_key(t, e, where), tstate, master
 
     # -------------------------------------------------------- pickle, copy
     def _init_args(self):
@@ -968,10 +1013,14 @@ class Optimizer(OptimizerBase):
             names = g.pop("param_names", None)
             if names is not None:
                 g["params"] = list(zip(names, g["params"]))
+        lp = self._lp
         return ((groups, self.defaults), {"max_grad_norm": self.max_grad_norm,
                                           "skip_nonfinite": self.skip_nonfinite,
                                           "clip_norm": self.clip_norm,
-                                          "clip_value": self.clip_value})
+                                          "clip_value": self.clip_value,
+                                          "state_dtype": lp.state_dtype,
+                                          "master_weights": lp.master_weights,
+                                          "stochastic_rounding": lp.sr, "seed": lp.seed})
 
     def _reinit(self, *args, **kwargs):
         Optimizer.__init__(self, *args, **kwargs)
@@ -989,6 +1038,11 @@ def _matching_schedules(plan: GroupPlan, g: Dict[str, Any]):
                 yield name, fn, ser
 
 
+class _NoKind:
+    qmaps: Tuple[str, ...] = ()     # an own-step optimizer: no low precision
+
+
+_NO_KIND = _NoKind()
 _PARAM_RE = re.compile(r"group (\d+), param (\d+)(?! ')")
 
 
@@ -1016,10 +1070,13 @@ def make_init(spec: Spec) -> Callable[..., None]:
     kws = ", ".join(f"{h.name}=_d[{h.name!r}]" for h in kwo)
     names = ", ".join(f"{h.name}={h.name}" for h in spec.hparams)
     src = (f"def __init__(self, params, {args}, *, {kws + ', ' if kws else ''}"
-           f"max_grad_norm=None, skip_nonfinite=False, clip_norm=None, clip_value=None):\n"
+           f"max_grad_norm=None, skip_nonfinite=False, clip_norm=None, clip_value=None, "
+           f"state_dtype=None, master_weights=False, stochastic_rounding=False, seed=0):\n"
            f"    Optimizer.__init__(self, params, dict({names}), "
            f"max_grad_norm=max_grad_norm, skip_nonfinite=skip_nonfinite, "
-           f"clip_norm=clip_norm, clip_value=clip_value)\n")
+           f"clip_norm=clip_norm, clip_value=clip_value, state_dtype=state_dtype, "
+           f"master_weights=master_weights, stochastic_rounding=stochastic_rounding, "
+           f"seed=seed)\n")
     ns: Dict[str, Any] = {"Optimizer": Optimizer, "_d": spec.defaults}
     exec(src, ns)
     fn = ns["__init__"]
@@ -1030,7 +1087,8 @@ def make_init(spec: Spec) -> Callable[..., None]:
                        else Hyper if h.schedulable else float)
     fn.__annotations__ = {**ann, "max_grad_norm": Optional[float], "skip_nonfinite": bool,
                           "clip_norm": Optional[float], "clip_value": Optional[float],
-                          "return": None}
+                          "state_dtype": Optional[str], "master_weights": bool,
+                          "stochastic_rounding": bool, "seed": int, "return": None}
     fn.__doc__ = f"{spec.doc}; defaults as {spec.refs.get('torch', 'the reference')}."
     return fn
 

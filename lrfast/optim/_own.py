@@ -123,11 +123,11 @@ class OwnStepOptimizer(Optimizer):
                                      f"{self._params[i].shape} does not use")
                 arrays.append(None)
                 continue
-            arrays.append(state_array(v, name, a.shape, a.dtype, where))
-        # (arrays, key, per-tensor scalars: none here)
+            arrays.append((state_array(v, name, a.shape, a.dtype, where), None))
+        # (arrays as (array, absmax), key, per-tensor scalars: none here, master: none)
         if self.spec.has_step:
-            return arrays, step_count(e.get("step"), f"{where}: state 'step'"), ()
-        return arrays, 1, ()
+            return arrays, step_count(e.get("step"), f"{where}: state 'step'"), (), None
+        return arrays, 1, (), None
 
 
 class Adafactor(OwnStepOptimizer):

@@ -94,6 +94,11 @@ class Kind(NamedTuple):
     # before the read-only pass (fills every tensor's row from the state),
     # phase 1 after it (the new state, then the rows of the update).
     global_state: Tuple[str, ...] = ()
+    # Low precision: which 8-bit map each state slot takes ("s" signed: first
+    # moments, momentum; "u" unsigned: second moments, sums of squares). A kind
+    # with ``qmaps`` takes 16-bit params and bfloat16/int8 state (staged
+    # through float32 buffers in its one elementwise pass); () takes neither.
+    qmaps: Tuple[str, ...] = ()
 
     @property
     def is_global(self) -> bool:
@@ -147,22 +152,26 @@ _GD = ("gs", "wd", "l2")       # grad scale, L2 weight decay and its flag: every
 _DOG = ("gs", "wd", "decay", "reps", "eps", "has_init", "init_eta")
 
 KINDS: Dict[str, Kind] = {k.name: k for k in (
-    Kind("sgd", 1, _GD + ("mu", "d1", "mom", "nesterov"), ("lr", "first")),
-    Kind("adagrad", 1, _GD + ("eps",), ("clr",)),
-    Kind("adadelta", 2, _GD + ("rho", "c", "eps"), ("lr",)),
-    Kind("rmsprop", 3, _GD + ("alpha", "c", "eps", "mu", "mom", "centered"), ("lr",)),
+    Kind("sgd", 1, _GD + ("mu", "d1", "mom", "nesterov"), ("lr", "first"), qmaps=("s",)),
+    Kind("adagrad", 1, _GD + ("eps",), ("clr",), qmaps=("u",)),
+    Kind("adadelta", 2, _GD + ("rho", "c", "eps"), ("lr",), qmaps=("u", "u")),
+    Kind("rmsprop", 3, _GD + ("alpha", "c", "eps", "mu", "mom", "centered"), ("lr",),
+         qmaps=("u", "s", "s")),
     Kind("adam", 3, _GD + ("c1", "b2", "c2", "eps", "decoupled", "amsgrad"),
-         ("step_size", "bc2_sqrt", "dm")),
-    Kind("adamax", 2, _GD + ("c1", "b2", "eps"), ("clr",)),
-    Kind("nadam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"), ("bc2", "cg", "cm", "dm")),
+         ("step_size", "bc2_sqrt", "dm"), qmaps=("s", "u", "u")),
+    Kind("adamax", 2, _GD + ("c1", "b2", "eps"), ("clr",), qmaps=("s", "u")),
+    Kind("nadam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"), ("bc2", "cg", "cm", "dm"),
+         qmaps=("s", "u")),
     Kind("radam", 2, _GD + ("c1", "b2", "c2", "eps", "decoupled"),
-         ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm")),
+         ("bc1", "lr", "bc2_sqrt", "rect", "rectify", "dm"), qmaps=("s", "u")),
     Kind("rprop", 2, ("gs", "etaminus", "etaplus", "smin", "smax"), ("lr", "first")),
     Kind("asgd", 1, _GD, ("dm", "eta", "mu", "avg")),
-    Kind("lion", 1, ("gs", "wd", "b1", "c1", "b2", "c2"), ("lr",)),
-    Kind("adabelief", 2, ("gs", "b1", "c1", "b2", "c2", "eps", "eps_root"), ("bc1", "bc2", "lr")),
-    Kind("yogi", 2, ("gs", "b1", "c1", "c2", "eps"), ("bc1", "bc2", "lr")),
-    Kind("adopt", 2, ("gs", "b1", "c1", "b2", "c2", "eps"), ("first", "clip", "lr")),
+    Kind("lion", 1, ("gs", "wd", "b1", "c1", "b2", "c2"), ("lr",), qmaps=("s",)),
+    Kind("adabelief", 2, ("gs", "b1", "c1", "b2", "c2", "eps", "eps_root"), ("bc1", "bc2", "lr"),
+         qmaps=("s", "u")),
+    Kind("yogi", 2, ("gs", "b1", "c1", "c2", "eps"), ("bc1", "bc2", "lr"), qmaps=("s", "u")),
+    Kind("adopt", 2, ("gs", "b1", "c1", "b2", "c2", "eps"), ("first", "clip", "lr"),
+         qmaps=("s", "u")),
     Kind("adan", 4, ("gs", "b1", "c1", "b2", "c2", "b3", "c3", "eps", "eps_root", "wd", "decay"),
          ("first", "bc1", "bc2", "bc3", "lr")),
     Kind("lamb", 2, ("gs", "b1", "c1", "b2", "c2", "eps", "eps_root", "wd", "decay"),

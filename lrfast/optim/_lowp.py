@@ -1,0 +1,243 @@
+"""Low precision for the elementwise optimizers: 16-bit params and grads
+(float16, and bfloat16 as ``ml_dtypes.bfloat16``), float32 master weights, and
+bfloat16 or 8-bit blockwise optimizer state.
+
+The engine stages such tensors through float32 buffers in its one pass (see
+``src/_lowp.pxi``): the update is computed in float32 and each 16-bit array is
+rounded once. This module holds the optimizer-side bookkeeping: formats,
+allocation, and the state_dict conversions.
+"""
+import numbers
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .._dispatch import kernels as _K
+from .._validate import is_bool, is_half
+
+F_NATIVE, F_BF16, F_F16, F_Q8S, F_Q8U = 0, 1, 2, 3, 4
+MAX_STATES = 4            # state slots per param (the engine's)
+QBLOCK = 256              # elements per 8-bit block (one absmax each)
+MIN_8BIT_SIZE = 4096      # smaller tensors keep float32 state (as bitsandbytes)
+STATE_DTYPES = ("float32", "bfloat16", "int8")
+
+
+def bfloat16() -> np.dtype:
+    """ml_dtypes' bfloat16 dtype, or a clear ImportError."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise ImportError("bfloat16 needs the ml_dtypes package (pip install "
+                          "'lrfast[lowp]' or pip install ml_dtypes)") from None
+    dt = np.dtype(ml_dtypes.bfloat16)
+    _K._register_bf16(dt)
+    return dt
+
+
+def param_format(p: np.ndarray) -> int:
+    if p.dtype == np.float16:
+        return F_F16
+    if is_half(p.dtype):
+        _K._register_bf16(p.dtype)
+        return F_BF16
+    return F_NATIVE
+
+
+def to_bits(x: np.ndarray, fmt: int, **sr: Any) -> np.ndarray:
+    """float32 -> the uint16 bits of ``fmt``, rounded as the kernels round."""
+    return _K._round16(x, "bf16" if fmt == F_BF16 else "f16", **sr)
+
+
+def widen(a: np.ndarray) -> np.ndarray:
+    """A 16-bit (or float) array as float32, exactly."""
+    if a.dtype == np.float16 or is_half(a.dtype):
+        fmt = "f16" if a.dtype == np.float16 else "bf16"
+        return _K._widen16(a.view(np.uint16), fmt)
+    return np.asarray(a, dtype=np.float32)
+
+
+def nblocks(size: int) -> int:
+    return (size + QBLOCK - 1) // QBLOCK
+
+
+class Precision:
+    """One optimizer's low-precision setup: per param, its format, master copy,
+    and per state slot its format and 8-bit absmax array."""
+
+    def __init__(self, opt_name: str, kind: Any, state_dtype: Optional[str],
+                 master_weights: Any, stochastic_rounding: Any, seed: Any) -> None:
+        if state_dtype is not None and state_dtype not in STATE_DTYPES:
+            raise ValueError(f"state_dtype must be one of {STATE_DTYPES} or None, got "
+                             f"{state_dtype!r}")
+        for name, v in (("master_weights", master_weights),
+                        ("stochastic_rounding", stochastic_rounding)):
+            if not is_bool(v):
+                raise TypeError(f"{name} must be a bool, got {v!r}")
+        if is_bool(seed) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        self.opt_name = opt_name
+        self.qmaps: Tuple[str, ...] = kind.qmaps
+        self.state_dtype = state_dtype or "float32"
+        self.master_weights = bool(master_weights)
+        self.sr = bool(stochastic_rounding)
+        self.seed = int(seed)
+        if self.state_dtype == "bfloat16":
+            self._bf16 = bfloat16()
+        self.pfmt: List[int] = []
+        self.sfmt: List[List[int]] = []
+        self.master: List[Optional[np.ndarray]] = []
+        self.amax: List[List[Optional[np.ndarray]]] = []
+
+    @property
+    def active(self) -> bool:
+        return (self.state_dtype != "float32" or self.master_weights or self.sr
+                or any(f != F_NATIVE for f in self.pfmt))
+
+    def check_supported(self, params: List[np.ndarray], where: str) -> None:
+        """Raise unless this optimizer can run these params in this setup."""
+        half = [p for p in params if is_half(p.dtype)]
+        if half and not self.qmaps:
+            raise TypeError(f"{where}{self.opt_name} does not take {half[0].dtype} params "
+                            "(float32 or float64; the elementwise optimizers, SGD, Adam, "
+                            "AdamW, Lion, ..., take float16 and bfloat16)")
+        if (self.state_dtype != "float32" or self.master_weights or self.sr) and not self.qmaps:
+            raise ValueError(f"{where}{self.opt_name} does not take state_dtype, "
+                             "master_weights or stochastic_rounding (the elementwise "
+                             "optimizers do: SGD, Adam, AdamW, Lion, ...)")
+        for p in params:
+            if self.state_dtype != "float32" and p.dtype == np.float64:
+                raise ValueError(f"{where}state_dtype={self.state_dtype!r} needs float32, "
+                                 "bfloat16 or float16 params, not float64")
+        if self.master_weights and len(half) != len(params):
+            raise ValueError(f"{where}master_weights=True needs bfloat16 or float16 params "
+                             "(a float32 param is its own master)")
+
+    def state_format(self, slot: int, size: int) -> int:
+        if self.state_dtype == "bfloat16":
+            return F_BF16
+        if self.state_dtype == "int8" and size >= MIN_8BIT_SIZE:
+            return F_Q8S if self.qmaps[slot] == "s" else F_Q8U
+        return F_NATIVE
+
+    def template(self, p: np.ndarray, i: Optional[int] = None) -> np.ndarray:
+        """What a rule allocates fresh state from: the float32 value of p."""
+        if i is not None and i < len(self.master) and self.master[i] is not None:
+            return self.master[i]
+        return widen(p) if is_half(p.dtype) else p
+
+    def encode(self, fmt: int, x: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """A float state array in format ``fmt``: (storage, absmax or None)."""
+        if fmt == F_NATIVE:
+            return x, None
+        if fmt == F_BF16:
+            return to_bits(x, F_BF16).view(self._bf16), None
+        codes, amax = _K.quantize_blockwise(np.ascontiguousarray(x, dtype=np.float32),
+                                            fmt == F_Q8S)
+        return codes.reshape(x.shape), amax
+
+    def decode(self, fmt: int, a: np.ndarray, amax: Optional[np.ndarray]) -> np.ndarray:
+        """A stored state as float32."""
+        if fmt in (F_Q8S, F_Q8U):
+            return _K.dequantize_blockwise(a, amax, fmt == F_Q8S).reshape(a.shape)
+        return widen(a)
+
+    def add(self, p: np.ndarray, fresh: List[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
+        """Register param p with its fresh float states; return its stored states."""
+        self.pfmt.append(param_format(p))
+        self.master.append(widen(p).copy() if self.master_weights else None)
+        fmts, amaxes, out = [], [], []
+        for j, s in enumerate(fresh):
+            f = self.state_format(j, p.size) if s is not None else F_NATIVE
+            st, am = self.encode(f, s) if s is not None else (None, None)
+            fmts.append(f)
+            amaxes.append(am)
+            out.append(st)
+        pad = MAX_STATES - len(fresh)
+        self.sfmt.append(fmts + [F_NATIVE] * pad)
+        self.amax.append(amaxes + [None] * pad)
+        return out
+
+    def truncate(self, n: int) -> None:
+        del self.pfmt[n:], self.master[n:], self.sfmt[n:], self.amax[n:]
+
+    def engine_args(self) -> Dict[str, Any]:
+        return {"pfmt": self.pfmt, "sfmt": self.sfmt, "master": self.master,
+                "amax": self.amax, "sr": self.sr, "seed": self.seed}
+
+    # ------------------------------------------------------------ state_dict
+    def entry(self, i: int, e: Dict[str, Any], names: Tuple[str, ...], copy: bool) -> None:
+        """Add param i's absmax arrays and master copy to its state entry."""
+        for j, name in enumerate(names):
+            am = self.amax[i][j] if j < len(self.amax[i]) else None
+            if am is not None and name in e:
+                e[name + "_absmax"] = am.copy() if copy else am
+        m = self.master[i]
+        if m is not None:
+            e["master_param"] = m.copy() if copy else m
+
+    def load_state(self, i: int, j: int, name: str, e: Dict[str, Any], p: np.ndarray,
+                   where: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Saved state ``name`` of param i (any of float, bfloat16 or 8-bit
+        codes + absmax) in this optimizer's format for slot j: (storage,
+        absmax). Raises on anything malformed; writes nothing."""
+        v = e.get(name)
+        if not isinstance(v, np.ndarray):
+            raise (TypeError if v is not None else ValueError)(
+                f"{where}: state {name!r} must be an ndarray, got {type(v).__name__}")
+        if v.shape != p.shape:
+            raise ValueError(f"{where}: state {name!r} has shape {v.shape}, expected {p.shape}")
+        am = e.get(name + "_absmax")
+        if v.dtype == np.uint8:
+            if am is None:
+                raise ValueError(f"{where}: 8-bit state {name!r} lacks {name + '_absmax'!r}")
+            if not isinstance(am, np.ndarray) or am.dtype != np.float32 or am.ndim != 1:
+                raise ValueError(f"{where}: state {name + '_absmax'!r} must be a 1-D float32 "
+                                 "array")
+            if am.shape[0] != nblocks(p.size):
+                raise ValueError(f"{where}: state {name + '_absmax'!r} has {am.shape[0]} "
+                                 f"blocks, a param of {p.size} elements has "
+                                 f"{nblocks(p.size)} blocks of {QBLOCK}")
+            src_fmt = F_Q8S if self.qmaps[j] == "s" else F_Q8U
+        elif am is not None:
+            raise ValueError(f"{where}: state {name + '_absmax'!r} given for a state that is "
+                             "not 8-bit")
+        elif is_half(v.dtype) and v.dtype != np.float16:
+            src_fmt = F_BF16
+        elif v.dtype == self._native_dtype(p):
+            src_fmt = F_NATIVE
+        else:
+            raise ValueError(f"{where}: state {name!r} has dtype {v.dtype}, param has "
+                             f"{self._native_dtype(p)}"
+                             + (" (or bfloat16, or 8-bit codes with their absmax)"
+                                if self.qmaps else ""))
+        dst = self.sfmt[i][j]
+        if src_fmt == dst:
+            return (np.ascontiguousarray(v).reshape(p.shape) if dst != F_NATIVE
+                    else v.astype(self._native_dtype(p), copy=False)), am
+        x = v.astype(np.float32) if src_fmt == F_NATIVE else self.decode(src_fmt, v, am)
+        if dst == F_NATIVE:
+            return x.astype(self._native_dtype(p), copy=False), None
+        return self.encode(dst, x)
+
+    @staticmethod
+    def _native_dtype(p: np.ndarray) -> Any:
+        return np.float32 if is_half(p.dtype) else p.dtype
+
+    def load_master(self, i: int, e: Dict[str, Any], p: np.ndarray,
+                    where: str) -> Optional[np.ndarray]:
+        if self.master[i] is None:
+            return None
+        v = e.get("master_param")
+        if v is None:
+            return widen(p)
+        if not isinstance(v, np.ndarray) or v.shape != p.shape or v.dtype != np.float32:
+            raise ValueError(f"{where}: state 'master_param' must be a float32 array of the "
+                             f"param's shape {p.shape}")
+        return v
+
+    def assign(self, i: int, j: int, dst: np.ndarray, src: Any) -> None:
+        """Write a load_state result into param i's slot j."""
+        st, am = src
+        dst[...] = st
+        if am is not None:
+            self.amax[i][j][...] = am

@@ -1,0 +1,304 @@
+# Low precision: 16-bit params and grads (bfloat16, float16) and 16-bit or
+# 8-bit optimizer state, staged through float32 stack buffers inside the fused
+# pass (included by _kernels.pxi before the task runner).
+#
+# A staged task runs in chunks of SUMCH (256) elements, aligned to the tensor's
+# start (an 8-bit block is one chunk). Per chunk: the param (or its float32
+# master copy), the grad and every state are widened into float32 buffers that
+# stay in L1, the float32 kernel of the optimizer runs on them (its per-step
+# scalars rounded once to float32), and the results are narrowed back: the
+# param rounded once (to nearest even, or stochastically), 16-bit states
+# rounded the same way, 8-bit states re-quantized with the block's new absmax.
+# Every array is read once and written once: no second pass over memory.
+#
+# Stochastic rounding draws from a counter-based hash keyed by (seed, step,
+# tensor, array, element index): the same bits for any thread count, task
+# split, ISA build and resume. Conversions are integer code (and float adds in
+# round-to-nearest), so both ISA builds give the same bits.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #include <math.h>
+    #include <stdint.h>
+    static inline uint32_t lrfast_f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+    static inline float lrfast_u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+    /* a 32-bit integer hash (lowbias32, C. Wellons): vectorizes */
+    static inline uint32_t lrfast_h32(uint32_t x) {
+        x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+        return x;
+    }
+    static inline uint64_t lrfast_mix64(uint64_t z) {      /* splitmix64's finalizer */
+        z += 0x9e3779b97f4a7c15ULL;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        return z ^ (z >> 31);
+    }
+    /* the key of one array's stream at one step; the element index's high
+       half joins it (tensors over 2**32 elements) */
+    static inline uint64_t lrfast_sr_key(uint64_t seed, uint64_t step, uint64_t tensor,
+                                         uint64_t slot, uint64_t hi) {
+        return lrfast_mix64(seed ^ lrfast_mix64(step ^ lrfast_mix64(
+            (tensor << 3 | slot) ^ lrfast_mix64(hi))));
+    }
+    /* 32 random bits for element (low 32 bits of its index) i */
+    static inline uint32_t lrfast_rand(uint32_t i, uint32_t k0, uint32_t k1) {
+        return lrfast_h32(lrfast_h32(i ^ k0) + k1);
+    }
+
+    /* ---- bfloat16 ---- */
+    static void lrfast_bf16_load(const uint16_t* h, float* out, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) out[i] = lrfast_u2f((uint32_t)h[i] << 16);
+    }
+    static inline uint16_t lrfast_bf16_rne(uint32_t u) {
+        uint32_t r = (u + 0x7fffU + ((u >> 16) & 1U)) >> 16;
+        uint32_t q = (u >> 16) | 0x40U;                      /* a NaN stays a (quiet) NaN */
+        return (uint16_t)(((u & 0x7fffffffU) > 0x7f800000U) ? q : r);
+    }
+    static void lrfast_bf16_store(const float* x, uint16_t* h, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) h[i] = lrfast_bf16_rne(lrfast_f2u(x[i]));
+    }
+    static void lrfast_bf16_store_sr(const float* x, uint16_t* h, Py_ssize_t n,
+                                     uint32_t base, uint32_t k0, uint32_t k1) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t u = lrfast_f2u(x[i]);
+            uint32_t r = (u + (lrfast_rand(base + (uint32_t)i, k0, k1) & 0xffffU)) >> 16;
+            uint32_t q = (u >> 16) | 0x40U;
+            uint32_t inf = (u >> 16);                        /* +-inf: exact */
+            uint32_t ax = u & 0x7fffffffU;
+            h[i] = (uint16_t)(ax > 0x7f800000U ? q : (ax == 0x7f800000U ? inf : r));
+        }
+    }
+
+    /* ---- float16 (IEEE binary16), after F. Giesen's conversions ---- */
+    static void lrfast_f16_load(const uint16_t* h, float* out, Py_ssize_t n) {
+        const float magic = lrfast_u2f(113U << 23);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t x = h[i];
+            uint32_t o = (x & 0x7fffU) << 13;
+            uint32_t e = o & (0x7c00U << 13);
+            o += (127U - 15U) << 23;
+            uint32_t big = o + ((128U - 16U) << 23);               /* inf, NaN */
+            float sub = lrfast_u2f(o + (1U << 23)) - magic;        /* zero, subnormal */
+            uint32_t r = e == (0x7c00U << 13) ? big : (e == 0 ? lrfast_f2u(sub) : o);
+            out[i] = lrfast_u2f(r | ((x & 0x8000U) << 16));
+        }
+    }
+    static inline uint16_t lrfast_f16_rne(float f) {
+        const uint32_t denorm_magic = ((127U - 15U) + (23U - 10U) + 1U) << 23;
+        uint32_t u = lrfast_f2u(f);
+        uint32_t sign = (u >> 16) & 0x8000U;
+        uint32_t a = u & 0x7fffffffU;
+        uint32_t big = a > 0x7f800000U ? (0x7e00U | ((a >> 13) & 0x3ffU)) : 0x7c00U;
+        uint32_t sub = lrfast_f2u(lrfast_u2f(a) + lrfast_u2f(denorm_magic)) - denorm_magic;
+        uint32_t nrm = (a + 0xc8000fffU + ((a >> 13) & 1U)) >> 13;
+        uint32_t o = a >= (143U << 23) ? big : (a < (113U << 23) ? sub : nrm);
+        return (uint16_t)(o | sign);
+    }
+    static void lrfast_f16_store(const float* x, uint16_t* h, Py_ssize_t n) {
+        for (Py_ssize_t i = 0; i < n; i++) h[i] = lrfast_f16_rne(x[i]);
+    }
+    static void lrfast_f16_store_sr(const float* x, uint16_t* h, Py_ssize_t n,
+                                    uint32_t base, uint32_t k0, uint32_t k1) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            uint32_t rnd = lrfast_rand(base + (uint32_t)i, k0, k1);
+            uint32_t u = lrfast_f2u(x[i]);
+            uint32_t sign = (u >> 16) & 0x8000U;
+            uint32_t a = u & 0x7fffffffU;
+            uint32_t o;
+            if (a >= (143U << 23)) {
+                o = lrfast_f16_rne(x[i]);                 /* inf, NaN, beyond 65536 */
+                h[i] = (uint16_t)o;
+                continue;
+            }
+            if (a < (113U << 23)) {                       /* a subnormal half: unit 2**-24 */
+                float s = lrfast_u2f(a) * 16777216.0f;     /* exact */
+                float q = floorf(s);
+                float frac = s - q;                        /* exact */
+                uint32_t up = (float)(rnd >> 8) * 5.9604644775390625e-08f < frac;
+                o = (uint32_t)q + up;                      /* 0x400: the smallest normal */
+            } else {
+                o = (a + 0xc8000000U + (rnd & 0x1fffU)) >> 13;   /* 13 dropped bits */
+            }
+            h[i] = (uint16_t)(o | sign);
+        }
+    }
+    """
+    uint32_t lrfast_f2u(float f) noexcept nogil
+    uint64_t lrfast_sr_key(uint64_t seed, uint64_t step, uint64_t tensor, uint64_t slot,
+                           uint64_t hi) noexcept nogil
+    void lrfast_bf16_load(const uint16_t* h, float* out, Py_ssize_t n) noexcept nogil
+    void lrfast_bf16_store(const float* x, uint16_t* h, Py_ssize_t n) noexcept nogil
+    void lrfast_bf16_store_sr(const float* x, uint16_t* h, Py_ssize_t n, uint32_t base,
+                              uint32_t k0, uint32_t k1) noexcept nogil
+    void lrfast_f16_load(const uint16_t* h, float* out, Py_ssize_t n) noexcept nogil
+    void lrfast_f16_store(const float* x, uint16_t* h, Py_ssize_t n) noexcept nogil
+    void lrfast_f16_store_sr(const float* x, uint16_t* h, Py_ssize_t n, uint32_t base,
+                             uint32_t k0, uint32_t k1) noexcept nogil
+
+
+cdef enum:
+    F_NATIVE = 0     # float32 / float64 storage: the kernel reads it in place
+    F_BF16 = 1
+    F_F16 = 2
+    F_Q8S = 3        # 8-bit blockwise, signed dynamic map (first moments)
+    F_Q8U = 4        # 8-bit blockwise, unsigned dynamic map (second moments)
+
+
+cdef inline void _load16(int fmt, const uint16_t* h, float* out, Py_ssize_t n) noexcept nogil:
+    if fmt == F_BF16:
+        lrfast_bf16_load(h, out, n)
+    else:
+        lrfast_f16_load(h, out, n)
+
+
+cdef inline void _store16(Data* d, TensorRec* t, int slot, int fmt, const float* x, uint16_t* h,
+                          Py_ssize_t e, Py_ssize_t n, bint sr) noexcept nogil:
+    # elements [e, e+n) of the tensor: nearest even, or stochastic
+    cdef uint64_t key
+    if not sr:
+        if fmt == F_BF16:
+            lrfast_bf16_store(x, h, n)
+        else:
+            lrfast_f16_store(x, h, n)
+        return
+    key = lrfast_sr_key(d.sr_seed, d.sr_step, <uint64_t>(t - d.t), <uint64_t>slot,
+                        <uint64_t>e >> 32)
+    if fmt == F_BF16:
+        lrfast_bf16_store_sr(x, h, n, <uint32_t>e, <uint32_t>key, <uint32_t>(key >> 32))
+    else:
+        lrfast_f16_store_sr(x, h, n, <uint32_t>e, <uint32_t>key, <uint32_t>(key >> 32))
+
+
+cdef void _run_staged(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
+                      const double* r) noexcept nogil:
+    # A task of a low-precision tensor (see the top of this file). o is a
+    # multiple of SUMCH (tasks of such tensors are cut on chunk boundaries).
+    cdef float pb[SUMCH]
+    cdef float gb[SUMCH]
+    cdef float sb[MAX_STATES * SUMCH]
+    cdef float* pp
+    cdef const float* gp
+    cdef float* sp[MAX_STATES]
+    cdef Py_ssize_t e = o, c
+    cdef int j, f
+    while e < o + n:
+        c = min(<Py_ssize_t>SUMCH, o + n - e)
+        if t.master != NULL:
+            pp = <float*>t.master + e
+        elif t.pfmt == F_NATIVE:
+            pp = <float*>t.p + e
+        else:
+            _load16(t.pfmt, <const uint16_t*>t.p + e, pb, c)
+            pp = pb
+        if t.pfmt == F_NATIVE:
+            gp = <const float*>t.g + e
+        else:
+            _load16(t.pfmt, <const uint16_t*>t.g + e, gb, c)
+            gp = gb
+        if d.clip_value > 0.0:
+            _clipped(gb, gp, c, <float>d.clip_value)
+            gp = gb
+        for j in range(MAX_STATES):
+            f = t.sfmt[j]
+            if t.s[j] == NULL:
+                sp[j] = NULL
+            elif f == F_NATIVE:
+                sp[j] = <float*>t.s[j] + e
+            else:
+                sp[j] = sb + j * SUMCH
+                if f == F_BF16 or f == F_F16:
+                    _load16(f, <const uint16_t*>t.s[j] + e, sp[j], c)
+                else:
+                    _q8_decode(<const uint8_t*>t.s[j] + e, t.amax[j][e // SUMCH], c,
+                               f == F_Q8S, sp[j])
+        _apply(d.kind, pp, gp, <const float*>NULL, sp[0], sp[1], sp[2], sp[3], c, r)
+        if t.pfmt != F_NATIVE:      # rounded once: from the master, to nearest even
+            _store16(d, t, 0, t.pfmt, pp, <uint16_t*>t.p + e, e, c,
+                     d.sr and t.master == NULL)
+        for j in range(MAX_STATES):
+            f = t.sfmt[j]
+            if t.s[j] == NULL or f == F_NATIVE:
+                continue
+            if f == F_BF16 or f == F_F16:
+                _store16(d, t, 1 + j, f, sp[j], <uint16_t*>t.s[j] + e, e, c, d.sr)
+            else:
+                t.amax[j][e // SUMCH] = _q8_encode(sp[j], c, f == F_Q8S,
+                                                   <uint8_t*>t.s[j] + e)
+        e += c
+
+
+cdef void _sumsq16(int fmt, const uint16_t* x, Py_ssize_t n, double* out_sum,
+                   double* out_probe) noexcept nogil:
+    # _sumsq of the widened values, chunk by chunk (SUMCH is a multiple of 8:
+    # element i stays in lane i % 8, so the result equals _sumsq of a float32 copy)
+    cdef float buf[SUMCH]
+    cdef double acc[8]
+    cdef double probe[8]
+    cdef double xi
+    cdef Py_ssize_t e = 0, c, i
+    cdef int j
+    for j in range(8):
+        acc[j] = 0.0
+        probe[j] = 0.0
+    while e < n:
+        c = min(<Py_ssize_t>SUMCH, n - e)
+        _load16(fmt, x + e, buf, c)
+        for i in range(c):
+            xi = buf[i]
+            acc[i % 8] = acc[i % 8] + xi * xi
+            probe[i % 8] = probe[i % 8] + xi * 0.0
+        e += c
+    out_sum[0] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    out_probe[0] = ((probe[0] + probe[1]) + (probe[2] + probe[3])) + (
+        (probe[4] + probe[5]) + (probe[6] + probe[7]))
+
+
+# ---- Python-level conversions (tests, state_dict loads), same code paths ----
+def _round16(x, str fmt, bint stochastic=False, unsigned long long seed=0,
+             unsigned long long step=0, int tensor=0, int slot=0):
+    """float32 array -> uint16 bits of bfloat16 ('bf16') or float16 ('f16'),
+    rounded as the kernels round (nearest even, or stochastic with the key
+    (seed, step, tensor, slot, element index))."""
+    cdef cnp.ndarray a = np.ascontiguousarray(x, dtype=np.float32).reshape(-1)
+    cdef cnp.ndarray out = np.empty(a.shape[0], dtype=np.uint16)
+    cdef int f = F_BF16 if fmt == "bf16" else F_F16
+    cdef Py_ssize_t n = a.shape[0], e = 0, c
+    cdef uint64_t key
+    cdef const float* src = <const float*>cnp.PyArray_DATA(a)
+    cdef uint16_t* dst = <uint16_t*>cnp.PyArray_DATA(out)
+    if fmt not in ("bf16", "f16"):
+        raise ValueError(f"fmt must be 'bf16' or 'f16', got {fmt!r}")
+    with nogil:
+        while e < n:
+            c = min(<Py_ssize_t>SUMCH, n - e)
+            if not stochastic:
+                if f == F_BF16:
+                    lrfast_bf16_store(src + e, dst + e, c)
+                else:
+                    lrfast_f16_store(src + e, dst + e, c)
+            else:
+                key = lrfast_sr_key(seed, step, <uint64_t>tensor, <uint64_t>slot,
+                                    <uint64_t>e >> 32)
+                if f == F_BF16:
+                    lrfast_bf16_store_sr(src + e, dst + e, c, <uint32_t>e, <uint32_t>key,
+                                         <uint32_t>(key >> 32))
+                else:
+                    lrfast_f16_store_sr(src + e, dst + e, c, <uint32_t>e, <uint32_t>key,
+                                        <uint32_t>(key >> 32))
+            e += c
+    return out.reshape(np.shape(x))
+
+
+def _widen16(h, str fmt):
+    """uint16 bits of bfloat16 ('bf16') or float16 ('f16') -> float32."""
+    cdef cnp.ndarray a = np.ascontiguousarray(h, dtype=np.uint16).reshape(-1)
+    cdef cnp.ndarray out = np.empty(a.shape[0], dtype=np.float32)
+    if fmt not in ("bf16", "f16"):
+        raise ValueError(f"fmt must be 'bf16' or 'f16', got {fmt!r}")
+    _load16(F_BF16 if fmt == "bf16" else F_F16, <const uint16_t*>cnp.PyArray_DATA(a),
+            <float*>cnp.PyArray_DATA(out), a.shape[0])
+    return out.reshape(np.shape(h))

@@ -1,0 +1,274 @@
+"""Low precision: 16-bit params and grads, float32 master weights, bfloat16 and
+8-bit blockwise state. Each configuration is checked bit for bit against a
+numpy twin that widens to float32, runs the optimizer's float32 twin, and
+rounds (numpy's and ml_dtypes' own casts for nearest even; the engine's
+counter-based stream replayed in numpy for stochastic rounding)."""
+import numpy as np
+import pytest
+
+import lrfast
+from lrfast import _reference as R
+from lrfast._dispatch import kernels as K
+from lrfast.optim._table import KINDS, TABLE
+
+ml_dtypes = pytest.importorskip("ml_dtypes")
+BF16 = np.dtype(ml_dtypes.bfloat16)
+
+try:
+    from lrfast._quant import quantize_blockwise_ref as _qref, dequantize_blockwise_ref as _dqref
+except ImportError:   # pragma: no cover - the quantizer's numpy twin
+    _qref, _dqref = K.quantize_blockwise, K.dequantize_blockwise
+
+CASES = [
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True)),
+    ("Adagrad", dict(lr=0.05, initial_accumulator_value=0.1)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+    ("Adam", dict(lr=0.01)),
+    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.01)),
+    ("AdamW", dict(lr=0.01, weight_decay=0.1)),
+    ("Lion", dict(lr=0.001, weight_decay=0.1)),
+    ("NAdam", dict(lr=0.01)),
+    ("RAdam", dict(lr=0.01)),
+    ("Adamax", dict(lr=0.01)),
+    ("Adadelta", dict(lr=1.0)),
+    ("AdaBelief", dict(lr=0.01)),
+    ("Yogi", dict(lr=0.01)),
+    ("ADOPT", dict(lr=0.01)),
+]
+SIZES = (70000 + 37, 300, 4096)   # threads split the first; the second keeps float32 8-bit state
+
+
+def _problem(dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    ps = [(rng.standard_normal(n) * 0.5).astype(np.float32).astype(dtype) for n in SIZES]
+    gs = [[(rng.standard_normal(n) + 0.3).astype(np.float32).astype(dtype) for n in SIZES]
+          for _ in range(6)]
+    return ps, gs
+
+
+class Twin:
+    """One optimizer in numpy: float32 values, stored as the engine stores them."""
+
+    def __init__(self, name, hp, params, state_dtype, master, sr, seed):
+        self.name, self.hp, self.sd, self.sr, self.seed = name, hp, state_dtype, sr, seed
+        spec = TABLE[name]
+        self.names, self.qmaps = spec.states, KINDS[spec.kind].qmaps
+        self.dtype = params[0].dtype
+        self.x = [p.astype(np.float32) for p in params]         # master or widened value
+        self.master = master
+        self.st = []
+        for x in self.x:
+            st = R.init_state(name, x, **hp)
+            for j, k in enumerate(self.names):
+                if isinstance(st.get(k), np.ndarray):
+                    st[k] = self._store(j, st[k], x.size, None, 0, 0)
+            self.st.append(st)
+        self.t = 0
+        self.params = params
+
+    def _fmt(self, j, size):
+        if self.sd == "bfloat16":
+            return "bf16"
+        if self.sd == "int8" and size >= 4096:
+            return "q8" + self.qmaps[j]
+        return "f32"
+
+    def _store(self, j, v, size, i, slot, step):
+        f = self._fmt(j, size)
+        if f == "f32":
+            return v
+        if f == "bf16":
+            rnd = R.sr_bits(size, self.seed, step, i, slot) if self.sr and i is not None else None
+            return R.round_half(v, BF16, rnd)
+        return _qref(v, f == "q8s")
+
+    def _load(self, j, v, size):
+        f = self._fmt(j, size)
+        if f == "f32":
+            return v
+        if f == "bf16":
+            return v.astype(np.float32)
+        return _dqref(v[0], v[1], f == "q8s").reshape(-1)
+
+    def step(self, grads, coef=1.0):
+        n = self.t
+        self.t += 1
+        for i, (x, g) in enumerate(zip(self.x, grads)):
+            if not self.master and self.dtype != np.float32:
+                x[...] = self.params[i].astype(np.float32)
+            st = dict(self.st[i])
+            for j, k in enumerate(self.names):
+                if k in st and st[k] is not None and isinstance(st[k], (np.ndarray, tuple)):
+                    st[k] = np.array(self._load(j, st[k], x.size), dtype=np.float32)
+            R.STEPPERS[self.name](x, g.astype(np.float32), st, step=self.t, grad_scale=coef,
+                                  **self.hp)
+            for j, k in enumerate(self.names):
+                if k in st and isinstance(st[k], np.ndarray):
+                    self.st[i][k] = self._store(j, st[k], x.size, i, 1 + j, n)
+                elif k in st:
+                    self.st[i][k] = st[k]
+            for k in st:
+                if k not in self.names:
+                    self.st[i][k] = st[k]
+            if self.dtype == np.float32:
+                self.params[i][...] = x
+            else:
+                rnd = (R.sr_bits(x.size, self.seed, n, i, 0) if self.sr and not self.master
+                       else None)
+                self.params[i][...] = R.round_half(x, self.dtype, rnd)
+
+
+def _bits(a):
+    return np.ascontiguousarray(a).view(np.uint8)
+
+
+def _check_state(opt, twin):
+    sd = opt.state_dict()["state"]
+    for i in range(len(SIZES)):
+        for j, k in enumerate(twin.names):
+            v = twin.st[i].get(k)
+            if not isinstance(v, (np.ndarray, tuple)) or k not in sd[i]:
+                continue
+            if isinstance(v, tuple):
+                assert np.array_equal(sd[i][k].reshape(-1), v[0].reshape(-1)), (i, k)
+                assert np.array_equal(_bits(sd[i][k + "_absmax"]), _bits(v[1])), (i, k)
+            else:
+                assert np.array_equal(_bits(sd[i][k]), _bits(v)), (i, k)
+        if twin.master:
+            assert np.array_equal(_bits(sd[i]["master_param"]), _bits(twin.x[i]))
+
+
+@pytest.mark.parametrize("name,hp", CASES, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CASES)])
+@pytest.mark.parametrize("dtype,state_dtype,master,sr", [
+    ("bfloat16", "float32", False, False),
+    ("bfloat16", "float32", True, False),
+    ("float16", "float32", False, True),
+    ("bfloat16", "bfloat16", False, True),
+    ("float32", "bfloat16", False, False),
+    ("float32", "int8", False, False),
+    ("bfloat16", "int8", True, False),
+])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bitwise_twin(name, hp, dtype, state_dtype, master, sr, threads):
+    dt = BF16 if dtype == "bfloat16" else np.dtype(dtype)
+    ps, gs = _problem(dt)
+    twin_ps = [p.copy() for p in ps]
+    opt = getattr(lrfast, name)(ps, **hp, state_dtype=state_dtype, master_weights=master,
+                                stochastic_rounding=sr, seed=11)
+    twin = Twin(name, {k: v for k, v in hp.items()}, twin_ps, state_dtype, master, sr, 11)
+    with lrfast.threads(threads):
+        for g in gs:
+            opt.step(g)
+            twin.step(g)
+    for p, q in zip(ps, twin_ps):
+        assert p.dtype == dt
+        assert np.array_equal(_bits(p), _bits(q))
+    _check_state(opt, twin)
+
+
+def test_max_grad_norm_on_16bit_grads():
+    ps, gs = _problem(BF16, seed=3)
+    twin_ps = [p.copy() for p in ps]
+    opt = lrfast.Adam(ps, lr=0.01, max_grad_norm=1.0)
+    twin = Twin("Adam", dict(lr=0.01), twin_ps, "float32", False, False, 0)
+    for g in gs:
+        opt.step(g)
+        twin.step(g, coef=R.clip_coef(R.global_norm([x.astype(np.float32) for x in g]), 1.0))
+    for p, q in zip(ps, twin_ps):
+        assert np.array_equal(_bits(p), _bits(q))
+
+
+@pytest.mark.parametrize("state_dtype,master,sr", [("int8", True, False), ("bfloat16", False, True),
+                                                   ("float32", True, True)])
+def test_resume_is_exact(state_dtype, master, sr):
+    ps, gs = _problem(BF16, seed=1)
+    a = [p.copy() for p in ps]
+    kw = dict(lr=0.01, state_dtype=state_dtype, master_weights=master, stochastic_rounding=sr,
+              seed=3)
+    o1 = lrfast.AdamW(ps, **kw)
+    for g in gs[:3]:
+        o1.step(g)
+    sd = o1.state_dict()
+    b = [p.copy() for p in ps]
+    for g in gs[3:]:
+        o1.step(g)
+    o2 = lrfast.AdamW(b, **kw)
+    o2.load_state_dict(sd)
+    for g in gs[3:]:
+        o2.step(g)
+    for p, q in zip(ps, b):
+        assert np.array_equal(_bits(p), _bits(q))
+    del a
+
+
+def test_cross_format_loads():
+    rng = np.random.default_rng(4)
+    p = rng.standard_normal(10000).astype(np.float32)
+    f32 = lrfast.Adam([p.copy()], lr=0.01)
+    for _ in range(3):
+        f32.step([rng.standard_normal(10000).astype(np.float32)])
+    sd = f32.state_dict()
+    q8 = lrfast.Adam([p.copy()], lr=0.01, state_dtype="int8")
+    q8.load_state_dict(sd)                  # quantized on load
+    e = q8.state_dict()["state"][0]
+    m = sd["state"][0]["exp_avg"]
+    assert e["exp_avg"].dtype == np.uint8 and e["exp_avg_absmax"].shape == (40,)
+    back = K.dequantize_blockwise(e["exp_avg"], e["exp_avg_absmax"], True)
+    assert np.max(np.abs(back - m)) <= 0.02 * np.max(np.abs(m))
+    f32b = lrfast.Adam([p.copy()], lr=0.01)
+    f32b.load_state_dict(q8.state_dict())   # dequantized on load
+    assert np.array_equal(f32b.state_dict()["state"][0]["exp_avg"], back)
+    b16 = lrfast.Adam([p.copy()], lr=0.01, state_dtype="bfloat16")
+    b16.load_state_dict(sd)
+    assert np.array_equal(b16.state_dict()["state"][0]["exp_avg"], m.astype(BF16))
+
+
+def test_bad_input_changes_nothing():
+    rng = np.random.default_rng(5)
+    p = rng.standard_normal(10000).astype(np.float32)
+    opt = lrfast.Adam([p], lr=0.01, state_dtype="int8")
+    opt.step([rng.standard_normal(10000).astype(np.float32)])
+    sd = opt.state_dict()
+    before = (p.copy(), opt.state_dict())
+    bad = opt.state_dict()
+    bad["state"][0]["exp_avg_absmax"] = bad["state"][0]["exp_avg_absmax"][:-1]
+    with pytest.raises(ValueError, match="blocks"):
+        opt.load_state_dict(bad)
+    bad = opt.state_dict()
+    del bad["state"][0]["exp_avg_sq_absmax"]
+    with pytest.raises(ValueError, match="absmax"):
+        opt.load_state_dict(bad)
+    after = opt.state_dict()
+    assert np.array_equal(p, before[0])
+    for k, v in before[1]["state"][0].items():
+        assert np.array_equal(after["state"][0][k], v)
+    del sd
+    with pytest.raises(ValueError, match="Rprop does not take"):
+        lrfast.Rprop([p], state_dtype="int8")
+    with pytest.raises(ValueError, match="state_dtype must be"):
+        lrfast.Adam([p], state_dtype="int4")
+    with pytest.raises(ValueError, match="master_weights=True needs"):
+        lrfast.Adam([p], master_weights=True)
+    with pytest.raises(ValueError, match="float64"):
+        lrfast.Adam([p.astype(np.float64)], state_dtype="bfloat16")
+    with pytest.raises(TypeError, match="bfloat16"):
+        lrfast.Prodigy([p.astype(BF16)])
+    h = p.astype(BF16)
+    opt = lrfast.Adam([h], lr=0.1)
+    with pytest.raises(TypeError, match="dtype"):
+        opt.step([p])                                   # a float32 grad for a bfloat16 param
+    assert np.array_equal(h, p.astype(BF16))
+
+
+def test_master_params_and_memory():
+    p = np.zeros(5000, BF16)
+    opt = lrfast.AdamW([p], master_weights=True, state_dtype="int8")
+    (m,) = opt.master_params
+    assert m.dtype == np.float32 and m.shape == p.shape
+    e = opt.state_dict()
+    assert e["state"] == {}
+    opt.step([np.ones(5000, BF16)])
+    e = opt.state_dict()["state"][0]
+    assert e["exp_avg"].dtype == np.uint8 and e["exp_avg_absmax"].dtype == np.float32
+    assert np.array_equal(p, m.astype(BF16))            # the param is its master, rounded
