@@ -90,6 +90,7 @@ ctypedef fused real:
 # The kind enum, one named row struct per kind (SgdRow, AdamRow, ...) and the
 # KINDS / ROW_FIELDS / ROW_SIZES maps, generated from lrfast/optim/_table.py.
 include "_table.pxi"
+include "_quant.pxi"
 
 cdef enum:
     MAX_STATES = 4   # state arrays per param (lrfast/optim/_table.py MAX_STATES)
