@@ -30,6 +30,7 @@ from .optim import ScheduleFreeSGD, ScheduleFreeAdamW, ScheduleFreeRAdam
 from .optim._wrappers import EMA, Accumulate, Lookahead
 from .utils import clip_grad_norm, grad_norm
 from .io import save, load, to_torch_state_dict, from_torch_state_dict
+from ._bnb import to_bitsandbytes_state_dict, from_bitsandbytes_state_dict
 from . import kernels
 
 if TYPE_CHECKING:      # imported lazily at runtime (see __getattr__); visible to type checkers
@@ -43,7 +44,8 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "threads",
            "set_parallel_threshold", "get_parallel_threshold", "show_config", "config",
            "clip_grad_norm", "grad_norm", "save", "load", "to_torch_state_dict",
-           "from_torch_state_dict", "kernels", "schedules", "find_lr", "LBFGS", "DiagonalNewton",
+           "from_torch_state_dict", "to_bitsandbytes_state_dict", "from_bitsandbytes_state_dict",
+           "kernels", "schedules", "find_lr", "LBFGS", "DiagonalNewton",
            "line_search", "__version__"]
 __all__ += ["AdaBelief", "Yogi", "ADOPT", "Adan", "Lamb", "LARS", "NovoGrad"]
 __all__ += ["Prodigy", "DoG", "LDoG"]
