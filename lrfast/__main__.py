@@ -56,6 +56,9 @@ def main(argv=None, prog=None):
     elif cmd == "bench" and "--torch" in rest:
         from .cli.torch_bench import main as run
         rest = [a for a in rest if a != "--torch"]
+    elif cmd == "bench" and "--lowp" in rest:
+        from .cli.lowp_bench import main as run
+        rest = [a for a in rest if a != "--lowp"]
     elif cmd == "bench" and "--step-path" in rest:
         from .cli.step_path import main as run
         rest = [a for a in rest if a != "--step-path"]

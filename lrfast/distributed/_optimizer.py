@@ -238,6 +238,10 @@ class DistributedOptimizer(Agreement):
             raise ValueError("DistributedOptimizer does not support clip_norm or clip_value "
                              "(a shard holds part of a tensor); use max_grad_norm, which "
                              "clips by the global norm across ranks")
+        if opt._lp.active:
+            raise ValueError("DistributedOptimizer does not take 16-bit params, master_weights "
+                             "or bfloat16/int8 state yet; use float32 or float64 params and "
+                             "state")
         if opt.released:
             raise ValueError("this optimizer is already wrapped by a sharded "
                              "DistributedOptimizer")
