@@ -251,7 +251,7 @@ DEFAULT_RUNS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 #: The "no learning rate chosen" panel: learning-rate-free optimizers at their
 #: defaults, no schedule. Name -> ``(optimizer class, options, optimizer text)``;
 #: one line per optimizer. ``DEFAULT_LRFREE`` run by default, ``--lrfree all`` every one.
-LRFREE_RUNS = {
+LRFREE_RUNS: dict[str, tuple[type, dict, str]] = {
     "sf_adamw": (_optim.ScheduleFreeAdamW, {}, "ScheduleFreeAdamW()"),
     "prodigy": (_optim.Prodigy, {}, "Prodigy()"),
     "dog": (_optim.DoG, {}, "DoG()"),
