@@ -322,3 +322,133 @@ def test_torch_contender_skips_optimizers_torch_lacks():
     params, grads = B.make_inputs([(30,)], np.float32, seed=5)
     with pytest.raises(B._Skip, match="has no Lion"):
         B._torch_contender("torch-foreach", "Lion", {"lr": 1e-4}, params, grads)
+
+
+# --------------------------------------------------------------- learning-rate free
+LRFREE_BYTES = {"ScheduleFreeSGD": (20, 1), "ScheduleFreeAdamW": (28, 1),
+                "ScheduleFreeRAdam": (28, 1),
+                # sums pass reads p, g, p0, s (16 B); the update reads p, g, s, m, v
+                # and writes p, s, m, v (36 B)
+                "Prodigy": (52, 2),
+                # sums pass reads p, g, x0 (12 B); the update reads p, g, writes p (12 B)
+                "DoG": (24, 2), "LDoG": (24, 2)}
+
+
+def _have(mod):
+    return importlib.util.find_spec(mod) is not None
+
+
+def test_lrfree_cases_run_and_report(capsys):
+    """python -m lrfast bench --lrfree: every learning-rate-free optimizer runs
+    against its reference package (or says why not) and the same-bytes ceiling,
+    with both passes' bytes counted (speed itself is never asserted)."""
+    names = [n.lower() for n in B.LRFREE]
+    res = B.run(optimizer=names, quick=True, sizes=[1000], threads=[1], rounds=1,
+                contenders=list(B.LRFREE_CONTENDERS), progress=False, pause_s=0, spin_s=0)
+    assert [r["optimizer"] for r in res["results"]] == list(B.LRFREE)
+    for r in res["results"]:
+        bpe, passes = LRFREE_BYTES[r["optimizer"]]
+        assert (r["bytes_per_element"], r["passes"]) == (bpe, passes), r["optimizer"]
+        cs = r["contenders"]
+        assert cs["lrfast@1"]["ns_per_element"] > 0 and cs["ceiling@1"]["ns_per_element"] > 0
+        assert r["pct_of_ceiling"]["1"]["pct"] > 0
+        lf = B.LRFREE[r["optimizer"]]
+        if _have(lf.module) and HAVE_TORCH:
+            assert cs["reference@1"]["ns_per_element"] > 0
+            assert r["ratio_to_lrfast"]["1"]["reference"]["ratio"] > 0
+        else:
+            assert "not installed" in res["skipped"]["reference"]
+    text = B.format_table(res)
+    assert "Prodigy float32, 1 thread (52 B/element moved in 2 passes)" in text
+    assert "ScheduleFreeSGD float32, 1 thread (20 B/element moved)" in text
+    # one command: --lrfree selects these optimizers and contenders
+    assert B.main(["--lrfree", "--quick", "--sizes", "1e3", "--threads", "1", "--rounds", "1",
+                   "--optimizer", "dog", "--no-progress", "--spin-ms", "0",
+                   "--pause-ms", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "DoG float32, 1 thread (24 B/element moved in 2 passes)" in out
+    assert "ref" in out and "Adam float32" not in out
+
+
+def test_adam_runs_have_no_reference_contender():
+    res = B.run(quick=True, sizes=[1000], threads=[1], rounds=1,
+                contenders=["lrfast", "reference"], progress=False, pause_s=0, spin_s=0)
+    assert "reference" not in res["skipped"]
+    assert not any(k.startswith("reference") for k in res["results"][0]["contenders"])
+
+
+@pytest.mark.parametrize("name", list(B.LRFREE))
+def test_lrfree_declared_passes_cover_the_optimizers_state(name):
+    cls, hp = B.OPTIMIZERS[name.lower()]
+    params, grads = B.make_inputs([(50,), (3, 4)], np.float32)
+    opt = getattr(lrfast, cls)(params, **hp)
+    sums, update = B.passes_of(cls, opt)
+    states = [n for n, a in zip(lrfast.optim.TABLE[cls].states, opt._states[0])
+              if a is not None]
+    assert set(sums) | set(update) == set(states) | ({"p", "g"} if sums else set())
+    assert set(update) <= set(states) and set(sums) <= set(states) | {"p", "g"}
+    cs = B._ceiling_sums(sums, update)
+    c = B.Ceiling(params, grads, len(update), sums=cs)
+    assert c.bytes_per_element == LRFREE_BYTES[cls][0] == \
+        B.optimizer_bytes_per_element(len(update), 4, len(sums))
+
+
+def test_ceiling_sums_pass_reads_every_array_once():
+    params, grads = B.make_inputs([(5000,), (64, 33), (1,)], np.float32, seed=3)
+    c = B.Ceiling(params, grads, 3, sums=("p", "g", "x0", "s0"))
+    assert c.bytes_per_element == 52
+    reads = [a for _, r, _ in c.passes for a in r]
+    assert sorted(reads) == sorted(["p", "g", "x0", "s0"] + ["p", "g", "s0", "s1", "s2"])
+    assert [k for k, _, w in c.passes if not w] == ["sums"] * 4     # the read-only pass
+    # each reduction really reads its whole array: it returns the array's norm
+    named = {"p": c.params, "g": c.grads, "x0": c.extra["x0"], "s0": c.states[0]}
+    for (fn, arrs, rows), (_, (name,), _) in zip(c._calls[:4], c.passes[:4]):
+        assert rows is None and arrs is named[name]
+        norm = np.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2)) for a in arrs))
+        assert fn(arrs)[0] == pytest.approx(norm, rel=1e-6)
+    g0 = [g.copy() for g in grads]
+    c.step()
+    for g, h in zip(grads, g0):
+        np.testing.assert_array_equal(g, h)
+    with pytest.raises(ValueError, match="unknown array"):
+        B.Ceiling(params, grads, 1, sums=("q",))
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("name", list(B.LRFREE))
+def test_reference_contender_is_the_same_math(name):
+    """The runner times the reference on the same problem: its params equal
+    lrfast's after the same steps (alternating grads), in float64."""
+    lf = B.LRFREE[name]
+    pytest.importorskip(lf.module)
+    cls, hp = B.OPTIMIZERS[name.lower()]
+    params, grads = B.make_inputs([(300,), (7, 11)], np.float64, seed=5)
+    params = [1e-3 * p for p in params]            # small params: not chaotic
+    grads_b = [np.negative(g) for g in grads]
+    step = B._reference_contender(cls, hp, params, grads, grads_b)  # one step itself
+    mine = [p.copy() for p in params]
+    opt = getattr(lrfast, cls)(mine, **hp)
+    # the schedule-free references normalize p.grad in place: compare after their
+    # first step only; the others after five
+    n = 1 if name in ("ScheduleFreeAdamW", "ScheduleFreeRAdam") else 5
+    for k in range(n):
+        if k:
+            step()
+        opt.step(grads if k % 2 == 0 else grads_b)
+    tp = [p.detach().numpy() for p in step.opt.param_groups[0]["params"]]
+    for a, b in zip(tp, mine):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["Prodigy", "DoG", "LDoG"])
+def test_lrfree_timed_steps_stay_bounded(name):
+    """Alternating grads keep the step-size estimates and params bounded over
+    many timed steps (a constant grad made DoG overflow)."""
+    cls, hp = B.OPTIMIZERS[name.lower()]
+    params, grads = B.make_inputs([(1000,)], np.float32)
+    cs, _, _ = B.build_contenders(cls, hp, params, grads, [1], ["lrfast"])
+    for _ in range(5000):
+        cs[0].fn()
+    x = cs[0].fn.opt._params[0]
+    assert x is not params[0] and not np.array_equal(x, params[0])
+    assert np.isfinite(x).all() and np.abs(x).max() < 100

@@ -38,6 +38,10 @@ Contenders
                   SGD and Adagrad in torch 2.13; skipped elsewhere).
 ``optax``         a jitted ``optax`` update (only when jax+optax are
                   installed; XLA picks its own threads).
+``reference``     the learning-rate-free optimizers' reference packages
+                  (:data:`LRFREE`: schedulefree, prodigyopt, dog), torch on CPU
+                  tensors of the case's dtype, foreach where the package has it;
+                  skipped when the package is not installed.
 ``ceiling``       see below.
 
 The ceiling
@@ -64,6 +68,14 @@ more Engine call, which only shows at small sizes: there the "ceiling" is a
 fixed-cost figure, not a bandwidth one, and lrfast may exceed 100% of it.
 A numpy chain (``np.add(p, g, out=p)`` etc.) could move the same bytes, but
 only on one thread; a plain copy moves fewer bytes (no state reads).
+
+Two-pass optimizers (Prodigy, DoG, LDoG) first read some arrays to compute
+global sums (Prodigy: ``<g, p0-p>`` and ``||s_new||_1`` from p, g, p0, s; DoG:
+``||p-x0||`` and ``||g||`` from p, g, x0), then update. Their ceiling adds a
+read-only pass over the same arrays (the grad-norm reduction of an Engine,
+one call per array, each over the step's element count), so it moves exactly
+the bytes of both passes
+(:data:`LRFREE` lists them; Prodigy fp32: 16 + 36 = 52 B/element).
 """
 import argparse
 import datetime
@@ -77,7 +89,7 @@ import sys
 import time
 import warnings
 
-from typing import List
+from typing import List, NamedTuple, Tuple
 
 import numpy as np
 
@@ -89,19 +101,52 @@ __all__ = ["run", "main", "Ceiling", "make_case", "make_inputs", "model_shapes",
            "many_small_shapes", "build_contenders", "OPTIMIZERS", "IMPLS"]
 
 SCHEMA = "lrfast.bench/1"
+
+
+class LrFree(NamedTuple):
+    """A learning-rate-free optimizer in the runner: its reference package and
+    the arrays each pass over memory touches (per element, steady state).
+
+    ``sums``: what the read-only pass reads (empty: one pass);
+    ``update``: the states the update pass reads and writes (besides reading p
+    and g and writing p). Names are ``p``, ``g`` and state names."""
+    module: str                 # the reference package's module
+    cls: str                    # its class
+    package: str                # pip name and version it is checked against
+    sums: Tuple[str, ...]
+    update: Tuple[str, ...]
+
+
+#: Learning-rate-free optimizers: lrfast name -> reference and passes. One line each.
+LRFREE = {
+    "ScheduleFreeSGD": LrFree("schedulefree", "SGDScheduleFree", "schedulefree 1.4.1",
+                              (), ("z",)),
+    "ScheduleFreeAdamW": LrFree("schedulefree", "AdamWScheduleFree", "schedulefree 1.4.1",
+                                (), ("z", "exp_avg_sq")),
+    "ScheduleFreeRAdam": LrFree("schedulefree", "RAdamScheduleFree", "schedulefree 1.4.1",
+                                (), ("z", "exp_avg_sq")),
+    "Prodigy": LrFree("prodigyopt", "Prodigy", "prodigyopt 1.1.2",
+                      ("p", "g", "p0", "s"), ("s", "exp_avg", "exp_avg_sq")),
+    "DoG": LrFree("dog", "DoG", "dog-optimizer 1.0.3", ("p", "g", "x0"), ()),
+    "LDoG": LrFree("dog", "LDoG", "dog-optimizer 1.0.3", ("p", "g", "x0"), ()),
+}
 DEFAULT_SIZES = (1000, 10_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (1000, 10_000)
 IMPLS = ("lrfast", "ceiling", "numpy", "torch-forloop", "torch-foreach", "torch-fused",
-         "optax")
+         "optax", "reference")
 _SHORT = {"lrfast": "lrfast", "ceiling": "ceiling", "numpy": "numpy",
           "torch-forloop": "t-loop", "torch-foreach": "t-foreach", "torch-fused": "t-fused",
-          "optax": "optax"}
-THREADED = ("lrfast", "ceiling", "torch-forloop", "torch-foreach", "torch-fused")
+          "optax": "optax", "reference": "ref"}
+LRFREE_CONTENDERS = ("lrfast", "ceiling", "reference")
+THREADED = ("lrfast", "ceiling", "torch-forloop", "torch-foreach", "torch-fused", "reference")
 
 # name -> (lrfast/torch class, hyperparameters). The hyperparameters are
 # torch's defaults (SGD: momentum 0.9, the "SGD-momentum" of the targets).
 OPTIMIZERS = {name.lower(): (name, {**TABLE[name].defaults, **(TABLE[name].bench or {})})
               for name in optimizers() if TABLE[name].bench is not None}
+# the learning-rate-free ones at their defaults (no lr to choose)
+OPTIMIZERS.update({name.lower(): (name, dict(TABLE[name].defaults))
+                   for name in LRFREE if name in TABLE and name.lower() not in OPTIMIZERS})
 
 
 # ---------------------------------------------------------------------------
@@ -175,7 +220,8 @@ class Ceiling:
     ``bytes_per_element`` is derived from it.
     """
 
-    def __init__(self, params, grads, n_states, *, lr=1e-6, mu=0.5, damp=0.5, scale=-1.0):
+    def __init__(self, params, grads, n_states, *, sums=(), lr=1e-6, mu=0.5, damp=0.5,
+                 scale=-1.0):
         from .._dispatch import kernels as K
         self.params = [p.copy() for p in params]
         self.grads = list(grads)
@@ -202,6 +248,25 @@ class Ceiling:
             self.engines.append(K.Engine(K.KINDS["scale"], arrs, [None] * n, groups))
             self._calls.append((self.engines[-1].step, arrs, [KINDS["scale"].pack(gs=scale)]))
             self.passes.append(("scale", [f"s{j}"], [f"s{j}"]))
+        # a two-pass optimizer's read-only sums pass, first: one reduction over
+        # the arrays it reads (``sums``: "p", "g", "s<j>" or "x<j>", an array
+        # only this pass reads, as Prodigy's p0 and DoG's x0)
+        self.extra = {}
+        if sums:
+            named = {"p": self.params, "g": self.grads}
+            named.update({f"s{j}": self.states[j] for j in range(self.n_states)})
+            for name in reversed(sums):
+                if name not in named:
+                    if not (name.startswith("x") and name[1:].isdigit()):
+                        raise ValueError(f"unknown array {name!r} in the sums pass")
+                    named[name] = self.extra[name] = [p.copy() for p in params]
+                # one reduction per array, each over the optimizer's element
+                # count (the same serial/parallel decision as its sums pass)
+                arrs = named[name]
+                eng = K.Engine(K.KINDS["scale"], arrs, [None] * n, groups)
+                self.engines.insert(0, eng)
+                self._calls.insert(0, (eng.grad_norm, arrs, None))
+                self.passes.insert(0, ("sums", [name], []))
 
     @property
     def bytes_per_element(self):
@@ -209,15 +274,45 @@ class Ceiling:
 
     def step(self):
         for fn, arrs, rows in self._calls:
-            fn(arrs, rows)
+            if rows is None:
+                fn(arrs)                # the read-only pass
+            else:
+                fn(arrs, rows)
 
     __call__ = step
 
 
-def optimizer_bytes_per_element(n_states, itemsize):
+def optimizer_bytes_per_element(n_states, itemsize, sums=0):
     """Bytes an in-place optimizer step moves per element: read p, g and the
-    states, write p and the states."""
-    return itemsize * (3 + 2 * int(n_states))
+    states, write p and the states; plus ``sums`` arrays read by a read-only
+    pass before the update (two-pass optimizers)."""
+    return itemsize * (3 + 2 * int(n_states) + int(sums))
+
+
+def passes_of(cls, opt):
+    """The passes over memory of one step of ``opt`` (an lrfast optimizer of
+    class name ``cls``): ``(sums, update)``, the arrays the read-only pass
+    reads and the states the update pass reads and writes (besides p, g)."""
+    states = [n for n, a in zip(TABLE[cls].states, opt._states[0]) if a is not None]
+    if cls in LRFREE:
+        lf = LRFREE[cls]
+        return tuple(lf.sums), tuple(s for s in lf.update if s in states)
+    return (), tuple(states)
+
+
+def _ceiling_sums(sums, update):
+    """An optimizer's sums-pass array names in the ceiling's terms: p, g, s<j>
+    for the j-th update state, x<k> for arrays only the sums pass reads."""
+    out, extra = [], 0
+    for name in sums:
+        if name in ("p", "g"):
+            out.append(name)
+        elif name in update:
+            out.append(f"s{update.index(name)}")
+        else:
+            out.append(f"x{extra}")
+            extra += 1
+    return tuple(out)
 
 
 # ---------------------------------------------------------------------------
@@ -422,6 +517,51 @@ def _optax_contender(cls, hp, params0, grads):
     return step
 
 
+def _alternate(step, grads, grads_b):
+    """``step(grads)`` and ``step(grads_b)`` in turn (see :func:`build_contenders`)."""
+    box = [False]
+
+    def fn():
+        box[0] = not box[0]
+        step(grads if box[0] else grads_b)
+    return fn
+
+
+def _reference_contender(cls, hp, params0, grads, grads_b):
+    """The reference package's optimizer (torch, CPU) on copies of the params
+    and grads (the schedule-free ones normalize ``p.grad`` in place, so they
+    get grads of their own), stepping with ``grads`` and ``grads_b`` in turn:
+    one ``p.grad =`` assignment per tensor per step (about 1 us each, measured),
+    inside its time. Returns None when ``cls`` has no reference."""
+    if cls not in LRFREE:
+        return None
+    lf = LRFREE[cls]
+    try:
+        import importlib
+        import torch
+        mod = importlib.import_module(lf.module)
+    except ImportError:
+        raise _Skip(f"{lf.package.split()[0]} (or torch) is not installed") from None
+    ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
+    ga = [torch.from_numpy(g.copy()) for g in grads]
+    gb = [torch.from_numpy(g.copy()) for g in grads_b]
+
+    def step(gs):
+        for p, g in zip(ps, gs):
+            p.grad = g
+        opt.step()
+    try:
+        opt = getattr(mod, lf.cls)(ps, **hp)
+        if hasattr(opt, "train"):
+            opt.train()                 # schedule-free: steps only in train mode
+        fn = _alternate(step, ga, gb)
+        fn()
+    except (TypeError, RuntimeError, ValueError, AttributeError) as e:
+        raise _Skip(f"{lf.package} {lf.cls}: {str(e).splitlines()[0][:120]}") from None
+    fn.opt = opt
+    return fn
+
+
 # ---------------------------------------------------------------------------
 # Contenders
 # ---------------------------------------------------------------------------
@@ -459,8 +599,8 @@ def _torch_threads(n):
         torch.set_num_threads(int(n))
 
 
-def _ceiling_step(params0, grads, n_states, bpe):
-    c = Ceiling(params0, grads, n_states)
+def _ceiling_step(params0, grads, n_states, bpe, sums=()):
+    c = Ceiling(params0, grads, n_states, sums=sums)
     if c.bytes_per_element != bpe:            # the ceiling must move the optimizer's bytes
         raise AssertionError(f"ceiling moves {c.bytes_per_element} B/element, the "
                              f"optimizer {bpe}")
@@ -474,14 +614,26 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
     out, skipped = [], {}
     params = [p.copy() for p in params0]
     opt = getattr(lrfast, cls)(params, **hp)
-    n_states = sum(a is not None for a in opt._states[0])
-    bpe = optimizer_bytes_per_element(n_states, params0[0].dtype.itemsize)
+    sums, update = passes_of(cls, opt)
+    n_states = len(update)
+    bpe = optimizer_bytes_per_element(n_states, params0[0].dtype.itemsize, len(sums))
     lr_step = functools.partial(opt.step, grads)
+    grads_b = grads
+    if cls in LRFREE:
+        # a constant grad is a linear loss: DoG's and Prodigy's step sizes grow
+        # with the distance travelled and the params overflow within thousands
+        # of timed steps. Grads of alternating sign keep every contender's
+        # values bounded (the same bytes and arithmetic per step).
+        grads_b = [np.negative(g) for g in grads]
+        lr_step = _alternate(opt.step, grads, grads_b)
+        lr_step.opt = opt
+    csums = _ceiling_sums(sums, update)
     builders = {
         "lrfast": lambda: lr_step,
-        "ceiling": lambda: _ceiling_step(params0, grads, n_states, bpe),
+        "ceiling": lambda: _ceiling_step(params0, grads, n_states, bpe, csums),
         "numpy": lambda: _numpy_contender(cls, hp, params0, grads),
         "optax": lambda: _optax_contender(cls, hp, params0, grads),
+        "reference": lambda: _reference_contender(cls, hp, params0, grads, grads_b),
     }
     for v in ("torch-forloop", "torch-foreach", "torch-fused"):
         builders[v] = functools.partial(_torch_contender, v, cls, hp, params0, grads)
@@ -493,13 +645,17 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
         except _Skip as e:
             skipped[impl] = str(e)
             continue
+        if fn is None:                  # does not apply (no reference package)
+            continue
         if impl in ("lrfast", "ceiling"):
             out.extend(Contender(impl, t, fn, _lrfast_threads) for t in threads)
-        elif impl.startswith("torch"):
+        elif impl.startswith("torch") or impl == "reference":
             out.extend(Contender(impl, t, fn, _torch_threads) for t in threads)
         else:
             out.append(Contender(impl, None, fn))
-    return out, skipped, {"bytes_per_element": bpe, "n_states": n_states}
+    return out, skipped, {"bytes_per_element": bpe, "n_states": n_states,
+                          "passes": 2 if sums else 1, "sums_pass": list(sums),
+                          "update_states": list(update)}
 
 
 # ---------------------------------------------------------------------------
@@ -814,9 +970,11 @@ def format_table(result):
                 (f"{i}@{t}" in r["contenders"] or i in r["contenders"]) for r in rows)]
             peers = [i for i in impls if i not in ("lrfast", "ceiling")]
             bpe = rows[0]["bytes_per_element"]
+            npass = rows[0].get("passes", 1)
+            passes = f" in {npass} passes" if npass > 1 else ""
             lines.append("")
             lines.append(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''} ({bpe} B/element "
-                         f"moved). ns/element: median over rounds; peer/lrfast: median of "
+                         f"moved{passes}). ns/element: median over rounds; peer/lrfast: median of "
                          f"per-round ratios (>1: lrfast faster); others: CPU share other "
                          f"processes used meanwhile (~0% for figures to publish)")
             head = f"{'case':<22}{'elements':>10} |"
@@ -940,7 +1098,7 @@ def plot(result, path):
                              figsize=(5.2 * ncols, 4.2 * nrows + 0.4))
     for j in range(len(panels), nrows * ncols):
         axes[j // ncols][j % ncols].set_visible(False)
-    colors = dict(zip(IMPLS, ["C0", "k", "C1", "C2", "C3", "C4", "C5"]))
+    colors = dict(zip(IMPLS, ["C0", "k", "C1", "C2", "C3", "C4", "C5", "C6"]))
     for opt, dtype in keys:
         rows = [r for r in result["results"] if (r["optimizer"], r["dtype"]) == (opt, dtype)]
         sized = sorted((r for r in rows if r["kind"] == "size"), key=lambda r: r["n_elements"])
@@ -1042,7 +1200,9 @@ def _bench_case(cls, hp, case, *, dt, seed, threads, impls, rounds, block_ns, pa
            "label": case["label"], "kind": case["kind"],
            "n_elements": case["n_elements"], "n_tensors": case["n_tensors"],
            "bytes_per_element": info["bytes_per_element"],
-           "n_states": info["n_states"], "skipped": skipped,
+           "n_states": info["n_states"], "passes": info["passes"],
+           "sums_pass": info["sums_pass"], "update_states": info["update_states"],
+           "skipped": skipped,
            "others_cpu": others}
     row.update(_analyse(case, times, cs, threads, info["bytes_per_element"]))
     return row
@@ -1196,12 +1356,21 @@ def main(argv=None):
                    help="sleep after a multi-threaded block so its OpenMP pool stops "
                         "spinning before the next contender runs (default 12; libgomp "
                         "spins ~8 ms)")
+    p.add_argument("--lrfree", action="store_true",
+                   help="the learning-rate-free optimizers (" + ", ".join(LRFREE) + ") "
+                        "against their reference packages and the same-bytes ceiling "
+                        "(default contenders: " + ",".join(LRFREE_CONTENDERS) + ")")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="directory for bench.json and bench.png")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     opts = list(OPTIMIZERS) if a.optimizer.strip().lower() == "all" else \
         _parse_list(a.optimizer, str.lower)
+    if a.lrfree:
+        if a.optimizer == p.get_default("optimizer"):
+            opts = [n.lower() for n in LRFREE if n.lower() in OPTIMIZERS]
+        if a.contenders is None:
+            a.contenders = ",".join(LRFREE_CONTENDERS)
     try:
         result = run(
             optimizer=opts, dtype=a.dtype,

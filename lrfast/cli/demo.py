@@ -12,7 +12,16 @@ weights and with the same minibatches, and reports
 - ``DIR/results.json``: one entry per run (``final_loss``, ``test_accuracy``,
   ``step_seconds``, ..., and the per-step ``loss_curve`` and ``lr_curve``);
 - ``DIR/demo.png``: one figure with the loss curves, the test accuracy and the
-  learning rate each schedule gave the optimizer at each step.
+  learning rate each schedule gave the optimizer at each step, and a panel of
+  the step sizes the learning-rate-free runs estimated.
+
+A second panel, "no learning rate chosen", trains the same model with the
+learning-rate-free optimizers at their defaults (no lr, no schedule: Prodigy,
+DoG and the schedule-free ones), next to the tuned lineup. Their results carry
+``panel: "lr-free"`` and ``d_curve``: ``opt.d`` after each step (Prodigy's d,
+which the next step uses; DoG's eta, which that step used; LDoG's per tensor).
+The schedule-free runs are evaluated in ``opt.eval()`` mode (the x sequence),
+as their reference recommends.
 
 The pairs come from the Wikipedia article "Learning rate" (momentum, Adagrad,
 RMSprop, Adam; time-based, step-based and exponential decay) plus the
@@ -31,7 +40,8 @@ Examples
 --------
 ::
 
-    python -m lrfast demo                       # default: 5 runs x 1000 steps
+    python -m lrfast demo                       # default: 5 tuned + 3 lr-free runs x 1000 steps
+    python -m lrfast demo --lrfree all          # every learning-rate-free optimizer
     python -m lrfast demo --steps 3000 --optimizers adam adamw --out /tmp/d
     python -m lrfast demo --optimizers all --threads 1
 """
@@ -52,7 +62,7 @@ from .. import optim as _optim
 from ..schedules import (Constant, CosineDecay, CosineRestarts, ExponentialDecay,
                         InverseTimeDecay, OneCycle, StepDecay, TimeBasedDecay, serialize)
 
-__all__ = ["main", "run_demo", "MLP", "load_data", "RUNS"]
+__all__ = ["main", "run_demo", "MLP", "load_data", "RUNS", "LRFREE_RUNS"]
 
 DEFAULT_STEPS = 1000
 QUICK_STEPS = 60
@@ -238,6 +248,20 @@ RUNS = {
 }
 DEFAULT_RUNS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
 
+#: The "no learning rate chosen" panel: learning-rate-free optimizers at their
+#: defaults, no schedule. Name -> ``(optimizer class, options, optimizer text)``;
+#: one line per optimizer. ``DEFAULT_LRFREE`` run by default, ``--lrfree all`` every one.
+LRFREE_RUNS: dict[str, tuple[type, dict, str]] = {
+    "sf_adamw": (_optim.ScheduleFreeAdamW, {}, "ScheduleFreeAdamW()"),
+    "prodigy": (_optim.Prodigy, {}, "Prodigy()"),
+    "dog": (_optim.DoG, {}, "DoG()"),
+    "sf_sgd": (_optim.ScheduleFreeSGD, {}, "ScheduleFreeSGD()"),
+    "sf_radam": (_optim.ScheduleFreeRAdam, {}, "ScheduleFreeRAdam()"),
+    "ldog": (_optim.LDoG, {}, "LDoG()"),
+}
+DEFAULT_LRFREE = ("sf_adamw", "prodigy", "dog")
+LRFREE_SCHEDULE = "none (defaults)"
+
 
 class _Progress:
     """tqdm when installed (and wanted), else a plain line every ~10%."""
@@ -283,12 +307,43 @@ def _batches(n_train, steps, batch, seed):
     return np.concatenate(idx)[:steps]
 
 
+def _d_of(opt):
+    """``opt.d`` (a float, or LDoG's list per tensor); None for optimizers without one."""
+    d = getattr(opt, "d", None)
+    if d is None:
+        return None
+    return [float(x) for x in d] if isinstance(d, (list, tuple)) else float(d)
+
+
+@contextlib.contextmanager
+def _eval_mode(opt):
+    """A schedule-free optimizer's x sequence in the params for evaluation
+    (``opt.eval()``, then ``opt.train()``); other optimizers: nothing."""
+    if hasattr(opt, "eval") and hasattr(opt, "train") and opt.step_count > 0:
+        opt.eval()
+        try:
+            yield
+        finally:
+            opt.train()
+    else:
+        yield
+
+
 def train_one(name, model0, data, steps, batches, progress=True, evals=20):
-    """Train a copy of ``model0`` with run ``name``; return its results dict."""
+    """Train a copy of ``model0`` with run ``name`` (of :data:`RUNS` or
+    :data:`LRFREE_RUNS`); return its results dict."""
     Xtr, ytr, Xte, yte = data
-    cls, options, schedule, opt_text, sched_text = RUNS[name](steps)
     model = model0.copy()
-    opt = cls(model.params, lr=schedule, **options)
+    if name in RUNS:
+        cls, options, schedule, opt_text, sched_text = RUNS[name](steps)
+        opt = cls(model.params, lr=schedule, **options)
+        panel = "tuned"
+    else:
+        cls, options, opt_text = LRFREE_RUNS[name]
+        schedule, sched_text = None, LRFREE_SCHEDULE
+        opt = cls(model.params, **options)
+        panel = "lr-free"
+    d_curve = [] if _d_of(opt) is not None else None
     loss_curve = np.empty(steps)
     lr_curve = np.empty(steps)
     eval_every = max(1, steps // evals)
@@ -304,20 +359,26 @@ def train_one(name, model0, data, steps, batches, progress=True, evals=20):
         opt.step(grads)
         step_seconds += time.perf_counter() - ts
         loss_curve[k] = loss
+        if d_curve is not None:
+            d_curve.append(_d_of(opt))
         if (k + 1) % eval_every == 0 or k + 1 == steps:
             acc_steps.append(k + 1)
-            acc_curve.append(model.accuracy(Xte, yte))
+            with _eval_mode(opt):
+                acc_curve.append(model.accuracy(Xte, yte))
         bar.update(loss)
     total = time.perf_counter() - t0
     bar.close()
-    final_loss = model.loss(Xtr, ytr)
-    return {
+    with _eval_mode(opt):
+        final_loss = model.loss(Xtr, ytr)
+        train_acc, test_acc = model.accuracy(Xtr, ytr), model.accuracy(Xte, yte)
+    out = {
+        "panel": panel,
         "optimizer": opt_text,
         "schedule": sched_text,
         "final_loss": final_loss,
         "final_batch_loss": float(loss_curve[-1]),
-        "train_accuracy": model.accuracy(Xtr, ytr),
-        "test_accuracy": model.accuracy(Xte, yte),
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
         "total_seconds": total,
         "step_seconds": step_seconds,
         "step_share": step_seconds / total if total > 0 else 0.0,
@@ -327,8 +388,12 @@ def train_one(name, model0, data, steps, batches, progress=True, evals=20):
         "lr_curve": [float(x) for x in lr_curve],
         "test_accuracy_steps": acc_steps,
         "test_accuracy_curve": acc_curve,
-        "schedule_config": _schedule_config(schedule),
+        "schedule_config": None if schedule is None else _schedule_config(schedule),
     }
+    if panel == "lr-free":
+        out["d_curve"] = d_curve
+        out["final_d"] = None if d_curve is None else d_curve[-1]
+    return out
 
 
 def _json_safe(obj):
@@ -349,23 +414,56 @@ def _schedule_config(s):
         return {"class": type(s).__name__}
 
 
-def format_table(results):
-    """The results table as a string (one row per run)."""
-    head = ("run", "optimizer", "lr schedule", "train loss", "test acc", "total s",
-            "step s", "step %")
-    rows = [(k, r["optimizer"], r["schedule"], f"{r['final_loss']:.4f}",
-             f"{r['test_accuracy']:.3f}", f"{r['total_seconds']:.2f}",
-             f"{r['step_seconds']:.3f}", f"{100 * r['step_share']:.1f}")
-            for k, r in results.items()]
+def _fmt_d(d):
+    if d is None:
+        return "-"
+    if isinstance(d, list):        # LDoG: one eta per tensor
+        return f"{min(d):.3g}..{max(d):.3g}"
+    return f"{d:.3g}"
+
+
+def _table(rows, head, right):
     w = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
-    right = {3, 4, 5, 6, 7}
 
     def fmt(row):
         return "  ".join(str(x).rjust(w[i]) if i in right else str(x).ljust(w[i])
                          for i, x in enumerate(row))
 
-    lines = [fmt(head), "  ".join("-" * x for x in w)] + [fmt(r) for r in rows]
+    return [fmt(head), "  ".join("-" * x for x in w)] + [fmt(r) for r in rows]
+
+
+def format_table(results):
+    """The results table as a string (one row per run; the learning-rate-free
+    runs, if any, in a second table with their final ``opt.d``)."""
+    head = ("run", "optimizer", "lr schedule", "train loss", "test acc", "total s",
+            "step s", "step %")
+
+    def cells(k, r):
+        return [k, r["optimizer"], r["schedule"], f"{r['final_loss']:.4f}",
+                f"{r['test_accuracy']:.3f}", f"{r['total_seconds']:.2f}",
+                f"{r['step_seconds']:.3f}", f"{100 * r['step_share']:.1f}"]
+
+    tuned = [cells(k, r) for k, r in results.items() if r.get("panel", "tuned") == "tuned"]
+    free = [cells(k, r) + [_fmt_d(r.get("final_d"))] for k, r in results.items()
+            if r.get("panel") == "lr-free"]
+    lines = _table(tuned, head, {3, 4, 5, 6, 7}) if tuned else []
+    if free:
+        if lines:
+            lines.append("")
+        lines.append("no learning rate chosen (each optimizer's defaults, no schedule):")
+        lines += _table(free, head + ("final d",), {3, 4, 5, 6, 7, 8})
     return "\n".join(lines)
+
+
+def _d_line(r):
+    """The step size curve of a learning-rate-free run for the plot: its d
+    (LDoG: the median over tensors), or its constant lr (schedule-free)."""
+    d = r.get("d_curve")
+    if d is None:
+        return np.asarray(r["lr_curve"], float), "lr (default, fixed)"
+    if d and isinstance(d[0], list):
+        return np.median(np.asarray(d, float), axis=1), "eta, median over tensors"
+    return np.asarray(d, float), "d" if r["optimizer"].startswith("Prodigy") else "eta"
 
 
 def plot(results, path):
@@ -375,24 +473,43 @@ def plot(results, path):
 
     ncol = 3
     rows = -(-len(results) // ncol)
-    fig = Figure(figsize=(15, 4.6 + 0.22 * rows), layout="constrained")
+    tuned = {k: r for k, r in results.items() if r.get("panel", "tuned") == "tuned"}
+    free = {k: r for k, r in results.items() if r.get("panel") == "lr-free"}
+    fig = Figure(figsize=(20 if free else 15, 4.6 + 0.22 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
+    axes = fig.subplots(1, 4 if free else 3)
+    ax_loss, ax_acc, ax_lr = axes[:3]
     lr_min, handles, labels = np.inf, [], []
     for name, r in results.items():
         loss = np.asarray(r["loss_curve"])
         n = np.arange(1, len(loss) + 1)
         w = max(1, len(loss) // 50)  # moving average over ~2% of the run
         smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
-        line, = ax_loss.plot(n[w - 1:], smooth, lw=1.4)
-        ax_acc.plot(r["test_accuracy_steps"], r["test_accuracy_curve"], lw=1.4,
+        style = "--" if name in free else "-"
+        line, = ax_loss.plot(n[w - 1:], smooth, style, lw=1.4)
+        ax_acc.plot(r["test_accuracy_steps"], r["test_accuracy_curve"], style, lw=1.4,
                     color=line.get_color(), marker=".", ms=4)
+        handles.append(line)
+        if name in free:
+            dn, what = _d_line(r)
+            free[name] = (r, dn, what, line.get_color())
+            labels.append(f"{name}: {r['optimizer']}, no lr chosen")
+            continue
         lr = np.asarray(r["lr_curve"])
         ax_lr.plot(np.arange(len(lr)), lr, lw=1.4, color=line.get_color())
         if np.any(lr > 0):
             lr_min = min(lr_min, lr[lr > 0].min())
-        handles.append(line)
         labels.append(f"{name}: {r['optimizer']} + {r['schedule']}")
+    if free:
+        ax_d = axes[3]
+        for name, (r, dn, what, color) in free.items():
+            ok = dn > 0
+            ax_d.plot(np.arange(1, len(dn) + 1)[ok], dn[ok], "--", lw=1.4, color=color,
+                      label=f"{name}: {what}")
+        ax_d.set(yscale="log", xlabel="step n", ylabel="step size after step n",
+                 title="No learning rate chosen: estimated step size (opt.d)")
+        ax_d.legend(fontsize=7)
+        ax_d.grid(alpha=0.3)
     ax_loss.set(yscale="log", xlabel="step", ylabel="training loss (minibatch, moving avg)",
                 title="Training loss")
     ax_acc.set(xlabel="step", ylabel="test accuracy", title="Test accuracy",
@@ -402,7 +519,7 @@ def plot(results, path):
               title="Learning rate (each run's schedule)")
     if np.isfinite(lr_min):
         # warmups start at 0 and OneCycle ends near 0: show four decades below the top
-        top = max(max(r["lr_curve"]) for r in results.values())
+        top = max(max(r["lr_curve"]) for r in tuned.values())
         ax_lr.set_ylim(bottom=max(lr_min, top * 1e-4) / 1.5)
     for ax in (ax_loss, ax_acc, ax_lr):
         ax.grid(alpha=0.3)
@@ -417,7 +534,8 @@ def plot(results, path):
 
 # --------------------------------------------------------------------------- entry points
 def run_demo(out: str | os.PathLike = "lrfast-demo", steps: int = DEFAULT_STEPS,
-             optimizers: str | Sequence[str] = DEFAULT_RUNS, seed: int = 0,
+             optimizers: str | Sequence[str] = DEFAULT_RUNS,
+             lrfree: str | Sequence[str] = DEFAULT_LRFREE, seed: int = 0,
              threads: int | str | None = "auto", progress: bool = True, batch: int = BATCH,
              hidden: Sequence[int] = HIDDEN, plot_png: bool = True,
              blas_threads: int | None = 1, stream: TextIO | None = None) -> dict[str, dict]:
@@ -430,7 +548,10 @@ def run_demo(out: str | os.PathLike = "lrfast-demo", steps: int = DEFAULT_STEPS,
     steps : int
         Optimizer steps per run (>= 1).
     optimizers : sequence of str
-        Run names from :data:`RUNS` (``"all"`` for every one).
+        Run names from :data:`RUNS` (``"all"`` for every one, ``"none"`` for none).
+    lrfree : sequence of str
+        The "no learning rate chosen" panel: names from :data:`LRFREE_RUNS`
+        (``"all"``, or ``"none"`` to skip the panel).
     seed : int
         Seed of the train/test split, the initial weights and the batch order.
     threads : int, "auto" or None
@@ -459,7 +580,10 @@ def run_demo(out: str | os.PathLike = "lrfast-demo", steps: int = DEFAULT_STEPS,
     from .._dispatch import isa
 
     stream = sys.stdout if stream is None else stream
-    names = _select(optimizers)
+    names = _select(optimizers, RUNS, DEFAULT_RUNS, "optimizer run", empty_ok=True)
+    names += _select(lrfree, LRFREE_RUNS, DEFAULT_LRFREE, "lr-free run", empty_ok=True)
+    if not names:
+        raise ValueError("no optimizer runs selected")
     data = load_data(seed)
     Xtr = data[0]
     if not 1 <= batch <= len(Xtr):
@@ -548,7 +672,11 @@ def _blas_limit(n, stream):
         yield
 
 
-def _select(optimizers):
+def _select(optimizers, table=None, default=None, what="optimizer run", empty_ok=False):
+    """Run names from ``table`` (default :data:`RUNS`): names, ``default``,
+    ``all`` or ``none``, in order, without repeats."""
+    table = RUNS if table is None else table
+    default = DEFAULT_RUNS if default is None else default
     if isinstance(optimizers, str):
         optimizers = [optimizers]
     names = []
@@ -556,16 +684,18 @@ def _select(optimizers):
         for part in str(o).replace(",", " ").split():
             key = part.strip().lower()
             if key == "all":
-                names.extend(RUNS)
+                names.extend(table)
             elif key == "default":
-                names.extend(DEFAULT_RUNS)
-            elif key in RUNS:
+                names.extend(default)
+            elif key == "none":
+                continue
+            elif key in table:
                 names.append(key)
             else:
-                raise ValueError(f"unknown optimizer run {part!r}; choose from "
-                                 f"{', '.join(RUNS)}, 'default' or 'all'")
+                raise ValueError(f"unknown {what} {part!r}; choose from "
+                                 f"{', '.join(table)}, 'default', 'all' or 'none'")
     names = list(dict.fromkeys(names))  # keep order, drop repeats
-    if not names:
+    if not names and not empty_ok:
         raise ValueError("no optimizer runs selected")
     return names
 
@@ -585,8 +715,9 @@ def _parser():
     p = argparse.ArgumentParser(
         prog="python -m lrfast demo",
         description="Train a float32 numpy MLP on scikit-learn's digits with several lrfast "
-                    "optimizer + schedule pairs (same initial weights, same batches); print a "
-                    "table, write results.json and demo.png.")
+                    "optimizer + schedule pairs, and learning-rate-free optimizers at their "
+                    "defaults (same initial weights, same batches); print a table, write "
+                    "results.json and demo.png.")
     p.add_argument("--out", default="lrfast-demo", metavar="DIR",
                    help="output directory (default: ./lrfast-demo)")
     p.add_argument("--steps", type=_positive_int, default=None,
@@ -595,6 +726,10 @@ def _parser():
     p.add_argument("--optimizers", nargs="+", default=list(DEFAULT_RUNS), metavar="NAME",
                    help=f"runs to compare, from: {', '.join(RUNS)}; 'all' for every one "
                         f"(default: {' '.join(DEFAULT_RUNS)})")
+    p.add_argument("--lrfree", nargs="+", default=list(DEFAULT_LRFREE), metavar="NAME",
+                   help="the 'no learning rate chosen' panel: learning-rate-free optimizers at "
+                        f"their defaults, from: {', '.join(LRFREE_RUNS)}; 'all' for every one, "
+                        f"'none' to skip (default: {' '.join(DEFAULT_LRFREE)})")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the split, the initial weights and the batch order")
     p.add_argument("--threads", type=_threads_arg, default="auto",
@@ -617,7 +752,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     steps = args.steps or (QUICK_STEPS if args.quick else DEFAULT_STEPS)
     try:
-        names = _select(args.optimizers)
+        names = _select(args.optimizers, empty_ok=True)
+        lrfree = _select(args.lrfree, LRFREE_RUNS, DEFAULT_LRFREE, "lr-free run", empty_ok=True)
+        if not names and not lrfree:
+            raise ValueError("no optimizer runs selected")
     except ValueError as e:
         print(f"python -m lrfast demo: error: {e}", file=sys.stderr)
         return 2
@@ -629,7 +767,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     t0 = time.perf_counter()
     try:
-        run_demo(out=args.out, steps=steps, optimizers=names, seed=args.seed,
+        run_demo(out=args.out, steps=steps, optimizers=names, lrfree=lrfree, seed=args.seed,
                  threads=args.threads, progress=not args.no_progress, batch=args.batch_size,
                  plot_png=not args.no_plot,
                  blas_threads=args.blas_threads if args.blas_threads > 0 else None)
