@@ -322,3 +322,18 @@ def test_torch_contender_skips_optimizers_torch_lacks():
     params, grads = B.make_inputs([(30,)], np.float32, seed=5)
     with pytest.raises(B._Skip, match="has no Lion"):
         B._torch_contender("torch-foreach", "Lion", {"lr": 1e-4}, params, grads)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_bench_skips_deepspeed_with_the_reason(monkeypatch):
+    """Without an importable DeepSpeed CPU Adam the runner skips it and says why."""
+    import sys
+    from lrfast.cli import torch_bench
+    monkeypatch.setitem(sys.modules, "deepspeed", None)       # import fails
+    monkeypatch.setitem(sys.modules, "deepspeed.ops", None)
+    monkeypatch.setitem(sys.modules, "deepspeed.ops.adam", None)
+    res = torch_bench.run(sizes=[300.0], quick=True, deepspeed=True)
+    assert res["deepspeed"].startswith("skipped: deepspeed is not importable")
+    assert "deepspeed" not in res["cases"]["3e+02"]["us"]
+    assert "DeepSpeedCPUAdam: skipped" in torch_bench.format_table(res)
+    assert torch_bench.run(sizes=[300.0], quick=True)["deepspeed"] == "not requested"
