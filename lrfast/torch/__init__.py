@@ -31,8 +31,14 @@ optimizer holds a view of each param's current grad between steps until
 ``zero_grad`` drops it.
 
 Every optimizer of :mod:`lrfast.optim` has a class here; those with a
-torch.optim counterpart (the table's torch references) take that class's exact
-signature, the others (Lion, AdaBelief, Yogi, ADOPT, Adan) the table's.
+torch.optim counterpart (the table's torch references, Adafactor, Muon and
+SparseAdam included) take that class's exact signature and state_dict format,
+the others the table's (Lamb, LARS, NovoGrad, Prodigy, DoG, LDoG and the
+schedule-free ones: the reference packages' positional signatures). The
+elementwise ones run the fused engine directly (:class:`TorchOptimizer`); the
+rest drive an inner ``lrfast.<Name>`` over the same memory
+(:class:`WrappedOptimizer`): ``opt.d`` on Prodigy/DoG/LDoG, ``train()``/
+``eval()`` on the schedule-free ones (the mode in each group's ``train_mode``).
 """
 from __future__ import annotations
 
