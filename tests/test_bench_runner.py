@@ -452,3 +452,18 @@ def test_lrfree_timed_steps_stay_bounded(name):
     x = cs[0].fn.opt._params[0]
     assert x is not params[0] and not np.array_equal(x, params[0])
     assert np.isfinite(x).all() and np.abs(x).max() < 100
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+def test_torch_bench_skips_deepspeed_with_the_reason(monkeypatch):
+    """Without an importable DeepSpeed CPU Adam the runner skips it and says why."""
+    import sys
+    from lrfast.cli import torch_bench
+    monkeypatch.setitem(sys.modules, "deepspeed", None)       # import fails
+    monkeypatch.setitem(sys.modules, "deepspeed.ops", None)
+    monkeypatch.setitem(sys.modules, "deepspeed.ops.adam", None)
+    res = torch_bench.run(sizes=[300.0], quick=True, deepspeed=True)
+    assert res["deepspeed"].startswith("skipped: deepspeed is not importable")
+    assert "deepspeed" not in res["cases"]["3e+02"]["us"]
+    assert "DeepSpeedCPUAdam: skipped" in torch_bench.format_table(res)
+    assert torch_bench.run(sizes=[300.0], quick=True)["deepspeed"] == "not requested"

@@ -6,8 +6,16 @@ per-round time ratio torch / lrfast (> 1: lrfast is faster). Cases: one tensor
 of each size, and GPT-2-small's 148 parameter shapes (124,439,808 params).
 Needs torch.
 
+Where the ``deepspeed`` package is installed and its CPU Adam op builds (it
+compiles at first use: a C++ compiler and torch's headers, several minutes
+once, then cached under ~/.cache/torch_extensions), DeepSpeed's
+``DeepSpeedCPUAdam`` (adamw_mode, the same weight decay) runs in the same
+rounds ("x deepspeed"); otherwise the runner prints why it was skipped. It is
+on by default, off with ``--quick`` unless ``--deepspeed`` is given.
+
     python -m lrfast bench --torch [--sizes 1e3,1e5,1e6,1e7] [--gpt2] [--rounds 15]
     python -m lrfast bench --torch --quick          # 1e3 and 1e4, 3 rounds
+    python -m lrfast bench --torch --no-deepspeed   # without DeepSpeedCPUAdam
 """
 from __future__ import annotations
 
@@ -37,11 +45,36 @@ def _makers(torch: Any) -> Dict[str, Callable[[list], Any]]:
             "torch-foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True)}
 
 
+def deepspeed_maker(torch: Any) -> Tuple[Optional[Callable[[list], Any]], str]:
+    """``(maker, "")`` when DeepSpeed's CPU Adam builds and steps here, else
+    ``(None, why not)``. The maker builds ``DeepSpeedCPUAdam`` with
+    lrfast.torch.AdamW's math (adamw_mode, weight_decay=0.01, bias correction)."""
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+    except Exception as e:          # not installed, or its import fails
+        return None, f"deepspeed is not importable ({type(e).__name__}: {e})"
+
+    def make(ps):
+        return DeepSpeedCPUAdam(ps, lr=1e-3, weight_decay=0.01, adamw_mode=True)
+    try:
+        p = torch.zeros(8, requires_grad=True)
+        p.grad = torch.ones(8)
+        make([p]).step()            # compiles the op at first use
+        if not float(p.detach()[0]) < 0.0:
+            return None, "DeepSpeedCPUAdam's step did not move the param"
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        return None, (f"DeepSpeedCPUAdam's op did not build or run ({type(e).__name__}: "
+                      f"{msg[-1] if msg else ''})")
+    return make, ""
+
+
 def _case(torch: Any, shapes: Sequence[Tuple[int, ...]], rounds: int,
-          block_s: float) -> Dict[str, Any]:
+          block_s: float, extra: Optional[Dict[str, Callable[[list], Any]]] = None
+          ) -> Dict[str, Any]:
     gen = torch.Generator().manual_seed(0)
     opts = {}
-    for name, make in _makers(torch).items():
+    for name, make in {**_makers(torch), **(extra or {})}.items():
         ps = []
         for s in shapes:
             p = torch.randn(s, generator=gen, requires_grad=True)
@@ -66,7 +99,7 @@ def _case(torch: Any, shapes: Sequence[Tuple[int, ...]], rounds: int,
     out: Dict[str, Any] = {"elements": int(sum(int(_prod(s)) for s in shapes)),
                            "tensors": len(shapes),
                            "us": {k: 1e6 * statistics.median(v) for k, v in times.items()}}
-    for k in ("torch-fused", "torch-foreach"):
+    for k in [k for k in opts if k != "lrfast"]:
         out[f"x {k}"] = statistics.median(a / b for a, b in zip(times[k], times["lrfast"]))
     return out
 
@@ -79,33 +112,52 @@ def _prod(s: Tuple[int, ...]) -> int:
 
 
 def run(sizes: Optional[Sequence[float]] = None, gpt2: bool = False, rounds: int = 15,
-        quick: bool = False) -> Dict[str, Any]:
-    """Time every case; returns {case: {"us": {...}, "x torch-fused": r, ...}}."""
+        quick: bool = False, deepspeed: Optional[bool] = None) -> Dict[str, Any]:
+    """Time every case; returns {case: {"us": {...}, "x torch-fused": r, ...}}
+    and, under "deepspeed", whether DeepSpeedCPUAdam ran or why it was skipped
+    (``deepspeed=None``: tried unless ``quick``)."""
+    import os
     import torch
     if quick:
         sizes, rounds, block_s = sizes or [1e3, 1e4], 3, 0.002
     else:
         sizes, block_s = sizes or [1e3, 1e5, 1e6, 1e7], 0.02
     res: Dict[str, Any] = {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                           "cases": {}}
+                           "load_average": list(os.getloadavg()), "cases": {}}
+    extra: Dict[str, Callable[[list], Any]] = {}
+    if deepspeed if deepspeed is not None else not quick:
+        make, why = deepspeed_maker(torch)
+        if make is not None:
+            extra["deepspeed"] = make
+        res["deepspeed"] = "ran" if make is not None else f"skipped: {why}"
+    else:
+        res["deepspeed"] = "not requested"
     for size in sizes:
-        res["cases"][f"{int(size):.0e}"] = _case(torch, [(int(size),)], rounds, block_s)
+        res["cases"][f"{int(size):.0e}"] = _case(torch, [(int(size),)], rounds, block_s, extra)
     if gpt2:
         res["cases"]["GPT-2 small (148 tensors)"] = _case(torch, gpt2_small_shapes(),
-                                                          max(3, rounds // 3), block_s)
+                                                          max(3, rounds // 3), block_s, extra)
     return res
 
 
 def format_table(res: Dict[str, Any]) -> str:
+    ds = any("deepspeed" in c["us"] for c in res["cases"].values())
     lines = [f"torch {res['torch']} ({res['torch_threads']} threads); lrfast.torch.AdamW "
-             "against torch.optim.AdamW; ratio = torch time / lrfast time",
+             "against torch.optim.AdamW; ratio = other time / lrfast time",
              f"{'case':<28} {'elements':>12} {'lrfast us':>11} {'fused us':>11} "
-             f"{'foreach us':>11} {'x fused':>8} {'x foreach':>9}"]
+             f"{'foreach us':>11} {'x fused':>8} {'x foreach':>9}"
+             + (f" {'ds us':>11} {'x ds':>7}" if ds else "")]
     for name, c in res["cases"].items():
         us = c["us"]
         lines.append(f"{name:<28} {c['elements']:>12,} {us['lrfast']:>11.1f} "
                      f"{us['torch-fused']:>11.1f} {us['torch-foreach']:>11.1f} "
-                     f"{c['x torch-fused']:>7.2f}x {c['x torch-foreach']:>8.2f}x")
+                     f"{c['x torch-fused']:>7.2f}x {c['x torch-foreach']:>8.2f}x"
+                     + (f" {us['deepspeed']:>11.1f} {c['x deepspeed']:>6.2f}x" if ds else ""))
+    if "load_average" in res:
+        lines.append("load average (1, 5, 15 min) at the start: "
+                     + ", ".join(f"{x:.2f}" for x in res["load_average"]))
+    if res.get("deepspeed", "not requested") != "not requested":
+        lines.append(f"DeepSpeedCPUAdam: {res['deepspeed']}")
     return "\n".join(lines)
 
 
@@ -117,13 +169,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None, help="write the result here")
+    ds = p.add_mutually_exclusive_group()
+    ds.add_argument("--deepspeed", dest="deepspeed", action="store_true", default=None,
+                    help="time DeepSpeedCPUAdam too (the default unless --quick)")
+    ds.add_argument("--no-deepspeed", dest="deepspeed", action="store_false")
     a = p.parse_args(argv)
     try:
         import torch  # noqa: F401  (optional dependency)
     except ImportError:
         p.error("--torch needs PyTorch (pip install torch)")
     sizes = [float(x) for x in a.sizes.split(",")] if a.sizes else None
-    res = run(sizes=sizes, gpt2=a.gpt2, rounds=a.rounds, quick=a.quick)
+    res = run(sizes=sizes, gpt2=a.gpt2, rounds=a.rounds, quick=a.quick, deepspeed=a.deepspeed)
     print(format_table(res))
     if a.json:
         with open(a.json, "w") as f:

@@ -31,8 +31,14 @@ optimizer holds a view of each param's current grad between steps until
 ``zero_grad`` drops it.
 
 Every optimizer of :mod:`lrfast.optim` has a class here; those with a
-torch.optim counterpart (the table's torch references) take that class's exact
-signature, the others (Lion, AdaBelief, Yogi, ADOPT, Adan) the table's.
+torch.optim counterpart (the table's torch references, Adafactor, Muon and
+SparseAdam included) take that class's exact signature and state_dict format,
+the others the table's (Lamb, LARS, NovoGrad, Prodigy, DoG, LDoG and the
+schedule-free ones: the reference packages' positional signatures). The
+elementwise ones run the fused engine directly (:class:`TorchOptimizer`); the
+rest drive an inner ``lrfast.<Name>`` over the same memory
+(:class:`WrappedOptimizer`): ``opt.d`` on Prodigy/DoG/LDoG, ``train()``/
+``eval()`` on the schedule-free ones (the mode in each group's ``train_mode``).
 """
 from __future__ import annotations
 
@@ -44,10 +50,14 @@ except ImportError as e:      # pragma: no cover - exercised without torch
 
 from ..optim._table import TABLE
 from ._optimizer import TorchOptimizer
+from ._wrapped import WrappedOptimizer, _LrFree, _ScheduleFree
+from .. import optim as _lo
 
 __all__ = ["TorchOptimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
-           "Adan"]
+           "Adan", "Lamb", "LARS", "NovoGrad", "Adafactor", "Muon", "SparseAdam",
+           "ScheduleFreeSGD", "ScheduleFreeAdamW", "ScheduleFreeRAdam", "Prodigy", "DoG", "LDoG",
+           "WrappedOptimizer"]
 
 _ = _torch
 
@@ -130,3 +140,87 @@ class ADOPT(TorchOptimizer):
 class Adan(TorchOptimizer):
     """Adan (see :class:`lrfast.Adan`) as a torch optimizer."""
     spec = TABLE["Adan"]
+
+
+# Optimizers driven through an inner lrfast optimizer (per-tensor and global
+# sums, engine-held numbers, own steps, sparse grads, train/eval modes): one
+# line each (lrfast/torch/_wrapped.py).
+
+class Lamb(WrappedOptimizer):
+    """LAMB (see :class:`lrfast.Lamb`) as a torch optimizer; state ``step``,
+    ``exp_avg``, ``exp_avg_sq``."""
+    lrfast_class = _lo.Lamb
+
+
+class LARS(WrappedOptimizer):
+    """LARS (see :class:`lrfast.LARS`) as a torch optimizer (``lr`` required);
+    state ``step``, ``trace``."""
+    lrfast_class = _lo.LARS
+
+
+class NovoGrad(WrappedOptimizer):
+    """NovoGrad (see :class:`lrfast.NovoGrad`) as a torch optimizer; state
+    ``step``, ``exp_avg`` and ``nu`` (a number per tensor)."""
+    lrfast_class = _lo.NovoGrad
+
+
+class Adafactor(WrappedOptimizer):
+    """torch.optim.Adafactor on lrfast's Adafactor step (state ``step``,
+    ``row_var``/``col_var`` or ``variance``, in torch's shapes)."""
+    lrfast_class = _lo.Adafactor
+
+
+class Muon(WrappedOptimizer):
+    """torch.optim.Muon on lrfast's Muon (2-D params; the Newton-Schulz
+    iteration in the param's dtype, not bfloat16 as torch); state
+    ``momentum_buffer``."""
+    lrfast_class = _lo.Muon
+
+
+class SparseAdam(WrappedOptimizer):
+    """torch.optim.SparseAdam on lrfast's row-sparse Adam: grads are torch
+    sparse COO tensors with one sparse dimension (rows), coalesced as torch
+    does; only the touched rows change. State ``step`` (an int, as torch),
+    ``exp_avg``, ``exp_avg_sq``."""
+    lrfast_class = _lo.SparseAdam
+
+
+class ScheduleFreeSGD(_ScheduleFree):
+    """Schedule-free SGD (see :class:`lrfast.ScheduleFreeSGD`; the
+    ``schedulefree.SGDScheduleFree`` algorithm) as a torch optimizer, with
+    ``train()``/``eval()``; the mode is each group's ``train_mode``, as the
+    reference's; state ``step``, ``z``, ``lr_max``, ``weight_sum`` per param."""
+    lrfast_class = _lo.ScheduleFreeSGD
+
+
+class ScheduleFreeAdamW(_ScheduleFree):
+    """Schedule-free AdamW (see :class:`lrfast.ScheduleFreeAdamW`) as a torch
+    optimizer, with ``train()``/``eval()``; state as ScheduleFreeSGD's plus
+    ``exp_avg_sq``."""
+    lrfast_class = _lo.ScheduleFreeAdamW
+
+
+class ScheduleFreeRAdam(_ScheduleFree):
+    """Schedule-free RAdam (see :class:`lrfast.ScheduleFreeRAdam`) as a torch
+    optimizer, with ``train()``/``eval()``."""
+    lrfast_class = _lo.ScheduleFreeRAdam
+
+
+class Prodigy(_LrFree):
+    """Prodigy (see :class:`lrfast.Prodigy`; ``prodigyopt.Prodigy``) as a torch
+    optimizer; ``opt.d`` is the step size the next step uses; state ``step``,
+    ``s``, ``p0``, ``exp_avg``, ``exp_avg_sq`` and ``d``, ``d_max``,
+    ``d_numerator``, ``k``."""
+    lrfast_class = _lo.Prodigy
+
+
+class DoG(_LrFree):
+    """DoG (see :class:`lrfast.DoG`; ``dog.DoG``) as a torch optimizer;
+    ``opt.d`` is the last step's eta; state ``step``, ``x0``, ``rbar``, ``G``,
+    ``eta``."""
+    lrfast_class = _lo.DoG
+
+
+class LDoG(_LrFree):
+    """LDoG (see :class:`lrfast.LDoG`; ``dog.LDoG``) as a torch optimizer."""
+    lrfast_class = _lo.LDoG

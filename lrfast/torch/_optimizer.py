@@ -598,16 +598,19 @@ def _asgd_stored(inner, sdt):
     return step
 
 
-def _make_init(cls):
+def _make_init(cls, base=None, positional=False):
     """``__init__`` with torch.optim's signature for cls's counterpart (its
-    order, defaults and torch-only switches), else the table's."""
+    order, defaults and torch-only switches), else the table's; it calls
+    ``base.__init__(self, params, defaults, flags, master_weights)``. With
+    ``positional``, the table's own positional order where torch has no class
+    (the reference packages' signatures), else only ``lr`` is positional."""
     spec = cls.spec
     table = {h.name: h for h in spec.hparams}
     sig: List[Tuple[str, Any, bool]] = []     # (name, default, keyword-only)
     flags: Dict[str, Any] = {}
     if cls.torch_class is not None:
         # torch's group keys (AdamW's carry decoupled_weight_decay=True, not an argument)
-        built = cls.torch_class([torch.zeros(1, requires_grad=True)]).defaults
+        built = cls.torch_class([torch.zeros(1, 1, requires_grad=True)]).defaults
         flags.update({k: v for k, v in built.items() if k not in table})
         for prm in list(inspect.signature(cls.torch_class.__init__).parameters.values())[2:]:
             kwonly = prm.kind == prm.KEYWORD_ONLY
@@ -619,7 +622,8 @@ def _make_init(cls):
     have = {s[0] for s in sig}
     for h in spec.hparams:
         if h.name not in have:
-            sig.append((h.name, h.default, True if sig or h.kwonly else h.kwonly))
+            sig.append((h.name, h.default,
+                        h.kwonly if positional else (True if sig or h.kwonly else h.kwonly)))
     sig.sort(key=lambda s: s[2])               # stable: positional first
     cls._flags = flags
     cls._names = tuple(h.name for h in spec.hparams) + tuple(flags)
@@ -631,7 +635,7 @@ def _make_init(cls):
     fls = ", ".join(f"{f}={f}" if f in args else f"{f}={v!r}" for f, v in flags.items())
     src = (f"def __init__(self, params, {', '.join(pos)}, *, {', '.join(kwo)}):\n"
            f"    _Base.__init__(self, params, dict({hps}), dict({fls}), master_weights)\n")
-    ns: Dict[str, Any] = {"_Base": TorchOptimizer, "_d": {n: d for n, d, _ in sig}}
+    ns: Dict[str, Any] = {"_Base": base or TorchOptimizer, "_d": {n: d for n, d, _ in sig}}
     exec(src, ns)
     fn = ns["__init__"]
     fn.__qualname__ = f"{cls.__name__}.__init__"
