@@ -23,7 +23,7 @@ from ._config import show_config, config
 from .optim import (Optimizer, SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam,
                     RAdam, Rprop, ASGD, Lion)
 from .optim import AdaBelief, Yogi, ADOPT, Adan, Lamb, LARS, NovoGrad
-from .optim import Prodigy, DoG, LDoG
+from .optim import Prodigy, DoG, LDoG, DAdaptAdam, DAdaptSGD, DAdaptAdaGrad
 from .optim import Adafactor, Muon
 from .optim import SparseAdam, RowSparse
 from .optim import ScheduleFreeSGD, ScheduleFreeAdamW, ScheduleFreeRAdam
@@ -48,7 +48,7 @@ __all__ = ["Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW"
            "kernels", "schedules", "find_lr", "LBFGS", "DiagonalNewton",
            "line_search", "__version__"]
 __all__ += ["AdaBelief", "Yogi", "ADOPT", "Adan", "Lamb", "LARS", "NovoGrad"]
-__all__ += ["Prodigy", "DoG", "LDoG"]
+__all__ += ["Prodigy", "DoG", "LDoG", "DAdaptAdam", "DAdaptSGD", "DAdaptAdaGrad"]
 __all__ += ["Adafactor", "Muon"]
 __all__ += ["SparseAdam", "RowSparse"]
 __all__ += ["ScheduleFreeSGD", "ScheduleFreeAdamW", "ScheduleFreeRAdam"]

@@ -18,6 +18,7 @@ import numpy as np
 __all__ = ["init_state", "sgd", "adagrad", "adadelta", "rmsprop", "adam", "adamax", "nadam",
            "radam", "rprop", "asgd", "lion", "adabelief", "yogi", "adopt", "adan",
            "lamb", "lars", "novograd", "tensor_sumsq", "tensor_sum", "prodigy",
+           "dadapt_state", "dadapt_global", "dadapt_adam", "dadapt_sgd", "dadapt_adagrad",
            "prodigy_state", "prodigy_global", "dog",
            "sf_sgd", "sf_adamw", "sf_radam", "sf_swap",
            "clip_coef", "global_norm", "STEPPERS", "adafactor", "muon", "newton_schulz",
@@ -456,6 +457,202 @@ def prodigy(params, grads, states, gstate, groups, group_of):
             u = st["exp_avg"] if b1 > 0 else gi
             stepc = -dlr if b1 > 0 else -dlr * gstate["d"]
             p[...] = p + T(stepc) * (u / dn)
+
+
+def _dadapt_d(d, d_hat, growth):
+    return max(d, min(d_hat, d * growth))
+
+
+def _flat64(x):
+    return np.asarray(x).ravel(order="K").astype(np.float64)
+
+
+def dadapt_state(name, p):
+    """Fresh state of DAdaptAdam, DAdaptSGD or DAdaptAdaGrad for param ``p``."""
+    if name == "DAdaptAdam":
+        return {"step": 0, "s": np.zeros_like(p), "exp_avg": np.zeros_like(p),
+                "exp_avg_sq": np.zeros_like(p)}
+    if name == "DAdaptSGD":
+        return {"step": 0, "s": np.zeros_like(p), "z": np.zeros_like(p), "x0": np.zeros_like(p)}
+    return {"step": 0, "alphak": np.full_like(p, 1e-6), "sk": np.zeros_like(p),
+            "x0": np.zeros_like(p)}
+
+
+def dadapt_global(name, d0=1e-6, **_):
+    """Fresh D-Adaptation global state (one per optimizer)."""
+    if name == "DAdaptAdam":
+        return {"d": d0, "numerator_weighted": 0.0, "k": 0}
+    if name == "DAdaptSGD":
+        return {"d": d0, "numerator_weighted": 0.0, "g0_norm": 0.0, "k": 0}
+    return {"d": d0, "gsq_weighted": 0.0, "sksq_weighted": 0.0, "skl1": 0.0, "k": 0}
+
+
+def _dadapt_groups(groups, defaults):
+    out = []
+    for h in groups:
+        x = dict(defaults)
+        x.update(h)
+        out.append(x)
+    return out
+
+
+def dadapt_adam(params, grads, states, gstate, groups, group_of):
+    """One dadaptation.DAdaptAdam 3.2 step over every param, exactly as lrfast's
+    two passes: per tensor (memory order) <g, s/(sqrt(v) + eps)> (the quotient
+    in the dtype, products in double) and ||s_new||_1, summed as
+    :func:`tensor_sum`, combined in tensor order; then the update."""
+    full = _dadapt_groups(groups, dict(lr=1.0, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                                       decouple=False, use_bias_correction=False, d0=1e-6,
+                                       growth_rate=math.inf, layer_scale=1.0))
+    h0 = full[0]
+    b1, b2 = h0["betas"]
+    sb2 = b2 ** 0.5
+    d, k = gstate["d"], gstate["k"]
+    lr = max(full[group_of[i]]["lr"] for i in range(len(params)))
+    bc = (((1 - b2 ** (k + 1)) ** 0.5) / (1 - b1 ** (k + 1)) if h0["use_bias_correction"]
+          else 1.0)
+    dlr = d * lr * bc
+    acum, l1, gis = 0.0, 0.0, []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        h = full[group_of[i]]
+        T = p.dtype.type
+        wd, ls = h["weight_decay"], h["layer_scale"]
+        gi = None if g is None else (g + T(wd) * p if wd != 0 and not h0["decouple"] else g)
+        gis.append(gi)
+        if gi is None or not h["lr"] > 0:
+            continue
+        st = states[i]
+        q = st["s"] / (np.sqrt(st["exp_avg_sq"]) + T(h["eps"]))
+        acum = acum + ls * dlr * tensor_sum(_flat64(gi) * _flat64(q))
+        sn = st["s"] * T(sb2) + T(dlr * (1 - sb2)) * gi
+        l1 = l1 + ls * tensor_sum(_flat64(np.abs(sn)))
+    nw = sb2 * gstate["numerator_weighted"] + (1 - sb2) * acum
+    apply = l1 != 0.0
+    if apply:
+        if lr > 0.0:
+            d = _dadapt_d(d, nw / ((1 - sb2) * l1), h0["growth_rate"])
+        gstate.update(d=d, numerator_weighted=nw, k=k + 1)
+    for i, (p, gi) in enumerate(zip(params, gis)):
+        if gi is None:
+            continue
+        h, st = full[group_of[i]], states[i]
+        T = p.dtype.type
+        st["step"] += 1
+        if h["lr"] > 0:
+            st["exp_avg"][...] = st["exp_avg"] * T(b1) + T(h["layer_scale"] * dlr * (1 - b1)) * gi
+            st["exp_avg_sq"][...] = st["exp_avg_sq"] * T(b2) + T(1 - b2) * (gi * gi)
+            st["s"][...] = st["s"] * T(sb2) + T(dlr * (1 - sb2)) * gi
+        if apply:
+            wd = h["weight_decay"]
+            if wd != 0 and h0["decouple"]:
+                p[...] = p + T(-wd * dlr) * p
+            p[...] = p - st["exp_avg"] / (np.sqrt(st["exp_avg_sq"]) + T(h["eps"]))
+
+
+def dadapt_sgd(params, grads, states, gstate, groups, group_of):
+    """One dadaptation.DAdaptSGD 3.2 step, exactly as lrfast's two passes: at
+    the first step (k == 0) ||g||^2 and ||g + wd*p||^2 per tensor (squares in
+    double; ||s||^2 = dlr^2 * the latter), else <g, s> and ||s + dlr*g||^2;
+    combined in tensor order; then the update."""
+    full = _dadapt_groups(groups, dict(lr=1.0, momentum=0.0, weight_decay=0.0, d0=1e-6,
+                                       growth_rate=math.inf))
+    h0 = full[0]
+    wd, ck = h0["weight_decay"], 1 - h0["momentum"]
+    d, nw, g0n, k = (gstate[x] for x in ("d", "numerator_weighted", "g0_norm", "k"))
+    lr = max(full[group_of[i]]["lr"] for i in range(len(params)))
+    on = [g is not None and full[group_of[i]]["lr"] > 0 for i, g in enumerate(grads)]
+    gis = [None if g is None else (g + p.dtype.type(wd) * p if wd != 0 else g)
+           for p, g in zip(params, grads)]
+    if k == 0:
+        gsq = 0.0
+        for i, g in enumerate(grads):
+            if on[i]:
+                gsq = gsq + tensor_sum(_flat64(g) ** 2)
+        g0n = math.sqrt(gsq)
+        if g0n == 0.0:
+            on = [False] * len(params)
+    dlr = d * lr / g0n if g0n != 0.0 else 0.0
+    sk = 0.0
+    for i, (p, gi) in enumerate(zip(params, gis)):
+        if not on[i]:
+            continue
+        st = states[i]
+        if k == 0:
+            sk = sk + (dlr * dlr) * tensor_sum(_flat64(gi) ** 2)
+        else:
+            nw = nw + dlr * tensor_sum(_flat64(gi) * _flat64(st["s"]))
+            sk = sk + tensor_sum(_flat64(st["s"] + p.dtype.type(dlr) * gi) ** 2)
+    apply = g0n != 0.0 and sk != 0.0
+    if apply:
+        if lr > 0.0:
+            d = _dadapt_d(d, 2 * nw / math.sqrt(sk), h0["growth_rate"])
+        gstate.update(d=d, numerator_weighted=nw, g0_norm=g0n, k=k + 1)
+    for i, (p, gi) in enumerate(zip(params, gis)):
+        if gi is None:
+            continue
+        st = states[i]
+        T = p.dtype.type
+        if st["step"] == 0:
+            st["x0"][...] = p
+            st["z"][...] = p
+        st["step"] += 1
+        if on[i]:
+            st["s"][...] = st["s"] + T(dlr) * gi
+        if apply:
+            st["z"][...] = st["x0"] - st["s"]
+            p[...] = p * T(1 - ck) + T(ck) * st["z"]
+
+
+def dadapt_adagrad(params, grads, states, gstate, groups, group_of):
+    """One dadaptation.DAdaptAdaGrad 3.2 step (dense grads), exactly as
+    lrfast's two passes: per tensor the sums of s'^2/D' - s^2/D, g^2/D' and
+    |s'| - |s| (terms in the dtype, differences in double), combined in tensor
+    order; then the update."""
+    full = _dadapt_groups(groups, dict(lr=1.0, momentum=0.0, weight_decay=0.0, eps=1e-6,
+                                       d0=1e-6, growth_rate=math.inf))
+    h0 = full[group_of[0]] if params else full[0]
+    ck = 1 - h0["momentum"]
+    d = gstate["d"]
+    dlr = d * h0["lr"]
+    dsk = gsq = dl1 = 0.0
+    gis = []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        h = full[group_of[i]]
+        T = p.dtype.type
+        gi = None if g is None else (g + T(h["weight_decay"]) * p if h["weight_decay"] != 0
+                                     else g)
+        gis.append(gi)
+        if gi is None:
+            continue
+        st = states[i]
+        al, s, eps = st["alphak"], st["sk"], T(h["eps"])
+        an = al + gi * gi
+        dn = np.sqrt(an) + eps
+        sn = s + T(dlr) * gi
+        dsk = dsk + tensor_sum(_flat64(sn * sn / dn) - _flat64(s * s / (np.sqrt(al) + eps)))
+        gsq = gsq + tensor_sum(_flat64(gi * gi / dn))
+        dl1 = dl1 + tensor_sum(_flat64(np.abs(sn)) - _flat64(np.abs(s)))
+    sksq = gstate["sksq_weighted"] + dsk
+    skl1 = gstate["skl1"] + dl1
+    apply = skl1 != 0.0
+    if apply:
+        gw = gstate["gsq_weighted"] + dlr * dlr * gsq
+        if h0["lr"] > 0.0:
+            d = _dadapt_d(d, (sksq - gw) / skl1, h0["growth_rate"])
+        gstate.update(d=d, gsq_weighted=gw, sksq_weighted=sksq, skl1=skl1, k=gstate["k"] + 1)
+    for i, (p, gi) in enumerate(zip(params, gis)):
+        if gi is None:
+            continue
+        h, st = full[group_of[i]], states[i]
+        T = p.dtype.type
+        if st["step"] == 0:
+            st["x0"][...] = p
+        st["step"] += 1
+        st["alphak"][...] = st["alphak"] + gi * gi
+        st["sk"][...] = st["sk"] + T(dlr) * gi
+        if apply:
+            z = st["x0"] - st["sk"] / (np.sqrt(st["alphak"]) + T(h["eps"]))
+            p[...] = p * T(1 - ck) + T(ck) * z if h0["momentum"] != 0 else z
 
 
 def _dog_eta(st, dd, gg, h):

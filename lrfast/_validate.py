@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ["MAX_STEP", "is_schedule", "is_bool", "number", "real", "integer", "scalar",
-           "choice", "check_value", "schedule_value", "step_count", "check_param",
+           "choice", "check_value", "schedule_value", "step_count", "saved_scalar", "check_param",
            "optional_positive", "finite", "ReentryError"]
 
 MAX_STEP = 2 ** 53     # step counts enter double arithmetic (beta ** t): keep them exact
@@ -159,6 +159,25 @@ def _slice_p(v: Any, name: str, where: str) -> int:
     return x
 
 
+def _log_every(v: Any, name: str, where: str) -> int:
+    # D-Adaptation's log_every: an int >= 0; lrfast logs nothing (read opt.d)
+    x = integer(v, name, where, low=0)
+    if x != 0:
+        raise NotImplementedError(f"{where}{name}={x}: lrfast does not log; read the step-size "
+                                  "estimate from opt.d (log_every=0 only)")
+    return x
+
+
+def _fsdp(v: Any, name: str, where: str) -> bool:
+    # D-Adaptation's fsdp_in_use: sharded params are not supported
+    if not is_bool(v):
+        raise TypeError(f"{where}{name} must be a bool, got {v!r}")
+    if v:
+        raise NotImplementedError(f"{where}{name}=True: sharded (FSDP) params are not "
+                                  "supported (fsdp_in_use=False only)")
+    return False
+
+
 # Values of one kind each (never schedules): name -> checker returning the value.
 _SPECIAL: Dict[str, Callable[[Any, str, str], Any]] = {
     "eps_pair": _eps_pair,
@@ -170,6 +189,8 @@ _SPECIAL: Dict[str, Callable[[Any, str, str], Any]] = {
     "gt0_or_none": lambda v, name, where: (None if v is None
                                            else real(v, name, where, low=0.0, low_open=True)),
     "slice_p": _slice_p,
+    "log_every": _log_every,
+    "fsdp": _fsdp,
     "ns_steps": lambda v, name, where: integer(v, name, where, low=0, high=99),
     "adjust_lr_fn": lambda v, name, where: choice(v, name, (None, "original",
                                                             "match_rms_adamw"), where),
@@ -246,6 +267,25 @@ def step_count(v: Any, name: str = "step", *, low: int = 0) -> int:
     if is_bool(v) or not isinstance(v, numbers.Integral) or not low <= int(v) <= MAX_STEP:
         raise ValueError(f"{name} must be an int in [{low}, 2**53], got {v!r}")
     return int(v)
+
+
+def saved_scalar(v: Any, name: str, low: Optional[float], high: Optional[float],
+                 where: str, *, low_open: bool = False) -> float:
+    """A number read back from a saved state entry (ASGD's eta and mu, the
+    schedule-free rules' lr_max and weight_sum): a 1-element array is taken as
+    its value; anything but a finite number, or one outside [low, high] (low
+    excluded with ``low_open``), is a ValueError naming the state key."""
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.item()
+    try:
+        x = number(v, f"state {name!r}", f"{where}: ")
+    except TypeError:
+        raise ValueError(f"{where}: state {name!r} must be a finite number, got {v!r}") from None
+    if ((low is not None and (x <= low if low_open else x < low))
+            or (high is not None and x > high)):
+        raise ValueError(f"{where}: state {name!r} must be "
+                         f"{_bounds(low, high, low_open, False)}, got {v!r}")
+    return x
 
 
 def is_half(dt: Any) -> bool:

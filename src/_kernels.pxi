@@ -1208,6 +1208,23 @@ cdef void _prodigy_sums(const real* p, const real* g, const real* s, const real*
         o += SUMCH
 
 
+cdef inline double _rows_max(const double* trows, int n, const double* field) noexcept nogil:
+    # the largest value of one field (given in the first row) over the tensors'
+    # rows: Prodigy's and D-Adaptation's lr = max over the groups
+    cdef Py_ssize_t j = field - trows
+    cdef double x = 0.0
+    cdef int i
+    for i in range(n):
+        if trows[i * NS + j] > x:
+            x = trows[i * NS + j]
+    return x
+
+
+cdef inline double _dadapt_bc(double b1, double b2, double k) noexcept nogil:
+    # Prodigy's and DAdaptAdam's bias correction ((1-b2**(k+1))**0.5)/(1-b1**(k+1))
+    return pow(1.0 - pow(b2, k + 1.0), 0.5) / (1.0 - pow(b1, k + 1.0))
+
+
 cdef void _prodigy_global(double* trows, int n, const double* tsums, double* gst,
                           int phase) noexcept nogil:
     # tsums: per tensor (stride TSTRIDE) its sums, 1.0 if it has a grad, its group;
@@ -1219,12 +1236,9 @@ cdef void _prodigy_global(double* trows, int n, const double* tsums, double* gst
     cdef int i
     if n == 0:
         return
-    for i in range(n):                 # lr = max over the groups (the reference's)
-        r = <ProdigyRow*>(trows + i * NS)
-        if r.lr > lr:
-            lr = r.lr
+    lr = _rows_max(trows, n, &r0.lr)   # lr = max over the groups (the reference's)
     if r0.bias != 0:
-        bc = pow(1.0 - pow(b2, k + 1.0), 0.5) / (1.0 - pow(b1, k + 1.0))
+        bc = _dadapt_bc(b1, b2, k)
     dlr = d * lr * bc
     if phase == 0:
         for i in range(n):
@@ -1313,6 +1327,323 @@ cdef void _prodigy(real* p, const real* g, const real* h, real* s, real* p0, rea
         _prodigy_loop(p, g, s, m, v, n, r, True)
     else:
         _prodigy_loop(p, g, s, m, v, n, r, False)
+
+
+# ---- D-Adaptation (dadaptation 3.2): DAdaptAdam, DAdaptSGD, DAdaptAdaGrad. Global
+# kinds as Prodigy: the engine-held d and sums are group 0's, one set per
+# optimizer; phase 0 fills the rows from them, the read-only pass sums per
+# tensor, phase 1 combines the sums in tensor order (the reference's per-tensor
+# .item() sums) and updates d. Two passes: the sums, then the update (which
+# reads the sums' verdict: the reference skips the params when its l1 or
+# squared norm of s is 0).
+cdef inline double _dadapt_d(double d, double d_hat, double growth) noexcept nogil:
+    # Python's max(d, min(d_hat, d*growth_rate)): the first argument unless the
+    # second is strictly better
+    cdef double m = d * growth
+    m = m if m < d_hat else d_hat
+    return m if m > d else d
+
+
+cdef void _dadapt_adam_sums(const real* p, const real* g, const real* s, const real* v,
+                            Py_ssize_t n, const DadaptAdamRow* r, double* acc) noexcept nogil:
+    # <g, s/(sqrt(v) + eps)> (old s and v; the quotient in the dtype, the product
+    # in double) and ||s_new||_1 (s_new = s*sqrt(b2) + cs*g, not written)
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, wd = <real>r.wd, eps = <real>r.eps, sb2 = <real>r.sb2
+    cdef real cs = <real>r.cs, gi, sn
+    cdef bint l2 = r.l2 != 0
+    cdef Py_ssize_t o, k, c
+    if r.on == 0:                    # a group with lr 0: no part in d
+        return
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            gi = gs * g[o + k]
+            gi = gi + wd * p[o + k] if l2 else gi      # the reference's grad.add_(p, alpha=wd)
+            a[k] = <double>gi * <double>(s[o + k] / (_sqrt(v[o + k]) + eps))
+            sn = s[o + k] * sb2 + cs * gi
+            b[k] = <double>_abs(sn)
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _dadapt_adam_global(double* trows, int n, const double* tsums, double* gst,
+                              int phase) noexcept nogil:
+    # gst: (d, numerator_weighted, k); betas, bias correction, decouple and
+    # growth_rate are the first row's (the reference reads group 0's)
+    cdef DadaptAdamRow* r0 = <DadaptAdamRow*>trows
+    cdef DadaptAdamRow* r
+    cdef double d = gst[0], k = gst[2], b1 = r0.b1, b2 = r0.b2, sb2 = pow(r0.b2, 0.5)
+    cdef double lr, dlr, bc = 1.0, acum = 0.0, l1 = 0.0, nw
+    cdef int i
+    if n == 0:
+        return
+    lr = _rows_max(trows, n, &r0.lr)
+    if r0.bias != 0:
+        bc = _dadapt_bc(b1, b2, k)
+    dlr = d * lr * bc
+    if phase == 0:
+        for i in range(n):
+            r = <DadaptAdamRow*>(trows + i * NS)
+            r.b1r = b1
+            r.cm = r.ls * dlr * (1.0 - b1)
+            r.b2r = b2
+            r.c2 = 1.0 - b2
+            r.sb2 = sb2
+            r.cs = dlr * (1.0 - sb2)
+            r.l2 = 1.0 if (r.wd != 0.0 and r0.decouple == 0) else 0.0
+            r.dec = 1.0 if (r.wd != 0.0 and r0.decouple != 0) else 0.0
+            r.dwd = -r.wd * dlr
+            r.on = 1.0 if r.lr > 0.0 else 0.0
+            r.apply = 0.0
+        return
+    for i in range(n):                 # tensor order, as the reference's Python sums
+        r = <DadaptAdamRow*>(trows + i * NS)
+        if tsums[i * TSTRIDE + MAX_SUMS] != 0.0 and r.on != 0:
+            acum = acum + r.ls * dlr * tsums[i * TSTRIDE]
+            l1 = l1 + r.ls * tsums[i * TSTRIDE + 1]
+    nw = sb2 * gst[1] + (1.0 - sb2) * acum
+    if l1 == 0.0:                      # the reference returns before the update
+        return
+    if lr > 0.0:
+        d = _dadapt_d(d, nw / ((1.0 - sb2) * l1), r0.growth)
+    gst[0] = d
+    gst[1] = nw
+    gst[2] = k + 1.0
+    for i in range(n):
+        (<DadaptAdamRow*>(trows + i * NS)).apply = 1.0
+
+
+cdef void _dadapt_adam(real* p, const real* g, const real* h, real* s, real* v, real* m,
+                       Py_ssize_t n, const DadaptAdamRow* r) noexcept nogil:
+    # (on) m = m*b1 + cm*g;  v = v*b2 + (1-b2)*(g*g);  s = s*sqrt(b2) + cs*g
+    # (apply) p = p - wd*dlr*p (decouple);  p = p - m/(sqrt(v) + eps)
+    cdef real gs = <real>r.gs, wd = <real>r.wd, eps = <real>r.eps, b1 = <real>r.b1r
+    cdef real cm = <real>r.cm, b2 = <real>r.b2r, c2 = <real>r.c2, sb2 = <real>r.sb2
+    cdef real cs = <real>r.cs, dwd = <real>r.dwd
+    cdef bint l2 = r.l2 != 0, on = r.on != 0, apply = r.apply != 0, dec = r.dec != 0
+    cdef Py_ssize_t i
+    cdef real gi, pi, mi, vi, q
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + wd * pi if l2 else gi
+        mi = m[i] * b1 + cm * gi if on else m[i]
+        m[i] = mi
+        vi = v[i] * b2 + c2 * (gi * gi) if on else v[i]
+        v[i] = vi
+        s[i] = s[i] * sb2 + cs * gi if on else s[i]
+        q = pi + dwd * pi if dec else pi
+        q = q - mi / (_sqrt(vi) + eps)
+        p[i] = q if apply else pi
+
+
+cdef void _dadapt_sgd_sums(const real* p, const real* g, const real* s, const real* z,
+                           Py_ssize_t n, const DadaptSgdRow* r, double* acc) noexcept nogil:
+    # k == 0: ||g||^2 (g0_norm's, without the weight decay, as the reference) and
+    # ||g + wd*p||^2; else <g, s> (old s) and ||s + dlr*g||^2 (s_new in the dtype)
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef real gs = <real>r.gs, w = <real>r.w, dlr = <real>r.dlr, g0, gi, sn
+    cdef bint l2 = r.l2 != 0, k0 = r.k0 != 0
+    cdef Py_ssize_t o, k, c
+    if r.on == 0:
+        return
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            g0 = gs * g[o + k]
+            gi = g0 + w * p[o + k] if l2 else g0
+            sn = s[o + k] + dlr * gi
+            a[k] = <double>g0 * <double>g0 if k0 else <double>gi * <double>s[o + k]
+            b[k] = <double>gi * <double>gi if k0 else <double>sn * <double>sn
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        o += SUMCH
+
+
+cdef void _dadapt_sgd_global(double* trows, int n, const double* tsums, double* gst,
+                             int phase) noexcept nogil:
+    # gst: (d, numerator_weighted, g0_norm, k); weight_decay, momentum and
+    # growth_rate are the first row's (the reference reads group 0's)
+    cdef DadaptSgdRow* r0 = <DadaptSgdRow*>trows
+    cdef DadaptSgdRow* r
+    cdef double d = gst[0], nw = gst[1], g0n = gst[2], k = gst[3], ck = 1.0 - r0.mom
+    cdef double lr, dlr = 0.0, gsq = 0.0, sk = 0.0
+    cdef int i
+    if n == 0:
+        return
+    lr = _rows_max(trows, n, &r0.lr)
+    if k != 0.0:
+        dlr = d * lr / g0n
+    if phase == 0:
+        for i in range(n):
+            r = <DadaptSgdRow*>(trows + i * NS)
+            r.w = r0.wd
+            r.l2 = 1.0 if r0.wd != 0.0 else 0.0
+            r.k0 = 1.0 if k == 0.0 else 0.0
+            r.dlr = dlr
+            r.ck = ck
+            r.a = 1.0 - ck
+            r.on = 1.0 if r.lr > 0.0 else 0.0
+            r.apply = 0.0
+        return
+    if k == 0.0:                       # g0_norm from this step's grads; s = 0
+        for i in range(n):
+            if tsums[i * TSTRIDE + MAX_SUMS] != 0.0 and (<DadaptSgdRow*>(trows + i * NS)).on != 0:
+                gsq = gsq + tsums[i * TSTRIDE]
+        g0n = sqrt(gsq)
+        if g0n == 0.0:                 # the reference divides by zero: no step
+            for i in range(n):
+                (<DadaptSgdRow*>(trows + i * NS)).on = 0.0
+            return
+        dlr = d * lr / g0n
+    for i in range(n):                 # tensor order
+        r = <DadaptSgdRow*>(trows + i * NS)
+        if tsums[i * TSTRIDE + MAX_SUMS] != 0.0 and r.on != 0:
+            if k == 0.0:
+                sk = sk + (dlr * dlr) * tsums[i * TSTRIDE + 1]
+            else:
+                nw = nw + dlr * tsums[i * TSTRIDE]
+                sk = sk + tsums[i * TSTRIDE + 1]
+        r.dlr = dlr
+    if sk == 0.0:                      # the reference divides by zero: no step
+        return
+    if lr > 0.0:
+        d = _dadapt_d(d, 2.0 * nw / sqrt(sk), r0.growth)
+    gst[0] = d
+    gst[1] = nw
+    gst[2] = g0n
+    gst[3] = k + 1.0
+    for i in range(n):
+        (<DadaptSgdRow*>(trows + i * NS)).apply = 1.0
+
+
+cdef void _dadapt_sgd(real* p, const real* g, const real* h, real* s, real* z, real* x0,
+                      Py_ssize_t n, const DadaptSgdRow* r) noexcept nogil:
+    # (first) x0 = z = p;  (on) s = s + dlr*(g + wd*p)
+    # (apply) z = x0 - s;  p = p*(1-ck) + ck*z   (ck = 1 - momentum)
+    cdef real gs = <real>r.gs, w = <real>r.w, dlr = <real>r.dlr, a = <real>r.a
+    cdef real ck = <real>r.ck
+    cdef bint l2 = r.l2 != 0, on = r.on != 0, apply = r.apply != 0
+    cdef Py_ssize_t i
+    cdef real gi, pi, si, zi
+    if r.first != 0:                   # the reference's clones, at a param's first step
+        for i in range(n):
+            x0[i] = p[i]
+            z[i] = p[i]
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + w * pi if l2 else gi
+        si = s[i] + dlr * gi if on else s[i]
+        s[i] = si
+        zi = x0[i] - si if apply else z[i]
+        z[i] = zi
+        p[i] = pi * a + ck * zi if apply else pi
+
+
+cdef void _dadapt_adagrad_sums(const real* p, const real* g, const real* al, const real* s,
+                               Py_ssize_t n, const DadaptAdagradRow* r,
+                               double* acc) noexcept nogil:
+    # per element, with D = sqrt(alphak) + eps, alphak' = alphak + g*g,
+    # s' = s + dlr*g: s'^2/D' - s^2/D, g^2/D' and |s'| - |s| (the terms in the
+    # dtype, the differences in double)
+    cdef double a[SUMCH]
+    cdef double b[SUMCH]
+    cdef double e[SUMCH]
+    cdef real gs = <real>r.gs, wd = <real>r.wd, eps = <real>r.eps, dlr = <real>r.dlr
+    cdef real gi, si, sn, an, dn
+    cdef bint decay = r.decay != 0
+    cdef Py_ssize_t o, k, c
+    o = 0
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
+        for k in range(c):
+            gi = gs * g[o + k]
+            gi = gi + wd * p[o + k] if decay else gi
+            si = s[o + k]
+            an = al[o + k] + gi * gi
+            dn = _sqrt(an) + eps
+            sn = si + dlr * gi
+            a[k] = <double>(sn * sn / dn) - <double>(si * si / (_sqrt(al[o + k]) + eps))
+            b[k] = <double>(gi * gi / dn)
+            e[k] = <double>_abs(sn) - <double>_abs(si)
+        _lanes(acc, a, c)
+        _lanes(acc + 8, b, c)
+        _lanes(acc + 16, e, c)
+        o += SUMCH
+
+
+cdef void _dadapt_adagrad_global(double* trows, int n, const double* tsums, double* gst,
+                                 int phase) noexcept nogil:
+    # gst: (d, gsq_weighted, sksq_weighted, skl1, k); lr, momentum and
+    # growth_rate are the first row's (the reference reads group 0's)
+    cdef DadaptAdagradRow* r0 = <DadaptAdagradRow*>trows
+    cdef DadaptAdagradRow* r
+    cdef double d = gst[0], dlr, ck = 1.0 - r0.momentum, dsk = 0.0, gsq = 0.0, dl1 = 0.0
+    cdef double sksq, skl1, gw
+    cdef int i
+    if n == 0:
+        return
+    dlr = d * r0.lr
+    if phase == 0:
+        for i in range(n):
+            r = <DadaptAdagradRow*>(trows + i * NS)
+            r.dlr = dlr
+            r.ck = ck
+            r.a = 1.0 - ck
+            r.mom = 1.0 if r0.momentum != 0.0 else 0.0
+            r.apply = 0.0
+        return
+    for i in range(n):                 # tensor order
+        if tsums[i * TSTRIDE + MAX_SUMS] != 0.0:
+            dsk = dsk + tsums[i * TSTRIDE]
+            gsq = gsq + tsums[i * TSTRIDE + 1]
+            dl1 = dl1 + tsums[i * TSTRIDE + 2]
+    sksq = gst[2] + dsk
+    skl1 = gst[3] + dl1
+    if skl1 == 0.0:                    # the reference returns before the update
+        return
+    gw = gst[1] + dlr * dlr * gsq
+    if r0.lr > 0.0:
+        d = _dadapt_d(d, (sksq - gw) / skl1, r0.growth)
+    gst[0] = d
+    gst[1] = gw
+    gst[2] = sksq
+    gst[3] = skl1
+    gst[4] = gst[4] + 1.0
+    for i in range(n):
+        (<DadaptAdagradRow*>(trows + i * NS)).apply = 1.0
+
+
+cdef void _dadapt_adagrad(real* p, const real* g, const real* h, real* al, real* s, real* x0,
+                          Py_ssize_t n, const DadaptAdagradRow* r) noexcept nogil:
+    # (first) x0 = p;  alphak = alphak + g*g;  s = s + dlr*g
+    # (apply) z = x0 - s/(sqrt(alphak) + eps);  p = p*(1-ck) + ck*z (momentum), else z
+    cdef real gs = <real>r.gs, wd = <real>r.wd, eps = <real>r.eps, dlr = <real>r.dlr
+    cdef real a = <real>r.a, ck = <real>r.ck
+    cdef bint decay = r.decay != 0, mom = r.mom != 0, apply = r.apply != 0
+    cdef Py_ssize_t i
+    cdef real gi, pi, ai, si, zi, q
+    if r.first != 0:
+        for i in range(n):
+            x0[i] = p[i]
+    for i in range(n):
+        pi = p[i]
+        gi = gs * g[i]
+        gi = gi + wd * pi if decay else gi
+        ai = al[i] + gi * gi
+        al[i] = ai
+        si = s[i] + dlr * gi
+        s[i] = si
+        zi = x0[i] - si / (_sqrt(ai) + eps)
+        q = pi * a + ck * zi if mom else zi
+        p[i] = q if apply else pi
 
 
 # ---- DoG and LDoG (dog-optimizer 1.0.3). DoG: a global kind, per group

@@ -14,7 +14,8 @@ from .._validate import check_param
 from ._table import KINDS, TABLE, HP, Kind, Spec, optimizers
 from ._sparse import RowSparse
 
-__all__ = ["Lamb", "LARS", "NovoGrad", "Prodigy", "DoG", "LDoG",
+__all__ = ["Lamb", "LARS", "NovoGrad", "Prodigy", "DoG", "LDoG", "DAdaptAdam", "DAdaptSGD",
+           "DAdaptAdaGrad",
            "Optimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "AdamW",
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
            "Adan", "Adafactor", "Muon", "SparseAdam", "ScheduleFreeSGD", "ScheduleFreeAdamW",
@@ -296,7 +297,32 @@ class NovoGrad(Optimizer):
     __init__ = make_init(spec)
 
 
-class Prodigy(Optimizer):
+class _OneD(Optimizer):
+    """Prodigy and D-Adaptation: one step size d per optimizer (group 0's in
+    the reference), engine-held; ``_same_lr``: every group's lr must be the
+    largest one or 0, as the reference checks."""
+    _same_lr = True
+
+    @property
+    def d(self) -> float:
+        """The step-size estimate the next step uses (one value for all groups)."""
+        return float(self._engine.global_state()[0])
+
+    def step(self, grads, _aux=None, **kw):   # type: ignore[override]
+        """As :meth:`Optimizer.step`; first checks, as the reference, that every
+        group's lr is the largest one or 0 (before any write)."""
+        if self._same_lr and len(self._plans) > 1:
+            lrs = [hp["lr"] for hp in self._hyperparams()]
+            top = max(lrs)
+            bad = [i for i, x in enumerate(lrs) if x not in (top, 0.0)]
+            if bad:
+                raise ValueError(f"group {bad[0]}: {type(self).__name__}'s groups share one "
+                                 f"step size: each lr must be the largest ({top}) or 0, got "
+                                 f"{lrs[bad[0]]}")
+        return Optimizer.step(self, grads, _aux, **kw)
+
+
+class Prodigy(_OneD):
     r"""Prodigy (prodigyopt.Prodigy 1.1.2): Adam with a step size d estimated
     from the run; ``lr`` (default 1) multiplies it.
     ::
@@ -336,22 +362,98 @@ class Prodigy(Optimizer):
     spec = TABLE["Prodigy"]
     __init__ = make_init(spec)
 
-    @property
-    def d(self) -> float:
-        """The step-size estimate the next step uses (one value for all groups)."""
-        return float(self._engine.global_state()[0])
 
-    def step(self, grads, _aux=None, **kw):   # type: ignore[override]
-        """As :meth:`Optimizer.step`; first checks, as the reference, that every
-        group's lr is the largest one or 0 (before any write)."""
-        if len(self._plans) > 1:
-            lrs = [hp["lr"] for hp in self._hyperparams()]
-            top = max(lrs)
-            bad = [i for i, x in enumerate(lrs) if x not in (top, 0.0)]
-            if bad:
-                raise ValueError(f"group {bad[0]}: Prodigy's groups share one step size: "
-                                 f"each lr must be the largest ({top}) or 0, got {lrs[bad[0]]}")
-        return Optimizer.step(self, grads, _aux, **kw)
+_DADAPT_COMMON = """
+    The sums run over every param of every group in the engine's deterministic
+    read-only pass (fixed blocks, double accumulators, tensors combined in
+    order as the reference's per-tensor ``.item()`` sums): the same bits for
+    any thread count. A step is two passes over memory: the sums, then the
+    update (the reference skips the update when its norm of ``s`` is 0, which
+    the sums decide). d and the running sums are one set per optimizer (the
+    reference copies them into every group), recorded in every state entry;
+    ``opt.d`` is the d the next step uses.
+
+    Differences from the reference: the grads are never modified (the
+    reference adds the L2 term into ``p.grad``); ``log_every`` must be 0 (lrfast
+    does not log; read ``opt.d``) and ``fsdp_in_use`` False, others raise
+    NotImplementedError; a param's step count advances on a step the reference
+    skips; not distributed.
+"""
+
+
+class DAdaptAdam(_OneD):
+    __doc__ = r"""DAdaptAdam (dadaptation.DAdaptAdam 3.2): Adam with D-Adaptation's
+    step size d estimated from the run; ``lr`` (default 1) multiplies it.
+    ::
+
+        dlr = d*lr*bc   (bc = sqrt(1-b2^(k+1))/(1-b1^(k+1)) with use_bias_correction, else 1)
+        g = g + weight_decay*p   (decouple=False)
+        num = sum over params layer_scale*dlr*<g, s/(sqrt(v) + eps)>   (old s, v)
+        m = b1*m + layer_scale*dlr*(1-b1)*g;  v = b2*v + (1-b2)*g^2
+        s = sqrt(b2)*s + dlr*(1-sqrt(b2))*g
+        numerator_weighted = sqrt(b2)*numerator_weighted + (1-sqrt(b2))*num
+        d_hat = numerator_weighted / ((1-sqrt(b2)) * sum layer_scale*||s||_1)
+        d = max(d, min(d_hat, d*growth_rate))
+        p = p - weight_decay*dlr*p (decouple);  p = p - m/(sqrt(v) + eps)
+
+    As the reference, the betas, use_bias_correction, decouple and
+    growth_rate of the first group are used for all groups; weight_decay,
+    eps, layer_scale and lr are per group (a group's lr must be the largest
+    group lr, or 0: a group with lr 0 takes no part in d and keeps its
+    moments, but still steps with them). ``layer_scale`` is the reference's
+    per-group key (default 1), here also a keyword.
+""" + _DADAPT_COMMON
+    spec = TABLE["DAdaptAdam"]
+    __init__ = make_init(spec)
+
+
+class DAdaptSGD(_OneD):
+    __doc__ = r"""DAdaptSGD (dadaptation.DAdaptSGD 3.2): SGD dual averaging with
+    D-Adaptation's step size d estimated from the run; ``lr`` (default 1)
+    multiplies it.
+    ::
+
+        g0_norm = ||g|| over all params at the first step (without weight decay)
+        dlr = d*lr/g0_norm;  g = g + weight_decay*p
+        numerator_weighted += dlr*<g, s>  (old s, per param in order)
+        s = s + dlr*g;  d_hat = 2*numerator_weighted / ||s||   (over all params)
+        d = max(d, min(d_hat, d*growth_rate))
+        z = x0 - s;  p = p*(1-ck) + ck*z   (ck = 1 - momentum; x0 = the first p)
+
+    As the reference, the weight_decay, momentum and growth_rate of the first
+    group are used for all groups; a group's lr must be the largest group lr,
+    or 0 (such a group takes no part in d and keeps its ``s``, but still
+    moves to ``z``). The first step's ``||s||^2`` is ``dlr^2 * ||g||^2``
+    (``s`` is 0 there: one pass instead of two; the reference squares
+    ``dlr*g``, a last-bit difference). Where the reference divides by zero
+    (all grads zero at the first step, all lrs 0), the step changes no
+    param.
+""" + _DADAPT_COMMON
+    spec = TABLE["DAdaptSGD"]
+    __init__ = make_init(spec)
+
+
+class DAdaptAdaGrad(_OneD):
+    __doc__ = r"""DAdaptAdaGrad (dadaptation.DAdaptAdaGrad 3.2): AdaGrad dual
+    averaging with D-Adaptation's step size d estimated from the run.
+    ::
+
+        dlr = d*lr;  g = g + weight_decay*p
+        alphak = alphak + g^2  (alphak starts at 1e-6);  s = s + dlr*g
+        sksq_weighted += sum s^2/(sqrt(alphak) + eps) (new minus old, per param)
+        skl1 += sum |s| (new minus old);  gsq_weighted += dlr^2 * sum g^2/(sqrt(alphak) + eps)
+        d_hat = (sksq_weighted - gsq_weighted) / skl1;  d = max(d, min(d_hat, d*growth_rate))
+        z = x0 - s/(sqrt(alphak) + eps);  p = p*(1-ck) + ck*z (momentum), else z
+
+    As the reference, the lr, momentum and growth_rate of the first group are
+    used for all groups (the other groups' lr is not read); weight_decay and
+    eps are per group. The new-minus-old sums are summed per element (the
+    reference subtracts the two sums of each param: a last-bit difference).
+    Only dense grads (the reference's sparse branch is not reproduced).
+""" + _DADAPT_COMMON
+    _same_lr = False
+    spec = TABLE["DAdaptAdaGrad"]
+    __init__ = make_init(spec)
 
 class DoG(Optimizer):
     r"""DoG (dog.DoG 1.0.3): SGD whose step size is the distance travelled over

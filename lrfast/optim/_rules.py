@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .._validate import is_schedule, number, real, step_count
+from .._validate import is_schedule, number, real, saved_scalar, step_count
 from ._table import KINDS, MAX_STATES, TABLE
 
 Key = Any
@@ -142,6 +142,12 @@ def _bias_corrections(b1: float, b2: float) -> StepFn:
 
 def _plain_lr(t, lr):
     return (lr,), t + 1
+
+
+def _first_lr(t, lr):
+    """Step fields (lr, first) of a param at step count t (its first step copies
+    the param: Prodigy's p0, DoG's x0, DAdaptSGD's z and x0)."""
+    return (lr, 1.0 if t == 0 else 0.0), t + 1
 
 
 class AdadeltaRule(Rule):
@@ -320,21 +326,8 @@ class ASGDRule(Rule):
         entry["mu"] = key[2]
 
     def entry_key(self, t, e, where):
-        out = [t]
-        for k, low_open in (("eta", False), ("mu", True)):
-            v = e.get(k, None)
-            if isinstance(v, np.ndarray) and v.size == 1:
-                v = v.item()
-            try:
-                v = number(v, f"state {k!r}", f"{where}: ")
-            except TypeError:
-                raise ValueError(f"{where}: state {k!r} must be a finite number, "
-                                 f"got {v!r}") from None
-            if (v <= 0.0 if low_open else v < 0.0) or (k == "mu" and v > 1.0):
-                raise ValueError(f"{where}: state {k!r} must be "
-                                 f"{'in (0, 1]' if k == 'mu' else '>= 0'}, got {v!r}")
-            out.append(v)
-        return tuple(out)
+        return (t, saved_scalar(e.get("eta"), "eta", 0.0, None, where),
+                saved_scalar(e.get("mu"), "mu", 0.0, 1.0, where, low_open=True))
 
 
 class LionRule(Rule):
@@ -522,21 +515,8 @@ class _ScheduleFreeRule(Rule):
         entry["weight_sum"] = key[2]
 
     def entry_key(self, t, e, where):
-        out: List[Any] = [t]
-        for k in ("lr_max", "weight_sum"):
-            v = e.get(k, None)
-            if isinstance(v, np.ndarray) and v.size == 1:
-                v = v.item()
-            try:
-                v = number(v, f"state {k!r}", f"{where}: ")
-            except TypeError:
-                raise ValueError(f"{where}: state {k!r} must be a finite number, "
-                                 f"got {v!r}") from None
-            if v < (-1.0 if k == "lr_max" else 0.0):
-                raise ValueError(f"{where}: state {k!r} must be "
-                                 f"{'>= -1' if k == 'lr_max' else '>= 0'}, got {v!r}")
-            out.append(v)
-        return tuple(out)
+        return (t, saved_scalar(e.get("lr_max"), "lr_max", -1.0, None, where),
+                saved_scalar(e.get("weight_sum"), "weight_sum", 0.0, None, where))
 
 
 class ScheduleFreeSGDRule(_ScheduleFreeRule):
@@ -596,10 +576,7 @@ class ProdigyRule(Rule):
                      eps=hp["eps"], d0=hp["d0"], safeguard=float(hp["safeguard_warmup"]),
                      b1=b1, b2=b2, b3=b3, bias=float(hp["use_bias_correction"]),
                      d_coef=hp["d_coef"], growth=hp["growth_rate"])
-
-        def step(t, lr):
-            return (lr, 1.0 if t == 0 else 0.0), t + 1
-        return fixed, step
+        return fixed, _first_lr
 
     # the engine-held global state: (d, d_max, d_numerator, k)
     def initial_global(self, hp0):
@@ -617,6 +594,75 @@ class ProdigyRule(Rule):
         return (d, d_max, num, float(k))
 
 
+class _DAdaptRule(Rule):
+    """dadaptation 3.2: d and its running sums are group 0's, engine-held
+    (``Kind.global_state``, one set per optimizer, recorded in every state
+    entry); a param's key is its step count."""
+    global_shared = True
+
+    @property
+    def names(self):
+        return KINDS[TABLE[self.name].kind].global_state
+
+    def initial_global(self, hp0):
+        return (hp0["d0"],) + (0.0,) * (len(self.names) - 1)
+
+    def global_entry(self, values):
+        e = dict(zip(self.names, values))
+        e["k"] = int(e["k"])
+        return e
+
+    def global_from_entry(self, e, where):
+        out = []
+        for k in self.names:
+            if k == "d":
+                out.append(real(e.get(k), f"{where}: state 'd'", low=0.0, low_open=True))
+            elif k == "k":
+                out.append(float(step_count(e.get(k), f"{where}: state 'k'")))
+            else:
+                out.append(real(e.get(k), f"{where}: state {k!r}",
+                                low=0.0 if k in ("g0_norm", "skl1") else None))
+        return tuple(out)
+
+
+class DAdaptAdamRule(_DAdaptRule):
+    """dadaptation.DAdaptAdam: global (d, numerator_weighted, k)."""
+    name = "DAdaptAdam"
+
+    def plan(self, hp):
+        b1, b2 = hp["betas"]
+        fixed = dict(gs=1.0, wd=hp["weight_decay"], decouple=float(hp["decouple"]),
+                     eps=hp["eps"], b1=b1, b2=b2, bias=float(hp["use_bias_correction"]),
+                     growth=hp["growth_rate"], ls=hp["layer_scale"])
+        return fixed, _plain_lr
+
+
+class DAdaptSGDRule(_DAdaptRule):
+    """dadaptation.DAdaptSGD: global (d, numerator_weighted, g0_norm, k); z and
+    x0 copy the param at its first step."""
+    name = "DAdaptSGD"
+
+    def plan(self, hp):
+        fixed = dict(gs=1.0, wd=hp["weight_decay"], mom=hp["momentum"],
+                     growth=hp["growth_rate"])
+        return fixed, _first_lr
+
+
+class DAdaptAdaGradRule(_DAdaptRule):
+    """dadaptation.DAdaptAdaGrad: global (d, gsq_weighted, sksq_weighted, skl1,
+    k); alphak starts at 1e-6, x0 copies the param at its first step."""
+    name = "DAdaptAdaGrad"
+
+    def alloc(self, p, hp):
+        return [np.full_like(p, 1e-6), np.zeros_like(p), np.zeros_like(p), None]
+
+    def plan(self, hp):
+        wd = hp["weight_decay"]
+        fixed = dict(gs=1.0, wd=wd, decay=float(wd != 0), eps=hp["eps"],
+                     momentum=hp["momentum"], growth=hp["growth_rate"])
+        return fixed, _first_lr
+
+
 class DoGRule(Rule):
     """dog.DoG 1.0.3: x0 per param (copied at its first step); rbar, G, eta
     per group, engine-held (G == 0: the group's first step)."""
@@ -628,10 +674,7 @@ class DoGRule(Rule):
                      reps=0.0 if ie is not None else hp["reps_rel"], eps=hp["eps"],
                      has_init=1.0 if ie is not None else 0.0,
                      init_eta=ie if ie is not None else 0.0)
-
-        def step(t, lr):
-            return (lr, 1.0 if t == 0 else 0.0), t + 1
-        return fixed, step
+        return fixed, _first_lr
 
     def initial_global(self, hp0):
         return (0.0, 0.0, 0.0)
@@ -654,7 +697,8 @@ RULES: Dict[str, Rule] = {r.name: r for r in (
     AdamaxRule(), NAdamRule(), RAdamRule(), RpropRule(), ASGDRule(), LionRule(),
     AdaBeliefRule(), YogiRule(), ADOPTRule(), AdanRule(), LambRule(), LARSRule(), SparseAdamRule(),
     NovoGradRule(), DiagonalNewtonRule(), ScheduleFreeSGDRule(), ScheduleFreeAdamWRule(),
-    ScheduleFreeRAdamRule(), ProdigyRule(), DoGRule(), LDoGRule())}
+    ScheduleFreeRAdamRule(), ProdigyRule(), DoGRule(), LDoGRule(), DAdaptAdamRule(),
+    DAdaptSGDRule(), DAdaptAdaGradRule())}
 
 
 

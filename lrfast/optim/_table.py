@@ -30,7 +30,7 @@ __all__ = ["HP", "Kind", "Spec", "KINDS", "TABLE", "MAX_STATES", "MAX_SUMS", "RE
            "optimizers", "cython_source"]
 
 MAX_STATES = 4       # state arrays per param: the engine's TensorRec.s (src/_kernels.pxi)
-MAX_SUMS = 2         # per-tensor sums of a per-tensor kind (Data.bred in src/_kernels.pxi)
+MAX_SUMS = 3         # per-tensor sums of a per-tensor kind (Data.bred in src/_kernels.pxi)
 MAX_TENSOR_STATE = 3  # engine-held scalars per tensor (TensorRec.ts)
 MAX_GLOBAL_STATE = 6  # engine-held scalars per group of a global kind (Data.gstate), scratch too
 
@@ -194,6 +194,22 @@ KINDS: Dict[str, Kind] = {k.name: k for k in (
          global_state=("rbar", "G", "eta")),
     Kind("ldog", 1, _DOG, ("lr", "first"), sums=("dd", "gg"), tensor_fields=("neta",),
          tensor_state=("rbar", "G", "eta")),
+    # D-Adaptation (dadaptation 3.2): global kinds as Prodigy, one set of d and its
+    # sums per optimizer (group 0's). DAdaptAdam: s0 = s, s1 = exp_avg_sq, s2 = exp_avg
+    Kind("dadapt_adam", 3, ("gs", "wd", "decouple", "eps", "b1", "b2", "bias", "growth", "ls"),
+         ("lr",), sums=("num", "l1"),
+         tensor_fields=("b1r", "cm", "b2r", "c2", "sb2", "cs", "l2", "dec", "dwd", "on",
+                        "apply"),
+         global_state=("d", "numerator_weighted", "k")),
+    # DAdaptSGD: s0 = s, s1 = z, s2 = x0; the first step's sums are ||g||^2 (g0_norm)
+    # and ||g + wd*p||^2 (s = 0 then, so <g, s> = 0)
+    Kind("dadapt_sgd", 3, ("gs", "wd", "mom", "growth"), ("lr", "first"), sums=("gg", "ss"),
+         tensor_fields=("w", "l2", "k0", "dlr", "a", "ck", "on", "apply"),
+         global_state=("d", "numerator_weighted", "g0_norm", "k")),
+    # DAdaptAdaGrad: s0 = alphak, s1 = sk, s2 = x0
+    Kind("dadapt_adagrad", 3, ("gs", "wd", "decay", "eps", "momentum", "growth"), ("lr", "first"),
+         sums=("dsksq", "gsq", "dskl1"), tensor_fields=("dlr", "a", "ck", "mom", "apply"),
+         global_state=("d", "gsq_weighted", "sksq_weighted", "skl1", "k")),
     Kind("diag_newton", 0, _GD + ("damping",), ("lr",), aux=True),
     Kind("scale", 0, ("gs",), ()),          # g *= gs: clip_grad_norm's in-place scaling
     # schedule-free (Defazio et al. 2024): y (the param) and z; x is implied
@@ -349,6 +365,40 @@ _ROWS = (
          "LDoG: DoG with its step size per tensor (layer-wise; Ivgi et al. 2023)",
          {"dog": "dog.LDoG 1.0.3 (x0 = its group's init_buffer, per param; rbar, G, eta "
                  "per param)"},
+         None, distributed=False),
+    Spec("DAdaptAdam", "dadapt_adam", ("s", "exp_avg_sq", "exp_avg"),
+         (_LR(1.0), HP("betas", (0.9, 0.999), "betas", schedulable=False),
+          HP("eps", 1e-8, "gt0"), _WD(), HP("log_every", 0, "log_every", schedulable=False),
+          HP("decouple", False, "bool"), HP("use_bias_correction", False, "bool"),
+          HP("d0", 1e-6, "gt0", schedulable=False),
+          HP("growth_rate", float("inf"), "growth", schedulable=False),
+          HP("fsdp_in_use", False, "fsdp", schedulable=False),
+          HP("layer_scale", 1.0, "ge0", kwonly=True)),
+         "D-Adaptation Adam: Adam whose step size d is estimated from the run (Defazio & "
+         "Mishchenko 2023); lr multiplies it (default 1)",
+         {"dadaptation": "dadaptation.DAdaptAdam 3.2 (log_every=0, fsdp_in_use=False; d, "
+                         "numerator_weighted and k in every state entry)"},
+         None, distributed=False),
+    Spec("DAdaptSGD", "dadapt_sgd", ("s", "z", "x0"),
+         (_LR(1.0), HP("momentum", 0.0, "unit_open"), _WD(),
+          HP("log_every", 0, "log_every", schedulable=False),
+          HP("d0", 1e-6, "gt0", schedulable=False),
+          HP("growth_rate", float("inf"), "growth", schedulable=False),
+          HP("fsdp_in_use", False, "fsdp", schedulable=False)),
+         "D-Adaptation SGD: dual averaging with a step size d estimated from the run "
+         "(Defazio & Mishchenko 2023)",
+         {"dadaptation": "dadaptation.DAdaptSGD 3.2 (log_every=0, fsdp_in_use=False; d, "
+                         "numerator_weighted, g0_norm and k in every state entry)"},
+         None, distributed=False),
+    Spec("DAdaptAdaGrad", "dadapt_adagrad", ("alphak", "sk", "x0"),
+         (_LR(1.0), HP("momentum", 0.0, "ge0"), HP("log_every", 0, "log_every",
+                                                  schedulable=False),
+          _WD(), HP("eps", 1e-6, "gt0"), HP("d0", 1e-6, "gt0", schedulable=False),
+          HP("growth_rate", float("inf"), "growth", schedulable=False)),
+         "D-Adaptation AdaGrad: AdaGrad dual averaging with a step size d estimated from "
+         "the run (Defazio & Mishchenko 2023)",
+         {"dadaptation": "dadaptation.DAdaptAdaGrad 3.2 (dense grads, log_every=0; d, "
+                         "gsq_weighted, sksq_weighted, skl1 and k in every state entry)"},
          None, distributed=False),
     # Own steps (lrfast/optim/_own.py): factored state, or a matrix iteration
     Spec("Adafactor", "adafactor", ("row_var", "col_var", "variance"),

@@ -1,0 +1,121 @@
+"""D-Adaptation against its reference package (test-only, skipped when absent),
+on torch CPU: DAdaptAdam, DAdaptSGD and DAdaptAdaGrad = dadaptation 3.2's
+classes of the same names. The params, the d estimate after every step and
+the saved state are compared.
+
+The problem is not chaotic (small initial params, about 1e-3, and smooth
+grads; see tests/test_reference_parity_lrfree.py): the reference's reductions
+(torch.dot, .sum()) run in another order than lrfast's deterministic pass, a
+last-bit difference that a badly scaled problem would amplify."""
+import numpy as np
+import pytest
+
+import lrfast
+
+torch = pytest.importorskip("torch")
+dadaptation = pytest.importorskip("dadaptation")
+
+SIZES = ((40,), (6, 5), (300,))
+STEPS = 60
+# the reference's per-param state -> lrfast's state entry (the same names)
+STATE = {"DAdaptAdam": ("s", "exp_avg", "exp_avg_sq"), "DAdaptSGD": ("s", "z", "x0"),
+         "DAdaptAdaGrad": ("alphak", "sk", "x0")}
+GROUP = {"DAdaptAdam": ("numerator_weighted",), "DAdaptSGD": ("numerator_weighted", "g0_norm"),
+         "DAdaptAdaGrad": ("gsq_weighted", "sksq_weighted", "skl1")}
+
+
+def _problem(dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    params = [(1e-3 * rng.standard_normal(s)).astype(dtype) for s in SIZES]
+    target = [(0.5 + 0.1 * rng.standard_normal(s)).astype(dtype) for s in SIZES]
+    return params, target
+
+
+def _grad(p, c, t):
+    # smooth: the grad of 0.5*||p - c||^2 with a slowly varying scale
+    return (p - c) * (1.0 + 0.1 * np.sin(0.3 * t))
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _compare(name, hp, dtype, groups=None, none_at=()):
+    params, target = _problem(dtype)
+    tdt = torch.float64 if dtype == np.float64 else torch.float32
+    tp = [torch.tensor(p.copy(), dtype=tdt, requires_grad=True) for p in params]
+    if groups is None:
+        ref = getattr(dadaptation, name)(tp, **hp)
+        opt = getattr(lrfast, name)(params, **hp)
+    else:
+        ref = getattr(dadaptation, name)([dict(params=tp[:1], **groups[0]),
+                                          dict(params=tp[1:], **groups[1])], **hp)
+        opt = getattr(lrfast, name)([dict(params=params[:1], **groups[0]),
+                                     dict(params=params[1:], **groups[1])], **hp)
+    ds, refds = [], []
+    for t in range(STEPS):
+        grads = []
+        for i, (p, c, x) in enumerate(zip(params, target, tp)):
+            if t in none_at and i == 1:
+                grads.append(None)
+                x.grad = None
+                continue
+            g = _grad(p, c, t).astype(dtype)
+            grads.append(g)
+            x.grad = torch.tensor(g.copy(), dtype=tdt)
+        opt.step(grads)
+        ref.step()
+        ds.append(opt.d)
+        refds.append(float(ref.param_groups[0]["d"]))
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    worst = max(_rel(p, x.detach().numpy()) for p, x in zip(params, tp))
+    assert worst <= tol
+    np.testing.assert_allclose(ds, refds, rtol=tol)
+    assert ds[-1] > 10 * ds[0]                    # the estimate grew: not a trivial run
+    sd = opt.state_dict()["state"]
+    for i, x in enumerate(tp):
+        for k in STATE[name]:
+            b = ref.state[x][k].numpy()
+            assert np.max(np.abs(sd[i][k] - b)) <= tol * np.max(np.abs(b)), k
+    g0 = ref.param_groups[0]
+    assert sd[0]["k"] == g0["k"]
+    for k in GROUP[name]:
+        assert abs(sd[0][k] - g0[k]) <= tol * abs(g0[k]), k
+    return worst, max(abs(a - b) / b for a, b in zip(ds, refds))
+
+
+OPTION_SETS = [
+    ("DAdaptAdam", dict()),
+    ("DAdaptAdam", dict(lr=0.5, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.01)),
+    ("DAdaptAdam", dict(weight_decay=0.01, decouple=True, use_bias_correction=True)),
+    ("DAdaptAdam", dict(growth_rate=1.2, d0=1e-5, betas=(0.0, 0.99))),
+    ("DAdaptSGD", dict()),
+    ("DAdaptSGD", dict(momentum=0.9, weight_decay=0.01)),
+    ("DAdaptSGD", dict(lr=0.5, momentum=0.5, growth_rate=1.2, d0=1e-5)),
+    ("DAdaptAdaGrad", dict()),
+    ("DAdaptAdaGrad", dict(momentum=0.9, weight_decay=0.01, eps=1e-8)),
+    ("DAdaptAdaGrad", dict(lr=0.5, momentum=0.5, growth_rate=1.2, d0=1e-5)),
+]
+
+
+def _ids(case):
+    name, hp = case
+    return name + "-" + ("-".join(f"{k}={v}" for k, v in hp.items()) or "default")
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", OPTION_SETS, ids=_ids)
+def test_matches_dadaptation(case, dtype):
+    name, hp = case
+    _compare(name, hp, dtype)
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("name", ["DAdaptAdam", "DAdaptSGD", "DAdaptAdaGrad"])
+def test_groups_and_none_grads(name):
+    groups = ([dict(weight_decay=0.01, eps=1e-7, layer_scale=0.5), dict()]
+              if name == "DAdaptAdam" else
+              [dict(weight_decay=0.01, eps=1e-7), dict()] if name == "DAdaptAdaGrad" else
+              [dict(momentum=0.5), dict()])
+    _compare(name, dict(), np.float64, groups=groups, none_at={5, 6, 20})
