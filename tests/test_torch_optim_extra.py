@@ -44,7 +44,11 @@ OURS = {
     "Prodigy": ([dict(), dict(weight_decay=0.01, use_bias_correction=True)], SHAPES),
     "DoG": ([dict(), dict(reps_rel=1e-4, weight_decay=0.01)], SHAPES),
     "LDoG": ([dict(), dict(init_eta=1e-4)], SHAPES),
+    "DAdaptAdam": ([dict(), dict(weight_decay=0.01, decouple=True)], SHAPES),
+    "DAdaptSGD": ([dict(), dict(momentum=0.9)], SHAPES),
+    "DAdaptAdaGrad": ([dict(), dict(momentum=0.5, eps=1e-8)], SHAPES),
 }
+LRFREE = ("Prodigy", "DoG", "LDoG", "DAdaptAdam", "DAdaptSGD", "DAdaptAdaGrad")
 TORCH = {
     "Adafactor": ([dict(lr=0.01), dict(lr=0.02, weight_decay=0.01, maximize=True, d=2.0),
                    dict(lr=0.01, beta2_decay=-0.5, eps=(1e-30, 1e-3))], SHAPES),
@@ -217,7 +221,7 @@ CASES_O = [(n, o) for n in OURS for o in OURS[n][0]]
 
 def _plain_pair(name, hp, dtype, seed=0):
     init, target = _init(OURS[name][1], dtype, seed)
-    if name in ("Prodigy", "DoG", "LDoG"):     # the lr-free methods: start near 0
+    if name in LRFREE:     # the lr-free methods: start near 0
         init = [1e-3 * x for x in init]
     tp = [x.clone().requires_grad_() for x in init]
     npp = [x.clone().numpy() for x in init]
@@ -227,8 +231,8 @@ def _plain_pair(name, hp, dtype, seed=0):
 
 
 def _g1(name, hp):
-    if name == "Prodigy":            # Prodigy's groups share d: lr the same or 0
-        return {}
+    if name in ("Prodigy", "DAdaptAdam", "DAdaptSGD", "DAdaptAdaGrad"):
+        return {}                    # the groups share d: lr the same or 0
     return dict(lr=hp.get("lr", lrfast.optim.TABLE[name].defaults["lr"]) * 0.5)
 
 
@@ -271,7 +275,7 @@ def test_matches_plain_lrfast_bitwise(case, dtype):
                 assert isinstance(w, torch.Tensor) and w.ndim == 0 and float(w) == v
             else:
                 assert w == v, k
-    if name in ("Prodigy", "DoG", "LDoG"):
+    if name in LRFREE:
         assert ot.d == on.d
 
 

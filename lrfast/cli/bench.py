@@ -129,6 +129,12 @@ LRFREE = {
                       ("p", "g", "p0", "s"), ("s", "exp_avg", "exp_avg_sq")),
     "DoG": LrFree("dog", "DoG", "dog-optimizer 1.0.3", ("p", "g", "x0"), ()),
     "LDoG": LrFree("dog", "LDoG", "dog-optimizer 1.0.3", ("p", "g", "x0"), ()),
+    "DAdaptAdam": LrFree("dadaptation", "DAdaptAdam", "dadaptation 3.2",
+                         ("p", "g", "s", "exp_avg_sq"), ("s", "exp_avg_sq", "exp_avg")),
+    "DAdaptSGD": LrFree("dadaptation", "DAdaptSGD", "dadaptation 3.2",
+                        ("p", "g", "s", "z"), ("s", "z", "x0")),
+    "DAdaptAdaGrad": LrFree("dadaptation", "DAdaptAdaGrad", "dadaptation 3.2",
+                            ("p", "g", "alphak", "sk"), ("alphak", "sk", "x0")),
 }
 DEFAULT_SIZES = (1000, 10_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (1000, 10_000)

@@ -258,6 +258,9 @@ LRFREE_RUNS: dict[str, tuple[type, dict, str]] = {
     "sf_sgd": (_optim.ScheduleFreeSGD, {}, "ScheduleFreeSGD()"),
     "sf_radam": (_optim.ScheduleFreeRAdam, {}, "ScheduleFreeRAdam()"),
     "ldog": (_optim.LDoG, {}, "LDoG()"),
+    "dadapt_adam": (_optim.DAdaptAdam, {}, "DAdaptAdam()"),
+    "dadapt_sgd": (_optim.DAdaptSGD, {}, "DAdaptSGD()"),
+    "dadapt_adagrad": (_optim.DAdaptAdaGrad, {}, "DAdaptAdaGrad()"),
 }
 DEFAULT_LRFREE = ("sf_adamw", "prodigy", "dog")
 LRFREE_SCHEDULE = "none (defaults)"

@@ -57,7 +57,7 @@ __all__ = ["TorchOptimizer", "SGD", "Adagrad", "Adadelta", "RMSprop", "Adam", "A
            "Adamax", "NAdam", "RAdam", "Rprop", "ASGD", "Lion", "AdaBelief", "Yogi", "ADOPT",
            "Adan", "Lamb", "LARS", "NovoGrad", "Adafactor", "Muon", "SparseAdam",
            "ScheduleFreeSGD", "ScheduleFreeAdamW", "ScheduleFreeRAdam", "Prodigy", "DoG", "LDoG",
-           "WrappedOptimizer"]
+           "DAdaptAdam", "DAdaptSGD", "DAdaptAdaGrad", "WrappedOptimizer"]
 
 _ = _torch
 
@@ -224,3 +224,21 @@ class DoG(_LrFree):
 class LDoG(_LrFree):
     """LDoG (see :class:`lrfast.LDoG`; ``dog.LDoG``) as a torch optimizer."""
     lrfast_class = _lo.LDoG
+
+
+class DAdaptAdam(_LrFree):
+    """D-Adaptation Adam (see :class:`lrfast.DAdaptAdam`; ``dadaptation.DAdaptAdam``)
+    as a torch optimizer; ``opt.d`` is the current d."""
+    lrfast_class = _lo.DAdaptAdam
+
+
+class DAdaptSGD(_LrFree):
+    """D-Adaptation SGD (see :class:`lrfast.DAdaptSGD`; ``dadaptation.DAdaptSGD``) as
+    a torch optimizer; ``opt.d`` is the current d."""
+    lrfast_class = _lo.DAdaptSGD
+
+
+class DAdaptAdaGrad(_LrFree):
+    """D-Adaptation AdaGrad (see :class:`lrfast.DAdaptAdaGrad`;
+    ``dadaptation.DAdaptAdaGrad``) as a torch optimizer; ``opt.d`` is the current d."""
+    lrfast_class = _lo.DAdaptAdaGrad
