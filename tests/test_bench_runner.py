@@ -331,7 +331,11 @@ LRFREE_BYTES = {"ScheduleFreeSGD": (20, 1), "ScheduleFreeAdamW": (28, 1),
                 # and writes p, s, m, v (36 B)
                 "Prodigy": (52, 2),
                 # sums pass reads p, g, x0 (12 B); the update reads p, g, writes p (12 B)
-                "DoG": (24, 2), "LDoG": (24, 2)}
+                "DoG": (24, 2), "LDoG": (24, 2),
+                # sums pass reads p, g and two states (16 B); the update reads p, g and
+                # three states and writes p and them (the runner counts DAdaptSGD's and
+                # DAdaptAdaGrad's read-only x0 as written too: 4 B over their 48)
+                "DAdaptAdam": (52, 2), "DAdaptSGD": (52, 2), "DAdaptAdaGrad": (52, 2)}
 
 
 def _have(mod):

@@ -557,7 +557,11 @@ def _reference_contender(cls, hp, params0, grads, grads_b):
             p.grad = g
         opt.step()
     try:
-        opt = getattr(mod, lf.cls)(ps, **hp)
+        import inspect
+        ref_cls = getattr(mod, lf.cls)
+        takes = inspect.signature(ref_cls.__init__).parameters
+        # lrfast-only keywords at their defaults (DAdaptAdam's per-group layer_scale)
+        opt = ref_cls(ps, **{k: v for k, v in hp.items() if k in takes})
         if hasattr(opt, "train"):
             opt.train()                 # schedule-free: steps only in train mode
         fn = _alternate(step, ga, gb)
