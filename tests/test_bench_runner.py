@@ -322,3 +322,59 @@ def test_torch_contender_skips_optimizers_torch_lacks():
     params, grads = B.make_inputs([(30,)], np.float32, seed=5)
     with pytest.raises(B._Skip, match="has no Lion"):
         B._torch_contender("torch-foreach", "Lion", {"lr": 1e-4}, params, grads)
+
+
+def test_every_kind_with_a_sums_pass_has_its_reads_listed():
+    from lrfast.optim._table import KINDS
+    with_sums = {k for k, v in KINDS.items() if v.sums}
+    assert set(B.SUMS_READS) == with_sums
+    for kind, reads in B.SUMS_READS.items():
+        names = {"p", "g"} | {f"s{j}" for j in range(KINDS[kind].n_states)}
+        assert reads and set(reads) <= names and len(set(reads)) == len(reads), kind
+
+
+@pytest.mark.parametrize("name,bpe", [("Lamb", 28 + 16), ("LARS", 20 + 8), ("NovoGrad", 20 + 4),
+                                      ("Adam", 28)])
+def test_ceiling_counts_the_sums_pass(name, bpe):
+    params, grads = B.make_inputs([(300,), (41,)], np.float32, seed=2)
+    hp = B.OPTIMIZERS[name.lower()][1]
+    cs, skipped, info = B.build_contenders(name, hp, params, grads, [1], ["ceiling"])
+    assert not skipped and info["bytes_per_element"] == bpe
+    c = B.Ceiling(params, grads, info["n_states"], sums_reads=info["sums_reads"])
+    assert c.bytes_per_element == bpe
+    # the sums pass only reads (first, as in the optimizer's step); the update
+    # passes still read p, g and every state once and write p and every state
+    sums = [ps for ps in c.passes if not ps[2]]
+    assert [r for _, r, _ in sums] == ([list(B.SUMS_READS[name.lower()])]
+                                       if name != "Adam" else [])
+    upd = [ps for ps in c.passes if ps[2]]
+    names = ["p", "g"] + [f"s{j}" for j in range(info["n_states"])]
+    assert sorted(a for _, r, _ in upd for a in r) == sorted(names)
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_ceiling_sums_pass_reads_every_element(nthreads):
+    shapes = [(5000,), (64, 33), (1,), (9001,)]
+    params, grads = B.make_inputs(shapes, np.float64, seed=4)
+    c = B.Ceiling(params, grads, 2, sums_reads=("p", "g", "s1"))
+    named = {"p": [a.copy() for a in c.params], "g": [a.copy() for a in grads],
+             "s1": [a.copy() for a in c.states[1]]}
+    thr = lrfast.get_parallel_threshold()
+    try:
+        lrfast.set_parallel_threshold(0)
+        with lrfast.threads(nthreads):
+            c.step()
+    finally:
+        lrfast.set_parallel_threshold(thr)
+    # the read pass ran before the update, on the arrays as they were
+    ref = np.sqrt(sum(float(np.sum(a * a)) for v in named.values() for a in v))
+    norm, finite = c.read_result
+    assert finite and norm == pytest.approx(ref, rel=1e-12)
+    for i in range(len(shapes)):
+        np.testing.assert_array_equal(grads[i], named["g"][i])            # read only
+    # one NaN anywhere in a read array shows: every element is read
+    c.states[1][3][4567] = np.nan
+    c.step()
+    assert not c.read_result[1]
+    with pytest.raises(ValueError, match="s2"):
+        B.Ceiling(params, grads, 2, sums_reads=("p", "s2"))
