@@ -378,3 +378,34 @@ def test_ceiling_sums_pass_reads_every_element(nthreads):
     assert not c.read_result[1]
     with pytest.raises(ValueError, match="s2"):
         B.Ceiling(params, grads, 2, sums_reads=("p", "s2"))
+
+
+HAVE_OPTAX = (importlib.util.find_spec("optax") is not None
+              and importlib.util.find_spec("jax") is not None)
+
+
+@pytest.mark.skipif(not HAVE_OPTAX, reason="jax/optax are not installed")
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "adagrad", "adadelta", "rmsprop",
+                                  "adamax", "lion", "adabelief", "yogi", "adopt", "adan",
+                                  "lamb", "lars", "novograd"])
+def test_optax_contender_is_the_same_math(name):
+    cls, hp = B.OPTIMIZERS[name]
+    params, grads = B.make_inputs([(300,), (7, 11)], np.float32, seed=5)
+    step = B._optax_contender(cls, hp, params, grads)     # takes one step itself
+    mine = [p.copy() for p in params]
+    opt = getattr(lrfast, cls)(mine, **hp)
+    opt.step(grads)
+    for _ in range(3):
+        step()
+        opt.step(grads)
+    moved = False
+    for p0, q, o in zip(params, mine, step.params()):
+        np.testing.assert_allclose(o, q, rtol=2e-5, atol=2e-6)
+        moved |= bool(np.any(q != p0))
+    assert moved
+
+
+def test_optax_contender_skips_what_it_lacks():
+    params, grads = B.make_inputs([(30,)], np.float32, seed=5)
+    with pytest.raises(B._Skip, match="optax"):
+        B._optax_contender("Rprop", {"lr": 1e-2}, params, grads)

@@ -442,8 +442,32 @@ def _optax_contender(cls, hp, params0, grads):
            "AdamW": lambda: optax.adamw(hp["lr"], b1=b[0], b2=b[1], eps=hp.get("eps", 1e-8),
                                         weight_decay=hp.get("weight_decay", 1e-2)),
            "SGD": lambda: optax.sgd(hp["lr"], momentum=hp.get("momentum")),
-           "RMSprop": lambda: optax.rmsprop(hp["lr"], decay=hp["alpha"], eps=hp["eps"]),
-           "Adamax": lambda: optax.adamax(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"])}
+           "RMSprop": lambda: optax.rmsprop(hp["lr"], decay=hp["alpha"], eps=hp["eps"],
+                                            eps_in_sqrt=False),   # torch: sqrt(v) + eps
+           "Adamax": lambda: optax.adamax(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"]),
+           "Adagrad": lambda: optax.adagrad(
+               hp["lr"], initial_accumulator_value=hp.get("initial_accumulator_value", 0.0),
+               eps=hp["eps"]),
+           "Adadelta": lambda: optax.adadelta(hp["lr"], rho=hp["rho"], eps=hp["eps"],
+                                              weight_decay=hp.get("weight_decay", 0.0)),
+           "Lion": lambda: optax.lion(hp["lr"], b1=b[0], b2=b[1],
+                                      weight_decay=hp.get("weight_decay", 0.0)),
+           "AdaBelief": lambda: optax.adabelief(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"],
+                                                eps_root=hp["eps_root"]),
+           "Yogi": lambda: optax.yogi(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"]),
+           "ADOPT": lambda: optax.contrib.adopt(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"]),
+           "Adan": lambda: optax.adan(hp["lr"], b1=b[0], b2=b[1], b3=b[2], eps=hp["eps"],
+                                      eps_root=hp["eps_root"],
+                                      weight_decay=hp.get("weight_decay", 0.0)),
+           "Lamb": lambda: optax.lamb(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"],
+                                      eps_root=hp.get("eps_root", 0.0),
+                                      weight_decay=hp.get("weight_decay", 0.0)),
+           "LARS": lambda: optax.lars(hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
+                                      trust_coefficient=hp["trust_coefficient"], eps=hp["eps"],
+                                      momentum=hp["momentum"], nesterov=hp["nesterov"]),
+           "NovoGrad": lambda: optax.novograd(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"],
+                                              eps_root=hp.get("eps_root", 0.0),
+                                              weight_decay=hp.get("weight_decay", 0.0))}
     if cls not in txs:
         raise _Skip(f"no optax equivalent of {cls} wired in")
     try:
@@ -465,6 +489,7 @@ def _optax_contender(cls, hp, params0, grads):
             jax.block_until_ready(p)
             box[0], box[1] = p, s
         step()
+        step.params = lambda: [np.asarray(p) for p in box[0]]     # tests read them
     except Exception as e:  # noqa: BLE001 - any failure only skips this contender
         raise _Skip(f"optax failed: {type(e).__name__}: {str(e)[:120]}") from None
     return step
