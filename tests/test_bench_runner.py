@@ -409,3 +409,59 @@ def test_optax_contender_skips_what_it_lacks():
     params, grads = B.make_inputs([(30,)], np.float32, seed=5)
     with pytest.raises(B._Skip, match="optax"):
         B._optax_contender("Rprop", {"lr": 1e-2}, params, grads)
+
+
+def test_layouts_keep_the_element_count():
+    for n in (1, 7, 1000, 10_000, 100_000, 10_000_000, 9973):
+        (r, c), = B.layout_shapes("Muon", [(n,)])
+        assert r * c == n and r <= c
+        (r, c), = B.layout_shapes("SparseAdam", [(n,)])
+        assert r * c == n and c <= 64
+    assert B.layout_shapes("Adafactor", [(10_000,)]) == [(100, 100)]
+    assert B.layout_shapes("SparseAdam", [(10_000_000,)]) == [(156_250, 64)]
+    assert B.layout_shapes("Adam", [(1000,)]) == [(1000,)]
+    gs = B.sparse_grads([(1000, 10)], np.float32)
+    assert len(gs[0].indices) == 10 and (np.diff(gs[0].indices) > 0).all()
+    assert gs[0].values.shape == (10, 10)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("name", ["Adafactor", "Muon", "SparseAdam"])
+def test_own_step_optimizers_in_the_runner_same_math_as_torch(name):
+    cls, hp = B.OPTIMIZERS[name.lower()]
+    shapes = B.layout_shapes(cls, [(2000,)])
+    params, grads = B.make_inputs(shapes, np.float32, seed=6)
+    if name == "SparseAdam":
+        grads = B.sparse_grads(shapes, np.float32, seed=6)
+    cs, skipped, info = B.build_contenders(cls, hp, params, grads, [1],
+                                           ["lrfast", "ceiling", "torch-forloop",
+                                            "torch-foreach"])
+    assert "ceiling" in skipped and info["bytes_per_element"] is None
+    assert ("torch-foreach" in skipped) == (name != "Adafactor")
+    step = B._torch_contender("torch-forloop", cls, hp, params, grads)   # one step itself
+    mine = [p.copy() for p in params]
+    opt = getattr(lrfast, cls)(mine, **hp)
+    opt.step(grads)
+    for _ in range(2):
+        step()
+        opt.step(grads)
+    tp = step.__self__.param_groups[0]["params"][0].detach().numpy()
+    # Muon: torch runs Newton-Schulz in bfloat16, lrfast in the param's dtype
+    tol = 2e-3 if name == "Muon" else 1e-5
+    np.testing.assert_allclose(tp, mine[0], rtol=tol, atol=tol * 1e-2)
+    assert np.any(mine[0] != params[0])
+    if name == "SparseAdam":      # only the touched rows moved
+        moved = np.flatnonzero(np.any(mine[0] != params[0], axis=1))
+        np.testing.assert_array_equal(moved, grads[0].indices)
+
+
+def test_runner_runs_the_own_step_optimizers(tmp_path):
+    res = B.run(optimizer=["adafactor", "sparseadam"], sizes=[1000], threads=[1], rounds=1,
+                quick=True, out=str(tmp_path), progress=False,
+                contenders=["lrfast", "ceiling"])
+    rows = {r["optimizer"]: r for r in res["results"]}
+    assert set(rows) == {"Adafactor", "SparseAdam"}
+    for r in rows.values():
+        assert r["bytes_per_element"] is None and r["n_elements"] == 1000
+        assert r["contenders"]["lrfast@1"]["ns_per_element"] > 0
+    assert "layout" in B.format_table(res)

@@ -110,6 +110,16 @@ THREADED = ("lrfast", "ceiling", "torch-forloop", "torch-foreach", "torch-fused"
 OPTIMIZERS = {name.lower(): (name, {**TABLE[name].defaults, **(TABLE[name].bench or {})})
               for name in optimizers() if TABLE[name].bench is not None}
 
+# Optimizers outside the fused engine's elementwise loop, measured against
+# torch.optim's only (no same-bytes ceiling, numpy or optax version). Their params
+# take a layout of each case's elements (the same element count):
+# "matrix": 2-D, near square (Adafactor factors rows and columns; Muon needs 2-D);
+# "rows": an embedding table (n/dim, dim), with a row-sparse grad touching
+# SPARSE_FRAC of its rows (lrfast.RowSparse; torch: a sparse COO grad).
+LAYOUTS = {"Adafactor": "matrix", "Muon": "matrix", "SparseAdam": "rows"}
+SPARSE_FRAC = 0.01
+OPTIMIZERS.update({name.lower(): (name, dict(TABLE[name].defaults)) for name in LAYOUTS})
+
 
 # ---------------------------------------------------------------------------
 # Cases and inputs
@@ -156,6 +166,47 @@ def make_case(kind, n=None, quick=False):
     total = int(sum(int(np.prod(s)) for s in shapes))
     return {"name": name, "label": label, "kind": kind, "shapes": shapes,
             "n_elements": total, "n_tensors": len(shapes)}
+
+
+def _near_square(n, cap=None):
+    """(r, n // r) with r the largest divisor of n at most sqrt(n) (or cap)."""
+    top = math.isqrt(n) if cap is None else min(n, cap)
+    for r in range(max(1, top), 0, -1):
+        if n % r == 0:
+            return r, n // r
+    return 1, n
+
+
+def layout_shapes(cls, shapes):
+    """The params' shapes of ``cls`` for a case's 1-D shapes (see LAYOUTS): the
+    same element counts, 2-D for "matrix" and "rows" layouts."""
+    lay = LAYOUTS.get(cls)
+    if lay is None:
+        return list(shapes)
+    out = []
+    for s in shapes:
+        n = int(np.prod(s))
+        if lay == "matrix":
+            out.append(_near_square(n))
+        else:                                     # rows of up to 64 elements
+            dim = _near_square(n, 64)[0]
+            out.append((n // dim, dim))
+    return out
+
+
+def sparse_grads(shapes, dtype, seed=0, frac=SPARSE_FRAC):
+    """Row-sparse grads (lrfast.RowSparse): ``frac`` of each table's rows (at
+    least one), distinct and sorted, values as make_inputs' grads."""
+    import lrfast
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for s in shapes:
+        k = max(1, int(round(s[0] * frac)))
+        idx = np.sort(rng.choice(s[0], k, replace=False)).astype(np.int64)
+        v = rng.uniform(0.1, 1.0, (k,) + tuple(s[1:])) * np.where(
+            rng.random((k,) + tuple(s[1:])) < 0.5, -1.0, 1.0)
+        out.append(lrfast.RowSparse(idx, v.astype(dtype)))
+    return out
 
 
 def make_inputs(shapes, dtype, seed=0):
@@ -414,11 +465,24 @@ def _torch_contender(variant, cls, hp, params0, grads):
         raise _Skip("torch is not installed") from None
     kw = {"torch-forloop": {"foreach": False}, "torch-foreach": {"foreach": True},
           "torch-fused": {"fused": True}}[variant]
-    if getattr(torch.optim, cls, None) is None:
+    tcls = getattr(torch.optim, cls, None)
+    if tcls is None:
         raise _Skip(f"torch {torch.__version__} has no {cls}")
+    import inspect
+    if "foreach" not in inspect.signature(tcls.__init__).parameters:
+        # one implementation (Muon, SparseAdam): the for-loop contender runs it
+        if variant != "torch-forloop":
+            raise _Skip(f"torch {torch.__version__} {cls} has only a for-loop step")
+        kw = {}
     ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
     for p, g in zip(ps, grads):
-        p.grad = torch.from_numpy(g)
+        if hasattr(g, "indices"):     # lrfast.RowSparse: a sparse COO grad, coalesced
+            # once here (distinct sorted rows), so torch's per-step coalesce is cheap
+            p.grad = torch.sparse_coo_tensor(torch.from_numpy(g.indices)[None],
+                                             torch.from_numpy(g.values), p.shape,
+                                             check_invariants=True).coalesce()
+        else:
+            p.grad = torch.from_numpy(g)
     try:
         opt = getattr(torch.optim, cls)(ps, **hp, **kw)
         opt.step()
@@ -532,6 +596,10 @@ def _torch_threads(n):
         torch.set_num_threads(int(n))
 
 
+def _no_ceiling(cls):
+    raise _Skip(f"no same-bytes ceiling for {cls} (not one elementwise pass)")
+
+
 def _ceiling_step(params0, grads, n_states, bpe, sums_reads=()):
     c = Ceiling(params0, grads, n_states, sums_reads=sums_reads)
     if c.bytes_per_element != bpe:            # the ceiling must move the optimizer's bytes
@@ -550,10 +618,13 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
     n_states = sum(a is not None for a in opt._states[0])
     sums_reads = SUMS_READS.get(TABLE[cls].kind, ())
     bpe = optimizer_bytes_per_element(n_states, params0[0].dtype.itemsize, sums_reads)
+    if cls in LAYOUTS:        # not an elementwise pass over the table: no byte count
+        bpe = None
     lr_step = functools.partial(opt.step, grads)
     builders = {
         "lrfast": lambda: lr_step,
-        "ceiling": lambda: _ceiling_step(params0, grads, n_states, bpe, sums_reads),
+        "ceiling": lambda: _ceiling_step(params0, grads, n_states, bpe, sums_reads)
+        if bpe is not None else _no_ceiling(cls),
         "numpy": lambda: _numpy_contender(cls, hp, params0, grads),
         "optax": lambda: _optax_contender(cls, hp, params0, grads),
     }
@@ -662,7 +733,8 @@ def _analyse(case, times, contenders, threads, bpe):
         med = statistics.median(ts)
         res[c.key] = {"impl": c.impl, "threads": c.threads, "number": c.number,
                       "ns_per_step": med, "ns_per_element": med / n,
-                      "GBps": bpe * n / med, "min_ns_per_step": min(ts),
+                      "GBps": None if bpe is None else bpe * n / med,
+                      "min_ns_per_step": min(ts),
                       "times_ns": [round(x, 1) for x in ts]}
     ratios, pct, speedup = {}, {}, {}
     for t in threads:
@@ -890,8 +962,10 @@ def format_table(result):
             peers = [i for i in impls if i not in ("lrfast", "ceiling")]
             bpe = rows[0]["bytes_per_element"]
             lines.append("")
-            lines.append(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''} ({bpe} B/element "
-                         f"moved). ns/element: median over rounds; peer/lrfast: median of "
+            moved = (f"{bpe} B/element moved" if bpe is not None else
+                     f"{LAYOUTS.get(opt)} layout" + (f", {SPARSE_FRAC:.0%} of rows touched"
+                                                      if LAYOUTS.get(opt) == "rows" else ""))
+            lines.append(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''} ({moved}). ns/element: median over rounds; peer/lrfast: median of "
                          f"per-round ratios (>1: lrfast faster); others: CPU share other "
                          f"processes used meanwhile (~0% for figures to publish)")
             head = f"{'case':<22}{'elements':>10} |"
@@ -1106,7 +1180,10 @@ def _bench_case(cls, hp, case, *, dt, seed, threads, impls, rounds, block_ns, pa
                 prog, n_contenders, all_skipped):
     """Build the contenders of one (optimizer, case), time them, and return the
     result row; reasons for skipped contenders are merged into ``all_skipped``."""
-    params0, grads = make_inputs(case["shapes"], dt, seed)
+    shapes = layout_shapes(cls, case["shapes"])
+    params0, grads = make_inputs(shapes, dt, seed)
+    if LAYOUTS.get(cls) == "rows":
+        grads = sparse_grads(shapes, dt, seed)
     cs, skipped, info = build_contenders(cls, hp, params0, grads, threads, impls)
     _merge_skipped(all_skipped, skipped)
     meter = _CpuMeter().start()
