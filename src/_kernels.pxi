@@ -892,31 +892,49 @@ cdef void _adopt(real* p, const real* g, const real* h, real* m, real* v, real* 
 
 cdef inline void _adan_loop(real* p, const real* g, real* m, real* v, real* nn, real* gp,
                             Py_ssize_t n, const AdanRow* r, bint first, bint decay) noexcept nogil:
+    # Two loops per chunk of SUMCH elements, so that each has few enough distinct
+    # pointers for gcc to vectorize it behind its default number of runtime alias
+    # checks: (g, gp) -> the scaled grad and its difference, kept in stack buffers
+    # (in L1: no extra memory traffic); then (m, v, nn, p) from those buffers.
+    # The same operations in the same order as one loop: bitwise equal.
     cdef real gs = <real>r.gs, b1 = <real>r.b1, c1 = <real>r.c1, b2 = <real>r.b2
     cdef real c2 = <real>r.c2, b3 = <real>r.b3, c3 = <real>r.c3, eps = <real>r.eps
     cdef real er = <real>r.eps_root, wd = <real>r.wd, bc1 = <real>r.bc1, bc2 = <real>r.bc2
     cdef real bc3 = <real>r.bc3, lr = <real>r.lr
-    cdef Py_ssize_t i
+    cdef real gb[SUMCH]
+    cdef real db[SUMCH]
+    cdef Py_ssize_t i, o = 0, c
     cdef real gi, pi, di, mi, vi, q, ni, u
-    for i in range(n):
-        gi = gs * g[i]
-        pi = p[i]
+    while o < n:
+        c = min(<Py_ssize_t>SUMCH, n - o)
         if first:
-            di = 0
+            for i in range(c):
+                gi = gs * g[o + i]
+                gb[i] = gi
+                db[i] = 0
+                gp[o + i] = gi
         else:
-            di = gi - gp[i]
-        mi = c1 * gi + b1 * m[i]
-        m[i] = mi
-        vi = c2 * di + b2 * v[i]
-        v[i] = vi
-        q = gi + c2 * di
-        ni = c3 * (q * q) + b3 * nn[i]
-        nn[i] = ni
-        gp[i] = gi
-        u = (mi / bc1 + c2 * (vi / bc2)) / (_sqrt(ni / bc3 + er) + eps)
-        if decay:
-            u = u + wd * pi
-        p[i] = pi - lr * u
+            for i in range(c):
+                gi = gs * g[o + i]
+                gb[i] = gi
+                db[i] = gi - gp[o + i]
+                gp[o + i] = gi
+        for i in range(c):
+            gi = gb[i]
+            di = db[i]
+            pi = p[o + i]
+            mi = c1 * gi + b1 * m[o + i]
+            m[o + i] = mi
+            vi = c2 * di + b2 * v[o + i]
+            v[o + i] = vi
+            q = gi + c2 * di
+            ni = c3 * (q * q) + b3 * nn[o + i]
+            nn[o + i] = ni
+            u = (mi / bc1 + c2 * (vi / bc2)) / (_sqrt(ni / bc3 + er) + eps)
+            if decay:
+                u = u + wd * pi
+            p[o + i] = pi - lr * u
+        o += c
 
 
 cdef void _adan(real* p, const real* g, const real* h, real* m, real* v, real* nn, real* gp,

@@ -399,18 +399,18 @@ def test_lrfree_declared_passes_cover_the_optimizers_state(name):
 
 def test_ceiling_sums_pass_reads_every_array_once():
     params, grads = B.make_inputs([(5000,), (64, 33), (1,)], np.float32, seed=3)
+    g0 = [g.copy() for g in grads]
     c = B.Ceiling(params, grads, 3, sums=("p", "g", "x0", "s0"))
     assert c.bytes_per_element == 52
     reads = [a for _, r, _ in c.passes for a in r]
     assert sorted(reads) == sorted(["p", "g", "x0", "s0"] + ["p", "g", "s0", "s1", "s2"])
-    assert [k for k, _, w in c.passes if not w] == ["sums"] * 4     # the read-only pass
-    # each reduction really reads its whole array: it returns the array's norm
+    assert [r for _, r, w in c.passes if not w] == [["p", "g", "x0", "s0"]]  # one read pass
+    # the read pass really reads every array: it returns their joint norm
     named = {"p": c.params, "g": c.grads, "x0": c.extra["x0"], "s0": c.states[0]}
-    for (fn, arrs, rows), (_, (name,), _) in zip(c._calls[:4], c.passes[:4]):
-        assert rows is None and arrs is named[name]
-        norm = np.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2)) for a in arrs))
-        assert fn(arrs)[0] == pytest.approx(norm, rel=1e-6)
-    g0 = [g.copy() for g in grads]
+    norm = np.sqrt(sum(float(np.sum(a.astype(np.float64) ** 2))
+                       for k in ("p", "g", "x0", "s0") for a in named[k]))
+    c._calls[0][0](c._calls[0][1])
+    assert c.read_result[0] == pytest.approx(norm, rel=1e-6)
     c.step()
     for g, h in zip(grads, g0):
         np.testing.assert_array_equal(g, h)
@@ -471,3 +471,145 @@ def test_torch_bench_skips_deepspeed_with_the_reason(monkeypatch):
     assert "deepspeed" not in res["cases"]["3e+02"]["us"]
     assert "DeepSpeedCPUAdam: skipped" in torch_bench.format_table(res)
     assert torch_bench.run(sizes=[300.0], quick=True)["deepspeed"] == "not requested"
+
+def test_every_kind_with_a_sums_pass_has_its_reads_listed():
+    from lrfast.optim._table import KINDS
+    with_sums = {k for k, v in KINDS.items() if v.sums}
+    assert set(B.SUMS_READS) == with_sums
+    for kind, reads in B.SUMS_READS.items():
+        names = {"p", "g"} | {f"s{j}" for j in range(KINDS[kind].n_states)}
+        assert reads and set(reads) <= names and len(set(reads)) == len(reads), kind
+
+
+@pytest.mark.parametrize("name,bpe", [("Lamb", 28 + 16), ("LARS", 20 + 8), ("NovoGrad", 20 + 4),
+                                      ("Adam", 28)])
+def test_ceiling_counts_the_sums_pass(name, bpe):
+    params, grads = B.make_inputs([(300,), (41,)], np.float32, seed=2)
+    hp = B.OPTIMIZERS[name.lower()][1]
+    cs, skipped, info = B.build_contenders(name, hp, params, grads, [1], ["ceiling"])
+    assert not skipped and info["bytes_per_element"] == bpe
+    c = B.Ceiling(params, grads, info["n_states"], sums=info["sums_reads"])
+    assert c.bytes_per_element == bpe
+    # the sums pass only reads (first, as in the optimizer's step); the update
+    # passes still read p, g and every state once and write p and every state
+    sums = [ps for ps in c.passes if not ps[2]]
+    assert [r for _, r, _ in sums] == ([list(B.SUMS_READS[name.lower()])]
+                                       if name != "Adam" else [])
+    upd = [ps for ps in c.passes if ps[2]]
+    names = ["p", "g"] + [f"s{j}" for j in range(info["n_states"])]
+    assert sorted(a for _, r, _ in upd for a in r) == sorted(names)
+
+
+@pytest.mark.parametrize("nthreads", [1, 2])
+def test_ceiling_sums_pass_reads_every_element(nthreads):
+    shapes = [(5000,), (64, 33), (1,), (9001,)]
+    params, grads = B.make_inputs(shapes, np.float64, seed=4)
+    c = B.Ceiling(params, grads, 2, sums=("p", "g", "s1"))
+    named = {"p": [a.copy() for a in c.params], "g": [a.copy() for a in grads],
+             "s1": [a.copy() for a in c.states[1]]}
+    thr = lrfast.get_parallel_threshold()
+    try:
+        lrfast.set_parallel_threshold(0)
+        with lrfast.threads(nthreads):
+            c.step()
+    finally:
+        lrfast.set_parallel_threshold(thr)
+    # the read pass ran before the update, on the arrays as they were
+    ref = np.sqrt(sum(float(np.sum(a * a)) for v in named.values() for a in v))
+    norm, finite = c.read_result
+    assert finite and norm == pytest.approx(ref, rel=1e-12)
+    for i in range(len(shapes)):
+        np.testing.assert_array_equal(grads[i], named["g"][i])            # read only
+    # one NaN anywhere in a read array shows: every element is read
+    c.states[1][3][4567] = np.nan
+    c.step()
+    assert not c.read_result[1]
+    with pytest.raises(ValueError, match="s2"):
+        B.Ceiling(params, grads, 2, sums=("p", "s2"))
+
+
+HAVE_OPTAX = (importlib.util.find_spec("optax") is not None
+              and importlib.util.find_spec("jax") is not None)
+
+
+@pytest.mark.skipif(not HAVE_OPTAX, reason="jax/optax are not installed")
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd", "adagrad", "adadelta", "rmsprop",
+                                  "adamax", "lion", "adabelief", "yogi", "adopt", "adan",
+                                  "lamb", "lars", "novograd"])
+def test_optax_contender_is_the_same_math(name):
+    cls, hp = B.OPTIMIZERS[name]
+    params, grads = B.make_inputs([(300,), (7, 11)], np.float32, seed=5)
+    step = B._optax_contender(cls, hp, params, grads)     # takes one step itself
+    mine = [p.copy() for p in params]
+    opt = getattr(lrfast, cls)(mine, **hp)
+    opt.step(grads)
+    for _ in range(3):
+        step()
+        opt.step(grads)
+    moved = False
+    for p0, q, o in zip(params, mine, step.params()):
+        np.testing.assert_allclose(o, q, rtol=2e-5, atol=2e-6)
+        moved |= bool(np.any(q != p0))
+    assert moved
+
+
+def test_optax_contender_skips_what_it_lacks():
+    params, grads = B.make_inputs([(30,)], np.float32, seed=5)
+    with pytest.raises(B._Skip, match="optax"):
+        B._optax_contender("Rprop", {"lr": 1e-2}, params, grads)
+
+
+def test_layouts_keep_the_element_count():
+    for n in (1, 7, 1000, 10_000, 100_000, 10_000_000, 9973):
+        (r, c), = B.layout_shapes("Muon", [(n,)])
+        assert r * c == n and r <= c
+        (r, c), = B.layout_shapes("SparseAdam", [(n,)])
+        assert r * c == n and c <= 64
+    assert B.layout_shapes("Adafactor", [(10_000,)]) == [(100, 100)]
+    assert B.layout_shapes("SparseAdam", [(10_000_000,)]) == [(156_250, 64)]
+    assert B.layout_shapes("Adam", [(1000,)]) == [(1000,)]
+    gs = B.sparse_grads([(1000, 10)], np.float32)
+    assert len(gs[0].indices) == 10 and (np.diff(gs[0].indices) > 0).all()
+    assert gs[0].values.shape == (10, 10)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("name", ["Adafactor", "Muon", "SparseAdam"])
+def test_own_step_optimizers_in_the_runner_same_math_as_torch(name):
+    cls, hp = B.OPTIMIZERS[name.lower()]
+    shapes = B.layout_shapes(cls, [(2000,)])
+    params, grads = B.make_inputs(shapes, np.float32, seed=6)
+    if name == "SparseAdam":
+        grads = B.sparse_grads(shapes, np.float32, seed=6)
+    cs, skipped, info = B.build_contenders(cls, hp, params, grads, [1],
+                                           ["lrfast", "ceiling", "torch-forloop",
+                                            "torch-foreach"])
+    assert "ceiling" in skipped and info["bytes_per_element"] is None
+    assert ("torch-foreach" in skipped) == (name != "Adafactor")
+    step = B._torch_contender("torch-forloop", cls, hp, params, grads)   # one step itself
+    mine = [p.copy() for p in params]
+    opt = getattr(lrfast, cls)(mine, **hp)
+    opt.step(grads)
+    for _ in range(2):
+        step()
+        opt.step(grads)
+    tp = step.__self__.param_groups[0]["params"][0].detach().numpy()
+    # Muon: torch runs Newton-Schulz in bfloat16, lrfast in the param's dtype
+    tol = 2e-3 if name == "Muon" else 1e-5
+    np.testing.assert_allclose(tp, mine[0], rtol=tol, atol=tol * 1e-2)
+    assert np.any(mine[0] != params[0])
+    if name == "SparseAdam":      # only the touched rows moved
+        moved = np.flatnonzero(np.any(mine[0] != params[0], axis=1))
+        np.testing.assert_array_equal(moved, grads[0].indices)
+
+
+def test_runner_runs_the_own_step_optimizers(tmp_path):
+    res = B.run(optimizer=["adafactor", "sparseadam"], sizes=[1000], threads=[1], rounds=1,
+                quick=True, out=str(tmp_path), progress=False,
+                contenders=["lrfast", "ceiling"])
+    rows = {r["optimizer"]: r for r in res["results"]}
+    assert set(rows) == {"Adafactor", "SparseAdam"}
+    for r in rows.values():
+        assert r["bytes_per_element"] is None and r["n_elements"] == 1000
+        assert r["contenders"]["lrfast@1"]["ns_per_element"] > 0
+    assert "layout" in B.format_table(res)

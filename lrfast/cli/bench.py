@@ -69,13 +69,15 @@ fixed-cost figure, not a bandwidth one, and lrfast may exceed 100% of it.
 A numpy chain (``np.add(p, g, out=p)`` etc.) could move the same bytes, but
 only on one thread; a plain copy moves fewer bytes (no state reads).
 
-Two-pass optimizers (Prodigy, DoG, LDoG) first read some arrays to compute
-global sums (Prodigy: ``<g, p0-p>`` and ``||s_new||_1`` from p, g, p0, s; DoG:
-``||p-x0||`` and ``||g||`` from p, g, x0), then update. Their ceiling adds a
-read-only pass over the same arrays (the grad-norm reduction of an Engine,
-one call per array, each over the step's element count), so it moves exactly
-the bytes of both passes
-(:data:`LRFREE` lists them; Prodigy fp32: 16 + 36 = 52 B/element).
+Kinds with a read-only sums pass before their update read some arrays twice
+per step: Lamb, LARS, NovoGrad (per-tensor norms; ``SUMS_READS``), and the
+two-pass learning-rate-free optimizers (Prodigy: ``<g, p0-p>`` and
+``||s_new||_1`` from p, g, p0, s; DoG: ``||p-x0||`` and ``||g||`` from p, g,
+x0; D-Adaptation; :data:`LRFREE` lists them). Their ceiling first reads those
+arrays once, in one call of the Engine's reduction pass (fixed blocks, lane
+sums in double), then runs the passes above, so it moves exactly the bytes of
+both passes: Lamb fp32 16 + 28 = 44 B/element, LARS 8 + 20 = 28, NovoGrad
+4 + 20 = 24, Prodigy 16 + 36 = 52.
 """
 import argparse
 import datetime
@@ -154,6 +156,16 @@ OPTIMIZERS = {name.lower(): (name, {**TABLE[name].defaults, **(TABLE[name].bench
 OPTIMIZERS.update({name.lower(): (name, dict(TABLE[name].defaults))
                    for name in LRFREE if name in TABLE and name.lower() not in OPTIMIZERS})
 
+# Optimizers outside the fused engine's elementwise loop, measured against
+# torch.optim's only (no same-bytes ceiling, numpy or optax version). Their params
+# take a layout of each case's elements (the same element count):
+# "matrix": 2-D, near square (Adafactor factors rows and columns; Muon needs 2-D);
+# "rows": an embedding table (n/dim, dim), with a row-sparse grad touching
+# SPARSE_FRAC of its rows (lrfast.RowSparse; torch: a sparse COO grad).
+LAYOUTS = {"Adafactor": "matrix", "Muon": "matrix", "SparseAdam": "rows"}
+SPARSE_FRAC = 0.01
+OPTIMIZERS.update({name.lower(): (name, dict(TABLE[name].defaults)) for name in LAYOUTS})
+
 
 # ---------------------------------------------------------------------------
 # Cases and inputs
@@ -202,6 +214,47 @@ def make_case(kind, n=None, quick=False):
             "n_elements": total, "n_tensors": len(shapes)}
 
 
+def _near_square(n, cap=None):
+    """(r, n // r) with r the largest divisor of n at most sqrt(n) (or cap)."""
+    top = math.isqrt(n) if cap is None else min(n, cap)
+    for r in range(max(1, top), 0, -1):
+        if n % r == 0:
+            return r, n // r
+    return 1, n
+
+
+def layout_shapes(cls, shapes):
+    """The params' shapes of ``cls`` for a case's 1-D shapes (see LAYOUTS): the
+    same element counts, 2-D for "matrix" and "rows" layouts."""
+    lay = LAYOUTS.get(cls)
+    if lay is None:
+        return list(shapes)
+    out = []
+    for s in shapes:
+        n = int(np.prod(s))
+        if lay == "matrix":
+            out.append(_near_square(n))
+        else:                                     # rows of up to 64 elements
+            dim = _near_square(n, 64)[0]
+            out.append((n // dim, dim))
+    return out
+
+
+def sparse_grads(shapes, dtype, seed=0, frac=SPARSE_FRAC):
+    """Row-sparse grads (lrfast.RowSparse): ``frac`` of each table's rows (at
+    least one), distinct and sorted, values as make_inputs' grads."""
+    import lrfast
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for s in shapes:
+        k = max(1, int(round(s[0] * frac)))
+        idx = np.sort(rng.choice(s[0], k, replace=False)).astype(np.int64)
+        v = rng.uniform(0.1, 1.0, (k,) + tuple(s[1:])) * np.where(
+            rng.random((k,) + tuple(s[1:])) < 0.5, -1.0, 1.0)
+        out.append(lrfast.RowSparse(idx, v.astype(dtype)))
+    return out
+
+
 def make_inputs(shapes, dtype, seed=0):
     """(params0, grads): params ~ N(0,1); grads with |g| in [0.1, 1] and random
     signs, so no state ever becomes denormal however many steps are timed."""
@@ -237,42 +290,56 @@ class Ceiling:
         n = len(self.params)
         self.itemsize = self.params[0].dtype.itemsize
         groups = [0] * n
+        self.engines, self._calls, self.passes = [], [], []
+        self.sums_reads = tuple(sums)
+        self.extra = {}
+        if self.sums_reads:
+            self._read_pass(K, params)
         if self.n_states >= 1:
             st = [[s, None, None] for s in self.states[0]]
             row = SGD_ROW.pack(gs=1.0, wd=0.0, l2=0.0, mu=mu, d1=damp, mom=1.0, nesterov=0.0,
                                lr=lr, first=0.0)
-            self.passes = [("SGD-momentum", ["p", "g", "s0"], ["s0", "p"])]
+            self.passes.append(("SGD-momentum", ["p", "g", "s0"], ["s0", "p"]))
         else:
             st = [[None, None, None] for _ in range(n)]
             row = SGD_ROW.pack(gs=1.0, wd=0.0, l2=0.0, mu=0.0, d1=1.0, mom=0.0, nesterov=0.0,
                                lr=lr, first=0.0)
-            self.passes = [("SGD", ["p", "g"], ["p"])]
-        self.engines = [K.Engine(K.KINDS["sgd"], self.params, st, groups)]
-        self._calls = [(self.engines[0].step, self.grads, [row])]
+            self.passes.append(("SGD", ["p", "g"], ["p"]))
+        self.engines.append(K.Engine(K.KINDS["sgd"], self.params, st, groups))
+        self._calls.append((self.engines[-1].step, self.grads, [row]))
         for j in range(1, self.n_states):
             arrs = self.states[j]
             self.engines.append(K.Engine(K.KINDS["scale"], arrs, [None] * n, groups))
             self._calls.append((self.engines[-1].step, arrs, [KINDS["scale"].pack(gs=scale)]))
             self.passes.append(("scale", [f"s{j}"], [f"s{j}"]))
-        # a two-pass optimizer's read-only sums pass, first: one reduction over
-        # the arrays it reads (``sums``: "p", "g", "s<j>" or "x<j>", an array
-        # only this pass reads, as Prodigy's p0 and DoG's x0)
-        self.extra = {}
-        if sums:
-            named = {"p": self.params, "g": self.grads}
-            named.update({f"s{j}": self.states[j] for j in range(self.n_states)})
-            for name in reversed(sums):
-                if name not in named:
-                    if not (name.startswith("x") and name[1:].isdigit()):
-                        raise ValueError(f"unknown array {name!r} in the sums pass")
-                    named[name] = self.extra[name] = [p.copy() for p in params]
-                # one reduction per array, each over the optimizer's element
-                # count (the same serial/parallel decision as its sums pass)
-                arrs = named[name]
-                eng = K.Engine(K.KINDS["scale"], arrs, [None] * n, groups)
-                self.engines.insert(0, eng)
-                self._calls.insert(0, (eng.grad_norm, arrs, None))
-                self.passes.insert(0, ("sums", [name], []))
+
+    def _read_pass(self, K, params):
+        # A per-tensor (or global) kind first reads some of its arrays in a
+        # read-only sums pass: here the Engine's own reduction pass (fixed blocks,
+        # lane sums in double) over exactly those arrays, in one Engine call.
+        # Names: "p", "g", "s<j>", or "x<k>", an array only this pass reads (as
+        # Prodigy's p0 and DoG's x0).
+        named = {"p": self.params, "g": self.grads,
+                 **{f"s{j}": self.states[j] for j in range(self.n_states)}}
+        for name in self.sums_reads:
+            if name not in named and name.startswith("x") and name[1:].isdigit():
+                named[name] = self.extra[name] = [p.copy() for p in params]
+        bad = [a for a in self.sums_reads if a not in named]
+        if bad:
+            raise ValueError(f"unknown array(s) {bad} in the sums pass: not arrays of an "
+                             f"optimizer with "
+                             f"{self.n_states} state(s)")
+        arrs = [a for name in self.sums_reads for a in named[name]]
+        # the Engine's params only give shapes here (np.zeros: no pages touched)
+        shapes = [np.zeros(a.shape, a.dtype) for a in arrs]
+        eng = K.Engine(K.KINDS["scale"], shapes, [None] * len(arrs), [0] * len(arrs))
+        self.engines.append(eng)
+        self._calls.append((functools.partial(self._read, eng), arrs, None))
+        self.passes.append(("sums (read only)", list(self.sums_reads), []))
+
+    def _read(self, eng, arrs, rows=None):
+        # the result is kept (tests check every element was read)
+        self.read_result = eng.grad_norm(arrs)
 
     @property
     def bytes_per_element(self):
@@ -290,9 +357,27 @@ class Ceiling:
 
 def optimizer_bytes_per_element(n_states, itemsize, sums=0):
     """Bytes an in-place optimizer step moves per element: read p, g and the
-    states, write p and the states; plus ``sums`` arrays read by a read-only
-    pass before the update (two-pass optimizers)."""
-    return itemsize * (3 + 2 * int(n_states) + int(sums))
+    states, write p and the states; plus the arrays a read-only pass reads
+    before the update (``sums``: their number, or their names)."""
+    nsums = sums if isinstance(sums, int) else len(sums)
+    return itemsize * (3 + 2 * int(n_states) + nsums)
+
+
+# The arrays each kind's read-only sums pass reads (src/_kernels.pxi,
+# ``_<kind>_sums``), by the ceiling's names: p, g and the states s0, s1, ...
+# Every kind with ``sums`` in the kind table has an entry (tested); the
+# learning-rate-free optimizers' passes are also in LRFREE (by state name).
+SUMS_READS = {
+    "lamb": ("p", "g", "s0", "s1"),        # ||p||, ||u||: u from g, m, v
+    "lars": ("p", "g"),                    # ||p||, ||g + wd*p||
+    "novograd": ("g",),                    # ||g||^2
+    "prodigy": ("p", "g", "s0", "s1"),     # <g, p0 - p>, |b3*s + c*g|: s0 = s, s1 = p0
+    "dog": ("p", "g", "s0"),               # ||p - x0||, ||g||: s0 = x0
+    "ldog": ("p", "g", "s0"),
+    "dadapt_adam": ("p", "g", "s0", "s1"),     # s, exp_avg_sq
+    "dadapt_sgd": ("p", "g", "s0", "s1"),      # s, z
+    "dadapt_adagrad": ("p", "g", "s0", "s1"),  # alphak, sk
+}
 
 
 def passes_of(cls, opt):
@@ -303,7 +388,9 @@ def passes_of(cls, opt):
     if cls in LRFREE:
         lf = LRFREE[cls]
         return tuple(lf.sums), tuple(s for s in lf.update if s in states)
-    return (), tuple(states)
+    spec = TABLE[cls]
+    reads = SUMS_READS.get(spec.kind, ()) if not spec.own_step else ()
+    return tuple(states[int(r[1:])] if r.startswith("s") else r for r in reads), tuple(states)
 
 
 def _ceiling_sums(sums, update):
@@ -467,11 +554,24 @@ def _torch_contender(variant, cls, hp, params0, grads):
         raise _Skip("torch is not installed") from None
     kw = {"torch-forloop": {"foreach": False}, "torch-foreach": {"foreach": True},
           "torch-fused": {"fused": True}}[variant]
-    if getattr(torch.optim, cls, None) is None:
+    tcls = getattr(torch.optim, cls, None)
+    if tcls is None:
         raise _Skip(f"torch {torch.__version__} has no {cls}")
+    import inspect
+    if "foreach" not in inspect.signature(tcls.__init__).parameters:
+        # one implementation (Muon, SparseAdam): the for-loop contender runs it
+        if variant != "torch-forloop":
+            raise _Skip(f"torch {torch.__version__} {cls} has only a for-loop step")
+        kw = {}
     ps = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in params0]
     for p, g in zip(ps, grads):
-        p.grad = torch.from_numpy(g)
+        if hasattr(g, "indices"):     # lrfast.RowSparse: a sparse COO grad, coalesced
+            # once here (distinct sorted rows), so torch's per-step coalesce is cheap
+            p.grad = torch.sparse_coo_tensor(torch.from_numpy(g.indices)[None],
+                                             torch.from_numpy(g.values), p.shape,
+                                             check_invariants=True).coalesce()
+        else:
+            p.grad = torch.from_numpy(g)
     try:
         opt = getattr(torch.optim, cls)(ps, **hp, **kw)
         opt.step()
@@ -495,8 +595,32 @@ def _optax_contender(cls, hp, params0, grads):
            "AdamW": lambda: optax.adamw(hp["lr"], b1=b[0], b2=b[1], eps=hp.get("eps", 1e-8),
                                         weight_decay=hp.get("weight_decay", 1e-2)),
            "SGD": lambda: optax.sgd(hp["lr"], momentum=hp.get("momentum")),
-           "RMSprop": lambda: optax.rmsprop(hp["lr"], decay=hp["alpha"], eps=hp["eps"]),
-           "Adamax": lambda: optax.adamax(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"])}
+           "RMSprop": lambda: optax.rmsprop(hp["lr"], decay=hp["alpha"], eps=hp["eps"],
+                                            eps_in_sqrt=False),   # torch: sqrt(v) + eps
+           "Adamax": lambda: optax.adamax(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"]),
+           "Adagrad": lambda: optax.adagrad(
+               hp["lr"], initial_accumulator_value=hp.get("initial_accumulator_value", 0.0),
+               eps=hp["eps"]),
+           "Adadelta": lambda: optax.adadelta(hp["lr"], rho=hp["rho"], eps=hp["eps"],
+                                              weight_decay=hp.get("weight_decay", 0.0)),
+           "Lion": lambda: optax.lion(hp["lr"], b1=b[0], b2=b[1],
+                                      weight_decay=hp.get("weight_decay", 0.0)),
+           "AdaBelief": lambda: optax.adabelief(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"],
+                                                eps_root=hp["eps_root"]),
+           "Yogi": lambda: optax.yogi(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"]),
+           "ADOPT": lambda: optax.contrib.adopt(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"]),
+           "Adan": lambda: optax.adan(hp["lr"], b1=b[0], b2=b[1], b3=b[2], eps=hp["eps"],
+                                      eps_root=hp["eps_root"],
+                                      weight_decay=hp.get("weight_decay", 0.0)),
+           "Lamb": lambda: optax.lamb(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"],
+                                      eps_root=hp.get("eps_root", 0.0),
+                                      weight_decay=hp.get("weight_decay", 0.0)),
+           "LARS": lambda: optax.lars(hp["lr"], weight_decay=hp.get("weight_decay", 0.0),
+                                      trust_coefficient=hp["trust_coefficient"], eps=hp["eps"],
+                                      momentum=hp["momentum"], nesterov=hp["nesterov"]),
+           "NovoGrad": lambda: optax.novograd(hp["lr"], b1=b[0], b2=b[1], eps=hp["eps"],
+                                              eps_root=hp.get("eps_root", 0.0),
+                                              weight_decay=hp.get("weight_decay", 0.0))}
     if cls not in txs:
         raise _Skip(f"no optax equivalent of {cls} wired in")
     try:
@@ -518,6 +642,7 @@ def _optax_contender(cls, hp, params0, grads):
             jax.block_until_ready(p)
             box[0], box[1] = p, s
         step()
+        step.params = lambda: [np.asarray(p) for p in box[0]]     # tests read them
     except Exception as e:  # noqa: BLE001 - any failure only skips this contender
         raise _Skip(f"optax failed: {type(e).__name__}: {str(e)[:120]}") from None
     return step
@@ -609,6 +734,10 @@ def _torch_threads(n):
         torch.set_num_threads(int(n))
 
 
+def _no_ceiling(cls):
+    raise _Skip(f"no same-bytes ceiling for {cls} (not one elementwise pass)")
+
+
 def _ceiling_step(params0, grads, n_states, bpe, sums=()):
     c = Ceiling(params0, grads, n_states, sums=sums)
     if c.bytes_per_element != bpe:            # the ceiling must move the optimizer's bytes
@@ -627,6 +756,8 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
     sums, update = passes_of(cls, opt)
     n_states = len(update)
     bpe = optimizer_bytes_per_element(n_states, params0[0].dtype.itemsize, len(sums))
+    if cls in LAYOUTS:        # not an elementwise pass over the table: no byte count
+        bpe = None
     lr_step = functools.partial(opt.step, grads)
     grads_b = grads
     if cls in LRFREE:
@@ -640,7 +771,8 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
     csums = _ceiling_sums(sums, update)
     builders = {
         "lrfast": lambda: lr_step,
-        "ceiling": lambda: _ceiling_step(params0, grads, n_states, bpe, csums),
+        "ceiling": lambda: _ceiling_step(params0, grads, n_states, bpe, csums)
+        if bpe is not None else _no_ceiling(cls),
         "numpy": lambda: _numpy_contender(cls, hp, params0, grads),
         "optax": lambda: _optax_contender(cls, hp, params0, grads),
         "reference": lambda: _reference_contender(cls, hp, params0, grads, grads_b),
@@ -665,7 +797,7 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
             out.append(Contender(impl, None, fn))
     return out, skipped, {"bytes_per_element": bpe, "n_states": n_states,
                           "passes": 2 if sums else 1, "sums_pass": list(sums),
-                          "update_states": list(update)}
+                          "sums_reads": list(csums), "update_states": list(update)}
 
 
 # ---------------------------------------------------------------------------
@@ -753,7 +885,8 @@ def _analyse(case, times, contenders, threads, bpe):
         med = statistics.median(ts)
         res[c.key] = {"impl": c.impl, "threads": c.threads, "number": c.number,
                       "ns_per_step": med, "ns_per_element": med / n,
-                      "GBps": bpe * n / med, "min_ns_per_step": min(ts),
+                      "GBps": None if bpe is None else bpe * n / med,
+                      "min_ns_per_step": min(ts),
                       "times_ns": [round(x, 1) for x in ts]}
     ratios, pct, speedup = {}, {}, {}
     for t in threads:
@@ -983,8 +1116,11 @@ def format_table(result):
             npass = rows[0].get("passes", 1)
             passes = f" in {npass} passes" if npass > 1 else ""
             lines.append("")
-            lines.append(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''} ({bpe} B/element "
-                         f"moved{passes}). ns/element: median over rounds; peer/lrfast: median of "
+            moved = (f"{bpe} B/element moved{passes}" if bpe is not None else
+                     f"{LAYOUTS.get(opt)} layout" + (f", {SPARSE_FRAC:.0%} of rows touched"
+                                                      if LAYOUTS.get(opt) == "rows" else ""))
+            lines.append(f"{opt} {dtype}, {t} thread{'s' if t > 1 else ''} ({moved}). "
+                         f"ns/element: median over rounds; peer/lrfast: median of "
                          f"per-round ratios (>1: lrfast faster); others: CPU share other "
                          f"processes used meanwhile (~0% for figures to publish)")
             head = f"{'case':<22}{'elements':>10} |"
@@ -1199,7 +1335,10 @@ def _bench_case(cls, hp, case, *, dt, seed, threads, impls, rounds, block_ns, pa
                 prog, n_contenders, all_skipped):
     """Build the contenders of one (optimizer, case), time them, and return the
     result row; reasons for skipped contenders are merged into ``all_skipped``."""
-    params0, grads = make_inputs(case["shapes"], dt, seed)
+    shapes = layout_shapes(cls, case["shapes"])
+    params0, grads = make_inputs(shapes, dt, seed)
+    if LAYOUTS.get(cls) == "rows":
+        grads = sparse_grads(shapes, dt, seed)
     cs, skipped, info = build_contenders(cls, hp, params0, grads, threads, impls)
     _merge_skipped(all_skipped, skipped)
     meter = _CpuMeter().start()
@@ -1211,7 +1350,8 @@ def _bench_case(cls, hp, case, *, dt, seed, threads, impls, rounds, block_ns, pa
            "n_elements": case["n_elements"], "n_tensors": case["n_tensors"],
            "bytes_per_element": info["bytes_per_element"],
            "n_states": info["n_states"], "passes": info["passes"],
-           "sums_pass": info["sums_pass"], "update_states": info["update_states"],
+           "sums_pass": info["sums_pass"], "sums_reads": info["sums_reads"],
+           "update_states": info["update_states"],
            "skipped": skipped,
            "others_cpu": others}
     row.update(_analyse(case, times, cs, threads, info["bytes_per_element"]))

@@ -651,6 +651,9 @@ class Optimizer(OptimizerBase):
                 new_keys.append(nk)
             if self._sparse_only:
                 _sp.refuse_dense(self, grads)
+            if self._sparse_ok and _ema < 0.0 and _sp.has_rowsparse(grads):
+                # straight to the sparse path (the engine would refuse the grads)
+                return _sp.sparse_step(self, grads, rows, new_keys, n, _aux, _norm_hook)
             try:
                 na, applied, norm = self._engine.step(grads, rows, max_norm=self._max_norm,
                                                       skip_nonfinite=self._skip, aux=_aux,

@@ -204,22 +204,32 @@ def sparse_step(opt: Any, grads: Any, rows: List[Tuple[float, ...]], new_keys: L
                 return False
     preps = [coalesce_plan(g.indices) for _, _, _, _, g, _ in jobs]
     vals = [np.ascontiguousarray(g.values) for _, _, _, _, g, _ in jobs]
-    try:
-        na, applied, norm = opt._engine.step(dense, rows, max_norm=0.0,
-                                             skip_nonfinite=opt._skip)
-    except (TypeError, ValueError) as e:
-        raise opt._named_error(e) from None
+    if all(g is None for g in dense):
+        # no dense grad (every SparseAdam step): nothing for the engine to do; its
+        # step would report these values
+        norm = 0.0 if opt._skip else float("nan")
+        active = [False] * len(dense)
+    else:
+        try:
+            na, applied, norm = opt._engine.step(dense, rows, max_norm=0.0,
+                                                 skip_nonfinite=opt._skip)
+        except (TypeError, ValueError) as e:
+            raise opt._named_error(e) from None
+        if not applied:
+            opt.last_grad_norm = norm
+            opt.skipped_steps += 1
+            return False
+        active = opt._engine.active()
     opt.last_grad_norm = norm
-    if not applied:
-        opt.skipped_steps += 1
-        return False
     op = _K.SPARSE_OPS[opt.spec.kind]
     for (i, p, s0, s1, _, sc), (order, rws, starts), v in zip(jobs, preps, vals):
         _K.sparse_rows(op, p, s0, s1, v, order, rws, starts, sc)
-    active = opt._engine.active()
     for i, *_ in jobs:
         active[i] = True
-    opt._advance_partial(active, new_keys)
+    if all(active):
+        opt._ukeys = new_keys
+    else:
+        opt._advance_partial(active, new_keys)
     opt._step_count = n + 1
     return True
 
