@@ -440,6 +440,7 @@ cdef class FlatParams:
         for i in range(len(params)):
             self._recs[i].size = self.pv.v.off[i + 1] - self.pv.v.off[i]
             self._recs[i].dtype = self.pv.dtype
+            self._recs[i].scode = self.pv.dtype
             self._recs[i].itemsize = 4 if self.pv.dtype == 0 else 8
             self._recs[i].c_contig = cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>params[i])
             self._recs[i].f_contig = cnp.PyArray_IS_F_CONTIGUOUS(<cnp.ndarray>params[i])

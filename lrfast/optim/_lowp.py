@@ -181,9 +181,11 @@ class Precision:
         codes + absmax) in this optimizer's format for slot j: (storage,
         absmax). Raises on anything malformed; writes nothing."""
         v = e.get(name)
+        if v is None:
+            raise ValueError(f"{where}: state lacks {name!r}")
         if not isinstance(v, np.ndarray):
-            raise (TypeError if v is not None else ValueError)(
-                f"{where}: state {name!r} must be an ndarray, got {type(v).__name__}")
+            raise TypeError(f"{where}: state {name!r} must be an ndarray, got "
+                            f"{type(v).__name__}")
         if v.shape != p.shape:
             raise ValueError(f"{where}: state {name!r} has shape {v.shape}, expected {p.shape}")
         am = e.get(name + "_absmax")
