@@ -34,8 +34,12 @@ import warnings
 # sqrt (3.6-3.9x on Adam); -ffp-contract=off keeps kernels bit-identical to their
 # numpy twins. Never the flags that break IEEE semantics (they set flush-to-zero
 # process-wide) and never a build for the build machine's own CPU (wheels must run
-# on any CPU of their architecture).
-BASE_FLAGS = ["-O3", "-fno-math-errno", "-ffp-contract=off"]
+# on any CPU of their architecture). -fno-trapping-math lets gcc 13+ if-convert the
+# loops' selects and loop-invariant options (measured on gcc 13.3, Intel Xeon, 1e7
+# float32, 1 thread: Lion 9.6 -> 0.93 ns/element, Rprop 8.8 -> 1.24, Adam 4.0 ->
+# 1.25; gcc 12 vectorized them without it). It changes no result: lrfast never
+# enables floating-point traps, and no flush-to-zero is involved (clang's default).
+BASE_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
 # MSVC: /fp:precise does not reorder, and (VS 2022) does not contract into FMA
 # without /fp:contract: the same contract
 MSVC_FLAGS = ["/O2", "/fp:precise"]

@@ -32,7 +32,8 @@ def check(isa, root):
     c = os.path.join(root, "src", f"_kernels_{isa}.c")
     if not os.path.exists(c):
         sys.exit(f"{c} not found: build first (python setup.py build_ext -i)")
-    cmd = [os.environ.get("CC", "gcc"), "-c", "-O3", "-fno-math-errno", "-ffp-contract=off",
+    cmd = [os.environ.get("CC", "gcc"), "-c", "-O3", "-fno-math-errno", "-fno-trapping-math",
+           "-ffp-contract=off",
            "-fopenmp", "-fPIC", *FLAGS[isa], f"-I{np.get_include()}",
            f"-I{sysconfig.get_paths()['include']}", "-Isrc", c, "-o", os.devnull,
            "-fopt-info-vec-optimized"]

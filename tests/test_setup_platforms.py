@@ -96,10 +96,10 @@ def test_linux_gcc(S):
     assert ld[0] == "gcc" and ld[-1] == "-fopenmp"
     assert len(ran) == 1 and os.path.basename(ran[0]) == "probe"
     base, avx2 = e
-    assert base.extra_compile_args == ["-O3", "-fno-math-errno", "-ffp-contract=off",
-                                       "-fopenmp", "-g0"]
-    assert avx2.extra_compile_args == ["-O3", "-fno-math-errno", "-ffp-contract=off",
-                                       "-march=x86-64-v3", "-mtune=generic", "-fopenmp", "-g0"]
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off"]
+    assert base.extra_compile_args == flags + ["-fopenmp", "-g0"]
+    assert avx2.extra_compile_args == flags + ["-march=x86-64-v3", "-mtune=generic",
+                                               "-fopenmp", "-g0"]
     assert base.extra_link_args == avx2.extra_link_args == ["-fopenmp", "-s"]
     for x in e:
         assert not any("fast-math" in f or "native" in f for f in x.extra_compile_args)
@@ -122,8 +122,8 @@ def test_macos_apple_clang_with_libomp(S):
     assert ld.index("-L/opt/homebrew/opt/libomp/lib") < ld.index("-lomp")
     assert [x.name for x in e] == ["lrfast._kernels_baseline"]     # arm64: no AVX2 twin
     (base,) = e
-    assert base.extra_compile_args == ["-O3", "-fno-math-errno", "-ffp-contract=off",
-                                       "-Xpreprocessor", "-fopenmp", "-g0"]
+    assert base.extra_compile_args == ["-O3", "-fno-math-errno", "-fno-trapping-math",
+                                       "-ffp-contract=off", "-Xpreprocessor", "-fopenmp", "-g0"]
     assert base.extra_link_args == ["-lomp"]           # no -s: ld64 deprecates it
 
 
