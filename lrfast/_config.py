@@ -58,7 +58,7 @@ def config() -> Dict[str, Any]:
         "thread_mode": _K.thread_mode(),
         "parallel_threshold": _K.get_parallel_threshold(),
         "compiler": _K.COMPILER,
-        "flags": "-O3 -fno-math-errno -ffp-contract=off"
+        "flags": "-O3 -fno-math-errno -fno-trapping-math -ffp-contract=off"
                  + (" -march=x86-64-v3" if _K.ISA == "x86-64-v3" else ""),
         "kernels_module": _K.__name__,
     }

@@ -613,3 +613,27 @@ def test_runner_runs_the_own_step_optimizers(tmp_path):
         assert r["bytes_per_element"] is None and r["n_elements"] == 1000
         assert r["contenders"]["lrfast@1"]["ns_per_element"] > 0
     assert "layout" in B.format_table(res)
+
+
+@pytest.mark.skipif(not HAVE_TORCH or importlib.util.find_spec("ml_dtypes") is None,
+                    reason="torch or ml_dtypes is not installed")
+def test_torch_bench_master_case_runs_and_reports():
+    """bench --torch --master: bf16 params with fp32 masters against torch's fused
+    AdamW on the masters + copy_ (no timing asserted)."""
+    import torch
+    from lrfast.cli import torch_bench
+    c = torch_bench.master_case(torch, 3000, 1, 0.0)
+    assert c["elements"] == 3000 and c["us"]["lrfast"] > 0
+    assert c["us"]["torch-fused+copy_"] > 0 and c["x torch-fused+copy_"] > 0
+
+
+def test_lowp_bench_runs_and_reports():
+    """bench --lowp: every variant, its ceiling (no timing asserted)."""
+    pytest.importorskip("ml_dtypes")
+    from lrfast.cli import lowp_bench
+    res = lowp_bench.run(sizes=[5000], rounds=1, quick=True)
+    c = res["cases"]["5e+03"]
+    assert set(c["x fp32"]) == set(lowp_bench.VARIANTS)
+    assert all(v > 0 for v in c["ns_per_el"].values())
+    assert res["bytes_per_element"]["int8 state"] == pytest.approx(16.0625)
+    assert "int8 state" in lowp_bench.format_table(res)

@@ -506,7 +506,7 @@ def test_refusals_change_nothing():
     _refused(lambda: lt.Muon([q]), ValueError, "2-D")
     _refused(lambda: lt.Lamb([q.detach().cuda() if False else torch.zeros(3, dtype=torch.int64)]),
              TypeError, "dtype")
-    _refused(lambda: lt.Prodigy([q], master_weights=True), NotImplementedError, "master")
+    _refused(lambda: lt.Prodigy([q], master_weights=True), ValueError, "master")
     _refused(lambda: lt.Lamb([q]).add_param_group({"params": [torch.zeros(2, 2).T]}),
              ValueError, "contiguous")
 

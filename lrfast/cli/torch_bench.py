@@ -16,6 +16,7 @@ on by default, off with ``--quick`` unless ``--deepspeed`` is given.
     python -m lrfast bench --torch [--sizes 1e3,1e5,1e6,1e7] [--gpt2] [--rounds 15]
     python -m lrfast bench --torch --quick          # 1e3 and 1e4, 3 rounds
     python -m lrfast bench --torch --no-deepspeed   # without DeepSpeedCPUAdam
+    python -m lrfast bench --torch --master         # + bf16 params, fp32 master weights
 """
 from __future__ import annotations
 
@@ -140,6 +141,45 @@ def run(sizes: Optional[Sequence[float]] = None, gpt2: bool = False, rounds: int
     return res
 
 
+def master_case(torch: Any, n: int, rounds: int, block_s: float) -> Dict[str, Any]:
+    """bfloat16 params with float32 master weights (the ZeRO-Offload step):
+    ``lrfast.torch.AdamW(master_weights=True)`` against the same step written
+    with torch: fused AdamW on the float32 masters, then ``p.copy_(master)``."""
+    import lrfast.torch as lt
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=gen)
+    g = (torch.randn(n, generator=gen) * 1e-3)
+    p = x.to(torch.bfloat16).requires_grad_()
+    p.grad = g.to(torch.bfloat16)
+    opt = lt.AdamW([p], lr=1e-3, master_weights=True)
+    q = x.to(torch.bfloat16)
+    m = x.clone().requires_grad_()
+    m.grad = g.to(torch.bfloat16).float()
+    topt = torch.optim.AdamW([m], lr=1e-3, fused=True)
+
+    def torch_step():
+        topt.step()
+        with torch.no_grad():
+            q.copy_(m)
+    steps = {"lrfast": opt.step, "torch-fused+copy_": torch_step}
+    for f in steps.values():
+        for _ in range(3):
+            f()
+    t0 = time.perf_counter()
+    opt.step()
+    reps = max(1, int(block_s / max(time.perf_counter() - t0, 1e-7)))
+    times: Dict[str, List[float]] = {k: [] for k in steps}
+    for r in range(rounds):
+        for k in (list(steps) if r % 2 == 0 else list(steps)[::-1]):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                steps[k]()
+            times[k].append((time.perf_counter() - t0) / reps)
+    return {"elements": n, "us": {k: 1e6 * statistics.median(v) for k, v in times.items()},
+            "x torch-fused+copy_": statistics.median(
+                a / b for a, b in zip(times["torch-fused+copy_"], times["lrfast"]))}
+
+
 def format_table(res: Dict[str, Any]) -> str:
     ds = any("deepspeed" in c["us"] for c in res["cases"].values())
     lines = [f"torch {res['torch']} ({res['torch_threads']} threads); lrfast.torch.AdamW "
@@ -158,6 +198,13 @@ def format_table(res: Dict[str, Any]) -> str:
                      + ", ".join(f"{x:.2f}" for x in res["load_average"]))
     if res.get("deepspeed", "not requested") != "not requested":
         lines.append(f"DeepSpeedCPUAdam: {res['deepspeed']}")
+    if res.get("master"):
+        lines.append("bfloat16 params, float32 master weights: lrfast.torch.AdamW("
+                     "master_weights=True) against torch fused AdamW on the masters + copy_")
+        for name, c in res["master"].items():
+            lines.append(f"{name:<28} {c['elements']:>12,} {c['us']['lrfast']:>11.1f} "
+                         f"{c['us']['torch-fused+copy_']:>11.1f} "
+                         f"{c['x torch-fused+copy_']:>7.2f}x")
     return "\n".join(lines)
 
 
@@ -169,6 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", default=None, help="write the result here")
+    p.add_argument("--master", action="store_true",
+                   help="also bfloat16 params with float32 master weights, per size")
     ds = p.add_mutually_exclusive_group()
     ds.add_argument("--deepspeed", dest="deepspeed", action="store_true", default=None,
                     help="time DeepSpeedCPUAdam too (the default unless --quick)")
@@ -180,6 +229,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         p.error("--torch needs PyTorch (pip install torch)")
     sizes = [float(x) for x in a.sizes.split(",")] if a.sizes else None
     res = run(sizes=sizes, gpt2=a.gpt2, rounds=a.rounds, quick=a.quick, deepspeed=a.deepspeed)
+    if a.master:
+        import torch
+        res["master"] = {f"{int(x):.0e}": master_case(torch, int(x), 3 if a.quick else a.rounds,
+                                                      0.002 if a.quick else 0.02)
+                         for x in (sizes or ([1e3, 1e4] if a.quick else [1e3, 1e5, 1e6, 1e7]))}
     print(format_table(res))
     if a.json:
         with open(a.json, "w") as f:

@@ -41,6 +41,15 @@ __all__ = ["TorchOptimizer"]
 _FLAG_OK = {"foreach": (None, False), "fused": (None, False), "capturable": (False,),
             "differentiable": (False,)}
 _DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+_HALF = (torch.bfloat16, torch.float16)
+
+
+def _np_view(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor's memory (bfloat16 through ml_dtypes)."""
+    if t.dtype == torch.bfloat16:
+        from ..optim._lowp import bfloat16
+        return t.detach().view(torch.int16).numpy().view(bfloat16())
+    return t.detach().numpy()
 
 
 def _scalar_dtype() -> torch.dtype:
@@ -78,6 +87,7 @@ class TorchOptimizer(torch.optim.Optimizer):
     _rule: Rule
     _kind: int
     _flags: Dict[str, Any] = {}          # torch-only arguments -> their defaults
+    _master = False                       # master_weights=True: 16-bit params, float32 master
     _extras: Tuple[str, ...] = ()        # per-param scalar states beyond "step"
     _names: Tuple[str, ...] = ()         # the group keys a step reads
     _getter: Any = None
@@ -98,10 +108,9 @@ class TorchOptimizer(torch.optim.Optimizer):
     def __init__(self, params: Any, defaults: Dict[str, Any], flags: Dict[str, Any],
                  master_weights: bool = False) -> None:
         name = type(self).__name__
-        if master_weights:
-            raise NotImplementedError(
-                f"lrfast.torch.{name}: master_weights=True (low-precision params with "
-                "float32 master weights) is not available yet; give float32 or float64 params")
+        if master_weights is True and not KINDS[self.spec.kind].qmaps:
+            raise ValueError(f"lrfast.torch.{name}: master_weights=True is available for the "
+                             "elementwise optimizers (SGD, Adam, AdamW, Lion, ...)")
         for k, v in flags.items():
             if v not in _FLAG_OK.get(k, (self._flags.get(k),)):
                 raise ValueError(f"lrfast.torch.{name}: {k}={v!r} is not supported (lrfast "
@@ -109,6 +118,7 @@ class TorchOptimizer(torch.optim.Optimizer):
                                  f"{self._flags.get(k)!r})")
         if not isinstance(master_weights, bool):
             raise TypeError(f"master_weights must be a bool, got {master_weights!r}")
+        self._master = master_weights
         self._ready = False
         self._groups: List[_Group] = []
         self._sdt = _scalar_dtype()
@@ -156,14 +166,25 @@ class TorchOptimizer(torch.optim.Optimizer):
         if p.layout != torch.strided:
             raise ValueError(f"lrfast.torch.{name}: {where} has layout {p.layout}; only dense "
                              "(strided) tensors are supported")
-        if p.dtype not in _DTYPES:
+        master = getattr(self, "_master", False)      # (WrappedOptimizer shares this check)
+        if master and p.dtype not in _HALF:
+            raise TypeError(f"lrfast.torch.{name}: {where} has dtype {p.dtype}; "
+                            "master_weights=True takes bfloat16 and float16 params")
+        if p.dtype not in _DTYPES and not master:
             raise TypeError(f"lrfast.torch.{name}: {where} has dtype {p.dtype}; lrfast steps "
-                            "float32 and float64 tensors (low-precision params with float32 "
-                            "master weights are not available yet)")
+                            "float32 and float64 tensors, and bfloat16 and float16 ones "
+                            "with master_weights=True")
         if not p.is_contiguous():
             raise ValueError(f"lrfast.torch.{name}: {where} is not contiguous (the kernels "
                              "update the tensor's memory in place)")
-        return p.detach().numpy()
+        return _np_view(p)
+
+    def _state_dtype(self, p: torch.Tensor) -> torch.dtype:
+        """The dtype of p's state tensors: float32 under master weights, else p's."""
+        return torch.float32 if self._master else p.dtype
+
+    def _np_dtype(self, p: torch.Tensor) -> Any:
+        return np.float32 if self._master else _DTYPES[p.dtype]
 
     def _compile(self, g: _Group) -> None:
         """Validate group g's values and build its row plan (raises before any change)."""
@@ -235,6 +256,8 @@ class TorchOptimizer(torch.optim.Optimizer):
         steps_t = torch.zeros(n, dtype=sdt)
         steps = steps_t.numpy()
         plans = self._plan_states(groups, plist, group_of, views)
+        masters = [self._master_of(p, f"group {group_of[i]}, param {i}")
+                   for i, p in enumerate(plist)] if self._master else []
         # commit
         self._groups, self._plist, self._group_of = groups, plist, group_of
         self._bufs = [b for b, _, _, _ in plans]
@@ -245,7 +268,7 @@ class TorchOptimizer(torch.optim.Optimizer):
         keys = []
         for i, (bufs, key, t, extras) in enumerate(plans):
             st = self.state.get(plist[i])
-            if st:
+            if st and any(k != "master_param" for k in st):
                 for s, nm in enumerate(spec.states):
                     if bufs[s] is not None:
                         st[nm] = bufs[s]
@@ -261,12 +284,32 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._n = n
         self._gview: List[Any] = [None] * n     # cached grad views ...
         self._gten: List[Any] = [None] * n      # ... of these grad tensors
+        lowp = None
+        if self._master:
+            from ..optim._lowp import param_format
+            for p, m in zip(plist, masters):
+                self.state[p]["master_param"] = m
+            lowp = {"pfmt": [param_format(v) for v in views], "sfmt": [[0] * 4] * n,
+                    "master": [m.numpy() for m in masters], "amax": [[None] * 4] * n,
+                    "sr": False, "seed": 0}
         self._engine = _K.Engine(self._kind, views,
                                  [[b.detach().numpy() if b is not None else None for b in bufs]
-                                  for bufs in self._bufs], group_of)
+                                  for bufs in self._bufs], group_of, lowp=lowp)
         self._set_keys(keys)
         if spec.name == "Adagrad":        # torch fills Adagrad's state when it is built
             self._publish(list(self._unpub))
+
+    def _master_of(self, p: torch.Tensor, where: str) -> torch.Tensor:
+        """p's float32 master copy: the one in its state (loaded), else p widened."""
+        m = self.state.get(p, {}).get("master_param")
+        if m is None:
+            return p.detach().float().clone()
+        if (not isinstance(m, torch.Tensor) or m.shape != p.shape or m.dtype != torch.float32
+                or m.device.type != "cpu"):
+            raise ValueError(f"lrfast.torch.{type(self).__name__}: {where}: state "
+                             f"'master_param' must be a float32 CPU tensor of shape "
+                             f"{tuple(p.shape)}")
+        return m.detach().contiguous() if not m.is_contiguous() else m.detach()
 
     def _plan_states(self, groups, plist, group_of, views):
         """Per param, (storage, key, step, extras): its state in self.state
@@ -277,14 +320,16 @@ class TorchOptimizer(torch.optim.Optimizer):
         for i, p in enumerate(plist):
             where = f"group {group_of[i]}, param {i}"
             hp = groups[group_of[i]].hp
-            need = self._slots(hp, views[i].dtype)
+            dt = self._np_dtype(p)
+            need = self._slots(hp, dt)
             st = self.state.get(p)
-            if st:
+            if st and any(k != "master_param" for k in st):
                 plans.append(self._adopt(p, st, need, hp, where))
                 continue
             bufs = old.get(id(p))
             if bufs is None or [b is not None for b in bufs] != need:
-                bufs = [torch.full_like(p.detach(), self._fill(hp, views[i].dtype, s))
+                bufs = [torch.full_like(p.detach(), self._fill(hp, dt, s),
+                                        dtype=self._state_dtype(p))
                         if need[s] else None for s in range(len(need))]
             plans.append((bufs, self._rule.initial_key, None, None))
         return plans
@@ -302,7 +347,8 @@ class TorchOptimizer(torch.optim.Optimizer):
                 if nm in spec.optional_states:     # SGD before its first momentum step
                     t = torch.zeros_like(p.detach())
                 elif spec.has_step:                # an option switched on after the start
-                    t = torch.full_like(p.detach(), self._fill(hp, p.detach().numpy().dtype, s))
+                    t = torch.full_like(p.detach(), self._fill(hp, self._np_dtype(p), s),
+                                        dtype=self._state_dtype(p))
                 else:
                     t = torch.zeros_like(p.detach())
             if not isinstance(t, torch.Tensor):
@@ -311,9 +357,10 @@ class TorchOptimizer(torch.optim.Optimizer):
             if t.shape != p.shape:
                 raise ValueError(f"lrfast.torch.{name}: {where}: state {nm!r} has shape "
                                  f"{tuple(t.shape)}, param has {tuple(p.shape)}")
-            if (t.device.type != "cpu" or t.dtype != p.dtype or t.layout != torch.strided
+            sdt = self._state_dtype(p)
+            if (t.device.type != "cpu" or t.dtype != sdt or t.layout != torch.strided
                     or not t.is_contiguous() or t.requires_grad):
-                t = t.detach().to(device="cpu", dtype=p.dtype).contiguous().clone()
+                t = t.detach().to(device="cpu", dtype=sdt).contiguous().clone()
             bufs.append(t)
         e = {k: (float(v) if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
              for k, v in st.items()}
@@ -475,12 +522,12 @@ class TorchOptimizer(torch.optim.Optimizer):
             g.hp["lr"] = g.lr
             g.vals = vals
             return
-        before = {i: self._slots(g.hp, self._plist[i].detach().numpy().dtype)
+        before = {i: self._slots(g.hp, self._np_dtype(self._plist[i]))
                   for i in range(self._n) if self._groups[self._group_of[i]] is g}
         trial = _Group(g.d, g.where)
         self._compile(trial)
         for i, had in before.items():
-            if self._slots(trial.hp, self._plist[i].detach().numpy().dtype) != had:
+            if self._slots(trial.hp, self._np_dtype(self._plist[i])) != had:
                 g.n = -1            # new state arrays needed: rebuild the engine
                 return
         g.fixed, g.stepfn, g.lr, g.hp, g.vals = (trial.fixed, trial.stepfn, trial.lr,
@@ -519,7 +566,7 @@ class TorchOptimizer(torch.optim.Optimizer):
                             f"param {p.dtype}")
         if not g.is_contiguous():
             raise ValueError(f"lrfast.torch.{name}: {where}'s grad is not contiguous")
-        v = g.detach().numpy()
+        v = _np_view(g)
         self._gview[i], self._gten[i] = v, g
         return v
 
@@ -537,6 +584,16 @@ class TorchOptimizer(torch.optim.Optimizer):
         fit raises and leaves the optimizer as it was."""
         old_state, old_groups = self.state, self.param_groups
         super().load_state_dict(state_dict)
+        if self._master:
+            # torch casts loaded state to the param's dtype: under master weights the
+            # state and the master stay float32, so take the saved tensors' values
+            ids = [i for g in state_dict.get("param_groups", []) for i in g.get("params", [])]
+            saved = state_dict.get("state", {})
+            for p, i in zip([p for g in self.param_groups for p in g["params"]], ids):
+                for k, v in (saved.get(i) or {}).items():
+                    if (k != "step" and isinstance(v, torch.Tensor)
+                            and v.dtype == torch.float32 and k in self.state.get(p, {})):
+                        self.state[p][k] = v.detach().to("cpu").clone()
         try:
             self._rebuild()
         except Exception:

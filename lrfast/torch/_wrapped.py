@@ -72,9 +72,9 @@ class WrappedOptimizer(torch.optim.Optimizer):
                  master_weights: bool = False) -> None:
         name = type(self).__name__
         if master_weights:
-            raise NotImplementedError(
-                f"lrfast.torch.{name}: master_weights=True (low-precision params with "
-                "float32 master weights) is not available yet; give float32 or float64 params")
+            raise ValueError(
+                f"lrfast.torch.{name}: master_weights=True is available for the elementwise "
+                "optimizers (SGD, Adam, AdamW, Lion, ...); give float32 or float64 params")
         for k, v in flags.items():
             if v not in _FLAG_OK.get(k, (self._flags.get(k),)):
                 raise ValueError(f"lrfast.torch.{name}: {k}={v!r} is not supported (lrfast "
