@@ -21,10 +21,17 @@ import lrfast
 from lrfast.cli import demo
 from lrfast.optim._lowp import bfloat16
 
-CONFIGS = {  # name: (param dtype, state_dtype, master weights)
+try:
+    import ml_dtypes  # noqa: F401
+except ImportError:
+    print("ml_dtypes is not installed (pip install 'lrfast[lowp]'): nothing to compare")
+    sys.exit(0)
+
+CONFIGS = {  # name: (param dtype, state_dtype, master weights, or "sr": stochastic rounding)
     "fp32 Adam": ("float32", "float32", False),
     "int8 state": ("float32", "int8", False),
     "bf16 params+grads, int8 state": ("bfloat16", "int8", False),
+    "bf16 params+grads (stochastic rounding), int8 state": ("bfloat16", "int8", "sr"),
     "bf16 params+grads, fp32 master, int8": ("bfloat16", "int8", True),
 }
 
@@ -44,7 +51,8 @@ def mlp(steps, seed=0):
             params = [p.astype(bf16) for p in work.params]
         else:
             params = work.params
-        opt = lrfast.Adam(params, lr=schedule, state_dtype=sd, master_weights=master, **options)
+        opt = lrfast.Adam(params, lr=schedule, state_dtype=sd, master_weights=master is True,
+                          stochastic_rounding=master == "sr", **options)
         for k in range(steps):
             if pdt == "bfloat16":
                 for w, p in zip(work.params, params):
@@ -73,7 +81,8 @@ def least_squares(n, steps, seed=0):
     for name, (pdt, sd, master) in CONFIGS.items():
         x = x0.astype(bf16) if pdt == "bfloat16" else x0.copy()
         sched = lrfast.schedules.CosineDecay(0.05, decay_steps=steps, alpha=0.01)
-        opt = lrfast.Adam([x], lr=sched, state_dtype=sd, master_weights=master)
+        opt = lrfast.Adam([x], lr=sched, state_dtype=sd, master_weights=master is True,
+                          stochastic_rounding=master == "sr")
         for k in range(steps):
             xf = x.astype(np.float32)
             g = h * (xf - t) + noise[k % 16]
@@ -98,7 +107,7 @@ def main(argv=None):
     for name in CONFIGS:
         acc = res["mlp_test_accuracy"][name]
         loss = res["least_squares_final_loss"][name]
-        print(f"  {name:<38} {100 * acc:6.2f}% ({100 * (acc - base):+.2f} points)   "
+        print(f"  {name:<52} {100 * acc:6.2f}% ({100 * (acc - base):+.2f} points)   "
               f"{loss:.6g} ({100 * (loss / lbase - 1):+.2f}%)")
     if a.json:
         with open(a.json, "w") as f:

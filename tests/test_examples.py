@@ -17,6 +17,7 @@ CASES = {
     "mlp_numpy.py": ["final test accuracy", "checkpoint reloaded: step_count 200"],
     "torch_inplace.py": [],  # checked below: the result or the "not installed" message
     "compare_optimizers.py": ["lrfast.Adam", "numpy Adam loop", "us / step"],
+    "lowp_quality.py": [],  # checked below: the table or the "not installed" message
 }
 
 
@@ -36,6 +37,8 @@ def test_example_runs_in_quick_mode(script):
     assert r.stdout.strip(), f"{script} printed nothing"
     for text in CASES[script]:
         assert text in r.stdout, f"{script}: {text!r} not in output:\n{r.stdout}"
+    if script == "lowp_quality.py":
+        assert "int8 state" in r.stdout or "ml_dtypes is not installed" in r.stdout, r.stdout
     if script == "torch_inplace.py":
         assert ("max relative difference lrfast vs torch.optim.AdamW" in r.stdout
                 or "torch is not installed" in r.stdout), r.stdout

@@ -272,3 +272,21 @@ def test_master_params_and_memory():
     e = opt.state_dict()["state"][0]
     assert e["exp_avg"].dtype == np.uint8 and e["exp_avg_absmax"].dtype == np.float32
     assert np.array_equal(p, m.astype(BF16))            # the param is its master, rounded
+
+
+def test_quality_int8_state_against_fp32():
+    """examples/lowp_quality.py, small: 8-bit state ends within 0.5 points of test
+    accuracy of float32 Adam on the demo MLP, and within 1% of its final loss on
+    least squares (the README has the full-size figures)."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "lowp_quality.py"
+    if not path.exists():
+        pytest.skip("examples/ is not next to the tests")
+    spec = importlib.util.spec_from_file_location("lowp_quality", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    acc = mod.mlp(300)
+    assert abs(acc["int8 state"] - acc["fp32 Adam"]) <= 0.005
+    loss = mod.least_squares(100_000, 400)
+    assert abs(loss["int8 state"] / loss["fp32 Adam"] - 1) <= 0.01
