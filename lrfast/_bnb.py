@@ -94,6 +94,55 @@ def _check_groups(groups: Any, where: str) -> list:
     return list(groups)
 
 
+def _lrfast_group(g: Mapping, gw: str, optimizer: str) -> Dict[str, Any]:
+    """One bitsandbytes param group as an lrfast Adam/AdamW group."""
+    try:
+        lr, eps, wd = float(g["lr"]), float(g["eps"]), float(g["weight_decay"])
+        betas = tuple(float(b) for b in g["betas"])[:2]
+        params = [int(i) for i in g["params"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{gw}: missing or bad Adam hyperparameter ({err})") from None
+    if len(betas) != 2:
+        raise ValueError(f"{gw}: betas must be a pair")
+    if optimizer == "Adam" and wd != 0.0:
+        raise ValueError(f"{gw}: bitsandbytes' 8-bit Adam decays weights decoupled "
+                         f"(weight_decay={wd}); convert to 'AdamW'")
+    out: Dict[str, Any] = {"params": params, "lr": lr, "betas": betas, "eps": eps,
+                           "weight_decay": wd, "amsgrad": False, "maximize": False}
+    if optimizer == "Adam":
+        out["decoupled_weight_decay"] = False
+    out["state_dtype"] = "int8"
+    return out
+
+
+def _lrfast_entry(entry: Any, ew: str) -> Dict[str, Any]:
+    """One bitsandbytes per-param state as an lrfast Adam entry."""
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{ew}: expected a dict")
+    e = {k: v for k, v in entry.items() if k != _WRAP}
+    e.update(entry.get(_WRAP, {}))
+    if "state1" not in e or "state2" not in e or "step" not in e:
+        raise ValueError(f"{ew}: expected 'step', 'state1' and 'state2' (Adam's state)")
+    s1, s2 = _np(e["state1"], ew + "['state1']"), _np(e["state2"], ew + "['state2']")
+    if s1.shape != s2.shape:
+        raise ValueError(f"{ew}: state1 and state2 shapes differ ({s1.shape}, {s2.shape})")
+    for qk, signed in (("qmap1", True), ("qmap2", False)):
+        if s1.dtype == np.uint8 and (qk not in e or not _known_map(_np(e[qk], ew), signed)):
+            raise ValueError(f"{ew}: {qk} is not bitsandbytes' "
+                             f"{'signed' if signed else 'unsigned'} dynamic map")
+    a1 = _np(e["absmax1"], ew) if "absmax1" in e else None
+    a2 = _np(e["absmax2"], ew) if "absmax2" in e else None
+    m, ma = _lrfast_moment(s1, a1, s1.size, True, ew + "['state1']")
+    v, va = _lrfast_moment(s2, a2, s2.size, False, ew + "['state2']")
+    out: Dict[str, Any] = {"step": _int(e["step"], ew + "['step']"), "exp_avg": m}
+    if ma is not None:
+        out["exp_avg_absmax"] = ma
+    out["exp_avg_sq"] = v
+    if va is not None:
+        out["exp_avg_sq_absmax"] = va
+    return out
+
+
 def from_bitsandbytes_state_dict(bnb_state_dict: Mapping, optimizer: str = "AdamW"
                                  ) -> Dict[str, Any]:
     """Convert a bitsandbytes ``Adam8bit``/``AdamW8bit`` state_dict to an lrfast
@@ -114,56 +163,15 @@ def from_bitsandbytes_state_dict(bnb_state_dict: Mapping, optimizer: str = "Adam
             or "param_groups" not in bnb_state_dict:
         raise TypeError(f"{where}: expected a torch-style state_dict (a dict with 'state' and "
                         "'param_groups')")
-    groups = []
-    for gi, g in enumerate(_check_groups(bnb_state_dict["param_groups"], where)):
-        gw = f"{where}: param_groups[{gi}]"
-        try:
-            lr, eps, wd = float(g["lr"]), float(g["eps"]), float(g["weight_decay"])
-            betas = tuple(float(b) for b in g["betas"])[:2]
-            params = [int(i) for i in g["params"]]
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{gw}: missing or bad Adam hyperparameter ({e})") from None
-        if len(betas) != 2:
-            raise ValueError(f"{gw}: betas must be a pair")
-        if optimizer == "Adam" and wd != 0.0:
-            raise ValueError(f"{gw}: bitsandbytes' 8-bit Adam decays weights decoupled "
-                             f"(weight_decay={wd}); convert to 'AdamW'")
-        out = {"params": params, "lr": lr, "betas": betas, "eps": eps, "weight_decay": wd,
-               "amsgrad": False, "maximize": False}
-        if optimizer == "Adam":
-            out["decoupled_weight_decay"] = False
-        out["state_dtype"] = "int8"
-        groups.append(out)
+    groups = [_lrfast_group(g, f"{where}: param_groups[{gi}]", optimizer)
+              for gi, g in enumerate(_check_groups(bnb_state_dict["param_groups"], where))]
     raw = bnb_state_dict["state"]
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: 'state' must be a dict")
     state: Dict[int, Dict[str, Any]] = {}
     for key, entry in raw.items():
         ew = f"{where}: state[{key!r}]"
-        if not isinstance(entry, Mapping):
-            raise ValueError(f"{ew}: expected a dict")
-        e = {k: v for k, v in entry.items() if k != _WRAP}
-        e.update(entry.get(_WRAP, {}))
-        if "state1" not in e or "state2" not in e or "step" not in e:
-            raise ValueError(f"{ew}: expected 'step', 'state1' and 'state2' (Adam's state)")
-        s1, s2 = _np(e["state1"], ew + "['state1']"), _np(e["state2"], ew + "['state2']")
-        if s1.shape != s2.shape:
-            raise ValueError(f"{ew}: state1 and state2 shapes differ ({s1.shape}, {s2.shape})")
-        for qk, signed in (("qmap1", True), ("qmap2", False)):
-            if s1.dtype == np.uint8 and (qk not in e or not _known_map(_np(e[qk], ew), signed)):
-                raise ValueError(f"{ew}: {qk} is not bitsandbytes' "
-                                 f"{'signed' if signed else 'unsigned'} dynamic map")
-        a1 = _np(e["absmax1"], ew) if "absmax1" in e else None
-        a2 = _np(e["absmax2"], ew) if "absmax2" in e else None
-        m, ma = _lrfast_moment(s1, a1, s1.size, True, ew + "['state1']")
-        v, va = _lrfast_moment(s2, a2, s2.size, False, ew + "['state2']")
-        out = {"step": _int(e["step"], ew + "['step']"), "exp_avg": m}
-        if ma is not None:
-            out["exp_avg_absmax"] = ma
-        out["exp_avg_sq"] = v
-        if va is not None:
-            out["exp_avg_sq_absmax"] = va
-        state[_int(key, ew)] = out
+        state[_int(key, ew)] = _lrfast_entry(entry, ew)
     steps = [s["step"] for s in state.values()]
     return {"format": "lrfast.optim/1", "optimizer": optimizer,
             "step_count": max(steps, default=0), "skipped_steps": 0, "state": state,

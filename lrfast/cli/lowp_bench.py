@@ -29,6 +29,7 @@ and does nothing else. "% ceiling" is ceiling time over variant time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -72,7 +73,7 @@ def _makers(n: int, seed: int) -> Dict[str, Callable[[], Any]]:
         dt = bf16 if pdt == "bfloat16" else np.float32
         p, g = p0.astype(dt), [g0.astype(dt)]
         opt = lrfast.Adam([p], lr=1e-3, state_dtype=sd, master_weights=master)
-        out[name] = (lambda o=opt, g=g: o.step(g))
+        out[name] = functools.partial(opt.step, g)
         m = max(1, int(round(n * bpe / 20.0)))
         c = Ceiling([p0[:m].copy() if m <= n else np.resize(p0, m)],
                     [np.resize(g0, m)], 1)

@@ -151,7 +151,7 @@ def master_case(torch: Any, n: int, rounds: int, block_s: float) -> Dict[str, An
     g = (torch.randn(n, generator=gen) * 1e-3)
     p = x.to(torch.bfloat16).requires_grad_()
     p.grad = g.to(torch.bfloat16)
-    opt = lt.AdamW([p], lr=1e-3, master_weights=True)
+    opt = lt.AdamW([p], lr=1e-3, master_weights=True)  # type: ignore[call-arg]
     q = x.to(torch.bfloat16)
     m = x.clone().requires_grad_()
     m.grad = g.to(torch.bfloat16).float()

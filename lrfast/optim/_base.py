@@ -806,8 +806,9 @@ class Optimizer(OptimizerBase):
     def _clear_state(self) -> None:
         for i in range(self._n):
             self._assign(i, self._fresh(i))
-            if self._lp.master[i] is not None:
-                self._lp.master[i][...] = self._lp.template(self._params[i])
+            m = self._lp.master[i]
+            if m is not None:
+                m[...] = self._lp.template(self._params[i])
         self._set_tensor_state({})
         self._reset_global({})
         self._set_keys([self._rule.initial_key] * self._n)

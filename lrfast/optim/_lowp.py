@@ -73,7 +73,8 @@ class Precision:
                         ("stochastic_rounding", stochastic_rounding)):
             if not is_bool(v):
                 raise TypeError(f"{name} must be a bool, got {v!r}")
-        if is_bool(seed) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2 ** 64:
+        if (is_bool(seed) or not isinstance(seed, numbers.Integral)
+                or not 0 <= int(seed) < 2 ** 64):
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         self.opt_name = opt_name
         self.qmaps: Tuple[str, ...] = kind.qmaps
@@ -121,8 +122,9 @@ class Precision:
 
     def template(self, p: np.ndarray, i: Optional[int] = None) -> np.ndarray:
         """What a rule allocates fresh state from: the float32 value of p."""
-        if i is not None and i < len(self.master) and self.master[i] is not None:
-            return self.master[i]
+        m = self.master[i] if i is not None and i < len(self.master) else None
+        if m is not None:
+            return m
         return widen(p) if is_half(p.dtype) else p
 
     def encode(self, fmt: int, x: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -242,4 +244,6 @@ class Precision:
         st, am = src
         dst[...] = st
         if am is not None:
-            self.amax[i][j][...] = am
+            a = self.amax[i][j]
+            assert a is not None
+            a[...] = am

@@ -284,20 +284,26 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._n = n
         self._gview: List[Any] = [None] * n     # cached grad views ...
         self._gten: List[Any] = [None] * n      # ... of these grad tensors
-        lowp = None
-        if self._master:
-            from ..optim._lowp import param_format
-            for p, m in zip(plist, masters):
-                self.state[p]["master_param"] = m
-            lowp = {"pfmt": [param_format(v) for v in views], "sfmt": [[0] * 4] * n,
-                    "master": [m.numpy() for m in masters], "amax": [[None] * 4] * n,
-                    "sr": False, "seed": 0}
         self._engine = _K.Engine(self._kind, views,
                                  [[b.detach().numpy() if b is not None else None for b in bufs]
-                                  for bufs in self._bufs], group_of, lowp=lowp)
+                                  for bufs in self._bufs], group_of,
+                                 lowp=self._lowp(plist, views, masters))
         self._set_keys(keys)
         if spec.name == "Adagrad":        # torch fills Adagrad's state when it is built
             self._publish(list(self._unpub))
+
+    def _lowp(self, plist, views, masters) -> Optional[Dict[str, Any]]:
+        """The engine's low-precision setup under master weights (each master
+        published as state 'master_param'), else None."""
+        if not self._master:
+            return None
+        from ..optim._lowp import param_format
+        for p, m in zip(plist, masters):
+            self.state[p]["master_param"] = m
+        n = len(plist)
+        return {"pfmt": [param_format(v) for v in views], "sfmt": [[0] * 4] * n,
+                "master": [m.numpy() for m in masters], "amax": [[None] * 4] * n,
+                "sr": False, "seed": 0}
 
     def _master_of(self, p: torch.Tensor, where: str) -> torch.Tensor:
         """p's float32 master copy: the one in its state (loaded), else p widened."""

@@ -50,7 +50,7 @@ class WrappedOptimizer(torch.optim.Optimizer):
     _getter: Any = None
     _int_step = False          # torch.optim.SparseAdam keeps "step" as a Python int
     _sparse = False            # takes torch sparse COO grads only (SparseAdam)
-    _param_view = TorchOptimizer._param_view
+    _param_view = TorchOptimizer._param_view  # type: ignore[assignment]
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -82,7 +82,7 @@ class WrappedOptimizer(torch.optim.Optimizer):
                                  f"{self._flags.get(k)!r})")
         defaults = {k: (_optim_mod.required if v is REQUIRED else v)
                     for k, v in defaults.items()}
-        self._inner = None
+        self._inner: Any = None
         self._plist: List[torch.Tensor] = []
         self._views: List[np.ndarray] = []
         super().__init__(params, {**defaults, **flags})
@@ -94,11 +94,13 @@ class WrappedOptimizer(torch.optim.Optimizer):
 
     def _build(self) -> None:
         """The inner optimizer over every group's params (validates all first)."""
-        plist, views, groups = [], [], []
+        plist: List[Any] = []
+        views: List[Any] = []
+        groups: List[Any] = []
         for gi, d in enumerate(self.param_groups):
             vs = []
             for p in d["params"]:
-                vs.append(self._param_view(p, f"group {gi}, param {len(plist)}"))
+                vs.append(self._param_view(p, f"group {gi}, param {len(plist)}"))  # type: ignore[misc]  # noqa: E501
                 plist.append(p)
             views.extend(vs)
             groups.append({"params": vs, **self._hp(d)})
@@ -136,7 +138,7 @@ class WrappedOptimizer(torch.optim.Optimizer):
         d = self.param_groups[-1]
         try:
             base = len(self._plist)
-            vs = [self._param_view(p, f"group {n}, param {base + j}")
+            vs = [self._param_view(p, f"group {n}, param {base + j}")  # type: ignore[misc]
                   for j, p in enumerate(d["params"])]
             self._check_flags([d])
             self._inner.add_param_group({"params": vs, **self._hp(d)})
@@ -215,7 +217,7 @@ class WrappedOptimizer(torch.optim.Optimizer):
             elif self._sparse:
                 out[i] = self._sparse_grad(i, p, g)
             else:
-                out[i] = TorchOptimizer._grad_view(self, i, p, g)
+                out[i] = TorchOptimizer._grad_view(self, i, p, g)  # type: ignore[arg-type]
             if p.data_ptr() != ptrs[i]:
                 raise RuntimeError(
                     f"lrfast.torch.{type(self).__name__}: param {i}'s memory changed since "
@@ -278,12 +280,12 @@ class WrappedOptimizer(torch.optim.Optimizer):
                 elif v is None:
                     continue
                 elif k == "step" and not self._int_step:
-                    t = st.get("step")
+                    t: Any = st.get("step")
                     if t is None or pub.get("step") is not t:
                         t = st["step"] = torch.tensor(float(v), dtype=sdt)
                         pub["step"] = t
                     else:
-                        t.fill_(v)
+                        t.fill_(v)  # type: ignore[union-attr]
                 else:
                     st[k] = v
 
