@@ -556,7 +556,10 @@ class TorchOptimizer(torch.optim.Optimizer):
                     "the optimizer was built (p.data was reassigned); build a new optimizer")
         return out
 
-    def _grad_view(self, i: int, p: torch.Tensor, g: torch.Tensor) -> np.ndarray:
+    def _check_grad(self, i: int, p: torch.Tensor, g: torch.Tensor, layout: Any,
+                    layout_hint: str) -> Tuple[str, str]:
+        """Refuse param i's grad g unless it fits: requires_grad, device, layout
+        (else ``layout_hint``), dtype. Returns (class name, where) for messages."""
         name, where = type(self).__name__, f"group {self._group_of[i]}, param {i}"
         if not p.requires_grad:
             raise ValueError(f"lrfast.torch.{name}: {where} has requires_grad=False but a "
@@ -564,12 +567,17 @@ class TorchOptimizer(torch.optim.Optimizer):
         if g.device != p.device:
             raise ValueError(f"lrfast.torch.{name}: {where}'s grad is on {g.device}, the param "
                              f"on {p.device}")
-        if g.layout != torch.strided:
+        if g.layout != layout:
             raise ValueError(f"lrfast.torch.{name}: {where}'s grad has layout {g.layout}; "
-                             "sparse grads are not supported")
+                             + layout_hint.format(name=name))
         if g.dtype != p.dtype:
             raise TypeError(f"lrfast.torch.{name}: {where}'s grad has dtype {g.dtype}, the "
                             f"param {p.dtype}")
+        return name, where
+
+    def _grad_view(self, i: int, p: torch.Tensor, g: torch.Tensor) -> np.ndarray:
+        name, where = TorchOptimizer._check_grad(self, i, p, g, torch.strided,
+                                                 "sparse grads are not supported")
         if not g.is_contiguous():
             raise ValueError(f"lrfast.torch.{name}: {where}'s grad is not contiguous")
         v = _np_view(g)

@@ -229,19 +229,9 @@ class WrappedOptimizer(torch.optim.Optimizer):
         return self._inner._group_of
 
     def _sparse_grad(self, i: int, p: torch.Tensor, g: torch.Tensor) -> RowSparse:
-        name, where = type(self).__name__, f"group {self._group_of[i]}, param {i}"
-        if not p.requires_grad:
-            raise ValueError(f"lrfast.torch.{name}: {where} has requires_grad=False but a "
-                             "grad; set p.grad = None or p.requires_grad_(True)")
-        if g.layout != torch.sparse_coo:
-            raise ValueError(f"lrfast.torch.{name}: {where}'s grad has layout {g.layout}; "
-                             f"{name} takes sparse COO grads only (use Adam for dense grads)")
-        if g.device != p.device:
-            raise ValueError(f"lrfast.torch.{name}: {where}'s grad is on {g.device}, the param "
-                             f"on {p.device}")
-        if g.dtype != p.dtype:
-            raise TypeError(f"lrfast.torch.{name}: {where}'s grad has dtype {g.dtype}, the "
-                            f"param {p.dtype}")
+        name, where = TorchOptimizer._check_grad(
+            self, i, p, g, torch.sparse_coo,  # type: ignore[arg-type]
+            "{name} takes sparse COO grads only (use Adam for dense grads)")
         if g.shape != p.shape or g.sparse_dim() != 1:
             raise ValueError(f"lrfast.torch.{name}: {where}'s grad must have the param's shape "
                              f"{tuple(p.shape)} and one sparse dimension (rows), got shape "
