@@ -15,8 +15,7 @@ import lrfast
 torch = pytest.importorskip("torch")
 dadaptation = pytest.importorskip("dadaptation")
 
-SIZES = ((40,), (6, 5), (300,))
-STEPS = 60
+from _lrfree_pair import run_pair  # noqa: E402
 # the reference's per-param state -> lrfast's state entry (the same names)
 STATE = {"DAdaptAdam": ("s", "exp_avg", "exp_avg_sq"), "DAdaptSGD": ("s", "z", "x0"),
          "DAdaptAdaGrad": ("alphak", "sk", "x0")}
@@ -24,49 +23,14 @@ GROUP = {"DAdaptAdam": ("numerator_weighted",), "DAdaptSGD": ("numerator_weighte
          "DAdaptAdaGrad": ("gsq_weighted", "sksq_weighted", "skl1")}
 
 
-def _problem(dtype, seed=1):
-    rng = np.random.default_rng(seed)
-    params = [(1e-3 * rng.standard_normal(s)).astype(dtype) for s in SIZES]
-    target = [(0.5 + 0.1 * rng.standard_normal(s)).astype(dtype) for s in SIZES]
-    return params, target
-
-
-def _grad(p, c, t):
-    # smooth: the grad of 0.5*||p - c||^2 with a slowly varying scale
-    return (p - c) * (1.0 + 0.1 * np.sin(0.3 * t))
-
-
 def _rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
 def _compare(name, hp, dtype, groups=None, none_at=()):
-    params, target = _problem(dtype)
-    tdt = torch.float64 if dtype == np.float64 else torch.float32
-    tp = [torch.tensor(p.copy(), dtype=tdt, requires_grad=True) for p in params]
-    if groups is None:
-        ref = getattr(dadaptation, name)(tp, **hp)
-        opt = getattr(lrfast, name)(params, **hp)
-    else:
-        ref = getattr(dadaptation, name)([dict(params=tp[:1], **groups[0]),
-                                          dict(params=tp[1:], **groups[1])], **hp)
-        opt = getattr(lrfast, name)([dict(params=params[:1], **groups[0]),
-                                     dict(params=params[1:], **groups[1])], **hp)
-    ds, refds = [], []
-    for t in range(STEPS):
-        grads = []
-        for i, (p, c, x) in enumerate(zip(params, target, tp)):
-            if t in none_at and i == 1:
-                grads.append(None)
-                x.grad = None
-                continue
-            g = _grad(p, c, t).astype(dtype)
-            grads.append(g)
-            x.grad = torch.tensor(g.copy(), dtype=tdt)
-        opt.step(grads)
-        ref.step()
-        ds.append(opt.d)
-        refds.append(float(ref.param_groups[0]["d"]))
+    params, tp, opt, ref, ds, refds = run_pair(torch, getattr(dadaptation, name),
+                                               getattr(lrfast, name), hp, dtype, groups,
+                                               none_at)
     tol = 1e-10 if dtype == np.float64 else 1e-4
     worst = max(_rel(p, x.detach().numpy()) for p, x in zip(params, tp))
     assert worst <= tol

@@ -14,50 +14,13 @@ import lrfast
 
 torch = pytest.importorskip("torch")
 
-SIZES = ((40,), (6, 5), (300,))
-STEPS = 60
-
-
-def _problem(dtype, seed=1):
-    rng = np.random.default_rng(seed)
-    params = [(1e-3 * rng.standard_normal(s)).astype(dtype) for s in SIZES]
-    target = [(0.5 + 0.1 * rng.standard_normal(s)).astype(dtype) for s in SIZES]
-    return params, target
-
-
-def _grad(p, c, t):
-    # smooth: the grad of 0.5*||p - c||^2 with a slowly varying scale
-    return (p - c) * (1.0 + 0.1 * np.sin(0.3 * t))
+from _lrfree_pair import STEPS, grad as _grad, problem as _problem, run_pair  # noqa: E402
 
 
 def _compare(hp, dtype, groups=None, none_at=()):
     prodigyopt = pytest.importorskip("prodigyopt")
-    params, target = _problem(dtype)
-    tdt = torch.float64 if dtype == np.float64 else torch.float32
-    tp = [torch.tensor(p.copy(), dtype=tdt, requires_grad=True) for p in params]
-    if groups is None:
-        ref = prodigyopt.Prodigy(tp, **hp)
-        opt = lrfast.Prodigy(params, **hp)
-    else:
-        ref = prodigyopt.Prodigy([dict(params=tp[:1], **groups[0]),
-                                  dict(params=tp[1:], **groups[1])], **hp)
-        opt = lrfast.Prodigy([dict(params=params[:1], **groups[0]),
-                              dict(params=params[1:], **groups[1])], **hp)
-    ds, refds = [], []
-    for t in range(STEPS):
-        grads = []
-        for i, (p, c, x) in enumerate(zip(params, target, tp)):
-            if t in none_at and i == 1:
-                grads.append(None)
-                x.grad = None
-                continue
-            g = _grad(p, c, t).astype(dtype)
-            grads.append(g)
-            x.grad = torch.tensor(g.copy(), dtype=tdt)
-        opt.step(grads)
-        ref.step()
-        ds.append(opt.d)
-        refds.append(ref.param_groups[0]["d"])
+    params, tp, opt, ref, ds, refds = run_pair(torch, prodigyopt.Prodigy, lrfast.Prodigy, hp,
+                                               dtype, groups, none_at)
     tol = 1e-10 if dtype == np.float64 else 1e-4
     for p, x in zip(params, tp):
         b = x.detach().numpy()
