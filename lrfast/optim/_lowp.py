@@ -88,11 +88,14 @@ class Precision:
         self.sfmt: List[List[int]] = []
         self.master: List[Optional[np.ndarray]] = []
         self.amax: List[List[Optional[np.ndarray]]] = []
+        self._half = 0            # how many of pfmt are 16-bit
 
     @property
     def active(self) -> bool:
+        """Some param is staged: a non-float32 state, a master, stochastic
+        rounding, or a 16-bit param (counted as params are added)."""
         return (self.state_dtype != "float32" or self.master_weights or self.sr
-                or any(f != F_NATIVE for f in self.pfmt))
+                or self._half > 0)
 
     def check_supported(self, params: List[np.ndarray], where: str) -> None:
         """Raise unless this optimizer can run these params in this setup."""
@@ -146,6 +149,7 @@ class Precision:
     def add(self, p: np.ndarray, fresh: List[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
         """Register param p with its fresh float states; return its stored states."""
         self.pfmt.append(param_format(p))
+        self._half += self.pfmt[-1] != F_NATIVE
         self.master.append(widen(p).copy() if self.master_weights else None)
         fmts, amaxes, out = [], [], []
         for j, s in enumerate(fresh):
@@ -161,6 +165,7 @@ class Precision:
 
     def truncate(self, n: int) -> None:
         del self.pfmt[n:], self.master[n:], self.sfmt[n:], self.amax[n:]
+        self._half = sum(f != F_NATIVE for f in self.pfmt)
 
     def engine_args(self) -> Dict[str, Any]:
         return {"pfmt": self.pfmt, "sfmt": self.sfmt, "master": self.master,
