@@ -53,10 +53,14 @@ cdef extern from *:
     static void lrfast_bf16_load(const uint16_t* h, float* out, Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; i++) out[i] = lrfast_u2f((uint32_t)h[i] << 16);
     }
+    /* the select happens on 32-bit lanes and the high half is taken once: gcc
+       then narrows with one pack (2x fewer instructions than selecting 16-bit
+       halves; the same bits for all 2**32 inputs) */
     static inline uint16_t lrfast_bf16_rne(uint32_t u) {
-        uint32_t r = (u + 0x7fffU + ((u >> 16) & 1U)) >> 16;
-        uint32_t q = (u >> 16) | 0x40U;                      /* a NaN stays a (quiet) NaN */
-        return (uint16_t)(((u & 0x7fffffffU) > 0x7f800000U) ? q : r);
+        uint32_t r = u + 0x7fffU + ((u >> 16) & 1U);
+        uint32_t q = u | 0x400000U;                          /* a NaN stays a (quiet) NaN */
+        int32_t ax = (int32_t)(u & 0x7fffffffU);
+        return (uint16_t)((ax > (int32_t)0x7f800000 ? q : r) >> 16);
     }
     static void lrfast_bf16_store(const float* x, uint16_t* h, Py_ssize_t n) {
         for (Py_ssize_t i = 0; i < n; i++) h[i] = lrfast_bf16_rne(lrfast_f2u(x[i]));
@@ -65,11 +69,11 @@ cdef extern from *:
                                      uint32_t base, uint32_t k0, uint32_t k1) {
         for (Py_ssize_t i = 0; i < n; i++) {
             uint32_t u = lrfast_f2u(x[i]);
-            uint32_t r = (u + (lrfast_rand(base + (uint32_t)i, k0, k1) & 0xffffU)) >> 16;
-            uint32_t q = (u >> 16) | 0x40U;
-            uint32_t inf = (u >> 16);                        /* +-inf: exact */
-            uint32_t ax = u & 0x7fffffffU;
-            h[i] = (uint16_t)(ax > 0x7f800000U ? q : (ax == 0x7f800000U ? inf : r));
+            uint32_t r = u + (lrfast_rand(base + (uint32_t)i, k0, k1) & 0xffffU);
+            int32_t ax = (int32_t)(u & 0x7fffffffU);
+            r = ax == (int32_t)0x7f800000 ? u : r;           /* +-inf: exact */
+            r = ax > (int32_t)0x7f800000 ? (u | 0x400000U) : r;   /* NaN: quiet */
+            h[i] = (uint16_t)(r >> 16);
         }
     }
 
