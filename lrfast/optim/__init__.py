@@ -311,6 +311,14 @@ class _OneD(Optimizer):
     def step(self, grads, _aux=None, **kw):   # type: ignore[override]
         """As :meth:`Optimizer.step`; first checks, as the reference, that every
         group's lr is the largest one or 0 (before any write)."""
+        self._check_lrs()
+        return Optimizer.step(self, grads, _aux, **kw)
+
+    def _step(self, grads, aux=None, norm_hook=None, ema=-1.0, sums_hook=None):
+        self._check_lrs()          # the distributed wrapper's and EMA's path too
+        return Optimizer._step(self, grads, aux, norm_hook, ema, sums_hook)
+
+    def _check_lrs(self) -> None:
         if self._same_lr and len(self._plans) > 1:
             lrs = [hp["lr"] for hp in self._hyperparams()]
             top = max(lrs)
@@ -319,7 +327,6 @@ class _OneD(Optimizer):
                 raise ValueError(f"group {bad[0]}: {type(self).__name__}'s groups share one "
                                  f"step size: each lr must be the largest ({top}) or 0, got "
                                  f"{lrs[bad[0]]}")
-        return Optimizer.step(self, grads, _aux, **kw)
 
 
 class Prodigy(_OneD):
