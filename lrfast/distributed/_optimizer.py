@@ -123,9 +123,12 @@ class DistributedOptimizer(Agreement):
     Parameters
     ----------
     opt : lrfast optimizer
-        SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam or RAdam
-        (anything that steps with ``step(grads)``; L-BFGS and DiagonalNewton are
-        out of scope), built on the full params. With ``shard_state=True`` the
+        SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, or
+        the learning-rate-free Prodigy, DoG, LDoG, DAdaptAdam, DAdaptSGD and
+        DAdaptAdaGrad (their sums over all params are made global across ranks,
+        bit-identical to one process's), built on the full params; others
+        (L-BFGS, DiagonalNewton, the per-tensor Lamb, LARS and NovoGrad, ...)
+        raise TypeError. With ``shard_state=True`` the
         wrapper takes over its state (freed: calling ``opt.step`` then raises);
         state it already has (a resumed optimizer) is carried over.
     comm : mpi4py communicator, optional

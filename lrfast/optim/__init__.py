@@ -364,7 +364,9 @@ class Prodigy(_OneD):
     implemented (others raise NotImplementedError); a param's step count
     advances on a step whose d could not be estimated (all of ``s`` zero:
     the reference then updates the moments, skips the params, and keeps its
-    step count); not distributed.
+    step count). Distributed (:class:`lrfast.distributed.DistributedOptimizer`,
+    sharded or not), the sums are global across ranks and bit-identical to
+    one process's.
     """
     spec = TABLE["Prodigy"]
     __init__ = make_init(spec)
@@ -384,7 +386,9 @@ _DADAPT_COMMON = """
     reference adds the L2 term into ``p.grad``); ``log_every`` must be 0 (lrfast
     does not log; read ``opt.d``) and ``fsdp_in_use`` False, others raise
     NotImplementedError; a param's step count advances on a step the reference
-    skips; not distributed.
+    skips. Distributed (:class:`lrfast.distributed.DistributedOptimizer`,
+    sharded or not), the sums are global across ranks and bit-identical to
+    one process's.
 """
 
 
@@ -485,7 +489,8 @@ class DoG(Optimizer):
     adds the weight decay into ``p.grad``); ``None`` grads are allowed (their
     params take no part in the norms, and their x0 is taken at their first
     step with a grad; the reference fails on them); the first step is a
-    group's own (G == 0), not the optimizer's; not distributed. Iterate
+    group's own (G == 0), not the optimizer's. Distributed, the norms are
+    global across ranks and bit-identical to one process's. Iterate
     averaging, which the reference recommends, is :class:`lrfast.EMA`'s (its
     polynomial averager is not reproduced).
     """
