@@ -3001,6 +3001,7 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     cdef int part_first[65]
     cdef double r[NS]
     cdef double tr[NS]
+    cdef double tsum1[TSTRIDE]
     cdef Py_ssize_t j, k, n, per, pos = 0
     cdef int nb = 0
     cdef int nparts, nt
@@ -3009,6 +3010,8 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     cdef uintptr_t hi[1 + MAX_STATES]
     if not 0 <= kind < N_KINDS:
         raise ValueError(f"unknown kernel kind {kind}")
+    if _GLOBAL[kind]:                  # engine-held state across tensors: no stack record
+        raise ValueError(f"kernel kind {kind} sums over all params: step it with an Engine")
     if len(row) != _ROW_LEN[kind]:
         raise ValueError(f"scalar row has {len(row)} fields, this kernel's row has "
                          f"{_ROW_LEN[kind]}")
@@ -3117,10 +3120,12 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     t.nb = nb
     t.row = 0
     d.trows = tr
+    d.tsums = tsum1
     try:
         with nogil:
             nt = _policy_hint_threads(n)
             _tensor_rows(&d, nt, 0.0)
+            _tensor_finish(&d)
             _run(&d, nt)
     finally:
         free(d.blocks)
