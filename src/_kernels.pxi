@@ -2116,13 +2116,13 @@ cdef double _pairwise_strided(const double* x, Py_ssize_t n, Py_ssize_t stride) 
 cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
     # Each tensor's own row: its group's row, gs times the per-tensor clip_norm
     # factor (Keras clipnorm: c / max(||g||, c)); for a per-tensor kind, the
-    # read-only pass, then the tensor fields from its sums (pairwise over its
-    # blocks, in block order).
+    # read-only pass, then each tensor's sums (pairwise over its blocks, in
+    # block order) into tsums, which _tensor_finish turns into the rows.
     global _parallel_used
     cdef Py_ssize_t i, k, j
     cdef TensorRec* t
     cdef double* tr
-    cdef double nrm, sums[MAX_SUMS]
+    cdef double nrm
     cdef int nsums = _NSUMS[d.kind]
     for i in range(d.ntensors):
         t = &d.t[i]
@@ -2145,26 +2145,30 @@ cdef void _tensor_rows(Data* d, int nt, double clip_norm) noexcept nogil:
         _parallel_used = 1
         for k in prange(d.nblocks, schedule='static', num_threads=nt):
             _sums_block(d, k)
+    # each tensor's sums (pairwise over its blocks), whether it has a grad, its group
+    for i in range(d.ntensors):
+        t = &d.t[i]
+        for j in range(nsums):
+            d.tsums[i * TSTRIDE + j] = (
+                _pairwise_strided(d.bred + t.b0 * MAX_SUMS + j, t.nb, MAX_SUMS)
+                if t.g != NULL else 0.0)
+        d.tsums[i * TSTRIDE + MAX_SUMS] = 1.0 if t.g != NULL else 0.0
+        d.tsums[i * TSTRIDE + MAX_SUMS + 1] = t.group
+
+
+cdef void _tensor_finish(Data* d) noexcept nogil:
+    # After _tensor_rows (and the step's sums hook, which may have replaced the
+    # tensors' sums): a global kind's function combines them in tensor order
+    # (phase 1); a per-tensor kind fills each tensor's fields from its own.
+    cdef Py_ssize_t i
+    if _NSUMS[d.kind] == 0:
+        return
     if _GLOBAL[d.kind]:
-        # a global kind: each tensor's sums (pairwise over its blocks), then
-        # its global function combines them in tensor order (phase 1)
-        for i in range(d.ntensors):
-            t = &d.t[i]
-            for j in range(nsums):
-                d.tsums[i * TSTRIDE + j] = (
-                    _pairwise_strided(d.bred + t.b0 * MAX_SUMS + j, t.nb, MAX_SUMS)
-                    if t.g != NULL else 0.0)
-            d.tsums[i * TSTRIDE + MAX_SUMS] = 1.0 if t.g != NULL else 0.0
-            d.tsums[i * TSTRIDE + MAX_SUMS + 1] = t.group
         _apply_global(d.kind, d.trows, d.ntensors, d.tsums, d.gstate, 1)
         return
     for i in range(d.ntensors):
-        t = &d.t[i]
-        if t.g == NULL:
-            continue
-        for j in range(nsums):
-            sums[j] = _pairwise_strided(d.bred + t.b0 * MAX_SUMS + j, t.nb, MAX_SUMS)
-        _apply_tensor(d.kind, d.trows + i * NS, sums, t.ts)
+        if d.t[i].g != NULL:
+            _apply_tensor(d.kind, d.trows + i * NS, d.tsums + i * TSTRIDE, d.t[i].ts)
 
 
 cdef inline int _dtype_code(cnp.ndarray a):
@@ -2757,7 +2761,8 @@ cdef class Engine:
 
     def step(self, grads, rows, *, double max_norm=0.0, bint skip_nonfinite=False,
              bint allow_none=True, aux=None, norm_hook=None, double clip_norm=0.0,
-             double clip_value=0.0, double ema=-1.0, unsigned long long sr_step=0):
+             double clip_value=0.0, double ema=-1.0, unsigned long long sr_step=0,
+             sums_hook=None):
         """Validate grads, then apply one fused step.
 
         rows: the scalar rows of this step (each a sequence of exactly the
@@ -2777,12 +2782,20 @@ cdef class Engine:
         without a grad too) toward its param right after the update of each
         chunk, avg += w*(p - avg) as torch's lerp (w = 1 copies p); negative:
         no blend. sr_step: the step number that keys stochastic rounding (low
-        precision).
+        precision). sums_hook: optional ``f(bsums, tsums)`` for a kind with
+        sums (per-tensor and global kinds), called after the read-only pass
+        and before the sums are used: ``bsums`` (blocks x MAX_SUMS, a copy)
+        holds each reduction block's sums (blocks of BLOCK_SIZE elements from
+        each tensor's start, in tensor order), ``tsums`` (tensors x (MAX_SUMS
+        + 2): each tensor's sums, 1.0 if it has a grad, its group) is read
+        back after the call, so the hook may replace a tensor's sums (a
+        sharded wrapper puts those of the whole tensor across ranks there).
+        Nothing is written before the hook returns.
         """
         cdef Py_ssize_t i, k, nrows
         cdef int na, nt
         cdef double sumsq = 0.0, norm = NAN, coef
-        cdef bint finite = True
+        cdef bint finite = True, go
         cdef bint reduce = (max_norm > 0.0 or skip_nonfinite or norm_hook is not None
                             or clip_norm > 0.0)
         cdef bint per_tensor = clip_norm > 0.0 or _NSUMS[self.d.kind] > 0
@@ -2831,9 +2844,10 @@ cdef class Engine:
                 sumsq, finite = norm_hook(sumsq, bool(finite))
             if reduce:
                 norm = sqrt(sumsq)
+            go = not (skip_nonfinite and not finite)
             with nogil:
                 t0 = lrfast_monotonic()
-                if not (skip_nonfinite and not finite):
+                if go:
                     if max_norm > 0.0:
                         # torch: g *= clamp(max_norm/(norm + 1e-6), max=1); a NaN
                         # norm gives a NaN factor (not "no clipping")
@@ -2844,16 +2858,39 @@ cdef class Engine:
                     self.d.clip_value = clip_value
                     if per_tensor:
                         _tensor_rows(&self.d, nt, clip_norm)
+                el = el + (lrfast_monotonic() - t0)
+            if go and per_tensor and sums_hook is not None and _NSUMS[self.d.kind] > 0:
+                self._call_sums_hook(sums_hook)
+            with nogil:
+                t0 = lrfast_monotonic()
+                if go:
+                    if per_tensor:
+                        _tensor_finish(&self.d)
                     _run(&self.d, nt)
-                    self.d.use_trows = 0
-                    self.d.clip_value = 0.0
                 _policy_record(&self._pol, nt, work, el + (lrfast_monotonic() - t0))
             _policy_share(&self._pol)
         finally:
             self._busy = 0
             self.d.ema_on = 0
+            self.d.use_trows = 0
+            self.d.clip_value = 0.0
             self._unbind()
         return na, bool(finite) or not skip_nonfinite, norm
+
+    cdef _call_sums_hook(self, hook):
+        # the step's sums hook (see step): copies out, the tensors' sums back in
+        cdef cnp.ndarray b = np.empty((self.d.nblocks, MAX_SUMS), dtype=np.float64)
+        cdef cnp.ndarray ts = np.empty((self.d.ntensors, TSTRIDE), dtype=np.float64)
+        if self.d.nblocks:
+            memcpy(cnp.PyArray_DATA(b), self.d.bred,
+                   self.d.nblocks * MAX_SUMS * sizeof(double))
+        if self.d.ntensors:
+            memcpy(cnp.PyArray_DATA(ts), self.d.tsums,
+                   self.d.ntensors * TSTRIDE * sizeof(double))
+        hook(b, ts)
+        if self.d.ntensors:
+            memcpy(self.d.tsums, cnp.PyArray_DATA(ts),
+                   self.d.ntensors * TSTRIDE * sizeof(double))
 
     def _policy_state(self):
         """The adaptive thread policy of this engine (inspection, tests)."""
@@ -2964,6 +3001,7 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     cdef int part_first[65]
     cdef double r[NS]
     cdef double tr[NS]
+    cdef double tsum1[TSTRIDE]
     cdef Py_ssize_t j, k, n, per, pos = 0
     cdef int nb = 0
     cdef int nparts, nt
@@ -2972,6 +3010,8 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     cdef uintptr_t hi[1 + MAX_STATES]
     if not 0 <= kind < N_KINDS:
         raise ValueError(f"unknown kernel kind {kind}")
+    if _GLOBAL[kind]:                  # engine-held state across tensors: no stack record
+        raise ValueError(f"kernel kind {kind} sums over all params: step it with an Engine")
     if len(row) != _ROW_LEN[kind]:
         raise ValueError(f"scalar row has {len(row)} fields, this kernel's row has "
                          f"{_ROW_LEN[kind]}")
@@ -3080,10 +3120,12 @@ def step_one(int kind, p, g, s0, s1, s2, row, h=None, str where="step", tuple na
     t.nb = nb
     t.row = 0
     d.trows = tr
+    d.tsums = tsum1
     try:
         with nogil:
             nt = _policy_hint_threads(n)
             _tensor_rows(&d, nt, 0.0)
+            _tensor_finish(&d)
             _run(&d, nt)
     finally:
         free(d.blocks)

@@ -332,10 +332,11 @@ LRFREE_BYTES = {"ScheduleFreeSGD": (20, 1), "ScheduleFreeAdamW": (28, 1),
                 "Prodigy": (52, 2),
                 # sums pass reads p, g, x0 (12 B); the update reads p, g, writes p (12 B)
                 "DoG": (24, 2), "LDoG": (24, 2),
-                # sums pass reads p, g and two states (16 B); the update reads p, g and
-                # three states and writes p and them (the runner counts DAdaptSGD's and
-                # DAdaptAdaGrad's read-only x0 as written too: 4 B over their 48)
-                "DAdaptAdam": (52, 2), "DAdaptSGD": (52, 2), "DAdaptAdaGrad": (52, 2)}
+                # sums pass reads p, g and two states (16 B); DAdaptAdam's update reads
+                # p, g and three states and writes p and them (36 B); DAdaptSGD's and
+                # DAdaptAdaGrad's reads p, g, two states and x0 and writes p and the
+                # two states (x0 is written at a param's first step only: 32 B)
+                "DAdaptAdam": (52, 2), "DAdaptSGD": (48, 2), "DAdaptAdaGrad": (48, 2)}
 
 
 def _have(mod):
@@ -386,15 +387,37 @@ def test_lrfree_declared_passes_cover_the_optimizers_state(name):
     cls, hp = B.OPTIMIZERS[name.lower()]
     params, grads = B.make_inputs([(50,), (3, 4)], np.float32)
     opt = getattr(lrfast, cls)(params, **hp)
-    sums, update = B.passes_of(cls, opt)
+    sums, update, ureads = B.passes_of(cls, opt)
     states = [n for n, a in zip(lrfast.optim.TABLE[cls].states, opt._states[0])
               if a is not None]
-    assert set(sums) | set(update) == set(states) | ({"p", "g"} if sums else set())
+    assert set(sums) | set(update) | set(ureads) == \
+        set(states) | ({"p", "g"} if sums else set())
     assert set(update) <= set(states) and set(sums) <= set(states) | {"p", "g"}
-    cs = B._ceiling_sums(sums, update)
+    assert not set(ureads) & set(update) and set(ureads) <= set(states)
+    cs = B._ceiling_sums(sums + ureads, update)
     c = B.Ceiling(params, grads, len(update), sums=cs)
     assert c.bytes_per_element == LRFREE_BYTES[cls][0] == \
-        B.optimizer_bytes_per_element(len(update), 4, len(sums))
+        B.optimizer_bytes_per_element(len(update), 4, len(sums) + len(ureads))
+
+
+@pytest.mark.parametrize("name", ["DAdaptSGD", "DAdaptAdaGrad"])
+def test_dadapt_x0_is_only_read_by_the_update(name):
+    """DAdaptSGD's and DAdaptAdaGrad's update reads x0 and never writes it after
+    a param's first step: the runner counts it once (read), not twice."""
+    cls, hp = B.OPTIMIZERS[name.lower()]
+    params, grads = B.make_inputs([(50,)], np.float64, seed=4)
+    params = [1e-3 * p for p in params]
+    opt = getattr(lrfast, cls)(params, **hp)
+    opt.step(grads)
+    x0 = opt.state_dict()["state"][0]["x0"].copy()
+    for k in range(3):
+        opt.step([g * (k + 2) for g in grads])
+        assert not np.array_equal(params[0], x0)
+        assert opt.state_dict()["state"][0]["x0"].tobytes() == x0.tobytes()
+    assert B.passes_of(cls, opt)[2] == ("x0",)
+    _, _, info = B.build_contenders(cls, hp, params, grads, [1], ["ceiling"])
+    assert info["bytes_per_element"] == 12 * 8 and info["update_reads"] == ["x0"]  # float64
+    assert "x0" in info["sums_reads"] and "x0" not in info["update_states"]
 
 
 def test_ceiling_sums_pass_reads_every_array_once():

@@ -437,3 +437,120 @@ def test_a_matrix_grad_on_one_rank_steps_as_its_array(tmp_path_factory, P, mode)
         rec = res[f"matrix_grad-{mode}"]
         assert rec["msg"] == "no error", (r, rec)
         assert rec["same_as_plain"] and rec["in_sync"], (r, rec)
+
+
+# ------------------------------------------- learning-rate-free optimizers
+import _lrfree as L  # noqa: E402
+
+_LRFREE = {}
+
+
+def lrfree_runs(P, tmp_path_factory):
+    """tests/mpi_scripts/run_lrfree.py once per P: (out dir, [(arrays, info)] per rank)."""
+    if P not in _LRFREE:
+        out = tmp_path_factory.mktemp(f"lrfree{P}")
+        mpirun(P, os.path.join(SCRIPTS, "run_lrfree.py"), out, timeout=300)
+        ranks = []
+        for r in range(P):
+            with np.load(out / f"lrfree{r}.npz") as z:
+                arrays = {k.replace("__", "/"): z[k] for k in z.files}
+            with open(out / f"lrfree{r}.json") as f:
+                ranks.append((arrays, json.load(f)))
+        _LRFREE[P] = (out, ranks)
+    return _LRFREE[P]
+
+
+_LRFREE_REFS = {}
+
+
+def lrfree_reference(name, P):
+    if (name, P) not in _LRFREE_REFS:
+        _LRFREE_REFS[(name, P)] = L.reference(L.scenarios()[name], P)
+    return _LRFREE_REFS[(name, P)]
+
+
+def _bits(x):
+    return np.asarray(x, dtype=np.float64).tobytes()
+
+
+def _assert_same_state(sd, ref):
+    """Bit for bit: every array and every scalar (d, sums, step counts)."""
+    assert sd["step_count"] == ref["step_count"]
+    assert sd["param_groups"] == ref["param_groups"]
+    assert sorted(sd["state"]) == sorted(ref["state"])
+    for i, e in ref["state"].items():
+        got = sd["state"][i]
+        assert list(got) == list(e), (i, list(got), list(e))
+        for k, v in e.items():
+            if isinstance(v, np.ndarray):
+                assert got[k].dtype == v.dtype and got[k].shape == v.shape, (i, k)
+                assert got[k].tobytes() == v.tobytes(), (i, k, S.rel_err(got[k], v))
+            else:
+                assert _bits(got[k]) == _bits(v), (i, k, got[k], v)
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("name", sorted(L.scenarios()))
+def test_lrfree_bit_identical_to_one_process(tmp_path_factory, name, P):
+    """Prodigy, DoG, LDoG and D-Adaptation on P ranks (sharded and replicated,
+    float64 and float32, params split across ranks and buckets, None grads)
+    equal one process on the mean grads bit for bit: params, ``d`` after
+    every step and the checkpoint's state (d, its sums and every array)."""
+    out, ranks = lrfree_runs(P, tmp_path_factory)
+    ref_params, ref_d, _, ref_end = lrfree_reference(name, P)
+    for r, (arrays, info) in enumerate(ranks):
+        got = _params(arrays, name)
+        assert len(got) == len(ref_params)
+        for i, (a, b) in enumerate(zip(got, ref_params)):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), \
+                (r, i, S.rel_err(a, b))
+        assert _bits(info["d"][name]) == _bits(ref_d), (r, info["d"][name][-1], ref_d[-1])
+    _assert_same_state(lrfast.io.read(out / f"{name}.end.npz"), ref_end)
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("name", sorted(L.scenarios()))
+def test_lrfree_checkpoint_resumes_exactly(tmp_path_factory, name, P):
+    """The step-MID checkpoint is one process's state_dict bit for bit; loaded
+    into a wrapper of the other mode (sharded <-> replicated), the run finishes
+    on the reference's bits, and so does one process loading it."""
+    out, ranks = lrfree_runs(P, tmp_path_factory)
+    ref_params, ref_d, (ref_mid, ref_mid_params), _ = lrfree_reference(name, P)
+    mid = lrfast.io.read(out / f"{name}.mid.npz")
+    _assert_same_state(mid, ref_mid)
+    for r, (arrays, info) in enumerate(ranks):
+        for i, (a, b) in enumerate(zip(_params(arrays, f"{name}/resumed"), ref_params)):
+            assert a.tobytes() == b.tobytes(), (r, i, S.rel_err(a, b))
+        assert _bits(info["resumed_d"][name]) == _bits(ref_d[L.MID - 1:])
+    # one process resumes the distributed checkpoint
+    spec = L.scenarios()[name]
+    groups = L.make_params(spec)
+    params = L.flat(groups)
+    for p, q in zip(params, ref_mid_params):
+        p[...] = q
+    opt = L.build(spec, groups)
+    lrfast.load(opt, out / f"{name}.mid.npz")
+    for t in range(L.MID, L.STEPS):
+        opt.step(L.mean_grads(P, t, params))
+    for a, b in zip(params, ref_params):
+        assert a.tobytes() == b.tobytes()
+
+
+@needs_mpi
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("mode", ["shard", "replicated"])
+def test_lrfree_bad_input_raises_on_every_rank(tmp_path_factory, P, mode):
+    """Prodigy's groups with different lrs (the reference refuses them) and a
+    state_dict whose p0 has the wrong shape raise on every rank, before any
+    write; the ranks step together afterwards."""
+    for r, (_, info) in enumerate(lrfree_runs(P, tmp_path_factory)[1]):
+        c = info["checks"]
+        msg = c[f"prodigy_lrs_differ-{mode}"]
+        assert "share one step size" in msg and "group 1" in msg, (r, msg)
+        assert c[f"prodigy_lrs_differ-{mode}/unchanged"] is True
+        msg = c[f"bad_p0-{mode}"]
+        assert "p0" in msg and "(4999,)" in msg, (r, msg)
+        assert c[f"bad_p0-{mode}/step_count"] == 2
+        assert c[f"bad_p0-{mode}/in_sync"] is True

@@ -77,7 +77,9 @@ x0; D-Adaptation; :data:`LRFREE` lists them). Their ceiling first reads those
 arrays once, in one call of the Engine's reduction pass (fixed blocks, lane
 sums in double), then runs the passes above, so it moves exactly the bytes of
 both passes: Lamb fp32 16 + 28 = 44 B/element, LARS 8 + 20 = 28, NovoGrad
-4 + 20 = 24, Prodigy 16 + 36 = 52.
+4 + 20 = 24, Prodigy 16 + 36 = 52. DAdaptSGD's and DAdaptAdaGrad's update
+only reads x0 (``LrFree.update_reads``): their ceiling reads it in its
+read-only pass, 16 + 4 + 28 = 48.
 """
 import argparse
 import datetime
@@ -111,12 +113,15 @@ class LrFree(NamedTuple):
 
     ``sums``: what the read-only pass reads (empty: one pass);
     ``update``: the states the update pass reads and writes (besides reading p
-    and g and writing p). Names are ``p``, ``g`` and state names."""
+    and g and writing p); ``update_reads``: the states the update pass only
+    reads (D-Adaptation SGD's and AdaGrad's x0, written at a param's first
+    step only). Names are ``p``, ``g`` and state names."""
     module: str                 # the reference package's module
     cls: str                    # its class
     package: str                # pip name and version it is checked against
     sums: Tuple[str, ...]
     update: Tuple[str, ...]
+    update_reads: Tuple[str, ...] = ()
 
 
 #: Learning-rate-free optimizers: lrfast name -> reference and passes. One line each.
@@ -134,9 +139,9 @@ LRFREE = {
     "DAdaptAdam": LrFree("dadaptation", "DAdaptAdam", "dadaptation 3.2",
                          ("p", "g", "s", "exp_avg_sq"), ("s", "exp_avg_sq", "exp_avg")),
     "DAdaptSGD": LrFree("dadaptation", "DAdaptSGD", "dadaptation 3.2",
-                        ("p", "g", "s", "z"), ("s", "z", "x0")),
+                        ("p", "g", "s", "z"), ("s", "z"), ("x0",)),
     "DAdaptAdaGrad": LrFree("dadaptation", "DAdaptAdaGrad", "dadaptation 3.2",
-                            ("p", "g", "alphak", "sk"), ("alphak", "sk", "x0")),
+                            ("p", "g", "alphak", "sk"), ("alphak", "sk"), ("x0",)),
 }
 DEFAULT_SIZES = (1000, 10_000, 100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (1000, 10_000)
@@ -357,8 +362,9 @@ class Ceiling:
 
 def optimizer_bytes_per_element(n_states, itemsize, sums=0):
     """Bytes an in-place optimizer step moves per element: read p, g and the
-    states, write p and the states; plus the arrays a read-only pass reads
-    before the update (``sums``: their number, or their names)."""
+    states, write p and the states; plus the arrays that are only read
+    (``sums``: their number, or their names): by a read-only pass before the
+    update, or by the update itself (D-Adaptation's x0)."""
     nsums = sums if isinstance(sums, int) else len(sums)
     return itemsize * (3 + 2 * int(n_states) + nsums)
 
@@ -382,15 +388,18 @@ SUMS_READS = {
 
 def passes_of(cls, opt):
     """The passes over memory of one step of ``opt`` (an lrfast optimizer of
-    class name ``cls``): ``(sums, update)``, the arrays the read-only pass
-    reads and the states the update pass reads and writes (besides p, g)."""
+    class name ``cls``): ``(sums, update, update_reads)``, the arrays the
+    read-only pass reads, the states the update pass reads and writes
+    (besides p, g) and the states it only reads."""
     states = [n for n, a in zip(TABLE[cls].states, opt._states[0]) if a is not None]
     if cls in LRFREE:
         lf = LRFREE[cls]
-        return tuple(lf.sums), tuple(s for s in lf.update if s in states)
+        return (tuple(lf.sums), tuple(s for s in lf.update if s in states),
+                tuple(s for s in lf.update_reads if s in states))
     spec = TABLE[cls]
     reads = SUMS_READS.get(spec.kind, ()) if not spec.own_step else ()
-    return tuple(states[int(r[1:])] if r.startswith("s") else r for r in reads), tuple(states)
+    return (tuple(states[int(r[1:])] if r.startswith("s") else r for r in reads),
+            tuple(states), ())
 
 
 def _ceiling_sums(sums, update):
@@ -753,9 +762,10 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
     out, skipped = [], {}
     params = [p.copy() for p in params0]
     opt = getattr(lrfast, cls)(params, **hp)
-    sums, update = passes_of(cls, opt)
+    sums, update, ureads = passes_of(cls, opt)
     n_states = len(update)
-    bpe = optimizer_bytes_per_element(n_states, params0[0].dtype.itemsize, len(sums))
+    bpe = optimizer_bytes_per_element(n_states, params0[0].dtype.itemsize,
+                                      len(sums) + len(ureads))
     if cls in LAYOUTS:        # not an elementwise pass over the table: no byte count
         bpe = None
     lr_step = functools.partial(opt.step, grads)
@@ -768,7 +778,9 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
         grads_b = [np.negative(g) for g in grads]
         lr_step = _alternate(opt.step, grads, grads_b)
         lr_step.opt = opt
-    csums = _ceiling_sums(sums, update)
+    # the ceiling reads the update's read-only states in its read-only pass
+    # (the same bytes, one Engine call fewer)
+    csums = _ceiling_sums(tuple(sums) + tuple(ureads), update)
     builders = {
         "lrfast": lambda: lr_step,
         "ceiling": lambda: _ceiling_step(params0, grads, n_states, bpe, csums)
@@ -797,7 +809,8 @@ def build_contenders(cls, hp, params0, grads, threads, impls=IMPLS):
             out.append(Contender(impl, None, fn))
     return out, skipped, {"bytes_per_element": bpe, "n_states": n_states,
                           "passes": 2 if sums else 1, "sums_pass": list(sums),
-                          "sums_reads": list(csums), "update_states": list(update)}
+                          "sums_reads": list(csums), "update_states": list(update),
+                          "update_reads": list(ureads)}
 
 
 # ---------------------------------------------------------------------------

@@ -44,7 +44,11 @@ c) Elementwise updates on the same averaged grad are bit-identical to one
    the inner optimizer clips and skips inside its engine step, on the global
    sum of squares that its norm hook returns (the per-rank partial sums,
    combined exactly with ``math.fsum``), so a non-finite step is skipped on
-   every rank.
+   every rank. Kinds that sum per tensor (Prodigy, D-Adaptation, DoG, LDoG):
+   sharded, the ranks' ranges are cut on the engine's reduction-block
+   boundaries, every rank keeps an (empty) piece of every param, and the step's
+   sums hook all-gathers the block sums and sums each param's blocks in one
+   process's order: d is the same bits as one process's (``_sums_hook``).
 d) A step agrees twice: before any data moves (grads, params, and a digest of
    the step's evaluated hyperparameters, step counters and options), and after
    the reduction, before anything is written (the norm hook's verdict).

@@ -9,6 +9,14 @@ ranks: rank r owns one contiguous range of each bucket (one contiguous range of
 the whole space when it fits in one bucket, the usual case). Owned ranges cut
 params into pieces; a piece ``p.reshape(-1)[a:b]`` is a contiguous 1-D *view*,
 so nothing in the kernels changes.
+
+With ``block`` (optimizers whose step sums per tensor: DoG, Prodigy,
+D-Adaptation), every cut (bucket bounds and rank ranges) lies on a reduction
+block boundary of the tensor it falls in (a multiple of ``block`` elements
+from the tensor's start) or between tensors: each piece then holds whole
+blocks of its tensor, whose sums are bit-identical to one process's, and a
+rank may own less or more than 1/P of a bucket (at most a block apart per
+cut; a tensor smaller than a block is never split).
 """
 from __future__ import annotations
 
@@ -51,20 +59,29 @@ class Space:
     recv_views: List[Any]
     bucket_params: List[Any]
 
-    def __init__(self, dtype, idx, sizes, P, rank, bucket_elems):
+    def __init__(self, dtype, idx, sizes, P, rank, bucket_elems, block=0):
         self.dtype = np.dtype(dtype)
         self.mpitype = MPI_TYPE[self.dtype]
         self.idx = list(idx)                       # param indices, ascending
         self.offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offsets[1:])
         self.N = N = int(self.offsets[-1])
+        self.block = int(block)
         nb = max(1, -(-N // max(1, bucket_elems)))
         self.bounds = [b * N // nb for b in range(nb + 1)]
+        if self.block:
+            self.bounds = sorted({self.snap(x, 0, N) for x in self.bounds})
+            nb = len(self.bounds) - 1
         self.counts, self.displs, self.own, self.shard_off = [], [], [], []
         pos = 0
         for b in range(nb):
             size = self.bounds[b + 1] - self.bounds[b]
             c = [size // P + (1 if r < size % P else 0) for r in range(P)]
+            if self.block:          # each rank's range ends on a block boundary
+                blo, bhi = self.bounds[b], self.bounds[b + 1]
+                cuts = [blo] + [self.snap(blo + sum(c[:r + 1]), blo, bhi)
+                                for r in range(P - 1)] + [bhi]
+                c = [cuts[r + 1] - cuts[r] for r in range(P)]
             d = [sum(c[:r]) for r in range(P)]
             self.counts.append(c)
             self.displs.append(d)
@@ -75,6 +92,19 @@ class Space:
         self.shard_len = pos
         self.nb = nb
         self.bucket_max = max(self.bounds[b + 1] - self.bounds[b] for b in range(nb))
+
+    def snap(self, x, lo, hi):
+        """The cut nearest flat index x (the lower on a tie) that lies on a
+        block boundary of its tensor or between tensors, within [lo, hi]
+        (themselves such cuts)."""
+        k = int(np.searchsorted(self.offsets, x, side="right")) - 1
+        if k >= len(self.idx):
+            return min(max(x, lo), hi)
+        o, e = int(self.offsets[k]), int(self.offsets[k + 1])
+        f = o + (x - o) // self.block * self.block
+        c = min(f + self.block, e)
+        y = f if x - f <= c - x else c
+        return min(max(y, lo), hi)
 
     def segments(self, lo, hi):
         """[(param index, a, b, position)] covering flat [lo, hi): the pieces of

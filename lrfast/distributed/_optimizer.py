@@ -19,6 +19,8 @@ from .._typing import Array, Grads, StateDict, StrPath
 from ..io import read as _read
 from ..io import save as _save
 from ..optim import Optimizer, check_header, optimizers, state_index
+from ..optim._table import KINDS as _KINDS
+from ..optim._table import MAX_SUMS as _MAX_SUMS
 from ._layout import Space as _Space
 from ._layout import flat as _flat
 from ._layout import geometry as _geometry
@@ -91,6 +93,20 @@ class _GroupView(dict):
             self[k] = v
 
 
+def _pairwise(x):
+    """The engine's sum of a tensor's block sums (``_pairwise_strided`` in
+    src/_kernels.pxi): sequential from 0.0 up to 8 values, else the sums of
+    the two halves; the same IEEE double operations, so the same bits."""
+    n = len(x)
+    if n <= 8:
+        s = 0.0
+        for v in x:
+            s = s + v
+        return s
+    h = n // 2
+    return _pairwise(x[:h]) + _pairwise(x[h:])
+
+
 def _bucket_elems(bucket_mb, dt):
     """Elements of dtype ``dt`` in a bucket of ``bucket_mb`` MiB (at least 1)."""
     return max(1, int(bucket_mb * (1 << 20)) // np.dtype(dt).itemsize)
@@ -107,9 +123,12 @@ class DistributedOptimizer(Agreement):
     Parameters
     ----------
     opt : lrfast optimizer
-        SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam or RAdam
-        (anything that steps with ``step(grads)``; L-BFGS and DiagonalNewton are
-        out of scope), built on the full params. With ``shard_state=True`` the
+        SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, or
+        the learning-rate-free Prodigy, DoG, LDoG, DAdaptAdam, DAdaptSGD and
+        DAdaptAdaGrad (their sums over all params are made global across ranks,
+        bit-identical to one process's), built on the full params; others
+        (L-BFGS, DiagonalNewton, the per-tensor Lamb, LARS and NovoGrad, ...)
+        raise TypeError. With ``shard_state=True`` the
         wrapper takes over its state (freed: calling ``opt.step`` then raises);
         state it already has (a resumed optimizer) is carried over.
     comm : mpi4py communicator, optional
@@ -207,12 +226,17 @@ class DistributedOptimizer(Agreement):
         #: set to a dict to accumulate seconds per phase of step():
         #: "reduce" (pack + reduce), "step" (local kernel step), "gather"
         self.timings = None
+        # a kind that sums per tensor (DoG, Prodigy, D-Adaptation): sharded, its
+        # pieces hold whole reduction blocks (see _layout) and each step's sums
+        # are made whole across ranks (_sums_hook)
+        self._kind = _KINDS[type(opt).spec.kind]
+        block = int(_K.BLOCK_SIZE) if (self.shard_state and self._kind.sums) else 0
         self._spaces = []
         for dt in (np.dtype(np.float32), np.dtype(np.float64)):
             idx = [i for i in range(n) if self._dtypes[i] == dt and self._sizes[i] > 0]
             if idx:
                 self._spaces.append(_Space(dt, idx, [self._sizes[i] for i in idx], P, rank,
-                                           _bucket_elems(bucket_mb, dt)))
+                                           _bucket_elems(bucket_mb, dt), block))
         self._loc = {}                  # param i -> (its space, its index there)
         for sp in self._spaces:
             for k, i in enumerate(sp.idx):
@@ -329,8 +353,13 @@ class DistributedOptimizer(Agreement):
                 sp.own_pieces.append(segs)
                 for i, a, e, pos in segs:
                     pieces.append((i, a, e, sp, sp.shard_off[b] + pos))
+        have = {t[0] for t in pieces}
         for i in range(self._n):
-            if self._sizes[i] == 0:
+            # an empty param, or (a kind that sums) one this rank owns nothing
+            # of: an empty piece, so that every rank's engine has a row for
+            # every param (its global step reads each group's and combines
+            # every param's sums in param order, as one process does)
+            if self._sizes[i] == 0 or (self._kind.sums and i not in have):
                 pieces.append((i, 0, 0, None, 0))
         pieces.sort(key=lambda t: (t[0], t[1]))
         self._pieces = pieces
@@ -368,8 +397,75 @@ class DistributedOptimizer(Agreement):
         self._inner = self._core = _like(opt, groups)
         # the wrapper owns the state now: free the wrapped optimizer's
         opt.release_state()
+        self._sums_plan = self._plan_sums() if self._kind.sums else None
         if carry is not None:
             self._load_shard_from_full(carry)
+
+    def _plan_sums(self):
+        """Collective (construction): where every param's reduction blocks
+        land in the per-step all-gather of the ranks' block sums, in the
+        param's block order. Returns (counts, displs, receive buffer, block
+        rows per param, lead piece flags, blocks of this rank)."""
+        B = int(_K.BLOCK_SIZE)
+        mine, nblocks = [], 0
+        for i, a, e, _, _ in self._pieces:
+            nb = -(-(e - a) // B)
+            if nb:
+                mine.append((i, a, nb))
+                nblocks += nb
+        everyone = self._comm.allgather(mine)
+        counts = [sum(nb for _, _, nb in m) for m in everyone]
+        runs: Dict[int, List[Tuple[int, int, int]]] = {}
+        pos = 0
+        for m in everyone:
+            for i, a, nb in m:
+                runs.setdefault(i, []).append((a, pos, nb))
+                pos += nb
+        rows: List[List[int]] = [[] for _ in range(self._n)]
+        for i, rs in runs.items():
+            for _, p0, nb in sorted(rs):
+                rows[i].extend(range(p0, p0 + nb))
+        for i in range(self._n):          # the layout's promise: whole blocks, none twice
+            if len(rows[i]) != -(-self._sizes[i] // B):
+                raise AssertionError(f"param {i}: {len(rows[i])} reduction blocks across "
+                                     f"ranks, {-(-self._sizes[i] // B)} in one process")
+        seen = set()
+        lead = []
+        for j, i in enumerate(self._piece_param):
+            lead.append(i not in seen)
+            seen.add(i)
+        displs = [sum(counts[:r]) * _MAX_SUMS for r in range(self.size)]
+        return ([c * _MAX_SUMS for c in counts], displs,
+                np.zeros(max(1, sum(counts) * _MAX_SUMS)), rows, lead, nblocks)
+
+    def _sums_hook(self, bsums, tsums):
+        """The inner step's sums hook (``Engine.step``): all-gather every
+        rank's block sums, and give each piece its whole param's sums, summed
+        over the param's blocks in one process's order (``_pairwise``), so
+        every rank computes the bits one process computes. A kind with
+        global sums (Prodigy, D-Adaptation, DoG) counts each param once: its
+        first piece here carries the param's sums, its other pieces none."""
+        counts, displs, allb, rows, lead, nblocks = self._sums_plan
+        if bsums.shape != (nblocks, _MAX_SUMS):
+            raise AssertionError(f"{bsums.shape[0]} reduction blocks, {nblocks} planned")
+        self._comm.Allgatherv([np.ascontiguousarray(bsums).reshape(-1), MPI.DOUBLE],
+                              [allb, counts, displs, MPI.DOUBLE])
+        nsums = len(self._kind.sums)
+        table = allb[:sum(counts)].reshape(-1, _MAX_SUMS)
+        cols = [table[:, k].tolist() for k in range(nsums)]
+        glob = self._kind.is_global
+        done: Dict[int, List[float]] = {}
+        for j, i in enumerate(self._piece_param):
+            if tsums[j, _MAX_SUMS] == 0.0:        # no grad this step (on every rank)
+                continue
+            if glob and not lead[j]:
+                tsums[j, :nsums] = 0.0
+                tsums[j, _MAX_SUMS] = 0.0         # counted once, by its lead piece
+                continue
+            whole = done.get(i)
+            if whole is None:
+                whole = done[i] = [_pairwise([c[k] for k in rows[i]]) for c in cols]
+            tsums[j, :nsums] = whole
 
     # ------------------------------------------------------------------ views
     @property
@@ -399,6 +495,22 @@ class DistributedOptimizer(Agreement):
     @property
     def hyperparams(self) -> List[Dict[str, Any]]:
         return self._core.hyperparams
+
+    @property
+    def d(self) -> Any:
+        """The learning-rate-free optimizers' step size estimate, as the wrapped
+        optimizer's ``d`` (Prodigy, D-Adaptation: one float; DoG: per group;
+        LDoG: per param), the same on every rank."""
+        if not hasattr(type(self._opt), "d"):
+            raise AttributeError(f"{type(self._opt).__name__} has no step size estimate d")
+        d = self._core.d
+        if self._core is not self._opt and self._kind.tensor_state:
+            # per piece (every rank has a piece of every param, all alike): per param
+            first: Dict[int, Any] = {}
+            for j, i in enumerate(self._piece_param):
+                first.setdefault(i, d[j])
+            d = [first[i] for i in range(self._n)]
+        return d
 
     @property
     def defaults(self) -> Dict[str, Any]:
@@ -615,7 +727,8 @@ class DistributedOptimizer(Agreement):
         else:
             pp = self._piece_param
             igrads = [g if active[pp[j]] else None for j, g in enumerate(self._inner_grads)]
-        if not self._run_local(self._inner, igrads, err):
+        if not self._run_local(self._inner, igrads, err,
+                               self._sums_hook if self._sums_plan is not None else None):
             return False                 # skipped on every rank: nothing to gather
         t2 = time.perf_counter() if tm is not None else 0.0
         # 3. all-gather the updated pieces, bucket by bucket
@@ -813,7 +926,8 @@ class DistributedOptimizer(Agreement):
         sp, k = loc
         x = int(sp.offsets[k])
         b = min(int(np.searchsorted(sp.bounds, x, side="right")) - 1, sp.nb - 1)
-        # counts are non-increasing, so empty ranks sit at the end, past x
+        # the last rank whose range starts at or before x: a rank with an empty
+        # range shares its start with the next rank (or starts at the bucket's end)
         return int(np.searchsorted(sp.displs[b], x - sp.bounds[b], side="right")) - 1
 
     def _full_array(self, i, flats, name):

@@ -152,14 +152,15 @@ class Agreement:
             total = float("inf")
         return total, bool((parts[:, 1] == 1.0).all())
 
-    def _run_local(self, opt, grads, err):
-        """Step ``opt`` with the verdict as its norm hook; every rank passes the
-        verdict exactly once, whatever fails where. Returns applied."""
+    def _run_local(self, opt, grads, err, sums_hook=None):
+        """Step ``opt`` with the verdict as its norm hook (and ``sums_hook``,
+        which every rank reaches once the verdict passed); every rank passes
+        the verdict exactly once, whatever fails where. Returns applied."""
         self._verdict_done = False
         ok = False
         if err is None:
             try:
-                ok = opt._step(grads, norm_hook=self._verdict)
+                ok = opt._step(grads, norm_hook=self._verdict, sums_hook=sums_hook)
             except Exception as exc:       # noqa: BLE001 - raised on every rank below
                 if self._verdict_done:    # the verdict raised, or the update ran
                     raise

@@ -311,6 +311,14 @@ class _OneD(Optimizer):
     def step(self, grads, _aux=None, **kw):   # type: ignore[override]
         """As :meth:`Optimizer.step`; first checks, as the reference, that every
         group's lr is the largest one or 0 (before any write)."""
+        self._check_lrs()
+        return Optimizer.step(self, grads, _aux, **kw)
+
+    def _step(self, grads, aux=None, norm_hook=None, ema=-1.0, sums_hook=None):
+        self._check_lrs()          # the distributed wrapper's and EMA's path too
+        return Optimizer._step(self, grads, aux, norm_hook, ema, sums_hook)
+
+    def _check_lrs(self) -> None:
         if self._same_lr and len(self._plans) > 1:
             lrs = [hp["lr"] for hp in self._hyperparams()]
             top = max(lrs)
@@ -319,7 +327,6 @@ class _OneD(Optimizer):
                 raise ValueError(f"group {bad[0]}: {type(self).__name__}'s groups share one "
                                  f"step size: each lr must be the largest ({top}) or 0, got "
                                  f"{lrs[bad[0]]}")
-        return Optimizer.step(self, grads, _aux, **kw)
 
 
 class Prodigy(_OneD):
@@ -357,7 +364,9 @@ class Prodigy(_OneD):
     implemented (others raise NotImplementedError); a param's step count
     advances on a step whose d could not be estimated (all of ``s`` zero:
     the reference then updates the moments, skips the params, and keeps its
-    step count); not distributed.
+    step count). Distributed (:class:`lrfast.distributed.DistributedOptimizer`,
+    sharded or not), the sums are global across ranks and bit-identical to
+    one process's.
     """
     spec = TABLE["Prodigy"]
     __init__ = make_init(spec)
@@ -377,7 +386,9 @@ _DADAPT_COMMON = """
     reference adds the L2 term into ``p.grad``); ``log_every`` must be 0 (lrfast
     does not log; read ``opt.d``) and ``fsdp_in_use`` False, others raise
     NotImplementedError; a param's step count advances on a step the reference
-    skips; not distributed.
+    skips. Distributed (:class:`lrfast.distributed.DistributedOptimizer`,
+    sharded or not), the sums are global across ranks and bit-identical to
+    one process's.
 """
 
 
@@ -478,7 +489,8 @@ class DoG(Optimizer):
     adds the weight decay into ``p.grad``); ``None`` grads are allowed (their
     params take no part in the norms, and their x0 is taken at their first
     step with a grad; the reference fails on them); the first step is a
-    group's own (G == 0), not the optimizer's; not distributed. Iterate
+    group's own (G == 0), not the optimizer's. Distributed, the norms are
+    global across ranks and bit-identical to one process's. Iterate
     averaging, which the reference recommends, is :class:`lrfast.EMA`'s (its
     polynomial averager is not reproduced).
     """

@@ -611,7 +611,7 @@ class Optimizer(OptimizerBase):
     # ------------------------------------------------------------------- step
     def step(self, grads: Grads, _aux: Optional[Grads] = None, *,
              _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None,
-             _ema: float = -1.0) -> bool:
+             _ema: float = -1.0, _sums_hook: Optional[Callable[..., None]] = None) -> bool:
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -660,7 +660,7 @@ class Optimizer(OptimizerBase):
                                                       norm_hook=_norm_hook,
                                                       clip_norm=self._cnorm,
                                                       clip_value=self._cvalue, ema=_ema,
-                                                      sr_step=n)
+                                                      sr_step=n, sums_hook=_sums_hook)
             except (TypeError, ValueError) as e:
                 if _ema >= 0.0 and _sp.has_rowsparse(grads):
                     raise ValueError("lrfast.EMA does not take RowSparse grads (the "
@@ -707,11 +707,14 @@ class Optimizer(OptimizerBase):
             return e
 
 
-    def _step(self, grads, aux=None, norm_hook=None, ema=-1.0):
+    def _step(self, grads, aux=None, norm_hook=None, ema=-1.0, sums_hook=None):
         """``step`` with the engine's hooks: ``aux`` (a second input per param),
         ``norm_hook`` (see ``Engine.step``: a sharded wrapper makes the norm
-        global there) and ``ema`` (lrfast.EMA's blend weight)."""
-        return Optimizer.step(self, grads, aux, _norm_hook=norm_hook, _ema=ema)
+        global there), ``ema`` (lrfast.EMA's blend weight) and ``sums_hook``
+        (see ``Engine.step``: a sharded wrapper makes per-tensor and global
+        sums whole across ranks there)."""
+        return Optimizer.step(self, grads, aux, _norm_hook=norm_hook, _ema=ema,
+                              _sums_hook=sums_hook)
 
     def _advance_partial(self, active, new_keys):
         """Some grads were None: those params keep their keys. Re-derive each

@@ -56,7 +56,7 @@ class OwnStepOptimizer(Optimizer):
 
     def step(self, grads: Grads, _aux: Optional[Grads] = None, *,
              _norm_hook: Optional[Callable[[float, bool], Tuple[float, bool]]] = None,
-             _ema: float = -1.0) -> bool:
+             _ema: float = -1.0, _sums_hook: Optional[Callable[..., None]] = None) -> bool:
         """Apply one update to every param that has a grad.
 
         Parameters
@@ -72,7 +72,7 @@ class OwnStepOptimizer(Optimizer):
             False if the step was skipped (``skip_nonfinite`` and a grad held
             NaN/inf); nothing was written then.
         """
-        if _aux is not None or _norm_hook is not None or _ema >= 0.0:
+        if _aux is not None or _norm_hook is not None or _ema >= 0.0 or _sums_hook is not None:
             raise TypeError(f"{type(self).__name__}.step takes the grads only")
         self._enter()
         try:

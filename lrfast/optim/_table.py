@@ -350,7 +350,7 @@ _ROWS = (
          {"prodigyopt": "prodigyopt.Prodigy 1.1.2 (slice_p=1; state s and p0 kept in the "
                         "param's shape, not flattened; d, d_max, d_numerator and k in "
                         "every state entry)"},
-         None, optional_states=("exp_avg",), distributed=False),
+         None, optional_states=("exp_avg",)),
     Spec("DoG", "dog", ("x0",),
          (HP("reps_rel", 1e-6, "gt0", schedulable=False), _LR(1.0), _WD(),
           HP("eps", 1e-8, "gt0"), HP("init_eta", None, "gt0_or_none", schedulable=False)),
@@ -358,14 +358,14 @@ _ROWS = (
          "lr * max ||x - x0|| / sqrt(sum ||g||^2 + eps) over each group (Ivgi et al. 2023)",
          {"dog": "dog.DoG 1.0.3 (x0 = its group's init_buffer, per param; rbar, G, eta of "
                  "the param's group in every state entry)"},
-         None, distributed=False),
+         None),
     Spec("LDoG", "ldog", ("x0",),
          (HP("reps_rel", 1e-6, "gt0", schedulable=False), _LR(1.0), _WD(),
           HP("eps", 1e-8, "gt0"), HP("init_eta", None, "gt0_or_none", schedulable=False)),
          "LDoG: DoG with its step size per tensor (layer-wise; Ivgi et al. 2023)",
          {"dog": "dog.LDoG 1.0.3 (x0 = its group's init_buffer, per param; rbar, G, eta "
                  "per param)"},
-         None, distributed=False),
+         None),
     Spec("DAdaptAdam", "dadapt_adam", ("s", "exp_avg_sq", "exp_avg"),
          (_LR(1.0), HP("betas", (0.9, 0.999), "betas", schedulable=False),
           HP("eps", 1e-8, "gt0"), _WD(), HP("log_every", 0, "log_every", schedulable=False),
@@ -378,7 +378,7 @@ _ROWS = (
          "Mishchenko 2023); lr multiplies it (default 1)",
          {"dadaptation": "dadaptation.DAdaptAdam 3.2 (log_every=0, fsdp_in_use=False; d, "
                          "numerator_weighted and k in every state entry)"},
-         None, distributed=False),
+         None),
     Spec("DAdaptSGD", "dadapt_sgd", ("s", "z", "x0"),
          (_LR(1.0), HP("momentum", 0.0, "unit_open"), _WD(),
           HP("log_every", 0, "log_every", schedulable=False),
@@ -389,7 +389,7 @@ _ROWS = (
          "(Defazio & Mishchenko 2023)",
          {"dadaptation": "dadaptation.DAdaptSGD 3.2 (log_every=0, fsdp_in_use=False; d, "
                          "numerator_weighted, g0_norm and k in every state entry)"},
-         None, distributed=False),
+         None),
     Spec("DAdaptAdaGrad", "dadapt_adagrad", ("alphak", "sk", "x0"),
          (_LR(1.0), HP("momentum", 0.0, "ge0"), HP("log_every", 0, "log_every",
                                                   schedulable=False),
@@ -399,7 +399,7 @@ _ROWS = (
          "the run (Defazio & Mishchenko 2023)",
          {"dadaptation": "dadaptation.DAdaptAdaGrad 3.2 (dense grads, log_every=0; d, "
                          "gsq_weighted, sksq_weighted, skl1 and k in every state entry)"},
-         None, distributed=False),
+         None),
     # Own steps (lrfast/optim/_own.py): factored state, or a matrix iteration
     Spec("Adafactor", "adafactor", ("row_var", "col_var", "variance"),
          (_LR(1e-2), HP("beta2_decay", -0.8, "le0"),
