@@ -273,3 +273,39 @@ def test_deepcopy_keeps_state_dtype():
     q.grad = torch.ones(5000)
     o2.step()
     assert o2.state[q]["exp_avg"].dtype == torch.uint8 and float(o2.state[q]["step"]) == 2
+
+
+@pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
+@pytest.mark.parametrize("name,hp", [
+    ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    ("SGD", dict(lr=0.05, momentum=0.8, nesterov=True)),
+    ("Adagrad", dict(lr=0.05, initial_accumulator_value=0.1)),
+    ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
+    ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.01)),
+    ("Adamax", dict(lr=0.01)),
+    ("RAdam", dict(lr=0.01)),
+    ("Adadelta", dict(lr=1.0)),
+    ("Lion", dict(lr=0.001, weight_decay=0.1)),
+    ("AdaBelief", dict(lr=0.01)),
+    ("Yogi", dict(lr=0.01)),
+    ("ADOPT", dict(lr=0.01)),
+])
+def test_every_elementwise_class_equals_plain(name, hp, state_dtype):
+    """The other classes with low-precision state, against the plain class."""
+    ps, gs = _data(False, steps=6, seed=4)
+    tp = [_to_torch(p).requires_grad_() for p in ps]
+    opt = getattr(lt, name)(tp, state_dtype=state_dtype, **hp)
+    plain = getattr(lrfast, name)([p.copy() for p in ps], state_dtype=state_dtype, **hp)
+    for g in gs:
+        for p, gi in zip(tp, g):
+            p.grad = _to_torch(gi)
+        opt.step()
+        plain.step(g)
+    sd = plain.state_dict()["state"]
+    for i, p in enumerate(tp):
+        _same(_to_np(p), plain.param_groups[0]["params"][i])
+        for k, v in sd[i].items():
+            if isinstance(v, np.ndarray) and k in opt.state[p]:
+                _same(_to_np(opt.state[p][k]), v)
+        assert {k for k in sd[i] if k.endswith("_absmax")} == \
+            {k for k in opt.state[p] if k.endswith("_absmax")}
