@@ -660,3 +660,48 @@ def test_lowp_bench_runs_and_reports():
     assert all(v > 0 for v in c["ns_per_el"].values())
     assert res["bytes_per_element"]["int8 state"] == pytest.approx(16.0625)
     assert "int8 state" in lowp_bench.format_table(res)
+
+
+def test_torch_bench_sleeps_around_every_block(monkeypatch):
+    """bench --torch: every timed block of every contender is preceded by the
+    pause and one untimed call and followed by the spin sleep (so one
+    contender's OpenMP pool is idle before the next runs); rounds interleave."""
+    pytest.importorskip("torch")
+    from lrfast.cli import torch_bench
+    log = []
+    clock = iter(range(10 ** 9))               # a fake clock: 1 us per reading
+    monkeypatch.setattr(torch_bench.time, "sleep", lambda s: log.append(("sleep", s)))
+    monkeypatch.setattr(torch_bench.time, "perf_counter", lambda: next(clock) * 1e-6)
+    steps = {k: (lambda k=k: log.append(k)) for k in ("a", "b", "c")}
+    times = torch_bench.timed_rounds(steps, rounds=4, block_s=5.5e-6, pause_s=0.003,
+                                     spin_s=0.02)      # 5 calls per block
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t > 0 for v in times.values() for t in v)
+    timed = log[log.index(("sleep", 0.02), 12):]      # after warmup and calibration
+    timed = timed[1:] if timed[0] == ("sleep", 0.02) else timed
+    blocks, firsts = [], []
+    i = 0
+    while i < len(timed):
+        assert timed[i] == ("sleep", 0.003)           # the pause before the block
+        j = timed.index(("sleep", 0.02), i)           # the spin sleep after it
+        calls = timed[i + 1:j]
+        assert len(set(calls)) == 1 and len(calls) == 6    # untimed call + the block
+        blocks.append(len(calls))
+        firsts.append(calls[0])
+        i = j + 1
+    assert len(blocks) == 12 and len(set(blocks)) == 1    # same calls per block
+    rounds = [firsts[3 * r:3 * r + 3] for r in range(4)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
+    assert rounds[0] != rounds[1] and rounds[0][0] != rounds[2][0]   # order changes
+
+
+def test_torch_bench_pause_and_spin_options(capsys):
+    pytest.importorskip("torch")
+    from lrfast.__main__ import main
+    assert main(["bench", "--torch", "--quick", "--no-deepspeed", "--sizes", "200",
+                 "--pause-ms", "0", "--spin-ms", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "x fused" in out and "0 ms sleep and one untimed step before, 2 ms sleep" in out
+    with pytest.raises(SystemExit):
+        main(["bench", "--torch", "--quick", "--spin-ms", "-1"])
+    assert "--spin-ms must be >= 0" in capsys.readouterr().err

@@ -21,8 +21,13 @@ work on ``Tensor.numpy()`` views of the tensors' memory.
   implementation switches (``foreach``, ``fused``, ``capturable``,
   ``differentiable``) set to anything but their defaults (``foreach=False`` and
   ``fused=False`` are accepted: no torch implementation is requested).
-- Not available yet: low-precision (bfloat16/float16) params with float32
-  master weights; ``master_weights=True`` raises NotImplementedError.
+- Low precision (the elementwise optimizers): bfloat16/float16 params with
+  ``master_weights=True`` (a float32 master in ``state[p]["master_param"]``);
+  ``state_dtype="bfloat16"`` or ``"int8"`` keeps the state as bfloat16 tensors,
+  or as uint8 codes under the state's name plus ``<name>_absmax`` (float32, one
+  per block of 256; tensors under 4096 elements keep float32 state), as
+  :class:`lrfast.AdamW` does. ``load_state_dict`` converts any of the three
+  formats to the optimizer's.
 
 Rules of use: change the state in place (``opt.state[p]["exp_avg"].zero_()``)
 or through ``load_state_dict``; a state tensor replaced by assignment is not

@@ -30,6 +30,7 @@ import torch.optim.optimizer as _optim_mod
 
 from .._dispatch import kernels as _K
 from .._validate import check_value
+from ..optim import _lowp as _LP
 from ..optim._rules import RULES, Rule, _dm, distinct_keys
 from ..optim._table import KINDS, Spec
 
@@ -106,8 +107,9 @@ class TorchOptimizer(torch.optim.Optimizer):
         cls.__init__ = _make_init(cls)   # type: ignore[method-assign]
 
     def __init__(self, params: Any, defaults: Dict[str, Any], flags: Dict[str, Any],
-                 master_weights: bool = False) -> None:
+                 master_weights: bool = False, state_dtype: Optional[str] = "float32") -> None:
         name = type(self).__name__
+        _check_state_dtype(name, state_dtype, bool(KINDS[self.spec.kind].qmaps))
         if master_weights is True and not KINDS[self.spec.kind].qmaps:
             raise ValueError(f"lrfast.torch.{name}: master_weights=True is available for the "
                              "elementwise optimizers (SGD, Adam, AdamW, Lion, ...)")
@@ -119,6 +121,8 @@ class TorchOptimizer(torch.optim.Optimizer):
         if not isinstance(master_weights, bool):
             raise TypeError(f"master_weights must be a bool, got {master_weights!r}")
         self._master = master_weights
+        self._lp = _LP.Precision(name, KINDS[self.spec.kind], state_dtype or "float32",
+                                 master_weights, False, 0)
         self._ready = False
         self._groups: List[_Group] = []
         self._sdt = _scalar_dtype()
@@ -186,6 +190,58 @@ class TorchOptimizer(torch.optim.Optimizer):
     def _np_dtype(self, p: torch.Tensor) -> Any:
         return np.float32 if self._master else _DTYPES[p.dtype]
 
+    def _fmt(self, p: torch.Tensor, slot: int) -> int:
+        """The stored format of p's state slot (float, bfloat16 or 8-bit)."""
+        return self._lp.state_format(slot, p.numel()) if self._lp.qmaps else _LP.F_NATIVE
+
+    def _encode(self, fmt: int, x: np.ndarray) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """float32 values x in a non-float format, as torch tensors owning the
+        memory the kernels will use: (bfloat16 tensor, None) or (uint8 codes,
+        float32 absmax per block of 256)."""
+        a, am = self._lp.encode(fmt, np.ascontiguousarray(x, dtype=np.float32))
+        if fmt == _LP.F_BF16:
+            return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16), None
+        assert am is not None
+        return torch.from_numpy(np.ascontiguousarray(a)), torch.from_numpy(am)
+
+    def _decode(self, fmt: int, t: torch.Tensor, am: Optional[torch.Tensor]) -> np.ndarray:
+        """A stored state tensor as float32 values (a new array)."""
+        if fmt in (_LP.F_Q8S, _LP.F_Q8U):
+            assert am is not None
+            return self._lp.decode(fmt, t.detach().contiguous().numpy(),
+                                   am.detach().contiguous().numpy()).copy()
+        if fmt == _LP.F_BF16:
+            return _LP.widen(_np_view(t.detach().contiguous())).copy()
+        return t.detach().to(torch.float32).numpy().copy()
+
+    def _src_format(self, p: torch.Tensor, slot: int, nm: str, t: torch.Tensor,
+                    am: Any, where: str) -> int:
+        """The format a state tensor (and its absmax, or None) is stored in;
+        raises on a malformed pair."""
+        name = f"lrfast.torch.{type(self).__name__}: {where}"
+        if t.dtype == torch.uint8:
+            if not self._lp.qmaps:
+                raise ValueError(f"{name}: state {nm!r} has dtype uint8 (8-bit codes); "
+                                 f"{type(self).__name__} keeps float state")
+            if am is None:
+                raise ValueError(f"{name}: 8-bit state {nm!r} lacks {nm + '_absmax'!r}")
+            nb = _LP.nblocks(p.numel())
+            if (not isinstance(am, torch.Tensor) or am.dtype != torch.float32 or am.ndim != 1
+                    or am.layout != torch.strided):
+                raise ValueError(f"{name}: state {nm + '_absmax'!r} must be a 1-D float32 "
+                                 "tensor")
+            if am.shape[0] != nb:
+                raise ValueError(f"{name}: state {nm + '_absmax'!r} has {am.shape[0]} blocks, "
+                                 f"a param of {p.numel()} elements has {nb} blocks of "
+                                 f"{_LP.QBLOCK}")
+            return _LP.F_Q8S if self._lp.qmaps[slot] == "s" else _LP.F_Q8U
+        if am is not None:
+            raise ValueError(f"{name}: state {nm + '_absmax'!r} given for a state that is not "
+                             "8-bit (uint8 codes)")
+        if t.dtype == torch.bfloat16 and self._lp.qmaps:
+            return _LP.F_BF16
+        return _LP.F_NATIVE
+
     def _compile(self, g: _Group) -> None:
         """Validate group g's values and build its row plan (raises before any change)."""
         spec, d, where = self.spec, g.d, g.where
@@ -251,6 +307,7 @@ class TorchOptimizer(torch.optim.Optimizer):
                 group_of.append(gi)
         views = [self._param_view(p, f"group {group_of[i]}, param {i}")
                  for i, p in enumerate(plist)]
+        self._check_lowp_params(plist, group_of)
         sdt = _scalar_dtype()
         n = len(plist)
         steps_t = torch.zeros(n, dtype=sdt)
@@ -260,18 +317,17 @@ class TorchOptimizer(torch.optim.Optimizer):
                    for i, p in enumerate(plist)] if self._master else []
         # commit
         self._groups, self._plist, self._group_of = groups, plist, group_of
-        self._bufs = [b for b, _, _, _ in plans]
+        self._bufs = [b for b, _, _, _, _ in plans]
+        self._amx = [a for _, a, _, _, _ in plans]
         self._ptrs = [p.data_ptr() for p in plist]
         self._steps_t, self._steps = steps_t, steps
         self._xt: List[Optional[List[torch.Tensor]]] = [None] * n   # extras' tensors
         self._unpub = set()
         keys = []
-        for i, (bufs, key, t, extras) in enumerate(plans):
+        for i, (bufs, amx, key, t, extras) in enumerate(plans):
             st = self.state.get(plist[i])
             if st and any(k != "master_param" for k in st):
-                for s, nm in enumerate(spec.states):
-                    if bufs[s] is not None:
-                        st[nm] = bufs[s]
+                self._put_states(st, bufs, amx)
                 if spec.has_step:
                     steps[i] = t
                     st["step"] = steps_t[i]
@@ -285,25 +341,52 @@ class TorchOptimizer(torch.optim.Optimizer):
         self._gview: List[Any] = [None] * n     # cached grad views ...
         self._gten: List[Any] = [None] * n      # ... of these grad tensors
         self._engine = _K.Engine(self._kind, views,
-                                 [[b.detach().numpy() if b is not None else None for b in bufs]
+                                 [[_np_view(b) if b is not None else None for b in bufs]
                                   for bufs in self._bufs], group_of,
                                  lowp=self._lowp(plist, views, masters))
         self._set_keys(keys)
         if spec.name == "Adagrad":        # torch fills Adagrad's state when it is built
             self._publish(list(self._unpub))
 
+    def _check_lowp_params(self, plist: List[torch.Tensor], group_of: List[int]) -> None:
+        if self._lp.state_dtype == "float32":
+            return
+        for i, p in enumerate(plist):
+            if p.dtype == torch.float64:
+                raise TypeError(f"lrfast.torch.{type(self).__name__}: group {group_of[i]}, "
+                                f"param {i} has dtype float64; state_dtype="
+                                f"{self._lp.state_dtype!r} takes float32 params (or "
+                                "bfloat16/float16 ones with master_weights=True)")
+
+    def _put_states(self, st: Dict[str, Any], bufs: List[Optional[torch.Tensor]],
+                    amx: List[Optional[torch.Tensor]]) -> None:
+        """Publish a param's state tensors (and 8-bit absmax) in its state entry."""
+        for s, nm in enumerate(self.spec.states):
+            if s < len(bufs) and bufs[s] is not None:
+                st[nm] = bufs[s]
+                if amx[s] is not None:
+                    st[nm + "_absmax"] = amx[s]
+                else:
+                    st.pop(nm + "_absmax", None)
+
     def _lowp(self, plist, views, masters) -> Optional[Dict[str, Any]]:
         """The engine's low-precision setup under master weights (each master
-        published as state 'master_param'), else None."""
-        if not self._master:
+        published as state 'master_param') or a bfloat16/int8 state_dtype,
+        else None."""
+        if not self._master and self._lp.state_dtype == "float32":
             return None
-        from ..optim._lowp import param_format
         for p, m in zip(plist, masters):
             self.state[p]["master_param"] = m
-        n = len(plist)
-        return {"pfmt": [param_format(v) for v in views], "sfmt": [[0] * 4] * n,
-                "master": [m.numpy() for m in masters], "amax": [[None] * 4] * n,
-                "sr": False, "seed": 0}
+        n, pad = len(plist), _LP.MAX_STATES
+        sfmt, amax = [], []
+        for p, bufs, amx in zip(plist, self._bufs, self._amx):
+            sfmt.append([self._fmt(p, s) if b is not None else _LP.F_NATIVE
+                         for s, b in enumerate(bufs)] + [_LP.F_NATIVE] * (pad - len(bufs)))
+            amax.append([a.numpy() if a is not None else None for a in amx]
+                        + [None] * (pad - len(amx)))
+        return {"pfmt": [_LP.param_format(v) for v in views], "sfmt": sfmt,
+                "master": [m.numpy() for m in masters] if self._master else [None] * n,
+                "amax": amax, "sr": False, "seed": 0}
 
     def _master_of(self, p: torch.Tensor, where: str) -> torch.Tensor:
         """p's float32 master copy: the one in its state (loaded), else p widened."""
@@ -321,7 +404,9 @@ class TorchOptimizer(torch.optim.Optimizer):
         """Per param, (storage, key, step, extras): its state in self.state
         adopted, or (before its first step) the buffers it had or new ones.
         Raises before anything is written."""
-        old = {id(p): b for p, b in zip(getattr(self, "_plist", []), getattr(self, "_bufs", []))}
+        old = {id(p): (b, a) for p, b, a in zip(getattr(self, "_plist", []),
+                                                getattr(self, "_bufs", []),
+                                                getattr(self, "_amx", []))}
         plans = []
         for i, p in enumerate(plist):
             where = f"group {group_of[i]}, param {i}"
@@ -332,20 +417,59 @@ class TorchOptimizer(torch.optim.Optimizer):
             if st and any(k != "master_param" for k in st):
                 plans.append(self._adopt(p, st, need, hp, where))
                 continue
-            bufs = old.get(id(p))
+            bufs, amx = old.get(id(p), (None, None))
             if bufs is None or [b is not None for b in bufs] != need:
-                bufs = [torch.full_like(p.detach(), self._fill(hp, dt, s),
-                                        dtype=self._state_dtype(p))
-                        if need[s] else None for s in range(len(need))]
-            plans.append((bufs, self._rule.initial_key, None, None))
+                bufs, amx = [], []
+                for s in range(len(need)):
+                    b, a = None, None
+                    if need[s]:
+                        b, a = self._fresh(p, s, self._fill(hp, dt, s))
+                    bufs.append(b)
+                    amx.append(a)
+            plans.append((bufs, amx, self._rule.initial_key, None, None))
         return plans
+
+    def _fresh(self, p: torch.Tensor, s: int, fill: float
+               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """p's state slot s filled with ``fill``, in its stored format."""
+        fmt = self._fmt(p, s)
+        if fmt == _LP.F_NATIVE:
+            return torch.full_like(p.detach(), fill, dtype=self._state_dtype(p)), None
+        t, a = self._encode(fmt, np.full(tuple(p.shape), fill, np.float32))
+        return t.reshape(p.shape), a
+
+    def _adopt_slot(self, p: torch.Tensor, s: int, nm: str, t: torch.Tensor, am: Any,
+                    where: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """State slot s of p as stored (with its absmax, or None): adopted as it
+        is where it fits, else a fitting copy, converted from another stored
+        format (float, bfloat16, 8-bit) where it has one."""
+        src, dst = self._src_format(p, s, nm, t, am, where), self._fmt(p, s)
+        if src != dst:          # another stored format (a loaded state_dict): convert
+            x = self._decode(src, t.to("cpu"), am.to("cpu") if am is not None else None)
+            if dst == _LP.F_NATIVE:
+                return torch.from_numpy(x).to(self._state_dtype(p)), None
+            t, am = self._encode(dst, x)
+            return t.reshape(p.shape), am
+        if dst == _LP.F_NATIVE:
+            sdt = self._state_dtype(p)
+        else:
+            sdt = torch.uint8 if am is not None else torch.bfloat16
+        if (t.device.type != "cpu" or t.dtype != sdt or t.layout != torch.strided
+                or not t.is_contiguous() or t.requires_grad):
+            t = t.detach().to(device="cpu", dtype=sdt).contiguous().clone()
+        if am is not None and (am.device.type != "cpu" or not am.is_contiguous()
+                               or am.requires_grad):
+            am = am.detach().to("cpu").contiguous().clone()
+        return t, am
 
     def _adopt(self, p, st, need, hp, where):
         """(bufs, key, step, extras) for a param whose state exists in self.state."""
         spec, name = self.spec, type(self).__name__
         bufs: List[Optional[torch.Tensor]] = []
+        amx: List[Optional[torch.Tensor]] = []
         for s, nm in enumerate(spec.states[:len(need)]):
             t = st.get(nm)
+            amx.append(None)
             if not need[s]:
                 bufs.append(None)
                 continue
@@ -363,10 +487,7 @@ class TorchOptimizer(torch.optim.Optimizer):
             if t.shape != p.shape:
                 raise ValueError(f"lrfast.torch.{name}: {where}: state {nm!r} has shape "
                                  f"{tuple(t.shape)}, param has {tuple(p.shape)}")
-            sdt = self._state_dtype(p)
-            if (t.device.type != "cpu" or t.dtype != sdt or t.layout != torch.strided
-                    or not t.is_contiguous() or t.requires_grad):
-                t = t.detach().to(device="cpu", dtype=sdt).contiguous().clone()
+            t, amx[s] = self._adopt_slot(p, s, nm, t, st.get(nm + "_absmax"), where)
             bufs.append(t)
         e = {k: (float(v) if isinstance(v, torch.Tensor) and v.numel() == 1 else v)
              for k, v in st.items()}
@@ -388,7 +509,7 @@ class TorchOptimizer(torch.optim.Optimizer):
             extras = []
             for k, v in zip(self._extras, key[1:]):
                 extras.append(torch.tensor(v, dtype=self._sdt))
-        return bufs, key, t_step, extras
+        return bufs, amx, key, t_step, extras
 
     # -------------------------------------------------------------- keys
     def _set_keys(self, keys: List[Any]) -> None:
@@ -416,9 +537,11 @@ class TorchOptimizer(torch.optim.Optimizer):
                 self._xt[i] = [torch.tensor(0.0, dtype=self._sdt) for _ in self._extras]
                 self._write_extras(i)
                 entries.update(zip(self._extras, self._xt[i] or ()))
-            for nm, b in zip(spec.states, self._bufs[i]):
+            for nm, b, a in zip(spec.states, self._bufs[i], self._amx[i]):
                 if b is not None:
                     entries[nm] = b
+                if a is not None:
+                    entries[nm + "_absmax"] = a
             if entries:             # SGD without momentum keeps no state, as torch
                 self.state[self._plist[i]].update(entries)
             self._unpub.discard(i)
@@ -598,16 +721,25 @@ class TorchOptimizer(torch.optim.Optimizer):
         fit raises and leaves the optimizer as it was."""
         old_state, old_groups = self.state, self.param_groups
         super().load_state_dict(state_dict)
-        if self._master:
-            # torch casts loaded state to the param's dtype: under master weights the
-            # state and the master stay float32, so take the saved tensors' values
+        if self._master or self._lp.qmaps:
+            # torch casts loaded state to the param's dtype: float32 state and masters
+            # (under master weights), bfloat16 states and 8-bit codes with their absmax
+            # keep their own dtypes, so take the saved tensors' values. A low-precision
+            # optimizer takes copies of them all (torch would alias those it did not
+            # cast: the steps would then write some of the loaded dict's tensors, e.g.
+            # an absmax and not its codes)
+            keep = {"master_param", *self.spec.states,
+                    *(nm + "_absmax" for nm in self.spec.states)}
+            lowp = self._master or self._lp.state_dtype != "float32"
             ids = [i for g in state_dict.get("param_groups", []) for i in g.get("params", [])]
             saved = state_dict.get("state", {})
             for p, i in zip([p for g in self.param_groups for p in g["params"]], ids):
+                st = self.state.get(p, {})
                 for k, v in (saved.get(i) or {}).items():
-                    if (k != "step" and isinstance(v, torch.Tensor)
-                            and v.dtype == torch.float32 and k in self.state.get(p, {})):
-                        self.state[p][k] = v.detach().to("cpu").clone()
+                    if (k in keep and isinstance(v, torch.Tensor) and k in st
+                            and isinstance(st[k], torch.Tensor)
+                            and (lowp or st[k].dtype != v.dtype)):
+                        st[k] = v.detach().to("cpu").clone()
         try:
             self._rebuild()
         except Exception:
@@ -615,12 +747,34 @@ class TorchOptimizer(torch.optim.Optimizer):
             self._rebuild()
             raise
 
+    def __getstate__(self) -> Dict[str, Any]:
+        state = super().__getstate__()
+        state["_lrfast_precision"] = (self._master, self._lp.state_dtype)
+        return state
+
     def __setstate__(self, state: Dict[str, Any]) -> None:
+        master, sdtype = state.pop("_lrfast_precision", (False, "float32"))
         super().__setstate__(state)
         if "_groups" not in self.__dict__:      # unpickled: built at the first step
             self._ready = True
             self._groups = []
             self._sdt = _scalar_dtype()
+            self._master = master
+            self._lp = _LP.Precision(type(self).__name__, KINDS[self.spec.kind], sdtype,
+                                     master, False, 0)
+
+
+def _check_state_dtype(name: str, state_dtype: Any, elementwise: bool) -> None:
+    """Refuse a state_dtype that is not one of float32, bfloat16, int8 (None:
+    float32), or a low-precision one where the optimizer has no such state."""
+    if state_dtype is not None and (not isinstance(state_dtype, str)
+                                    or state_dtype not in _LP.STATE_DTYPES):
+        raise ValueError(f"lrfast.torch.{name}: state_dtype must be one of "
+                         f"{', '.join(map(repr, _LP.STATE_DTYPES))}, got {state_dtype!r}")
+    if state_dtype not in (None, "float32") and not elementwise:
+        raise ValueError(f"lrfast.torch.{name}: state_dtype={state_dtype!r} is available for "
+                         "the elementwise optimizers (SGD, Adagrad, Adadelta, RMSprop, Adam, "
+                         "AdamW, Adamax, NAdam, RAdam, Lion, AdaBelief, Yogi, ADOPT)")
 
 
 def _plain_step(self, closure=None):
@@ -701,11 +855,13 @@ def _make_init(cls, base=None, positional=False):
     cls._getter = staticmethod(operator.itemgetter(*cls._names))
     args = {n for n, _, _ in sig}        # flags not in args are group keys only (AdamW's)
     pos = [f"{n}=_d[{n!r}]" for n, _, k in sig if not k]
-    kwo = [f"{n}=_d[{n!r}]" for n, _, k in sig if k] + ["master_weights=False"]
+    kwo = [f"{n}=_d[{n!r}]" for n, _, k in sig if k] + ["master_weights=False",
+                                                         "state_dtype='float32'"]
     hps = ", ".join(f"{h.name}={h.name}" for h in spec.hparams)
     fls = ", ".join(f"{f}={f}" if f in args else f"{f}={v!r}" for f, v in flags.items())
     src = (f"def __init__(self, params, {', '.join(pos)}, *, {', '.join(kwo)}):\n"
-           f"    _Base.__init__(self, params, dict({hps}), dict({fls}), master_weights)\n")
+           f"    _Base.__init__(self, params, dict({hps}), dict({fls}), master_weights, "
+           "state_dtype)\n")
     ns: Dict[str, Any] = {"_Base": base or TorchOptimizer, "_d": {n: d for n, d, _ in sig}}
     exec(src, ns)
     fn = ns["__init__"]

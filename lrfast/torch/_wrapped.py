@@ -33,7 +33,7 @@ import torch.optim.optimizer as _optim_mod
 
 from ..optim._sparse import RowSparse
 from ..optim._table import REQUIRED, Spec
-from ._optimizer import _FLAG_OK, TorchOptimizer, _make_init, _scalar_dtype
+from ._optimizer import _FLAG_OK, TorchOptimizer, _check_state_dtype, _make_init, _scalar_dtype
 
 __all__ = ["WrappedOptimizer"]
 
@@ -69,8 +69,9 @@ class WrappedOptimizer(torch.optim.Optimizer):
                            "optimizer.")
 
     def __init__(self, params: Any, defaults: Dict[str, Any], flags: Dict[str, Any],
-                 master_weights: bool = False) -> None:
+                 master_weights: bool = False, state_dtype: Optional[str] = "float32") -> None:
         name = type(self).__name__
+        _check_state_dtype(name, state_dtype, False)
         if master_weights:
             raise ValueError(
                 f"lrfast.torch.{name}: master_weights=True is available for the elementwise "
