@@ -18,6 +18,14 @@ consecutive map values, computed exactly in float64: the code is the number of
 midpoints ``m`` with ``y >= m``. A ``y`` exactly on a midpoint goes UP, to the
 larger map value.
 
+One exception, on the unsigned map (second moments) only: a POSITIVE ``y``
+below the first midpoint (``|y| < 1.625e-7``) takes the smallest positive code
+(3.25e-7), not 0.0. A second moment that rounds to zero while its first moment
+does not turns Adam's ``m / (sqrt(v) + eps)`` into ``m / eps``: on the demo's
+MLP (digits, whose zero pixels give exactly-zero grads) that blew up 2 of 5
+seeds. bitsandbytes' CPU search never hits it because it rounds such values far
+up (to code 7, 1.6e-5); the floor keeps every other code nearest.
+
 Special blocks
 --------------
 - ``absmax == 0`` (all zeros, including ``-0.0``): every code is the index of
@@ -154,8 +162,10 @@ def quantize_blockwise_ref(x: np.ndarray, signed: bool) -> Tuple[np.ndarray, np.
                 codes[b * BLOCK:b * BLOCK + blk.size] = z
                 continue
             y = (blk / a).astype(np.float32)
-            codes[b * BLOCK:b * BLOCK + blk.size] = np.searchsorted(
-                mids, y.astype(np.float64), side="right")
+            c = np.searchsorted(mids, y.astype(np.float64), side="right")
+            if not signed:
+                c[(c == 0) & (y > 0)] = 1          # the floor (module docstring)
+            codes[b * BLOCK:b * BLOCK + blk.size] = c
     return codes.reshape(x.shape), absmax
 
 

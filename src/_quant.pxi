@@ -15,7 +15,9 @@
 #    top 7 mantissa bits (clamped to [2**-24, 1]); ONE table entry (a gather
 #    from 24 KiB per map) gives the code of the key's most negative value and
 #    where the key's one midpoint, if any, falls in the low 16 bits, so one
-#    integer comparison finishes exactly (lrfast._quant.encoder_table). The
+#    integer comparison finishes exactly (lrfast._quant.encoder_table). On the
+#    unsigned map a positive y never takes code 0 (lrfast/_quant.py: the
+#    floor), one more integer test. The
 #    loop has no branch. Gathers are the cost on AMD cores: a two-lookup
 #    version (code, then a float threshold) ran 1.4x slower. An arithmetic
 #    encoder (decade by comparisons, then a linear code) was not faster.
@@ -52,7 +54,9 @@ cdef extern from *:
     static inline float lrfast_q8_float(uint32_t b) { lrfast_q8_fu v; v.u = b; return v.f; }
 
     /* the code of y = x / absmax: one table entry and one integer comparison */
-    static inline unsigned char lrfast_q8_code(float y, const uint32_t* LRFAST_RESTRICT table) {
+    /* floor: 1 for the unsigned map, where a positive y never takes code 0 */
+    static inline unsigned char lrfast_q8_code(float y, const uint32_t* LRFAST_RESTRICT table,
+                                               uint32_t floor) {
         const uint32_t b = lrfast_q8_bits(y);
         const uint32_t s = b >> 31;
         int32_t k = (int32_t)((b & 0x7fffffffu) >> LRFAST_Q8_KEY_SHIFT) - LRFAST_Q8_KEY_MIN;
@@ -60,7 +64,8 @@ cdef extern from *:
         k = k > LRFAST_Q8_NKEYS - 1 ? LRFAST_Q8_NKEYS - 1 : k;
         const uint32_t e = table[k + (int32_t)s * LRFAST_Q8_NKEYS];
         const uint32_t low = (b ^ (0u - s)) & 0xffffu;     /* y < 0: 0xFFFF - l */
-        return (unsigned char)((e >> 16) + (low > (e & 0xffffu)));
+        const uint32_t c = (e >> 16) + (low > (e & 0xffffu));
+        return (unsigned char)(c + (floor & (c == 0) & ((int32_t)b > 0)));
     }
 
     #if defined(__AVX2__)
@@ -69,7 +74,7 @@ cdef extern from *:
        same codes); returns how many it did. gcc would not vectorize the plain
        loop inside this module (it does in a small file), so it is written out. */
     static Py_ssize_t lrfast_q8_codes_avx2(const float* LRFAST_RESTRICT x, Py_ssize_t n, float m,
-                                           const uint32_t* LRFAST_RESTRICT table,
+                                           const uint32_t* LRFAST_RESTRICT table, uint32_t floor,
                                            unsigned char* LRFAST_RESTRICT codes) {
         const __m256 vm = _mm256_set1_ps(m);
         const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
@@ -79,6 +84,7 @@ cdef extern from *:
         const __m256i zero = _mm256_setzero_si256();
         const __m256i lowm = _mm256_set1_epi32(0xffff);
         const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        const __m256i fl = _mm256_set1_epi32(floor ? -1 : 0);
         Py_ssize_t i;
         int r;
         for (i = 0; i + 32 <= n; i += 32) {
@@ -93,7 +99,10 @@ cdef extern from *:
                 const __m256i e = _mm256_i32gather_epi32((const int*)table, k, 4);
                 const __m256i low = _mm256_and_si256(_mm256_xor_si256(b, s), lowm);
                 const __m256i up = _mm256_cmpgt_epi32(low, _mm256_and_si256(e, lowm));
-                c[r] = _mm256_sub_epi32(_mm256_srli_epi32(e, 16), up);
+                const __m256i cr = _mm256_sub_epi32(_mm256_srli_epi32(e, 16), up);
+                const __m256i up1 = _mm256_and_si256(
+                    _mm256_and_si256(_mm256_cmpeq_epi32(cr, zero), _mm256_cmpgt_epi32(b, zero)), fl);
+                c[r] = _mm256_sub_epi32(cr, up1);                         /* the floor: + 1 */
             }
             __m256i p = _mm256_packus_epi16(_mm256_packus_epi32(c[0], c[1]),
                                             _mm256_packus_epi32(c[2], c[3]));
@@ -122,10 +131,10 @@ cdef extern from *:
         const float m = lrfast_q8_float(mb);
         i = 0;
     #if defined(__AVX2__)
-        i = lrfast_q8_codes_avx2(x, n, m, table, codes);
+        i = lrfast_q8_codes_avx2(x, n, m, table, (uint32_t)(1 - t), codes);
     #endif
         for (; i < n; i++)
-            codes[i] = lrfast_q8_code(x[i] / m, table);
+            codes[i] = lrfast_q8_code(x[i] / m, table, (uint32_t)(1 - t));
         return m;
     }
 
@@ -192,7 +201,8 @@ def quantize_blockwise(x, is_signed):
     Returns ``(codes, absmax)``: uint8 codes with ``x``'s shape and float32
     absmax of shape ``(ceil(x.size / 256),)``. Each code is the nearest value
     of ``lrfast._quant.dynamic_map(is_signed)`` to ``x / absmax`` (ties go to
-    the larger value); see lrfast/_quant.py for the rule and special blocks.
+    the larger value), except that on the unsigned map a positive value never
+    takes the code of 0.0; see lrfast/_quant.py for the rule and special blocks.
     """
     cdef int s = _q8_signed(is_signed, "quantize_blockwise")
     if not isinstance(x, np.ndarray):

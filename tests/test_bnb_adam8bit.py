@@ -3,7 +3,10 @@ dynamic maps, ``min_8bit_size=4096``), on the same inputs.
 
 What the issue asks, measured here and asserted:
 - after one step, lrfast's codes are the nearest codes of its (float32) new
-  moments, and they equal bitsandbytes' for >= 99.5% of first-moment codes and
+  moments (second moments: except the floor, a positive value below half the
+  smallest positive code keeps that code instead of 0.0; about 0.1% of codes
+  here, so 99.89% are nearest by the plain rule and 100% by lrfast's), and
+  they equal bitsandbytes' for >= 99.5% of first-moment codes and
   >= 90% of second-moment codes (the rest is bitsandbytes' CPU search, which is
   not nearest); absmax equal to 1e-5 relative;
 - after 100 steps, params within 5e-3 relative of bitsandbytes';
@@ -46,12 +49,15 @@ def _lrfast_run(ps, gs, steps, **kw):
     return params, first, opt
 
 
-def _nearest(codes, x, absmax, signed):
-    """Fraction of codes that are a nearest code of x / absmax (ties: either)."""
+def _nearest(codes, x, absmax, signed, floor=False):
+    """Fraction of codes that are a nearest code of x / absmax (ties: either);
+    ``floor``: the unsigned map's code 0 is not a candidate for positive x."""
     m = dynamic_map(signed).astype(np.float64)
     y = np.repeat(absmax.astype(np.float64), 256)[:x.size]
     y = np.where(y > 0, x.astype(np.float64) / np.where(y > 0, y, 1), 0.0)
     d = np.abs(m[None, :] - y[:, None])
+    if floor:
+        d[:, 0] = np.where(y > 0, np.inf, d[:, 0])
     best = d.min(axis=1)
     return np.mean(d[np.arange(x.size), codes] <= best)
 
@@ -72,11 +78,14 @@ def test_one_step_codes_against_bitsandbytes():
         v = np.float32(1 - b2) * g * g
         near_m = _nearest(e["exp_avg"], m, e["exp_avg_absmax"], True)
         near_v = _nearest(e["exp_avg_sq"], v, e["exp_avg_sq_absmax"], False)
+        floor_v = _nearest(e["exp_avg_sq"], v, e["exp_avg_sq_absmax"], False, floor=True)
         eq_m = np.mean(e["exp_avg"] == s1)
         eq_v = np.mean(e["exp_avg_sq"] == s2)
-        print(f"size {n}: nearest m {near_m:.5f} v {near_v:.5f}; equal to bnb m {eq_m:.5f} "
-              f"v {eq_v:.5f}")
-        assert near_m >= 0.999 and near_v >= 0.999
+        print(f"size {n}: nearest m {near_m:.5f} v {near_v:.5f} (with the floor "
+              f"{floor_v:.5f}); equal to bnb m {eq_m:.5f} v {eq_v:.5f}")
+        assert near_m == 1.0 and floor_v == 1.0
+        # the floor moves only the few positive second moments below 1.6e-7 * absmax
+        assert 0.998 <= near_v < 1.0
         assert eq_m >= 0.995 and eq_v >= 0.90
         np.testing.assert_allclose(e["exp_avg_absmax"], a1, rtol=1e-5)
         np.testing.assert_allclose(e["exp_avg_sq_absmax"], a2, rtol=1e-5)

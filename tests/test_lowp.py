@@ -290,3 +290,32 @@ def test_quality_int8_state_against_fp32():
     assert abs(acc["int8 state"] - acc["fp32 Adam"]) <= 0.005
     loss = mod.least_squares(100_000, 400)
     assert abs(loss["int8 state"] / loss["fp32 Adam"] - 1) <= 0.01
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "NAdam", "RAdam", "Adamax", "AdaBelief"])
+def test_int8_second_moment_never_rounds_a_live_element_to_zero(name):
+    # One element's grad is 1e-4 of its block's largest (second moment 1e-8 of the
+    # block's: below half the unsigned map's smallest code). Nearest rounding would
+    # store 0.0, and the next step with a zero grad (a zero input pixel) would divide
+    # its first moment by eps alone. The floor keeps it at the smallest code, so the
+    # step stays the size float32 state gives.
+    n = 8192
+    g1 = np.zeros(n, np.float32)
+    g1[0], g1[1] = 1.0, 1e-4
+    g2 = np.zeros(n, np.float32)
+    g2[0] = 1.0
+    lr = 1e-3
+    moves = {}
+    for sd in ("float32", "int8"):
+        p = np.zeros(n, np.float32)
+        opt = getattr(lrfast, name)([p], lr=lr, state_dtype=sd)
+        opt.step([g1])
+        before = p[1]
+        opt.step([g2])
+        moves[sd] = abs(float(p[1] - before))
+    assert moves["float32"] <= 10 * lr
+    assert moves["int8"] <= 10 * lr, moves
+    state = lrfast.Adam([np.zeros(n, np.float32)], lr=lr, state_dtype="int8")
+    state.step([g1])
+    codes = state.state_dict()["state"][0]["exp_avg_sq"]
+    assert codes[1] == 1 and codes[2] == 0        # live: the floor; never touched: 0.0

@@ -11,9 +11,12 @@ ISAS = available_isas()
 
 
 def brute_codes(y, signed):
-    """Nearest map value by exhaustive search, ties to the larger value."""
+    """Nearest map value by exhaustive search, ties to the larger value; on the
+    unsigned map a positive value never takes the code of 0.0 (the floor)."""
     m = Q.dynamic_map(signed).astype(np.float64)
     d = np.abs(y.astype(np.float64)[:, None] - m[None, :])
+    if not signed:
+        d[:, 0] = np.where(y > 0, np.inf, d[:, 0])
     best = d.min(axis=1, keepdims=True)
     # the LAST index among the minima: ties go to the larger map value
     return 255 - np.argmax((d == best)[:, ::-1], axis=1)
