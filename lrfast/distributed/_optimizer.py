@@ -21,6 +21,7 @@ from ..io import save as _save
 from ..optim import Optimizer, check_header, optimizers, state_index
 from ..optim._table import KINDS as _KINDS
 from ..optim._table import MAX_SUMS as _MAX_SUMS
+from ..optim import _lowp
 from ._layout import Space as _Space
 from ._layout import flat as _flat
 from ._layout import geometry as _geometry
@@ -38,14 +39,27 @@ def _is_sched(v):
 
 
 def _is_arr(v):
-    return isinstance(v, str) and v == _ARR
+    return isinstance(v, str) and v.startswith(_ARR)
+
+
+def _mark(a):
+    """The header marker of array ``a``: ``_ARR`` and its dtype's name."""
+    return _ARR + a.dtype.name
+
+
+def _marked_dtype(mark):
+    name = mark[len(_ARR):]
+    return _lowp.bfloat16() if name == "bfloat16" else np.dtype(name)
 
 
 def _like(opt, groups):
-    """An optimizer of ``opt``'s class and options over ``groups`` (each group
-    a dict of 'params' and its hyperparameters, schedules as the same objects)."""
+    """An optimizer of ``opt``'s class and options (low precision included)
+    over ``groups`` (each group a dict of 'params' and its hyperparameters,
+    schedules as the same objects)."""
+    lp = opt._lp
     return type(opt)(groups, **opt.defaults, max_grad_norm=opt.max_grad_norm,
-                     skip_nonfinite=opt.skip_nonfinite)
+                     skip_nonfinite=opt.skip_nonfinite, state_dtype=lp.state_dtype,
+                     stochastic_rounding=lp.sr, seed=lp.seed)
 
 
 def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
@@ -228,9 +242,15 @@ class DistributedOptimizer(Agreement):
         self.timings = None
         # a kind that sums per tensor (DoG, Prodigy, D-Adaptation): sharded, its
         # pieces hold whole reduction blocks (see _layout) and each step's sums
-        # are made whole across ranks (_sums_hook)
+        # are made whole across ranks (_sums_hook); 8-bit state: sharded, its
+        # pieces hold whole 256-element blocks (one absmax each) of their tensor
         self._kind = _KINDS[type(opt).spec.kind]
-        block = int(_K.BLOCK_SIZE) if (self.shard_state and self._kind.sums) else 0
+        block = 0
+        if self.shard_state:
+            if self._kind.sums:
+                block = int(_K.BLOCK_SIZE)
+            if opt._lp.state_dtype == "int8":
+                block = math.lcm(block or 1, _lowp.QBLOCK)
         self._spaces = []
         for dt in (np.dtype(np.float32), np.dtype(np.float64)):
             idx = [i for i in range(n) if self._dtypes[i] == dt and self._sizes[i] > 0]
@@ -262,10 +282,14 @@ class DistributedOptimizer(Agreement):
             raise ValueError("DistributedOptimizer does not support clip_norm or clip_value "
                              "(a shard holds part of a tensor); use max_grad_norm, which "
                              "clips by the global norm across ranks")
-        if opt._lp.active:
-            raise ValueError("DistributedOptimizer does not take 16-bit params, master_weights "
-                             "or bfloat16/int8 state yet; use float32 or float64 params and "
-                             "state")
+        lp = opt._lp
+        if lp._half or lp.master_weights:
+            raise ValueError("DistributedOptimizer does not take 16-bit (bfloat16, float16) "
+                             "params or master_weights yet; it takes float32 or float64 "
+                             "params, with state_dtype='bfloat16' or 'int8' for float32 ones")
+        if lp.sr and shard_state:
+            raise ValueError("stochastic_rounding needs shard_state=False (its random bits "
+                             "are keyed by tensor and element index, which a shard changes)")
         if opt.released:
             raise ValueError("this optimizer is already wrapped by a sharded "
                              "DistributedOptimizer")
@@ -296,7 +320,9 @@ class DistributedOptimizer(Agreement):
                ("options", (("shard_state", shard_state), ("bucket_mb", bucket_mb),
                             ("sync_params", bool(sync_params)),
                             ("max_grad_norm", repr(opt.max_grad_norm)),
-                            ("skip_nonfinite", opt.skip_nonfinite))),
+                            ("skip_nonfinite", opt.skip_nonfinite),
+                            ("state_dtype", opt._lp.state_dtype),
+                            ("stochastic_rounding", opt._lp.sr), ("seed", opt._lp.seed))),
                ("step_count", opt.step_count),
                ("carried state", bool(opt.step_count or opt.skipped_steps or opt.state)),
                ("number of param groups", len(opt.param_groups))]
@@ -394,7 +420,10 @@ class DistributedOptimizer(Agreement):
             groups.append(g)
         # clipping and skipping run inside the inner optimizer's step, on the
         # global norm that the step's verdict hook (see _verdict) returns
-        self._inner = self._core = _like(opt, groups)
+        # each piece keeps the state format of its whole tensor (8-bit state
+        # needs a tensor of 4096 elements or more, not a piece of one)
+        with _lowp.decide_on([self._sizes[t[0]] for t in pieces]):
+            self._inner = self._core = _like(opt, groups)
         # the wrapper owns the state now: free the wrapped optimizer's
         opt.release_state()
         self._sums_plan = self._plan_sums() if self._kind.sums else None
@@ -855,6 +884,7 @@ class DistributedOptimizer(Agreement):
             err = exc
         self._agree_on("state_dict", root, err)
         self._transfer_state(root, local, names, flats)
+        absmax = self._gather_absmax(root, local)
         if not get:
             return None
         state = {}
@@ -862,7 +892,8 @@ class DistributedOptimizer(Agreement):
             m = allmeta.get(i)
             if m is None:
                 continue
-            state[i] = {k: (self._full_array(i, flats, k) if _is_arr(v) else v) for k, v in m}
+            state[i] = {k: (self._full_array(i, flats, k, v, absmax) if _is_arr(v) else v)
+                        for k, v in m}
         groups, start = [], 0
         for gi, g in enumerate(local["param_groups"]):
             g = dict(g)
@@ -884,7 +915,8 @@ class DistributedOptimizer(Agreement):
             i = self._piece_param[j]
             names.update(k for k, v in e.items() if isinstance(v, np.ndarray))
             if i not in meta and self._owner(i) == self.rank:
-                meta[i] = [(k, _ARR if isinstance(v, np.ndarray) else v) for k, v in e.items()]
+                meta[i] = [(k, _mark(v) if isinstance(v, np.ndarray) else v)
+                           for k, v in e.items()]
         everyone = self._comm.allgather((meta, sorted(names)))
         allmeta, allnames = {}, set()
         for m, nm in everyone:
@@ -930,13 +962,46 @@ class DistributedOptimizer(Agreement):
         # range shares its start with the next rank (or starts at the bucket's end)
         return int(np.searchsorted(sp.displs[b], x - sp.bounds[b], side="right")) - 1
 
-    def _full_array(self, i, flats, name):
-        shape, dt, o = self._shapes[i], self._dtypes[i], self._orders[i]
+    def _gather_absmax(self, root, local):
+        """Collective: the absmax arrays of 8-bit states, whole per param
+        ({(param i, name): absmax}) on ``root`` (every rank when None), else
+        None. Pieces start on 256-element blocks of their tensor, so a param's
+        blocks are its pieces' blocks in order."""
+        mine = {}
+        for j, e in local["state"].items():
+            for k, v in e.items():
+                if k.endswith("_absmax") and isinstance(v, np.ndarray):
+                    mine[(self._pieces[j][0], self._pieces[j][1], k)] = v
+        if root is None:
+            everyone = self._comm.allgather(mine)
+        else:
+            everyone = self._comm.gather(mine, root=root)
+            if everyone is None:
+                return None
+        runs: Dict[Tuple[int, str], List[Tuple[int, Array]]] = {}
+        for m in everyone:
+            for (i, a, k), v in m.items():
+                runs.setdefault((i, k), []).append((a, v))
+        out = {}
+        for (i, k), rs in runs.items():
+            whole = np.concatenate([v for _, v in sorted(rs, key=lambda t: t[0])])
+            if whole.shape[0] != _lowp.nblocks(self._sizes[i]):    # the layout's promise
+                raise AssertionError(f"param {i}: {whole.shape[0]} blocks of {k!r} across "
+                                     f"ranks, {_lowp.nblocks(self._sizes[i])} in one process")
+            out[(i, k)] = whole
+        return out
+
+    def _full_array(self, i, flats, name, mark, absmax):
+        if name.endswith("_absmax"):
+            return absmax[(i, name)]
+        shape, dt, o = self._shapes[i], _marked_dtype(mark), self._orders[i]
         loc = self._loc.get(i)
         if loc is None:
             return np.zeros(shape, dtype=dt, order=o)
         sp, k = loc
         v = flats[(id(sp), name)][int(sp.offsets[k]):int(sp.offsets[k + 1])]
+        if v.dtype != dt:        # bfloat16 or 8-bit codes, carried exactly as float32
+            v = v.astype(dt)
         # C order, as the wrapped optimizer's state_dict() copies (ndarray.copy)
         return v.reshape(shape) if o == "C" else np.ascontiguousarray(v.reshape(shape[::-1]).T)
 
@@ -996,9 +1061,13 @@ class DistributedOptimizer(Agreement):
             where = f"group {self._group_of[i]}, param {i}"
             if not isinstance(e, dict):
                 raise ValueError(f"{where}: state entry must be a dict")
-            for name in cls.spec.states:
+            lp = self._opt._lp
+            for j, name in enumerate(cls.spec.states):
                 v = e.get(name)
                 if v is None:
+                    continue
+                if lp.qmaps:        # float, bfloat16, or 8-bit codes with their absmax
+                    lp.saved_format(j, name, e, self._params[i], where)
                     continue
                 if not isinstance(v, np.ndarray):
                     raise TypeError(f"{where}: state {name!r} must be an ndarray, got "
@@ -1015,15 +1084,36 @@ class DistributedOptimizer(Agreement):
 
     def _shard_entries(self, header, arrays_of):
         """Build the inner optimizer's state_dict from a full header and a
-        function (param i, name, a, b, piece j) -> that piece of that state."""
+        function (param i, name, a, b, piece j) -> that piece of that state
+        (in the saved dtype). An 8-bit state's piece takes its blocks of the
+        whole absmax (the header holds it) when the piece starts on a block,
+        else it is decoded to float32 (then converted as one process would)."""
         state = {}
+        names = type(self._inner).spec.states
+        qmaps = self._inner._lp.qmaps
         for j, (i, a, e, sp, pos) in enumerate(self._pieces):
             ent = header["state"].get(i)
             if ent is None:
                 continue
             out = {}
             for k, v in ent:
-                out[k] = arrays_of(i, k, a, e, j) if _is_arr(v) else v
+                out[k] = (arrays_of(i, k, a, e, j).astype(_marked_dtype(v), copy=False)
+                          if _is_arr(v) else v)
+            for s, name in enumerate(names):
+                v = out.get(name)
+                am = out.get(name + "_absmax")
+                if not (isinstance(v, np.ndarray) and v.dtype == np.uint8
+                        and isinstance(am, np.ndarray)):
+                    continue
+                B = _lowp.QBLOCK
+                blocks = am[a // B:-(-e // B)]
+                if a % B == 0:
+                    out[name + "_absmax"] = blocks.copy()
+                else:
+                    codes = np.concatenate([np.zeros(a % B, dtype=np.uint8), v])
+                    out[name] = _K.dequantize_blockwise(codes, np.ascontiguousarray(blocks),
+                                                        qmaps[s] == "s")[a % B:]
+                    del out[name + "_absmax"]
             state[j] = out
         groups = []
         for gi, g in enumerate(header["param_groups"]):
@@ -1039,7 +1129,7 @@ class DistributedOptimizer(Agreement):
         state = {}
         for i, e in sd["state"].items():
             i = int(i)
-            state[i] = [(k, _ARR if (k in state_names and isinstance(v, np.ndarray)) else v)
+            state[i] = [(k, _mark(v) if (k in state_names and isinstance(v, np.ndarray)) else v)
                         for k, v in e.items()]
         return {"format": sd["format"], "optimizer": sd["optimizer"],
                 "step_count": sd["step_count"], "skipped_steps": sd["skipped_steps"],
@@ -1054,8 +1144,7 @@ class DistributedOptimizer(Agreement):
 
             def arrays_of(i, k, a, e, j):
                 arr = full[i][k]
-                return np.array(arr.reshape(-1, order=self._orders[i])[a:e],
-                                dtype=self._dtypes[i])
+                return np.array(arr.reshape(-1, order=self._orders[i])[a:e])
 
             shard = self._shard_entries(header, arrays_of)
         except Exception as exc:       # noqa: BLE001 - raised on every rank below
