@@ -21,12 +21,13 @@ OPTS = {
 }
 STEPS = 22
 MID = 10                  # the checkpoint's step
-# 9001 and 6000 elements (8-bit state, split across ranks and buckets at
-# offsets that are not a multiple of 4096), 4113 = 4096 + 17 (8-bit, a last
-# block of 17), and tensors under 4096 elements (float32 state): an
-# F-contiguous matrix, a scalar, an empty param; two groups
+# 9001 and 6000 (an F-contiguous matrix: blocks along its memory order)
+# elements (8-bit state, split across ranks and buckets at offsets that are
+# not a multiple of 4096), 4113 = 4096 + 17 (8-bit, a last block of 17), and
+# tensors under 4096 elements (float32 state): an F-contiguous matrix, a
+# scalar, an empty param; two groups
 LAYOUT = [[((9001,), "C"), ((37, 5), "F"), ((4113,), "C")],
-          [((3,), "C"), ((60, 100), "C"), ((), "C"), ((0, 3), "C"), ((11, 13), "C")]]
+          [((3,), "C"), ((60, 100), "F"), ((), "C"), ((0, 3), "C"), ((11, 13), "C")]]
 BUCKET_MB = 7000 * 4 / 2 ** 20     # sharded: several buckets, a tensor in two of them
 
 
