@@ -588,6 +588,8 @@ def lowstate_reference(name, P, state_dtype=None, start=None):
 def _assert_params(got, ref, what):
     assert len(got) == len(ref), what
     for i, (a, b) in enumerate(zip(got, ref)):
+        if a.dtype.kind == "V" and a.dtype.itemsize == 2:     # bfloat16 through np.savez
+            a = a.view(b.dtype)
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (what, i, S.rel_err(a, b))
 
 
@@ -613,10 +615,14 @@ def test_low_precision_state_bit_identical_to_one_process(tmp_path_factory, name
         _assert_params(_params(arrays, name), ref_params, (r, name))
     end = lrfast.io.read(out / f"{name}.end.npz")
     _assert_same_state(end, ref_end)
-    sdt = LS.scenarios()[name]["state_dtype"]
+    spec = LS.scenarios()[name]
     kinds = {e[k].dtype.name for e in end["state"].values() for k in e
-             if isinstance(e[k], np.ndarray) and not k.endswith("_absmax")}
-    assert kinds == ({"uint8", "float32"} if sdt == "int8" else {"bfloat16"}), kinds
+             if isinstance(e[k], np.ndarray) and k not in ("master_param", k + "_absmax")
+             and not k.endswith("_absmax")}
+    assert kinds == {"int8": {"uint8", "float32"}, "bfloat16": {"bfloat16"},
+                     "float32": {"float32"}}[spec["state_dtype"]], kinds
+    assert spec.get("master", False) == all("master_param" in e
+                                            for e in end["state"].values())
 
 
 @lowstate_needs
@@ -626,7 +632,8 @@ def test_low_precision_checkpoint_resumes_exactly(tmp_path_factory, name, P):
     """The step-MID checkpoint is one process's state_dict bit for bit; loaded
     into a wrapper of the other mode (root 0 sends the shards), into one of
     the same mode (the full dict on every rank) and into one process, the run
-    finishes on the reference's bits. Sharded, loading it into the other
+    finishes on the reference's bits (16-bit params: replicated only, so the
+    same mode and one process). Sharded, loading it into the other
     state dtype (int8 codes into bfloat16 pieces that start inside a block,
     bfloat16 into int8) and a float32 state_dict into int8 equal one process
     loading the same."""
@@ -636,7 +643,7 @@ def test_low_precision_checkpoint_resumes_exactly(tmp_path_factory, name, P):
     mid = lrfast.io.read(out / f"{name}.mid.npz")
     _assert_same_state(mid, ref_mid)
     for r, (arrays, _) in enumerate(ranks):
-        for tag in ("other_mode", "same_mode"):
+        for tag in ("other_mode", "same_mode") if "params" not in spec else ("same_mode",):
             _assert_params(_params(arrays, f"{name}/{tag}"), ref_params, (r, tag))
     groups = LS.make_params(spec)
     params = LS.flat(groups)
@@ -667,9 +674,9 @@ def test_low_precision_bad_input_raises_on_every_rank(tmp_path_factory, P, mode)
     """A checkpoint whose 8-bit state has one absmax block too few (the full
     dict on every rank, or sent from rank 1), or lacks its absmax, raises on
     every rank before any write; the ranks step together afterwards. 16-bit
-    params stay refused, and so does stochastic rounding when sharded (its
-    bits are keyed by element index); ranks with different state dtypes
-    raise."""
+    params, master weights and stochastic rounding are refused when sharded
+    (the rounding's bits are keyed by element index) and taken replicated;
+    ranks with different state dtypes raise."""
     for r, (_, info) in enumerate(lowstate_runs(P, tmp_path_factory)[1]):
         c = info["checks"]
         for tag in ("bad_absmax", "bad_absmax_root"):
@@ -680,12 +687,15 @@ def test_low_precision_bad_input_raises_on_every_rank(tmp_path_factory, P, mode)
         assert c[f"bad_absmax-{mode}/unchanged"] is True
         assert c[f"bad_absmax-{mode}/step_count"] == 3
         assert c[f"bad_absmax-{mode}/in_sync"] is True
-        msg = c[f"float16_params-{mode}"]
-        assert msg.startswith("ValueError") and "16-bit" in msg, (r, msg)
-        msg = c[f"stochastic_rounding-{mode}"]
-        if mode == "shard":
-            assert "stochastic_rounding needs shard_state=False" in msg, (r, msg)
-        else:
-            assert msg == "no error", (r, msg)
+        for tag, words in (("float16_params", "16-bit (bfloat16, float16) params and "
+                            "master_weights need shard_state=False"),
+                           ("master_weights", "master_weights need shard_state=False"),
+                           ("stochastic_rounding", "stochastic_rounding needs "
+                            "shard_state=False")):
+            msg = c[f"{tag}-{mode}"]
+            if mode == "shard":
+                assert msg.startswith("ValueError") and words in msg, (r, tag, msg)
+            else:
+                assert msg == "no error", (r, tag, msg)
         msg = c[f"dtypes_differ-{mode}"]
         assert "disagree" in msg and "state_dtype" in msg, (r, msg)

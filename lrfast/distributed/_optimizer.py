@@ -140,7 +140,11 @@ class DistributedOptimizer(Agreement):
         SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, or
         the learning-rate-free Prodigy, DoG, LDoG, DAdaptAdam, DAdaptSGD and
         DAdaptAdaGrad (their sums over all params are made global across ranks,
-        bit-identical to one process's), built on the full params; others
+        bit-identical to one process's), built on the full params, with
+        ``state_dtype="bfloat16"`` or ``"int8"`` where it takes them (sharded:
+        8-bit state cut on its 256-element blocks, each piece in its whole
+        tensor's format); 16-bit params, ``master_weights`` and
+        ``stochastic_rounding`` with ``shard_state=False`` only; others
         (L-BFGS, DiagonalNewton, the per-tensor Lamb, LARS and NovoGrad, ...)
         raise TypeError. With ``shard_state=True`` the
         wrapper takes over its state (freed: calling ``opt.step`` then raises);
@@ -245,14 +249,11 @@ class DistributedOptimizer(Agreement):
         # are made whole across ranks (_sums_hook); 8-bit state: sharded, its
         # pieces hold whole 256-element blocks (one absmax each) of their tensor
         self._kind = _KINDS[type(opt).spec.kind]
-        block = 0
-        if self.shard_state:
-            if self._kind.sums:
-                block = int(_K.BLOCK_SIZE)
-            if opt._lp.state_dtype == "int8":
-                block = math.lcm(block or 1, _lowp.QBLOCK)
+        block = self._block(opt) if self.shard_state else 0
         self._spaces = []
-        for dt in (np.dtype(np.float32), np.dtype(np.float64)):
+        dts = [np.dtype(np.float32), np.dtype(np.float64)]
+        dts += sorted({d for d in self._dtypes if d.itemsize == 2}, key=str)  # replicated
+        for dt in dts:
             idx = [i for i in range(n) if self._dtypes[i] == dt and self._sizes[i] > 0]
             if idx:
                 self._spaces.append(_Space(dt, idx, [self._sizes[i] for i in idx], P, rank,
@@ -283,10 +284,11 @@ class DistributedOptimizer(Agreement):
                              "(a shard holds part of a tensor); use max_grad_norm, which "
                              "clips by the global norm across ranks")
         lp = opt._lp
-        if lp._half or lp.master_weights:
-            raise ValueError("DistributedOptimizer does not take 16-bit (bfloat16, float16) "
-                             "params or master_weights yet; it takes float32 or float64 "
-                             "params, with state_dtype='bfloat16' or 'int8' for float32 ones")
+        if (lp._half or lp.master_weights) and shard_state:
+            raise ValueError("16-bit (bfloat16, float16) params and master_weights need "
+                             "shard_state=False; sharded, DistributedOptimizer takes float32 "
+                             "or float64 params (state_dtype='bfloat16' or 'int8' with "
+                             "float32 ones)")
         if lp.sr and shard_state:
             raise ValueError("stochastic_rounding needs shard_state=False (its random bits "
                              "are keyed by tensor and element index, which a shard changes)")
@@ -301,6 +303,14 @@ class DistributedOptimizer(Agreement):
         if num_threads is not None and (isinstance(num_threads, bool)
                                         or not isinstance(num_threads, int) or num_threads < 0):
             raise ValueError(f"num_threads must be an int >= 0 or None, got {num_threads!r}")
+
+    @staticmethod
+    def _block(opt):
+        """What sharded cuts inside a tensor are multiples of (0: anything)."""
+        block = int(_K.BLOCK_SIZE) if _KINDS[type(opt).spec.kind].sums else 0
+        if opt._lp.state_dtype == "int8":
+            block = math.lcm(block or 1, _lowp.QBLOCK)
+        return block
 
     @staticmethod
     def _signature(opt, shard_state, bucket_mb, sync_params):
@@ -322,6 +332,7 @@ class DistributedOptimizer(Agreement):
                             ("max_grad_norm", repr(opt.max_grad_norm)),
                             ("skip_nonfinite", opt.skip_nonfinite),
                             ("state_dtype", opt._lp.state_dtype),
+                            ("master_weights", opt._lp.master_weights),
                             ("stochastic_rounding", opt._lp.sr), ("seed", opt._lp.seed))),
                ("step_count", opt.step_count),
                ("carried state", bool(opt.step_count or opt.skipped_steps or opt.state)),
@@ -339,27 +350,33 @@ class DistributedOptimizer(Agreement):
 
     def _broadcast_params(self):
         for sp in self._spaces:
-            buf = np.empty(sp.bucket_max, dtype=sp.dtype)
+            # 16-bit params travel as their bits
+            dt, mt = (np.dtype(np.uint16), MPI.UINT16_T) if sp.half else (sp.dtype, sp.mpitype)
+            pflat = [f.view(dt) for f in self._pflat]
+            buf = np.empty(sp.bucket_max, dtype=dt)
             for b in range(sp.nb):
                 lo, hi = sp.bounds[b], sp.bounds[b + 1]
                 segs = sp.segments(lo, hi)
                 if self.rank == 0:
-                    np.concatenate([self._pflat[i][a:e] for i, a, e, _ in segs], out=buf[:hi - lo])
-                self._comm.Bcast([buf[:hi - lo], sp.mpitype], root=0)
+                    np.concatenate([pflat[i][a:e] for i, a, e, _ in segs], out=buf[:hi - lo])
+                self._comm.Bcast([buf[:hi - lo], mt], root=0)
                 if self.rank != 0:
                     for i, a, e, pos in segs:
-                        self._pflat[i][a:e] = buf[pos:pos + e - a]
+                        pflat[i][a:e] = buf[pos:pos + e - a]
 
     def _build_replicated(self):
         self._core = self._opt
         self._rflat = {}
         self._rgrads = [None] * self._n
+        self._rhalf = {}
         for sp in self._spaces:
-            flat = np.empty(sp.N, dtype=sp.dtype)
+            flat = np.empty(sp.N, dtype=sp.wire)
             self._rflat[id(sp)] = flat
+            if sp.half:     # the mean, rounded once to the params' 16-bit dtype
+                self._rhalf[id(sp)] = np.empty(sp.N, dtype=sp.dtype)
             for k, i in enumerate(sp.idx):
                 o, e = int(sp.offsets[k]), int(sp.offsets[k + 1])
-                v = flat[o:e]
+                v = (self._rhalf[id(sp)] if sp.half else flat)[o:e]
                 self._rgrads[i] = (v.reshape(self._shapes[i]) if self._orders[i] == "C"
                                    else v.reshape(self._shapes[i][::-1]).T)
         for i in range(self._n):
@@ -592,6 +609,7 @@ class DistributedOptimizer(Agreement):
                       for sp in self._spaces)
         else:
             buf = sum(f.nbytes for f in self._rflat.values())
+            buf += sum(f.nbytes for f in self._rhalf.values())
         return {"state": int(state), "buffers": int(buf)}
 
     def __repr__(self):
@@ -734,6 +752,11 @@ class DistributedOptimizer(Agreement):
         if P > 1:
             for flat in self._rflat.values():
                 np.divide(flat, P, out=flat)
+        for sp in self._spaces:
+            if sp.half:         # rounded to nearest even, as the kernels round
+                fmt = _lowp.F_F16 if sp.dtype == np.float16 else _lowp.F_BF16
+                self._rhalf[id(sp)].view(np.uint16)[...] = _lowp.to_bits(
+                    self._rflat[id(sp)], fmt)
         grads = [g if active[i] else None for i, g in enumerate(self._rgrads)]
         t1 = time.perf_counter() if tm is not None else 0.0
         ok = self._run_local(self._opt, grads, err)

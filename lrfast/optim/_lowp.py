@@ -10,7 +10,7 @@ allocation, and the state_dict conversions.
 import contextlib
 import contextvars
 import numbers
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -77,7 +77,10 @@ def widen(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
-def mem_order(a: np.ndarray) -> str:
+Order = Literal["C", "F"]
+
+
+def mem_order(a: np.ndarray) -> Order:
     """'F' for an F-contiguous array that is not also C-contiguous, else 'C'."""
     return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
 
@@ -158,7 +161,7 @@ class Precision:
         return widen(p) if is_half(p.dtype) else p
 
     def encode(self, fmt: int, x: np.ndarray,
-               order: Optional[str] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+               order: Optional[Order] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """A float state array in format ``fmt``: (storage, absmax or None).
         The storage has the memory order ``order`` (default: x's), the
         param's, as the kernels read state in the param's memory order; the
@@ -173,7 +176,7 @@ class Precision:
         return codes.reshape(x.shape, order=order), amax
 
     def decode(self, fmt: int, a: np.ndarray, amax: Optional[np.ndarray],
-               order: str = "C") -> np.ndarray:
+               order: Order = "C") -> np.ndarray:
         """A stored state as float32 (8-bit blocks along memory order ``order``)."""
         if fmt in (F_Q8S, F_Q8U):
             flat = np.ascontiguousarray(a.reshape(-1, order=order))

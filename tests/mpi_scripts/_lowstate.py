@@ -8,6 +8,11 @@ the format its whole tensor has in one process (8-bit from 4096 elements),
 so P ranks equal one process stepping on the mean grads bit for bit. The
 grads are multiples of 2**-10 below 2**5: their sum over ranks is exact in
 any order, so MPI's reduction order cannot change the mean.
+
+16-bit params (replicated only): grads of the param's dtype, summed in
+float32 and the mean rounded once to nearest even; with master weights or
+stochastic rounding. Their grads are multiples of 2**-6 below 2**3, so the
+16-bit grads and their float32 sums are exact.
 """
 import numpy as np
 
@@ -38,12 +43,27 @@ def scenarios():
             for mode in ("shard", "replicated"):
                 out[f"{name}-{sdt}-{mode}"] = dict(opt=name, state_dtype=sdt,
                                                    shard=mode == "shard")
+    out["Adam-int8-bf16params-master-replicated"] = dict(
+        opt="Adam", state_dtype="int8", shard=False, params="bfloat16", master=True)
+    out["AdamW-bfloat16-f16params-replicated"] = dict(
+        opt="AdamW", state_dtype="bfloat16", shard=False, params="float16")
+    out["Lion-float32-bf16params-sr-replicated"] = dict(
+        opt="Lion", state_dtype="float32", shard=False, params="bfloat16", sr=True)
     return out
 
 
-def make_params(spec=None):
+def param_dtype(spec):
+    name = spec.get("params", "float32")
+    if name == "bfloat16":
+        import ml_dtypes
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+def make_params(spec):
     rng = np.random.default_rng(78)
-    return [[np.array(0.1 * rng.standard_normal(shape), dtype=np.float32, order=o)
+    dt = param_dtype(spec)
+    return [[np.array(0.1 * rng.standard_normal(shape), dtype=np.float32).astype(dt, order=o)
              for shape, o in g] for g in LAYOUT]
 
 
@@ -52,7 +72,9 @@ def build(spec, groups, state_dtype=None):
     pgs = [{"params": ps} for ps in groups]
     pgs[1]["lr"] = OPTS[spec["opt"]]["lr"] / 2
     sdt = spec["state_dtype"] if state_dtype is None else state_dtype
-    return cls(pgs, **OPTS[spec["opt"]], state_dtype=None if sdt == "float32" else sdt)
+    return cls(pgs, **OPTS[spec["opt"]], state_dtype=None if sdt == "float32" else sdt,
+               master_weights=spec.get("master", False),
+               stochastic_rounding=spec.get("sr", False), seed=11)
 
 
 def flat(groups):
@@ -65,9 +87,10 @@ def rank_grads(rank, t, params):
     fifth step (skipped)."""
     rng = np.random.default_rng([t, rank, 6])
     out = []
+    q, top = (1024.0, 31.0) if params[0].dtype == np.float32 else (64.0, 7.9)
     for i, p in enumerate(params):
         g = (p.astype(np.float64) - 0.25) + 0.5 * rng.standard_normal(p.shape)
-        g = np.clip(np.round(g * 1024.0) / 1024.0, -31.0, 31.0)
+        g = np.clip(np.round(g * q) / q, -top, top)
         g = np.array(g, dtype=p.dtype, order="F" if not p.flags.c_contiguous else "C")
         if (i == 1 and rank == 0 and t % 2) or (i == 3 and t % 5 == 2):
             g = None
@@ -84,11 +107,12 @@ def mean_grads(P, t, params):
             out.append(None)
             continue
         s = None
-        for g in gs:
-            g = np.zeros_like(p) if g is None else g
+        for g in gs:       # in float32 (16-bit params: then rounded to nearest even)
+            g = np.zeros(p.shape, np.float32) if g is None else g.astype(np.float32)
             s = g.copy() if s is None else s + g
-        s = s / p.dtype.type(P) if P > 1 else s
-        out.append(np.array(s, dtype=p.dtype, order="F" if not p.flags.c_contiguous else "C"))
+        s = s / np.float32(P) if P > 1 else s
+        out.append(np.array(s, dtype=np.float32).astype(
+            p.dtype, order="F" if not p.flags.c_contiguous else "C"))
     return out
 
 

@@ -63,7 +63,8 @@ for name, spec in L.scenarios().items():
     dopt.save(os.path.join(out_dir, f"{name}.end.npz"))
     for i, p in enumerate(params):
         arrays[f"{name}/{i}"] = p
-    resume(f"{name}/other_mode", spec, not shard, lambda d: d.load(mid_path))
+    if "params" not in spec:        # 16-bit params: replicated only
+        resume(f"{name}/other_mode", spec, not shard, lambda d: d.load(mid_path))
     mid_sd = lrfast.io.read(mid_path)
     resume(f"{name}/same_mode", spec, shard, lambda d: d.load_state_dict(mid_sd))
     if shard:
@@ -120,6 +121,9 @@ for shard in (True, False):
     half = [np.zeros(5000, dtype=np.float16)]
     expect(f"float16_params-{tag}", lambda: DistributedOptimizer(lrfast.Adam(half),
                                                                  shard_state=shard))
+    expect(f"master_weights-{tag}", lambda: DistributedOptimizer(
+        lrfast.Adam([np.zeros(5000, dtype=np.float16)], master_weights=True),
+        shard_state=shard))
     expect(f"stochastic_rounding-{tag}", lambda: DistributedOptimizer(
         lrfast.Adam([np.zeros(5000, dtype=np.float32)], state_dtype="bfloat16",
                     stochastic_rounding=True), shard_state=shard))
