@@ -687,6 +687,7 @@ def test_low_precision_bad_input_raises_on_every_rank(tmp_path_factory, P, mode)
         assert c[f"bad_absmax-{mode}/unchanged"] is True
         assert c[f"bad_absmax-{mode}/step_count"] == 3
         assert c[f"bad_absmax-{mode}/in_sync"] is True
+        assert c[f"carry-{mode}"] is True, r
         for tag, words in (("float16_params", "16-bit (bfloat16, float16) params and "
                             "master_weights need shard_state=False"),
                            ("master_weights", "master_weights need shard_state=False"),

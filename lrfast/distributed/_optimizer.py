@@ -604,6 +604,7 @@ class DistributedOptimizer(Agreement):
         reduction and gather buffers}``."""
         st = getattr(self._core, "_states", [])
         state = sum(a.nbytes for s in st for a in s if a is not None)
+        state += sum(a.nbytes for s in self._core._lp.amax for a in s if a is not None)
         if self.shard_state:
             buf = sum(sp.grad_shard.nbytes + sum(b.nbytes for b in sp.bufs)
                       for sp in self._spaces)

@@ -117,6 +117,20 @@ for shard in (True, False):
     checks[f"bad_absmax-{tag}/step_count"] = d.step_count
     checks[f"bad_absmax-{tag}/in_sync"] = len(set(comm.allgather(
         b"".join(p.tobytes() for p in ps)))) == 1
+    # wrapping an optimizer that has stepped carries its 8-bit state over
+    ps2 = [np.linspace(-1, 1, 5000, dtype=np.float32), np.full(7, 0.5, dtype=np.float32)]
+    o = lrfast.Adam(ps2, lr=1e-2, state_dtype="int8")
+    o.step([np.full(5000, 0.5, dtype=np.float32), np.full(7, 0.25, dtype=np.float32)])
+    o.step([np.linspace(0, 1, 5000, dtype=np.float32), np.full(7, -0.25, dtype=np.float32)])
+    want = o.state_dict()
+    got = DistributedOptimizer(o, shard_state=shard).state_dict(root=None)
+    checks[f"carry-{tag}"] = (
+        list(got["state"]) == list(want["state"])
+        and all(list(got["state"][i]) == list(e) for i, e in want["state"].items())
+        and all(np.asarray(got["state"][i][k]).dtype == np.asarray(v).dtype
+                and np.asarray(got["state"][i][k]).tobytes() == np.asarray(v).tobytes()
+                for i, e in want["state"].items() for k, v in e.items())
+        and want["state"][0]["exp_avg"].dtype == np.uint8)
     # what stays refused
     half = [np.zeros(5000, dtype=np.float16)]
     expect(f"float16_params-{tag}", lambda: DistributedOptimizer(lrfast.Adam(half),
