@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Mapping, Optional, TypeVar, Union
 import numpy as np
 
 from ._typing import StateDict, StrPath, SupportsLoadStateDict, SupportsStateDict
+from ._validate import is_half
 from ._validate import step_count as _step_count
 
 __all__ = ["save", "load", "to_torch_state_dict", "from_torch_state_dict"]
@@ -30,6 +31,10 @@ def _encode(obj, arrays, path):
         if isinstance(obj, np.ma.MaskedArray):
             raise TypeError(f"save: masked array at {path} (its mask would be lost); pass "
                             "np.ma.filled(a) or the data and mask as two arrays")
+        if is_half(obj.dtype) and obj.dtype != np.float16:     # bfloat16: its bits
+            key = f"a{len(arrays)}"
+            arrays[key] = obj.view(np.uint16)
+            return {"__array__": key, "__bfloat16__": True}
         if obj.dtype.hasobject or obj.dtype.kind not in _ARRAY_KINDS or obj.dtype.fields \
                 is not None or obj.dtype.subdtype is not None:
             raise TypeError(f"save: cannot store an array of dtype {obj.dtype} at {path} "
@@ -61,7 +66,14 @@ def _decode(obj, arrays):
         return [_decode(v, arrays) for v in obj]
     if isinstance(obj, dict):
         if "__array__" in obj:
-            return arrays[obj["__array__"]]
+            a = arrays[obj["__array__"]]
+            if obj.get("__bfloat16__") is True:
+                if a.dtype != np.uint16:
+                    raise ValueError("corrupted lrfast checkpoint (a bfloat16 array not "
+                                     "stored as uint16 bits)")
+                from .optim._lowp import bfloat16
+                return a.view(bfloat16())
+            return a
         if "__dict__" in obj:
             return {k: _decode(v, arrays) for k, v in obj["__dict__"]}
         if "__tuple__" in obj:

@@ -554,3 +554,149 @@ def test_lrfree_bad_input_raises_on_every_rank(tmp_path_factory, P, mode):
         assert "p0" in msg and "(4999,)" in msg, (r, msg)
         assert c[f"bad_p0-{mode}/step_count"] == 2
         assert c[f"bad_p0-{mode}/in_sync"] is True
+
+
+# ------------------------------------------- low-precision optimizer state
+import _lowstate as LS  # noqa: E402
+
+_LOWSTATE = {}
+_LOWSTATE_REFS = {}
+
+
+def lowstate_runs(P, tmp_path_factory):
+    """tests/mpi_scripts/run_lowstate.py once per P: (out dir, [(arrays, info)] per rank)."""
+    if P not in _LOWSTATE:
+        out = tmp_path_factory.mktemp(f"lowstate{P}")
+        mpirun(P, os.path.join(SCRIPTS, "run_lowstate.py"), out, timeout=300)
+        ranks = []
+        for r in range(P):
+            with np.load(out / f"lowstate{r}.npz") as z:
+                arrays = {k.replace("__", "/"): z[k] for k in z.files}
+            with open(out / f"lowstate{r}.json") as f:
+                ranks.append((arrays, json.load(f)))
+        _LOWSTATE[P] = (out, ranks)
+    return _LOWSTATE[P]
+
+
+def lowstate_reference(name, P, state_dtype=None, start=None):
+    key = (name, P, state_dtype, None if start is None else id(start[0]))
+    if key not in _LOWSTATE_REFS:
+        _LOWSTATE_REFS[key] = LS.run(LS.scenarios()[name], P, LS.STEPS, state_dtype, start)
+    return _LOWSTATE_REFS[key]
+
+
+def _assert_params(got, ref, what):
+    assert len(got) == len(ref), what
+    for i, (a, b) in enumerate(zip(got, ref)):
+        if a.dtype.kind == "V" and a.dtype.itemsize == 2:     # bfloat16 through np.savez
+            a = a.view(b.dtype)
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (what, i, S.rel_err(a, b))
+
+
+lowstate_needs = pytest.mark.skipif(
+    not _have_mpi() or __import__("importlib").util.find_spec("ml_dtypes") is None,
+    reason="needs mpi4py, mpiexec and ml_dtypes")
+
+
+@lowstate_needs
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("name", sorted(LS.scenarios()))
+def test_low_precision_state_bit_identical_to_one_process(tmp_path_factory, name, P):
+    """Adam, AdamW (amsgrad), SGD (Nesterov momentum) and Lion with int8 and
+    bfloat16 state on P ranks, sharded (8-bit blocks never cut; a rank's
+    piece of a tensor of 4096+ elements keeps 8-bit state, whatever its own
+    size) and replicated, equal one process on the mean grads bit for bit:
+    the params on every rank, and the final checkpoint (codes and
+    ``<name>_absmax`` of whole tensors, bfloat16 moments, float32 state of
+    the small tensors)."""
+    out, ranks = lowstate_runs(P, tmp_path_factory)
+    ref_params, _, ref_end = lowstate_reference(name, P)
+    for r, (arrays, _) in enumerate(ranks):
+        _assert_params(_params(arrays, name), ref_params, (r, name))
+    end = lrfast.io.read(out / f"{name}.end.npz")
+    _assert_same_state(end, ref_end)
+    spec = LS.scenarios()[name]
+    kinds = {e[k].dtype.name for e in end["state"].values() for k in e
+             if isinstance(e[k], np.ndarray) and k not in ("master_param", k + "_absmax")
+             and not k.endswith("_absmax")}
+    assert kinds == {"int8": {"uint8", "float32"}, "bfloat16": {"bfloat16"},
+                     "float32": {"float32"}}[spec["state_dtype"]], kinds
+    assert spec.get("master", False) == all("master_param" in e
+                                            for e in end["state"].values())
+
+
+@lowstate_needs
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("name", sorted(LS.scenarios()))
+def test_low_precision_checkpoint_resumes_exactly(tmp_path_factory, name, P):
+    """The step-MID checkpoint is one process's state_dict bit for bit; loaded
+    into a wrapper of the other mode (root 0 sends the shards), into one of
+    the same mode (the full dict on every rank) and into one process, the run
+    finishes on the reference's bits (16-bit params: replicated only, so the
+    same mode and one process). Sharded, loading it into the other
+    state dtype (int8 codes into bfloat16 pieces that start inside a block,
+    bfloat16 into int8) and a float32 state_dict into int8 equal one process
+    loading the same."""
+    out, ranks = lowstate_runs(P, tmp_path_factory)
+    spec = LS.scenarios()[name]
+    ref_params, (ref_mid, ref_mid_params), _ = lowstate_reference(name, P)
+    mid = lrfast.io.read(out / f"{name}.mid.npz")
+    _assert_same_state(mid, ref_mid)
+    for r, (arrays, _) in enumerate(ranks):
+        for tag in ("other_mode", "same_mode") if "params" not in spec else ("same_mode",):
+            _assert_params(_params(arrays, f"{name}/{tag}"), ref_params, (r, tag))
+    groups = LS.make_params(spec)
+    params = LS.flat(groups)
+    for p, q in zip(params, ref_mid_params):
+        p[...] = q
+    opt = LS.build(spec, groups)
+    lrfast.load(opt, out / f"{name}.mid.npz")
+    for t in range(LS.MID, LS.STEPS):
+        opt.step(LS.mean_grads(P, t, params))
+    _assert_params(params, ref_params, "one process")
+    if not spec["shard"]:
+        return
+    other = {"int8": "bfloat16", "bfloat16": "int8"}[spec["state_dtype"]]
+    want = LS.run(spec, P, LS.STEPS, other, (mid, ref_mid_params))[0]
+    for r, (arrays, _) in enumerate(ranks):
+        _assert_params(_params(arrays, f"{name}/other_dtype"), want, (r, "other_dtype"))
+    if spec["opt"] == "Adam" and spec["state_dtype"] == "int8":
+        f32 = LS.run(spec, P, LS.MID, "float32")[1]
+        want = LS.run(spec, P, LS.STEPS, None, f32)[0]
+        for r, (arrays, _) in enumerate(ranks):
+            _assert_params(_params(arrays, f"{name}/from_float32"), want, (r, "from_float32"))
+
+
+@lowstate_needs
+@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("mode", ["shard", "replicated"])
+def test_low_precision_bad_input_raises_on_every_rank(tmp_path_factory, P, mode):
+    """A checkpoint whose 8-bit state has one absmax block too few (the full
+    dict on every rank, or sent from rank 1), or lacks its absmax, raises on
+    every rank before any write; the ranks step together afterwards. 16-bit
+    params, master weights and stochastic rounding are refused when sharded
+    (the rounding's bits are keyed by element index) and taken replicated;
+    ranks with different state dtypes raise."""
+    for r, (_, info) in enumerate(lowstate_runs(P, tmp_path_factory)[1]):
+        c = info["checks"]
+        for tag in ("bad_absmax", "bad_absmax_root"):
+            msg = c[f"{tag}-{mode}"]
+            assert "exp_avg_absmax" in msg and "19 blocks" in msg and "20 blocks" in msg, \
+                (r, tag, msg)
+        assert "lacks 'exp_avg_sq_absmax'" in c[f"no_absmax-{mode}"], r
+        assert c[f"bad_absmax-{mode}/unchanged"] is True
+        assert c[f"bad_absmax-{mode}/step_count"] == 3
+        assert c[f"bad_absmax-{mode}/in_sync"] is True
+        assert c[f"carry-{mode}"] is True, r
+        for tag, words in (("float16_params", "16-bit (bfloat16, float16) params and "
+                            "master_weights need shard_state=False"),
+                           ("master_weights", "master_weights need shard_state=False"),
+                           ("stochastic_rounding", "stochastic_rounding needs "
+                            "shard_state=False")):
+            msg = c[f"{tag}-{mode}"]
+            if mode == "shard":
+                assert msg.startswith("ValueError") and words in msg, (r, tag, msg)
+            else:
+                assert msg == "no error", (r, tag, msg)
+        msg = c[f"dtypes_differ-{mode}"]
+        assert "disagree" in msg and "state_dtype" in msg, (r, msg)

@@ -49,6 +49,11 @@ c) Elementwise updates on the same averaged grad are bit-identical to one
    boundaries, every rank keeps an (empty) piece of every param, and the step's
    sums hook all-gathers the block sums and sums each param's blocks in one
    process's order: d is the same bits as one process's (``_sums_hook``).
+   8-bit state: sharded, the cuts lie on its 256-element blocks, and the
+   inner optimizer decides each piece's state format on its whole tensor's
+   size (``lrfast.optim._lowp.decide_on``), so a piece's codes and absmax are
+   the whole tensor's; ``state_dict`` concatenates them (absmax by a pickled
+   gather, codes and bfloat16 state carried exactly in the float32 buffers).
 d) A step agrees twice: before any data moves (grads, params, and a digest of
    the step's evaluated hyperparameters, step counters and options), and after
    the reduction, before anything is written (the norm hook's verdict).

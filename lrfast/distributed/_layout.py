@@ -16,7 +16,9 @@ block boundary of the tensor it falls in (a multiple of ``block`` elements
 from the tensor's start) or between tensors: each piece then holds whole
 blocks of its tensor, whose sums are bit-identical to one process's, and a
 rank may own less or more than 1/P of a bucket (at most a block apart per
-cut; a tensor smaller than a block is never split).
+cut; a tensor smaller than a block is never split). Sharded 8-bit state
+(blocks of 256 elements, one absmax each) uses the same cuts with its block
+(the least common multiple of both when an optimizer needs both).
 """
 from __future__ import annotations
 
@@ -61,7 +63,10 @@ class Space:
 
     def __init__(self, dtype, idx, sizes, P, rank, bucket_elems, block=0):
         self.dtype = np.dtype(dtype)
-        self.mpitype = MPI_TYPE[self.dtype]
+        # 16-bit params (replicated only): grads are summed in float32
+        self.half = self.dtype.itemsize == 2
+        self.wire = np.dtype(np.float32) if self.half else self.dtype
+        self.mpitype = MPI_TYPE[self.wire]
         self.idx = list(idx)                       # param indices, ascending
         self.offsets = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(sizes, out=self.offsets[1:])

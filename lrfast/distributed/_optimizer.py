@@ -21,6 +21,7 @@ from ..io import save as _save
 from ..optim import Optimizer, check_header, optimizers, state_index
 from ..optim._table import KINDS as _KINDS
 from ..optim._table import MAX_SUMS as _MAX_SUMS
+from ..optim import _lowp
 from ._layout import Space as _Space
 from ._layout import flat as _flat
 from ._layout import geometry as _geometry
@@ -38,14 +39,27 @@ def _is_sched(v):
 
 
 def _is_arr(v):
-    return isinstance(v, str) and v == _ARR
+    return isinstance(v, str) and v.startswith(_ARR)
+
+
+def _mark(a):
+    """The header marker of array ``a``: ``_ARR`` and its dtype's name."""
+    return _ARR + a.dtype.name
+
+
+def _marked_dtype(mark):
+    name = mark[len(_ARR):]
+    return _lowp.bfloat16() if name == "bfloat16" else np.dtype(name)
 
 
 def _like(opt, groups):
-    """An optimizer of ``opt``'s class and options over ``groups`` (each group
-    a dict of 'params' and its hyperparameters, schedules as the same objects)."""
+    """An optimizer of ``opt``'s class and options (low precision included)
+    over ``groups`` (each group a dict of 'params' and its hyperparameters,
+    schedules as the same objects)."""
+    lp = opt._lp
     return type(opt)(groups, **opt.defaults, max_grad_norm=opt.max_grad_norm,
-                     skip_nonfinite=opt.skip_nonfinite)
+                     skip_nonfinite=opt.skip_nonfinite, state_dtype=lp.state_dtype,
+                     stochastic_rounding=lp.sr, seed=lp.seed)
 
 
 def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
@@ -126,7 +140,11 @@ class DistributedOptimizer(Agreement):
         SGD, Adagrad, Adadelta, RMSprop, Adam, AdamW, Adamax, NAdam, RAdam, or
         the learning-rate-free Prodigy, DoG, LDoG, DAdaptAdam, DAdaptSGD and
         DAdaptAdaGrad (their sums over all params are made global across ranks,
-        bit-identical to one process's), built on the full params; others
+        bit-identical to one process's), built on the full params, with
+        ``state_dtype="bfloat16"`` or ``"int8"`` where it takes them (sharded:
+        8-bit state cut on its 256-element blocks, each piece in its whole
+        tensor's format); 16-bit params, ``master_weights`` and
+        ``stochastic_rounding`` with ``shard_state=False`` only; others
         (L-BFGS, DiagonalNewton, the per-tensor Lamb, LARS and NovoGrad, ...)
         raise TypeError. With ``shard_state=True`` the
         wrapper takes over its state (freed: calling ``opt.step`` then raises);
@@ -228,11 +246,14 @@ class DistributedOptimizer(Agreement):
         self.timings = None
         # a kind that sums per tensor (DoG, Prodigy, D-Adaptation): sharded, its
         # pieces hold whole reduction blocks (see _layout) and each step's sums
-        # are made whole across ranks (_sums_hook)
+        # are made whole across ranks (_sums_hook); 8-bit state: sharded, its
+        # pieces hold whole 256-element blocks (one absmax each) of their tensor
         self._kind = _KINDS[type(opt).spec.kind]
-        block = int(_K.BLOCK_SIZE) if (self.shard_state and self._kind.sums) else 0
+        block = self._block(opt) if self.shard_state else 0
         self._spaces = []
-        for dt in (np.dtype(np.float32), np.dtype(np.float64)):
+        dts = [np.dtype(np.float32), np.dtype(np.float64)]
+        dts += sorted({d for d in self._dtypes if d.itemsize == 2}, key=str)  # replicated
+        for dt in dts:
             idx = [i for i in range(n) if self._dtypes[i] == dt and self._sizes[i] > 0]
             if idx:
                 self._spaces.append(_Space(dt, idx, [self._sizes[i] for i in idx], P, rank,
@@ -262,10 +283,15 @@ class DistributedOptimizer(Agreement):
             raise ValueError("DistributedOptimizer does not support clip_norm or clip_value "
                              "(a shard holds part of a tensor); use max_grad_norm, which "
                              "clips by the global norm across ranks")
-        if opt._lp.active:
-            raise ValueError("DistributedOptimizer does not take 16-bit params, master_weights "
-                             "or bfloat16/int8 state yet; use float32 or float64 params and "
-                             "state")
+        lp = opt._lp
+        if (lp._half or lp.master_weights) and shard_state:
+            raise ValueError("16-bit (bfloat16, float16) params and master_weights need "
+                             "shard_state=False; sharded, DistributedOptimizer takes float32 "
+                             "or float64 params (state_dtype='bfloat16' or 'int8' with "
+                             "float32 ones)")
+        if lp.sr and shard_state:
+            raise ValueError("stochastic_rounding needs shard_state=False (its random bits "
+                             "are keyed by tensor and element index, which a shard changes)")
         if opt.released:
             raise ValueError("this optimizer is already wrapped by a sharded "
                              "DistributedOptimizer")
@@ -277,6 +303,14 @@ class DistributedOptimizer(Agreement):
         if num_threads is not None and (isinstance(num_threads, bool)
                                         or not isinstance(num_threads, int) or num_threads < 0):
             raise ValueError(f"num_threads must be an int >= 0 or None, got {num_threads!r}")
+
+    @staticmethod
+    def _block(opt):
+        """What sharded cuts inside a tensor are multiples of (0: anything)."""
+        block = int(_K.BLOCK_SIZE) if _KINDS[type(opt).spec.kind].sums else 0
+        if opt._lp.state_dtype == "int8":
+            block = math.lcm(block or 1, _lowp.QBLOCK)
+        return block
 
     @staticmethod
     def _signature(opt, shard_state, bucket_mb, sync_params):
@@ -296,7 +330,10 @@ class DistributedOptimizer(Agreement):
                ("options", (("shard_state", shard_state), ("bucket_mb", bucket_mb),
                             ("sync_params", bool(sync_params)),
                             ("max_grad_norm", repr(opt.max_grad_norm)),
-                            ("skip_nonfinite", opt.skip_nonfinite))),
+                            ("skip_nonfinite", opt.skip_nonfinite),
+                            ("state_dtype", opt._lp.state_dtype),
+                            ("master_weights", opt._lp.master_weights),
+                            ("stochastic_rounding", opt._lp.sr), ("seed", opt._lp.seed))),
                ("step_count", opt.step_count),
                ("carried state", bool(opt.step_count or opt.skipped_steps or opt.state)),
                ("number of param groups", len(opt.param_groups))]
@@ -313,27 +350,33 @@ class DistributedOptimizer(Agreement):
 
     def _broadcast_params(self):
         for sp in self._spaces:
-            buf = np.empty(sp.bucket_max, dtype=sp.dtype)
+            # 16-bit params travel as their bits
+            dt, mt = (np.dtype(np.uint16), MPI.UINT16_T) if sp.half else (sp.dtype, sp.mpitype)
+            pflat = [f.view(dt) for f in self._pflat]
+            buf = np.empty(sp.bucket_max, dtype=dt)
             for b in range(sp.nb):
                 lo, hi = sp.bounds[b], sp.bounds[b + 1]
                 segs = sp.segments(lo, hi)
                 if self.rank == 0:
-                    np.concatenate([self._pflat[i][a:e] for i, a, e, _ in segs], out=buf[:hi - lo])
-                self._comm.Bcast([buf[:hi - lo], sp.mpitype], root=0)
+                    np.concatenate([pflat[i][a:e] for i, a, e, _ in segs], out=buf[:hi - lo])
+                self._comm.Bcast([buf[:hi - lo], mt], root=0)
                 if self.rank != 0:
                     for i, a, e, pos in segs:
-                        self._pflat[i][a:e] = buf[pos:pos + e - a]
+                        pflat[i][a:e] = buf[pos:pos + e - a]
 
     def _build_replicated(self):
         self._core = self._opt
         self._rflat = {}
         self._rgrads = [None] * self._n
+        self._rhalf = {}
         for sp in self._spaces:
-            flat = np.empty(sp.N, dtype=sp.dtype)
+            flat = np.empty(sp.N, dtype=sp.wire)
             self._rflat[id(sp)] = flat
+            if sp.half:     # the mean, rounded once to the params' 16-bit dtype
+                self._rhalf[id(sp)] = np.empty(sp.N, dtype=sp.dtype)
             for k, i in enumerate(sp.idx):
                 o, e = int(sp.offsets[k]), int(sp.offsets[k + 1])
-                v = flat[o:e]
+                v = (self._rhalf[id(sp)] if sp.half else flat)[o:e]
                 self._rgrads[i] = (v.reshape(self._shapes[i]) if self._orders[i] == "C"
                                    else v.reshape(self._shapes[i][::-1]).T)
         for i in range(self._n):
@@ -394,7 +437,10 @@ class DistributedOptimizer(Agreement):
             groups.append(g)
         # clipping and skipping run inside the inner optimizer's step, on the
         # global norm that the step's verdict hook (see _verdict) returns
-        self._inner = self._core = _like(opt, groups)
+        # each piece keeps the state format of its whole tensor (8-bit state
+        # needs a tensor of 4096 elements or more, not a piece of one)
+        with _lowp.decide_on([self._sizes[t[0]] for t in pieces]):
+            self._inner = self._core = _like(opt, groups)
         # the wrapper owns the state now: free the wrapped optimizer's
         opt.release_state()
         self._sums_plan = self._plan_sums() if self._kind.sums else None
@@ -558,11 +604,13 @@ class DistributedOptimizer(Agreement):
         reduction and gather buffers}``."""
         st = getattr(self._core, "_states", [])
         state = sum(a.nbytes for s in st for a in s if a is not None)
+        state += sum(a.nbytes for s in self._core._lp.amax for a in s if a is not None)
         if self.shard_state:
             buf = sum(sp.grad_shard.nbytes + sum(b.nbytes for b in sp.bufs)
                       for sp in self._spaces)
         else:
             buf = sum(f.nbytes for f in self._rflat.values())
+            buf += sum(f.nbytes for f in self._rhalf.values())
         return {"state": int(state), "buffers": int(buf)}
 
     def __repr__(self):
@@ -705,6 +753,11 @@ class DistributedOptimizer(Agreement):
         if P > 1:
             for flat in self._rflat.values():
                 np.divide(flat, P, out=flat)
+        for sp in self._spaces:
+            if sp.half:         # rounded to nearest even, as the kernels round
+                fmt = _lowp.F_F16 if sp.dtype == np.float16 else _lowp.F_BF16
+                self._rhalf[id(sp)].view(np.uint16)[...] = _lowp.to_bits(
+                    self._rflat[id(sp)], fmt)
         grads = [g if active[i] else None for i, g in enumerate(self._rgrads)]
         t1 = time.perf_counter() if tm is not None else 0.0
         ok = self._run_local(self._opt, grads, err)
@@ -855,6 +908,7 @@ class DistributedOptimizer(Agreement):
             err = exc
         self._agree_on("state_dict", root, err)
         self._transfer_state(root, local, names, flats)
+        absmax = self._gather_absmax(root, local)
         if not get:
             return None
         state = {}
@@ -862,7 +916,8 @@ class DistributedOptimizer(Agreement):
             m = allmeta.get(i)
             if m is None:
                 continue
-            state[i] = {k: (self._full_array(i, flats, k) if _is_arr(v) else v) for k, v in m}
+            state[i] = {k: (self._full_array(i, flats, k, v, absmax) if _is_arr(v) else v)
+                        for k, v in m}
         groups, start = [], 0
         for gi, g in enumerate(local["param_groups"]):
             g = dict(g)
@@ -884,7 +939,8 @@ class DistributedOptimizer(Agreement):
             i = self._piece_param[j]
             names.update(k for k, v in e.items() if isinstance(v, np.ndarray))
             if i not in meta and self._owner(i) == self.rank:
-                meta[i] = [(k, _ARR if isinstance(v, np.ndarray) else v) for k, v in e.items()]
+                meta[i] = [(k, _mark(v) if isinstance(v, np.ndarray) else v)
+                           for k, v in e.items()]
         everyone = self._comm.allgather((meta, sorted(names)))
         allmeta, allnames = {}, set()
         for m, nm in everyone:
@@ -930,13 +986,46 @@ class DistributedOptimizer(Agreement):
         # range shares its start with the next rank (or starts at the bucket's end)
         return int(np.searchsorted(sp.displs[b], x - sp.bounds[b], side="right")) - 1
 
-    def _full_array(self, i, flats, name):
-        shape, dt, o = self._shapes[i], self._dtypes[i], self._orders[i]
+    def _gather_absmax(self, root, local):
+        """Collective: the absmax arrays of 8-bit states, whole per param
+        ({(param i, name): absmax}) on ``root`` (every rank when None), else
+        None. Pieces start on 256-element blocks of their tensor, so a param's
+        blocks are its pieces' blocks in order."""
+        mine = {}
+        for j, e in local["state"].items():
+            for k, v in e.items():
+                if k.endswith("_absmax") and isinstance(v, np.ndarray):
+                    mine[(self._pieces[j][0], self._pieces[j][1], k)] = v
+        if root is None:
+            everyone = self._comm.allgather(mine)
+        else:
+            everyone = self._comm.gather(mine, root=root)
+            if everyone is None:
+                return None
+        runs: Dict[Tuple[int, str], List[Tuple[int, Array]]] = {}
+        for m in everyone:
+            for (i, a, k), v in m.items():
+                runs.setdefault((i, k), []).append((a, v))
+        out = {}
+        for (i, k), rs in runs.items():
+            whole = np.concatenate([v for _, v in sorted(rs, key=lambda t: t[0])])
+            if whole.shape[0] != _lowp.nblocks(self._sizes[i]):    # the layout's promise
+                raise AssertionError(f"param {i}: {whole.shape[0]} blocks of {k!r} across "
+                                     f"ranks, {_lowp.nblocks(self._sizes[i])} in one process")
+            out[(i, k)] = whole
+        return out
+
+    def _full_array(self, i, flats, name, mark, absmax):
+        if name.endswith("_absmax"):
+            return absmax[(i, name)]
+        shape, dt, o = self._shapes[i], _marked_dtype(mark), self._orders[i]
         loc = self._loc.get(i)
         if loc is None:
             return np.zeros(shape, dtype=dt, order=o)
         sp, k = loc
         v = flats[(id(sp), name)][int(sp.offsets[k]):int(sp.offsets[k + 1])]
+        if v.dtype != dt:        # bfloat16 or 8-bit codes, carried exactly as float32
+            v = v.astype(dt)
         # C order, as the wrapped optimizer's state_dict() copies (ndarray.copy)
         return v.reshape(shape) if o == "C" else np.ascontiguousarray(v.reshape(shape[::-1]).T)
 
@@ -996,9 +1085,13 @@ class DistributedOptimizer(Agreement):
             where = f"group {self._group_of[i]}, param {i}"
             if not isinstance(e, dict):
                 raise ValueError(f"{where}: state entry must be a dict")
-            for name in cls.spec.states:
+            lp = self._opt._lp
+            for j, name in enumerate(cls.spec.states):
                 v = e.get(name)
                 if v is None:
+                    continue
+                if lp.qmaps:        # float, bfloat16, or 8-bit codes with their absmax
+                    lp.saved_format(j, name, e, self._params[i], where)
                     continue
                 if not isinstance(v, np.ndarray):
                     raise TypeError(f"{where}: state {name!r} must be an ndarray, got "
@@ -1015,15 +1108,36 @@ class DistributedOptimizer(Agreement):
 
     def _shard_entries(self, header, arrays_of):
         """Build the inner optimizer's state_dict from a full header and a
-        function (param i, name, a, b, piece j) -> that piece of that state."""
+        function (param i, name, a, b, piece j) -> that piece of that state
+        (in the saved dtype). An 8-bit state's piece takes its blocks of the
+        whole absmax (the header holds it) when the piece starts on a block,
+        else it is decoded to float32 (then converted as one process would)."""
         state = {}
+        names = type(self._inner).spec.states
+        qmaps = self._inner._lp.qmaps
         for j, (i, a, e, sp, pos) in enumerate(self._pieces):
             ent = header["state"].get(i)
             if ent is None:
                 continue
             out = {}
             for k, v in ent:
-                out[k] = arrays_of(i, k, a, e, j) if _is_arr(v) else v
+                out[k] = (arrays_of(i, k, a, e, j).astype(_marked_dtype(v), copy=False)
+                          if _is_arr(v) else v)
+            for s, name in enumerate(names):
+                v = out.get(name)
+                am = out.get(name + "_absmax")
+                if not (isinstance(v, np.ndarray) and v.dtype == np.uint8
+                        and isinstance(am, np.ndarray)):
+                    continue
+                B = _lowp.QBLOCK
+                blocks = am[a // B:-(-e // B)]
+                if a % B == 0:
+                    out[name + "_absmax"] = blocks.copy()
+                else:
+                    codes = np.concatenate([np.zeros(a % B, dtype=np.uint8), v])
+                    out[name] = _K.dequantize_blockwise(codes, np.ascontiguousarray(blocks),
+                                                        qmaps[s] == "s")[a % B:]
+                    del out[name + "_absmax"]
             state[j] = out
         groups = []
         for gi, g in enumerate(header["param_groups"]):
@@ -1039,7 +1153,7 @@ class DistributedOptimizer(Agreement):
         state = {}
         for i, e in sd["state"].items():
             i = int(i)
-            state[i] = [(k, _ARR if (k in state_names and isinstance(v, np.ndarray)) else v)
+            state[i] = [(k, _mark(v) if (k in state_names and isinstance(v, np.ndarray)) else v)
                         for k, v in e.items()]
         return {"format": sd["format"], "optimizer": sd["optimizer"],
                 "step_count": sd["step_count"], "skipped_steps": sd["skipped_steps"],
@@ -1054,8 +1168,7 @@ class DistributedOptimizer(Agreement):
 
             def arrays_of(i, k, a, e, j):
                 arr = full[i][k]
-                return np.array(arr.reshape(-1, order=self._orders[i])[a:e],
-                                dtype=self._dtypes[i])
+                return np.array(arr.reshape(-1, order=self._orders[i])[a:e])
 
             shard = self._shard_entries(header, arrays_of)
         except Exception as exc:       # noqa: BLE001 - raised on every rank below

@@ -7,8 +7,10 @@ The engine stages such tensors through float32 buffers in its one pass (see
 rounded once. This module holds the optimizer-side bookkeeping: formats,
 allocation, and the state_dict conversions.
 """
+import contextlib
+import contextvars
 import numbers
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,6 +22,25 @@ MAX_STATES = 4            # state slots per param (the engine's)
 QBLOCK = 256              # elements per 8-bit block (one absmax each)
 MIN_8BIT_SIZE = 4096      # smaller tensors keep float32 state (as bitsandbytes)
 STATE_DTYPES = ("float32", "bfloat16", "int8")
+
+
+# the sizes a new optimizer decides its params' state formats on (see decide_on)
+_DECIDE_ON: contextvars.ContextVar[Optional[Tuple[int, ...]]] = contextvars.ContextVar(
+    "lrfast_lowp_decide_on", default=None)
+
+
+@contextlib.contextmanager
+def decide_on(sizes: Sequence[int]) -> Iterator[None]:
+    """Optimizers built inside this block decide each param's state format on
+    ``sizes[i]`` (the i-th param added) instead of the param's own size: a
+    sharded wrapper's inner optimizer holds pieces of params, and a piece of
+    a tensor of 4096 elements or more keeps 8-bit state as the whole tensor
+    does in one process (its pieces start on 256-element blocks)."""
+    token = _DECIDE_ON.set(tuple(int(n) for n in sizes))
+    try:
+        yield
+    finally:
+        _DECIDE_ON.reset(token)
 
 
 def bfloat16() -> np.dtype:
@@ -56,6 +77,14 @@ def widen(a: np.ndarray) -> np.ndarray:
     return np.asarray(a, dtype=np.float32)
 
 
+Order = Literal["C", "F"]
+
+
+def mem_order(a: np.ndarray) -> Order:
+    """'F' for an F-contiguous array that is not also C-contiguous, else 'C'."""
+    return "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+
+
 def nblocks(size: int) -> int:
     return (size + QBLOCK - 1) // QBLOCK
 
@@ -89,6 +118,7 @@ class Precision:
         self.master: List[Optional[np.ndarray]] = []
         self.amax: List[List[Optional[np.ndarray]]] = []
         self._half = 0            # how many of pfmt are 16-bit
+        self._decide = _DECIDE_ON.get()     # sizes to decide formats on (decide_on)
 
     @property
     def active(self) -> bool:
@@ -130,30 +160,40 @@ class Precision:
             return m
         return widen(p) if is_half(p.dtype) else p
 
-    def encode(self, fmt: int, x: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """A float state array in format ``fmt``: (storage, absmax or None)."""
+    def encode(self, fmt: int, x: np.ndarray,
+               order: Optional[Order] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """A float state array in format ``fmt``: (storage, absmax or None).
+        The storage has the memory order ``order`` (default: x's), the
+        param's, as the kernels read state in the param's memory order; the
+        8-bit blocks run along it."""
         if fmt == F_NATIVE:
             return x, None
+        order = order or mem_order(x)
+        flat = np.ascontiguousarray(x.reshape(-1, order=order), dtype=np.float32)
         if fmt == F_BF16:
-            return to_bits(x, F_BF16).view(self._bf16), None
-        codes, amax = _K.quantize_blockwise(np.ascontiguousarray(x, dtype=np.float32),
-                                            fmt == F_Q8S)
-        return codes.reshape(x.shape), amax
+            return to_bits(flat, F_BF16).view(self._bf16).reshape(x.shape, order=order), None
+        codes, amax = _K.quantize_blockwise(flat, fmt == F_Q8S)
+        return codes.reshape(x.shape, order=order), amax
 
-    def decode(self, fmt: int, a: np.ndarray, amax: Optional[np.ndarray]) -> np.ndarray:
-        """A stored state as float32."""
+    def decode(self, fmt: int, a: np.ndarray, amax: Optional[np.ndarray],
+               order: Order = "C") -> np.ndarray:
+        """A stored state as float32 (8-bit blocks along memory order ``order``)."""
         if fmt in (F_Q8S, F_Q8U):
-            return _K.dequantize_blockwise(a, amax, fmt == F_Q8S).reshape(a.shape)
+            flat = np.ascontiguousarray(a.reshape(-1, order=order))
+            return _K.dequantize_blockwise(flat, amax, fmt == F_Q8S).reshape(a.shape,
+                                                                             order=order)
         return widen(a)
 
     def add(self, p: np.ndarray, fresh: List[Optional[np.ndarray]]) -> List[Optional[np.ndarray]]:
         """Register param p with its fresh float states; return its stored states."""
+        n = len(self.pfmt)
+        size = self._decide[n] if self._decide is not None and n < len(self._decide) else p.size
         self.pfmt.append(param_format(p))
         self._half += self.pfmt[-1] != F_NATIVE
         self.master.append(widen(p).copy() if self.master_weights else None)
         fmts, amaxes, out = [], [], []
         for j, s in enumerate(fresh):
-            f = self.state_format(j, p.size) if s is not None else F_NATIVE
+            f = self.state_format(j, size) if s is not None else F_NATIVE
             st, am = self.encode(f, s) if s is not None else (None, None)
             fmts.append(f)
             amaxes.append(am)
@@ -182,11 +222,10 @@ class Precision:
         if m is not None:
             e["master_param"] = m.copy() if copy else m
 
-    def load_state(self, i: int, j: int, name: str, e: Dict[str, Any], p: np.ndarray,
-                   where: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """Saved state ``name`` of param i (any of float, bfloat16 or 8-bit
-        codes + absmax) in this optimizer's format for slot j: (storage,
-        absmax). Raises on anything malformed; writes nothing."""
+    def saved_format(self, j: int, name: str, e: Dict[str, Any], p: np.ndarray,
+                     where: str) -> Tuple[np.ndarray, Optional[np.ndarray], int]:
+        """Check saved state ``name`` (slot j) of a param like p: (array,
+        absmax or None, its format). Raises on anything malformed."""
         v = e.get(name)
         if v is None:
             raise ValueError(f"{where}: state lacks {name!r}")
@@ -219,14 +258,24 @@ class Precision:
                              f"{self._native_dtype(p)}"
                              + (" (or bfloat16, or 8-bit codes with their absmax)"
                                 if self.qmaps else ""))
+        return v, am, src_fmt
+
+    def load_state(self, i: int, j: int, name: str, e: Dict[str, Any], p: np.ndarray,
+                   where: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Saved state ``name`` of param i (any of float, bfloat16 or 8-bit
+        codes + absmax) in this optimizer's format for slot j: (storage,
+        absmax). Raises on anything malformed; writes nothing."""
+        v, am, src_fmt = self.saved_format(j, name, e, p, where)
         dst = self.sfmt[i][j]
         if src_fmt == dst:
             return (np.ascontiguousarray(v).reshape(p.shape) if dst != F_NATIVE
                     else v.astype(self._native_dtype(p), copy=False)), am
-        x = v.astype(np.float32) if src_fmt == F_NATIVE else self.decode(src_fmt, v, am)
+        order = mem_order(p)
+        x = (v.astype(np.float32) if src_fmt == F_NATIVE
+             else self.decode(src_fmt, v, am, order))
         if dst == F_NATIVE:
             return x.astype(self._native_dtype(p), copy=False), None
-        return self.encode(dst, x)
+        return self.encode(dst, x, order)
 
     @staticmethod
     def _native_dtype(p: np.ndarray) -> Any:
