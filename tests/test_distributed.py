@@ -442,22 +442,27 @@ def test_a_matrix_grad_on_one_rank_steps_as_its_array(tmp_path_factory, P, mode)
 # ------------------------------------------- learning-rate-free optimizers
 import _lrfree as L  # noqa: E402
 
-_LRFREE = {}
+_SCRIPT_RUNS = {}
+
+
+def script_runs(name, P, tmp_path_factory):
+    """tests/mpi_scripts/run_<name>.py once per P (cached): (out dir, [(arrays,
+    info)] per rank) from the <name><rank>.npz / .json files it writes."""
+    if (name, P) not in _SCRIPT_RUNS:
+        out = tmp_path_factory.mktemp(f"{name}{P}")
+        mpirun(P, os.path.join(SCRIPTS, f"run_{name}.py"), out, timeout=300)
+        ranks = []
+        for r in range(P):
+            with np.load(out / f"{name}{r}.npz") as z:
+                arrays = {k.replace("__", "/"): z[k] for k in z.files}
+            with open(out / f"{name}{r}.json") as f:
+                ranks.append((arrays, json.load(f)))
+        _SCRIPT_RUNS[(name, P)] = (out, ranks)
+    return _SCRIPT_RUNS[(name, P)]
 
 
 def lrfree_runs(P, tmp_path_factory):
-    """tests/mpi_scripts/run_lrfree.py once per P: (out dir, [(arrays, info)] per rank)."""
-    if P not in _LRFREE:
-        out = tmp_path_factory.mktemp(f"lrfree{P}")
-        mpirun(P, os.path.join(SCRIPTS, "run_lrfree.py"), out, timeout=300)
-        ranks = []
-        for r in range(P):
-            with np.load(out / f"lrfree{r}.npz") as z:
-                arrays = {k.replace("__", "/"): z[k] for k in z.files}
-            with open(out / f"lrfree{r}.json") as f:
-                ranks.append((arrays, json.load(f)))
-        _LRFREE[P] = (out, ranks)
-    return _LRFREE[P]
+    return script_runs("lrfree", P, tmp_path_factory)
 
 
 _LRFREE_REFS = {}
@@ -559,23 +564,11 @@ def test_lrfree_bad_input_raises_on_every_rank(tmp_path_factory, P, mode):
 # ------------------------------------------- low-precision optimizer state
 import _lowstate as LS  # noqa: E402
 
-_LOWSTATE = {}
 _LOWSTATE_REFS = {}
 
 
 def lowstate_runs(P, tmp_path_factory):
-    """tests/mpi_scripts/run_lowstate.py once per P: (out dir, [(arrays, info)] per rank)."""
-    if P not in _LOWSTATE:
-        out = tmp_path_factory.mktemp(f"lowstate{P}")
-        mpirun(P, os.path.join(SCRIPTS, "run_lowstate.py"), out, timeout=300)
-        ranks = []
-        for r in range(P):
-            with np.load(out / f"lowstate{r}.npz") as z:
-                arrays = {k.replace("__", "/"): z[k] for k in z.files}
-            with open(out / f"lowstate{r}.json") as f:
-                ranks.append((arrays, json.load(f)))
-        _LOWSTATE[P] = (out, ranks)
-    return _LOWSTATE[P]
+    return script_runs("lowstate", P, tmp_path_factory)
 
 
 def lowstate_reference(name, P, state_dtype=None, start=None):

@@ -17,6 +17,7 @@ stochastic rounding. Their grads are multiples of 2**-6 below 2**3, so the
 import numpy as np
 
 import lrfast
+from _scenarios import mean_over_ranks
 
 OPTS = {
     "Adam": dict(lr=1e-2, weight_decay=0.01),
@@ -99,21 +100,8 @@ def rank_grads(rank, t, params):
 
 
 def mean_grads(P, t, params):
-    per = [rank_grads(r, t, params) for r in range(P)]
-    out = []
-    for i, p in enumerate(params):
-        gs = [g[i] for g in per]
-        if all(g is None for g in gs):
-            out.append(None)
-            continue
-        s = None
-        for g in gs:       # in float32 (16-bit params: then rounded to nearest even)
-            g = np.zeros(p.shape, np.float32) if g is None else g.astype(np.float32)
-            s = g.copy() if s is None else s + g
-        s = s / np.float32(P) if P > 1 else s
-        out.append(np.array(s, dtype=np.float32).astype(
-            p.dtype, order="F" if not p.flags.c_contiguous else "C"))
-    return out
+    # in float32 (16-bit params: then rounded to nearest even, as the wrapper does)
+    return mean_over_ranks([rank_grads(r, t, params) for r in range(P)], params, wide=True)
 
 
 def run(spec, P, steps, state_dtype=None, start=None):

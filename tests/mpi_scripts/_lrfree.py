@@ -11,6 +11,7 @@ order cannot change the mean) and the comparison can be bitwise for P = 3 too.
 import numpy as np
 
 import lrfast
+from _scenarios import mean_over_ranks
 
 OPTS = {
     "Prodigy": dict(weight_decay=0.01),
@@ -74,20 +75,7 @@ def rank_grads(rank, t, params):
 
 
 def mean_grads(P, t, params):
-    per = [rank_grads(r, t, params) for r in range(P)]
-    out = []
-    for i, p in enumerate(params):
-        gs = [g[i] for g in per]
-        if all(g is None for g in gs):
-            out.append(None)
-            continue
-        s = None
-        for g in gs:
-            g = np.zeros_like(p) if g is None else g
-            s = g.copy() if s is None else s + g
-        s = s / p.dtype.type(P) if P > 1 else s
-        out.append(np.array(s, dtype=p.dtype, order="F" if not p.flags.c_contiguous else "C"))
-    return out
+    return mean_over_ranks([rank_grads(r, t, params) for r in range(P)], params)
 
 
 def reference(spec, P):

@@ -144,22 +144,31 @@ def rank_grads(spec, rank, t, params):
     return out
 
 
-def mean_grads(spec, P, t, params):
-    """The reference's grads: the mean over ranks (None -> zero; all None -> None)."""
-    per = [rank_grads(spec, r, t, params) for r in range(P)]
+def mean_over_ranks(per, params, wide=False):
+    """The mean of per-rank grad lists ``per`` (None -> zero; all None -> None),
+    summed in rank order in the param's dtype, or with ``wide`` in float32 and
+    rounded once to the param's dtype (16-bit params), in the param's order."""
+    P = len(per)
     out = []
     for i, p in enumerate(params):
         gs = [g[i] for g in per]
         if all(g is None for g in gs):
             out.append(None)
             continue
+        acc = np.dtype(np.float32) if wide else p.dtype
         s = None
         for g in gs:
-            g = np.zeros_like(p) if g is None else g
-            s = g.copy() if s is None else s + g
-        s = s / p.dtype.type(P) if P > 1 else s
-        out.append(np.array(s, dtype=p.dtype, order="F" if not p.flags.c_contiguous else "C"))
+            g = np.zeros(p.shape, acc) if g is None else g.astype(acc)
+            s = g if s is None else s + g
+        s = s / acc.type(P) if P > 1 else s
+        out.append(np.array(s, dtype=acc).astype(
+            p.dtype, order="F" if not p.flags.c_contiguous else "C"))
     return out
+
+
+def mean_grads(spec, P, t, params):
+    """The reference's grads: the mean over ranks (None -> zero; all None -> None)."""
+    return mean_over_ranks([rank_grads(spec, r, t, params) for r in range(P)], params)
 
 
 def reference(spec, P):
