@@ -151,7 +151,10 @@ def from_bitsandbytes_state_dict(bnb_state_dict: Mapping, optimizer: str = "Adam
 
     Tensors may be torch tensors or numpy arrays; the result holds numpy arrays
     only. ``optimizer`` is ``"Adam"`` (only with ``weight_decay == 0``: bitsandbytes
-    decays decoupled) or ``"AdamW"``. Codes and absmax are moved unchanged.
+    decays decoupled) or ``"AdamW"``. Codes and absmax are moved unchanged; their
+    blocks run along the C order, as bitsandbytes keeps them, so load the result
+    into an optimizer over C-contiguous params (an F-contiguous param's 8-bit
+    blocks run along its own memory order).
 
     Raises TypeError/ValueError for a malformed dict, a quantization map that is
     not bitsandbytes' dynamic map, or a block count that does not fit the state.
@@ -178,6 +181,18 @@ def from_bitsandbytes_state_dict(bnb_state_dict: Mapping, optimizer: str = "Adam
             "param_groups": groups}
 
 
+def _decode_f(codes: np.ndarray, absmax: Any, signed: bool) -> np.ndarray:
+    """8-bit codes of an F-ordered param (blocks along F memory order) as
+    float32 in the param's shape; anything else is returned unchanged."""
+    if codes.dtype != np.uint8 or absmax is None:
+        return codes
+    absmax = np.asarray(absmax, np.float32).reshape(-1)
+    if absmax.shape != (Q.n_blocks(codes.size),):
+        return codes                  # _lrfast_moment refuses it with the reason
+    flat = np.ascontiguousarray(codes.reshape(-1, order="F"))
+    return Q.dequantize_blockwise_ref(flat, absmax, signed).reshape(codes.shape, order="F")
+
+
 def to_bitsandbytes_state_dict(opt_or_state_dict: Any) -> Dict[str, Any]:
     """Convert an lrfast ``Adam``/``AdamW`` (or its state_dict) to a state_dict
     that bitsandbytes' ``Adam8bit`` / ``AdamW8bit`` ``load_state_dict`` accepts
@@ -185,12 +200,20 @@ def to_bitsandbytes_state_dict(opt_or_state_dict: Any) -> Dict[str, Any]:
 
     Codes and absmax are moved unchanged; float32 moments of a param with 4096
     or more elements are quantized (as bitsandbytes keeps them), smaller params
-    keep float32 state. Refused with ValueError: ``amsgrad``, ``maximize``, and
-    ``Adam`` with ``weight_decay != 0`` (L2 decay: bitsandbytes decays decoupled).
+    keep float32 state. The 8-bit blocks of an F-contiguous param run along its
+    memory order, bitsandbytes' along the C order: given the optimizer, such a
+    param's moments are decoded and quantized again in C order (given only a
+    state_dict, every param is taken to be C-ordered, as torch's are). Refused
+    with ValueError: ``amsgrad``, ``maximize``, and ``Adam`` with
+    ``weight_decay != 0`` (L2 decay: bitsandbytes decays decoupled).
     """
     where = "to_bitsandbytes_state_dict"
     sd = opt_or_state_dict
+    fortran = set()              # params whose 8-bit blocks run along F memory order
     if not isinstance(sd, Mapping) and callable(getattr(sd, "state_dict", None)):
+        flat = [p for g in getattr(sd, "param_groups", ()) for p in g.get("params", ())]
+        fortran = {i for i, p in enumerate(flat) if isinstance(p, np.ndarray) and p.ndim > 1
+                   and p.flags.f_contiguous and not p.flags.c_contiguous}
         sd = sd.state_dict()
     if not isinstance(sd, Mapping) or sd.get("format") != "lrfast.optim/1":
         raise TypeError(f"{where}: expected an lrfast optimizer or its state_dict")
@@ -217,6 +240,11 @@ def to_bitsandbytes_state_dict(opt_or_state_dict: Any) -> Dict[str, Any]:
         if not isinstance(e, Mapping) or "exp_avg" not in e or "exp_avg_sq" not in e:
             raise ValueError(f"{ew}: expected Adam's exp_avg and exp_avg_sq")
         m, v = np.asarray(e["exp_avg"]), np.asarray(e["exp_avg_sq"])
+        if int(key) in fortran:
+            # an F-ordered param's blocks run along its memory order; bitsandbytes'
+            # along the C order: decode, and quantize again below (not bit-exact)
+            m = _decode_f(m, e.get("exp_avg_absmax"), True)
+            v = _decode_f(v, e.get("exp_avg_sq_absmax"), False)
         m, ma = _lrfast_moment(m, e.get("exp_avg_absmax"), m.size, True, ew + "['exp_avg']")
         v, va = _lrfast_moment(v, e.get("exp_avg_sq_absmax"), v.size, False,
                                ew + "['exp_avg_sq']")

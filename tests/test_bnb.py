@@ -140,3 +140,30 @@ def test_reference_helper_matches_bnb_update_rule():
             c, a = Q.quantize_blockwise_ref(m.astype(np.float32), True)
             np.testing.assert_allclose(st[1], a, rtol=1e-6)
     assert first[1][1] is None and last[0][1] is not None
+
+
+def test_f_ordered_param_is_reblocked_for_bitsandbytes():
+    # an F-contiguous param's 8-bit blocks run along its memory order; bitsandbytes
+    # blocks the C order, so the conversion decodes and quantizes again: bnb's view
+    # of the moments must match lrfast's (to quantization error), not pair codes
+    # with another block's absmax
+    rng = np.random.default_rng(5)
+    p = np.asfortranarray(rng.standard_normal((96, 130)).astype(np.float32))
+    # rows of very different scale, so a wrong block pairing is visible
+    scale = np.exp(np.linspace(-6, 2, 96)).astype(np.float32)[:, None]
+    opt = lrfast.Adam([p], lr=1e-3, state_dtype="int8")
+    for _ in range(3):
+        opt.step([np.asfortranarray(scale * rng.standard_normal(p.shape).astype(np.float32))])
+    f32 = lrfast.Adam([p.copy(order="F")], lr=1e-3)
+    f32.load_state_dict(opt.state_dict())         # lrfast decodes along F order
+    want = f32.state_dict()["state"][0]
+    q = lrfast.to_bitsandbytes_state_dict(opt)["state"][0]["__bnb_optimizer_quant_state__"]
+    for k, (name, sig) in enumerate((("exp_avg", True), ("exp_avg_sq", False)), 1):
+        codes = q[f"state{k}"].numpy()
+        assert codes.shape == p.shape and codes.dtype == np.uint8
+        got = Q.dequantize_blockwise_ref(np.ascontiguousarray(codes), q[f"absmax{k}"].numpy(),
+                                         sig)
+        err = np.abs(got - want[name])
+        # within the quantization error of each element's own C-order block
+        bound = np.repeat(q[f"absmax{k}"].numpy(), 256)[:p.size].reshape(p.shape) * 0.07
+        assert np.all(err <= bound), (name, float(np.max(err / bound)))
