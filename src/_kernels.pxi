@@ -1817,6 +1817,62 @@ cdef void _ema_blend(const real* p, real* e, Py_ssize_t n, double w) noexcept no
             e[i] = p[i] - (p[i] - e[i]) * b
 
 
+cdef inline real _adam_p(real* p, const real* g, real* m, real* v, Py_ssize_t i,
+                         real gs, real wd, real c1, real b2, real c2, real ss, real bc2s,
+                         real eps, real dm, bint l2, bint decoupled) noexcept nogil:
+    # one element of _adam's loop without amsgrad; returns the new p (also stored)
+    cdef real gi, mi, vi, pi
+    gi = _grad(g[i], p[i], gs, wd, l2)
+    mi = m[i] + c1 * (gi - m[i])
+    m[i] = mi
+    vi = v[i] * b2 + c2 * gi * gi
+    v[i] = vi
+    pi = _decay(p[i], dm, decoupled) - ss * mi / (_sqrt(vi) / bc2s + eps)
+    p[i] = pi
+    return pi
+
+
+cdef void _adam_ema(real* p, const real* g, real* m, real* v, real* e,
+                    Py_ssize_t n, const AdamRow* r, double w) noexcept nogil:
+    # _adam's loop (without amsgrad) with the blend of the new p fused in (the
+    # same bits as _adam then _ema_blend): one pass with the average as a fifth
+    # stream, so the step moves only the average's extra bytes. One loop per
+    # blend branch, so each is branch-free and vectorizes.
+    cdef real gs = <real>r.gs, wd = <real>r.wd, c1 = <real>r.c1, b2 = <real>r.b2
+    cdef real c2 = <real>r.c2, ss = <real>r.step_size, bc2s = <real>r.bc2_sqrt
+    cdef real eps = <real>r.eps, dm = <real>r.dm
+    cdef real a = <real>w, b = <real>(1.0 - w)
+    cdef bint l2 = r.l2 != 0, decoupled = r.decoupled != 0
+    cdef Py_ssize_t i
+    cdef real pi
+    if w >= 1.0:
+        for i in range(n):
+            e[i] = _adam_p(p, g, m, v, i, gs, wd, c1, b2, c2, ss, bc2s, eps, dm, l2,
+                           decoupled)
+    elif w < 0.5:
+        for i in range(n):
+            pi = _adam_p(p, g, m, v, i, gs, wd, c1, b2, c2, ss, bc2s, eps, dm, l2,
+                         decoupled)
+            e[i] = e[i] + a * (pi - e[i])
+    else:
+        for i in range(n):
+            pi = _adam_p(p, g, m, v, i, gs, wd, c1, b2, c2, ss, bc2s, eps, dm, l2,
+                         decoupled)
+            e[i] = pi - (pi - e[i]) * b
+
+
+# _run_task calls _adam_ema through these pointers, never inlined: inlined there,
+# gcc left its loop scalar (the same cold-part placement as sparse_rows' walk).
+ctypedef void (*_adam_ema32_t)(float*, const float*, float*, float*, float*,
+                               Py_ssize_t, const AdamRow*, double) noexcept nogil
+ctypedef void (*_adam_ema64_t)(double*, const double*, double*, double*, double*,
+                               Py_ssize_t, const AdamRow*, double) noexcept nogil
+cdef _adam_ema32_t _adam_ema32 = NULL
+cdef _adam_ema64_t _adam_ema64 = NULL
+_adam_ema32 = _adam_ema[float]
+_adam_ema64 = _adam_ema[double]
+
+
 # Read-only reduction over one block: sum of squares and a non-finite probe,
 # eight fixed lanes in double combined pairwise, so the result is the same on
 # every thread count and ISA build.
@@ -1981,6 +2037,18 @@ cdef void _run_task(Data* d, int k) noexcept nogil:
         return
     cdef const double* r = (d.trows + tk.tensor * NS) if d.use_trows else (d.rows + t.row * NS)
     cdef Py_ssize_t o = tk.start, end = tk.start + tk.n, n = tk.n
+    if (ema and d.kind == K_ADAM and t.g != NULL and not t.lp and d.clip_value <= 0.0
+            and (<const AdamRow*>r).amsgrad == 0):
+        # Adam (and AdamW) with the blend in the same loop, over the whole task
+        if t.dtype == 0:
+            _adam_ema32(<float*>t.p + o, <const float*>t.g + o, <float*>_shift(t.s[0], o, 4),
+                        <float*>_shift(t.s[1], o, 4), <float*>t.e + o, n,
+                        <const AdamRow*>r, d.ema_w)
+        else:
+            _adam_ema64(<double*>t.p + o, <const double*>t.g + o,
+                        <double*>_shift(t.s[0], o, 8), <double*>_shift(t.s[1], o, 8),
+                        <double*>t.e + o, n, <const AdamRow*>r, d.ema_w)
+        return
     while o < end:
         if ema:           # blocks small enough that p is still in L1/L2 for the blend
             n = min(_ema_block, end - o)

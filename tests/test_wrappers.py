@@ -52,6 +52,8 @@ def ema_weight(n, decay, warmup):
 # ---------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("opt_name, hp", [("Adam", {"lr": 0.01}),
+                                          ("AdamW", {"lr": 0.01, "weight_decay": 0.1}),
+                                          ("Adam", {"lr": 0.01, "amsgrad": True}),
                                           ("SGD", {"lr": 0.05, "momentum": 0.9})])
 @pytest.mark.parametrize("decay, every, warmup", [(0.9, 1, False), (0.3, 1, False),
                                                   (0.99, 1, True), (0.8, 3, False)])
