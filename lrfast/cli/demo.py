@@ -40,7 +40,7 @@ Examples
 --------
 ::
 
-    python -m lrfast demo                       # default: 5 tuned + 3 lr-free runs x 1000 steps
+    python -m lrfast demo                       # default: 5 tuned + 4 lr-free runs x 1000 steps
     python -m lrfast demo --lrfree all          # every learning-rate-free optimizer
     python -m lrfast demo --steps 3000 --optimizers adam adamw --out /tmp/d
     python -m lrfast demo --optimizers all --threads 1
@@ -262,7 +262,7 @@ LRFREE_RUNS: dict[str, tuple[type, dict, str]] = {
     "dadapt_sgd": (_optim.DAdaptSGD, {}, "DAdaptSGD()"),
     "dadapt_adagrad": (_optim.DAdaptAdaGrad, {}, "DAdaptAdaGrad()"),
 }
-DEFAULT_LRFREE = ("sf_adamw", "prodigy", "dog")
+DEFAULT_LRFREE = ("sf_adamw", "prodigy", "dadapt_adam", "dog")
 LRFREE_SCHEDULE = "none (defaults)"
 
 
@@ -466,7 +466,7 @@ def _d_line(r):
         return np.asarray(r["lr_curve"], float), "lr (default, fixed)"
     if d and isinstance(d[0], list):
         return np.median(np.asarray(d, float), axis=1), "eta, median over tensors"
-    return np.asarray(d, float), "d" if r["optimizer"].startswith("Prodigy") else "eta"
+    return np.asarray(d, float), "eta" if r["optimizer"].startswith("DoG") else "d"
 
 
 def plot(results, path):
