@@ -232,12 +232,22 @@ if __name__ == "__main__":
             for ext in self.extensions:
                 if np.get_include() not in ext.include_dirs:
                     ext.include_dirs.append(np.get_include())
+            # one process per ISA module: each cythonizes the whole kernel source
+            nproc = min(len(self.extensions), os.cpu_count() or 1)
             done = {e.name: e for e in cythonize(self.extensions, quiet=True,
                                                  compiler_directives=DIRECTIVES,
-                                                 include_path=["src"])}
+                                                 include_path=["src"],
+                                                 nthreads=nproc if nproc > 1 else 0)}
             for ext in self.extensions:     # keep setuptools' objects: only the sources change
                 ext.sources = done[ext.name].sources
             super().run()
+
+        def finalize_options(self):
+            super().finalize_options()
+            # the ISA builds are independent C files: compile them side by side
+            # (`build_ext -j N` still overrides)
+            if not self.parallel:
+                self.parallel = min(len(self.extensions or ()), os.cpu_count() or 1) or None
 
         def build_extensions(self):
             configure_extensions(self.compiler, self.extensions)

@@ -552,8 +552,10 @@ cdef inline real _abs(real x) noexcept nogil:
 
 
 cdef inline real _nanmax(real a, real b) noexcept nogil:
-    # np.maximum semantics: a NaN in either argument gives NaN.
-    return a if (a >= b or a != a) else b
+    # np.maximum semantics: a NaN in either argument gives NaN. `|`, not `or`: the
+    # short-circuit became a select between two masks, which gcc does not
+    # vectorize (it left Adamax, amsgrad and ADOPT scalar in some builds).
+    return a if ((a >= b) | (a != a)) else b
 
 
 cdef inline real _grad(real g, real p, real gs, real wd, bint l2) noexcept nogil:
@@ -818,11 +820,6 @@ cdef void _lion(real* p, const real* g, const real* h, real* m, real* s1, real* 
 
 
 # ---- Optax's modern set (reference: optax 0.2.x; each loop in Optax's operation order)
-cdef inline real _nanmin(real a, real b) noexcept nogil:
-    # np.minimum semantics: a NaN in either argument gives NaN.
-    return a if (a <= b or a != a) else b
-
-
 cdef void _adabelief(real* p, const real* g, const real* h, real* m, real* s, real* s2,
                      Py_ssize_t n, const AdabeliefRow* r) noexcept nogil:
     # optax.scale_by_belief: m = (1-b1)*g + b1*m;  s = (1-b2)*(g-m)^2 + b2*s + eps_root
@@ -864,6 +861,18 @@ cdef void _yogi(real* p, const real* g, const real* h, real* m, real* v, real* s
         p[i] = p[i] - lr * (mi / bc1 / (_sqrt(vi / bc2) + eps))
 
 
+cdef inline real _max_nn(real a, real b) noexcept nogil:
+    # max(a, b) for a b that is never NaN: a NaN a gives NaN, as np.maximum; one
+    # compare and select (gcc: vmaxps), where _nanmax's NaN test on a left
+    # ADOPT's clip chain scalar (gcc merged the two tests into a select of masks)
+    return b if a < b else a
+
+
+cdef inline real _min_nn(real a, real b) noexcept nogil:
+    # min(a, b) for a b that is never NaN (see _max_nn)
+    return b if a > b else a
+
+
 cdef void _adopt(real* p, const real* g, const real* h, real* m, real* v, real* s2,
                  Py_ssize_t n, const AdoptRow* r) noexcept nogil:
     # optax.contrib.adopt (use_clipping, no nesterov). First step: v = g*g only.
@@ -883,7 +892,7 @@ cdef void _adopt(real* p, const real* g, const real* h, real* m, real* v, real* 
     for i in range(n):
         gi = gs * g[i]
         vi = v[i]
-        u = _nanmin(_nanmax(gi / _nanmax(_sqrt(vi), eps), nc), c)
+        u = _min_nn(_max_nn(gi / _max_nn(_sqrt(vi), eps), nc), c)   # eps, c: not NaN
         v[i] = c2 * (gi * gi) + b2 * vi
         mi = c1 * u + b1 * m[i]
         m[i] = mi

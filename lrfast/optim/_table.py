@@ -505,15 +505,34 @@ def cython_source() -> Dict[str, str]:
     out += [f"_NSUMS[K_{k.name.upper()}] = {len(k.sums)}" for k in kinds]
     out += [f"_GLOBAL[K_{k.name.upper()}] = {int(k.is_global)}" for k in kinds]
     head = "\n".join(out) + "\n"
-    out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", "",
+    # Each kind's loop is called through a pointer, never inlined into the engine's
+    # task runner: inlined into that large function, gcc (12 and 13) left some
+    # loops scalar ("no vectype"); as functions of their own they vectorize.
+    sig = "(real* p, const real* g, const real* h, real* s0, real* s1,"
+    out = ["# Generated from lrfast/optim/_table.py by setup.py: do not edit.", ""]
+    for t, c in (("32", "float"), ("64", "double")):
+        out += [f"ctypedef void (*_kern{t}_t)({c}*, const {c}*, const {c}*, {c}*, {c}*, {c}*,",
+                f"                          {c}*, Py_ssize_t, const double*) noexcept nogil",
+                f"cdef _kern{t}_t _KERN{t}[N_KINDS]"]
+    for k in kinds:
+        s3 = " s3," if k.n_states > 3 else ""     # only the kinds with a 4th state take s3
+        out += ["", "",
+                f"cdef void _call_{k.name}{sig}",
+                " " * (len(k.name) + 17)
+                + "real* s2, real* s3, Py_ssize_t n, const double* r) noexcept nogil:",
+                f"    _{k.name}(p, g, h, s0, s1, s2,{s3} n, <const {_struct(k)}*>r)"]
+    out += ["", ""]
+    for k in kinds:
+        out += [f"_KERN32[K_{k.name.upper()}] = _call_{k.name}[float]",
+                f"_KERN64[K_{k.name.upper()}] = _call_{k.name}[double]"]
+    out += ["", "",
             "cdef inline void _apply(int kind, real* p, const real* g, const real* h, real* s0,",
             "                        real* s1, real* s2, real* s3, Py_ssize_t n,",
-            "                        const double* r) noexcept nogil:"]
-    for i, k in enumerate(kinds):
-        kw = "if" if i == 0 else "elif"
-        out.append(f"    {kw} kind == K_{k.name.upper()}:")
-        s3 = " s3," if k.n_states > 3 else ""     # only the kinds with a 4th state take s3
-        out.append(f"        _{k.name}(p, g, h, s0, s1, s2,{s3} n, <const {_struct(k)}*>r)")
+            "                        const double* r) noexcept nogil:",
+            "    if real is float:",
+            "        _KERN32[kind](p, g, h, s0, s1, s2, s3, n, r)",
+            "    else:",
+            "        _KERN64[kind](p, g, h, s0, s1, s2, s3, n, r)"]
     red = [k for k in kinds if k.sums and not k.is_global]
     glob = [k for k in kinds if k.is_global]
     red_all = [k for k in kinds if k.sums]
