@@ -77,6 +77,89 @@ cdef extern from *:
         }
     }
 
+    /* ---- Adam with bfloat16 m and v in one pass (no staging) ----
+       The staged path's operations, in its order, on 8 lanes: widen m and v,
+       the float32 Adam update, m and v rounded to nearest even (lrfast_bf16_rne
+       on 8 lanes). The same bits as the staged path; only the AVX2 build has it
+       (elsewhere the staged path runs). */
+    #if defined(__AVX2__)
+    #include <immintrin.h>
+    #define LRFAST_ADAM_BF16S 1
+    static inline __m256 lrfast_bf16x8_load(const uint16_t* h) {
+        return _mm256_castsi256_ps(_mm256_slli_epi32(
+            _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)h)), 16));
+    }
+    static inline __m256i lrfast_bf16x8_rne(__m256 x) {   /* 8 lanes of lrfast_bf16_rne */
+        __m256i u = _mm256_castps_si256(x);
+        __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
+                        _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1))));
+        __m256i q = _mm256_or_si256(u, _mm256_set1_epi32(0x400000));
+        __m256i ax = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+        __m256i nan = _mm256_cmpgt_epi32(ax, _mm256_set1_epi32(0x7f800000));
+        return _mm256_srli_epi32(_mm256_blendv_epi8(r, q, nan), 16);
+    }
+    static inline void lrfast_bf16x16_store(uint16_t* h, __m256i a, __m256i b) {
+        __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
+        _mm256_storeu_si256((__m256i*)h, pk);
+    }
+    /* one Adam element in scalar code (the tail): the staged path's operations */
+    static inline void lrfast_adam_bf16s_1(float* p, const float* g, uint16_t* m16,
+                                           uint16_t* v16, float gs, float wd, float c1,
+                                           float b2, float c2, float ss, float bc2s,
+                                           float eps, float dm, int l2, int decoupled) {
+        float gi = gs * *g, m0, v0, mi, vi, pi;
+        if (l2) gi = gi + wd * *p;
+        m0 = lrfast_u2f((uint32_t)*m16 << 16);
+        v0 = lrfast_u2f((uint32_t)*v16 << 16);
+        mi = m0 + c1 * (gi - m0);
+        vi = v0 * b2 + c2 * gi * gi;
+        *m16 = lrfast_bf16_rne(lrfast_f2u(mi));
+        *v16 = lrfast_bf16_rne(lrfast_f2u(vi));
+        pi = decoupled ? *p * dm : *p;
+        *p = pi - ss * mi / (sqrtf(vi) / bc2s + eps);
+    }
+    static void lrfast_adam_bf16s(float* p, const float* g, uint16_t* m16, uint16_t* v16,
+                                  Py_ssize_t n, float gs, float wd, float c1, float b2,
+                                  float c2, float ss, float bc2s, float eps, float dm,
+                                  int l2, int decoupled) {
+        const __m256 vgs = _mm256_set1_ps(gs), vwd = _mm256_set1_ps(wd);
+        const __m256 vc1 = _mm256_set1_ps(c1), vb2 = _mm256_set1_ps(b2);
+        const __m256 vc2 = _mm256_set1_ps(c2), vss = _mm256_set1_ps(ss);
+        const __m256 vbc = _mm256_set1_ps(bc2s), veps = _mm256_set1_ps(eps);
+        const __m256 vdm = _mm256_set1_ps(dm);
+        Py_ssize_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m256i mo[2], vo[2];
+            for (int h = 0; h < 2; h++) {
+                Py_ssize_t j = i + 8 * h;
+                __m256 pj = _mm256_loadu_ps(p + j);
+                __m256 gi = _mm256_mul_ps(vgs, _mm256_loadu_ps(g + j));
+                if (l2) gi = _mm256_add_ps(gi, _mm256_mul_ps(vwd, pj));
+                __m256 m0 = lrfast_bf16x8_load(m16 + j), v0 = lrfast_bf16x8_load(v16 + j);
+                __m256 mi = _mm256_add_ps(m0, _mm256_mul_ps(vc1, _mm256_sub_ps(gi, m0)));
+                __m256 vi = _mm256_add_ps(_mm256_mul_ps(v0, vb2),
+                                          _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
+                mo[h] = lrfast_bf16x8_rne(mi);
+                vo[h] = lrfast_bf16x8_rne(vi);
+                if (decoupled) pj = _mm256_mul_ps(pj, vdm);
+                __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc), veps);
+                _mm256_storeu_ps(p + j, _mm256_sub_ps(pj, _mm256_div_ps(_mm256_mul_ps(vss, mi), den)));
+            }
+            lrfast_bf16x16_store(m16 + i, mo[0], mo[1]);
+            lrfast_bf16x16_store(v16 + i, vo[0], vo[1]);
+        }
+        for (; i < n; i++)
+            lrfast_adam_bf16s_1(p + i, g + i, m16 + i, v16 + i, gs, wd, c1, b2, c2, ss, bc2s,
+                                eps, dm, l2, decoupled);
+    }
+    #else
+    #define LRFAST_ADAM_BF16S 0
+    static void lrfast_adam_bf16s(float* p, const float* g, uint16_t* m16, uint16_t* v16,
+                                  Py_ssize_t n, float gs, float wd, float c1, float b2,
+                                  float c2, float ss, float bc2s, float eps, float dm,
+                                  int l2, int decoupled) { }
+    #endif
+
     /* ---- float16 (IEEE binary16), after F. Giesen's conversions ---- */
     static void lrfast_f16_load(const uint16_t* h, float* out, Py_ssize_t n) {
         const float magic = lrfast_u2f(113U << 23);
@@ -138,6 +221,11 @@ cdef extern from *:
     void lrfast_bf16_store(const float* x, uint16_t* h, Py_ssize_t n) noexcept nogil
     void lrfast_bf16_store_sr(const float* x, uint16_t* h, Py_ssize_t n, uint32_t base,
                               uint32_t k0, uint32_t k1) noexcept nogil
+    int LRFAST_ADAM_BF16S
+    void lrfast_adam_bf16s(float* p, const float* g, uint16_t* m16, uint16_t* v16,
+                           Py_ssize_t n, float gs, float wd, float c1, float b2, float c2,
+                           float ss, float bc2s, float eps, float dm, int l2,
+                           int decoupled) noexcept nogil
     void lrfast_f16_load(const uint16_t* h, float* out, Py_ssize_t n) noexcept nogil
     void lrfast_f16_store(const float* x, uint16_t* h, Py_ssize_t n) noexcept nogil
     void lrfast_f16_store_sr(const float* x, uint16_t* h, Py_ssize_t n, uint32_t base,
@@ -189,6 +277,17 @@ cdef void _run_staged(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
     cdef float* sp[MAX_STATES]
     cdef Py_ssize_t e = o, c
     cdef int j, f
+    cdef const AdamRow* ar = <const AdamRow*>r
+    if (LRFAST_ADAM_BF16S and d.kind == K_ADAM and t.master == NULL and t.pfmt == F_NATIVE
+            and t.sfmt[0] == F_BF16 and t.sfmt[1] == F_BF16 and ar.amsgrad == 0
+            and d.clip_value <= 0.0 and not d.sr):
+        # Adam with bfloat16 m and v: one pass, the same bits as the chunks below
+        lrfast_adam_bf16s(<float*>t.p + o, <const float*>t.g + o, <uint16_t*>t.s[0] + o,
+                          <uint16_t*>t.s[1] + o, n, <float>ar.gs, <float>ar.wd, <float>ar.c1,
+                          <float>ar.b2, <float>ar.c2, <float>ar.step_size,
+                          <float>ar.bc2_sqrt, <float>ar.eps, <float>ar.dm, ar.l2 != 0,
+                          ar.decoupled != 0)
+        return
     while e < o + n:
         c = min(<Py_ssize_t>SUMCH, o + n - e)
         if t.master != NULL:

@@ -27,6 +27,18 @@ for name, hp in [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)), ("Adam", di
             opt.step([rng.standard_normal(p.shape).astype(dtype) for p in ps])
         for p in ps:
             h.update(p.tobytes())
+# bfloat16 state (the AVX2 build runs Adam's in one pass, the baseline build staged)
+for name, hp in [("Adam", dict(lr=0.01, weight_decay=0.01)), ("AdamW", dict(lr=0.01)),
+                 ("Adam", dict(lr=0.01, maximize=True, max_grad_norm=1.0))]:
+    rng = np.random.default_rng(1)
+    ps = [rng.standard_normal(n).astype(np.float32) for n in (33, 4096, 70001)]
+    opt = getattr(lrfast, name)(ps, **hp, state_dtype="bfloat16")
+    for _ in range(4):
+        opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in ps])
+    for p in ps:
+        h.update(p.tobytes())
+    for st in opt.state_dict()["state"].values():
+        h.update(b"".join(np.asarray(v).tobytes() for k, v in sorted(st.items())))
 print(lrfast.config()["isa"], h.hexdigest())
 """
 

@@ -26,6 +26,7 @@ CASES = [
     ("RMSprop", dict(lr=0.01, momentum=0.5, centered=True)),
     ("Adam", dict(lr=0.01)),
     ("Adam", dict(lr=0.01, amsgrad=True, weight_decay=0.01)),
+    ("Adam", dict(lr=0.01, weight_decay=0.01, maximize=True)),   # L2 in the one-pass bf16 loop
     ("AdamW", dict(lr=0.01, weight_decay=0.1)),
     ("Lion", dict(lr=0.001, weight_decay=0.1)),
     ("NAdam", dict(lr=0.01)),
