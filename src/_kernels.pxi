@@ -794,12 +794,20 @@ cdef void _asgd(real* p, const real* g, const real* h, real* ax, real* s1, real*
     cdef bint l2 = r.l2 != 0, avg = r.avg != 0
     cdef Py_ssize_t i
     cdef real gi, pi
+    if not avg:       # before t0 (mu == 1) the average is a copy: ax is not read
+        for i in range(n):
+            gi = _grad(g[i], p[i], gs, wd, l2)
+            pi = p[i] * dm
+            pi = pi - eta * gi
+            p[i] = pi
+            ax[i] = pi
+        return
     for i in range(n):
         gi = _grad(g[i], p[i], gs, wd, l2)
         pi = p[i] * dm
         pi = pi - eta * gi
         p[i] = pi
-        ax[i] = ax[i] + (pi - ax[i]) * mu if avg else pi
+        ax[i] = ax[i] + (pi - ax[i]) * mu
 
 
 cdef void _lion(real* p, const real* g, const real* h, real* m, real* s1, real* s2,

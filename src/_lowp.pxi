@@ -77,14 +77,24 @@ cdef extern from *:
         }
     }
 
-    /* ---- Adam with bfloat16 m and v in one pass (no staging) ----
-       The staged path's operations, in its order, on 8 lanes: widen m and v,
-       the float32 Adam update, m and v rounded to nearest even (lrfast_bf16_rne
-       on 8 lanes). The same bits as the staged path; only the AVX2 build has it
-       (elsewhere the staged path runs). */
+    /* ---- Adam in one pass over 16-bit arrays (no staging) ----
+       The staged path's operations, in its order, 8 lanes at a time: widen the
+       grad (bf16 or float32), the param (its float32 master, the float32 param,
+       or the widened bf16 param) and m and v (bf16 or float32); the float32 Adam
+       update; then the param and the 16-bit states rounded to nearest even
+       (lrfast_bf16_rne on 8 lanes), the master or float32 arrays stored as they
+       are. The same bits as the staged path. Of each pair (x32, x16) exactly one
+       pointer is set. Only the AVX2 build has it (elsewhere the staged path runs). */
+    typedef struct {
+        float* p32; uint16_t* p16;          /* param: float32 (or its master) / bf16 */
+        uint16_t* out16;                     /* the bf16 param rounded from the master, or NULL */
+        const float* g32; const uint16_t* g16;
+        float* m32; uint16_t* m16; float* v32; uint16_t* v16;
+    } lrfast_adam1p_t;
+    static inline float lrfast_bf16_u2f(uint16_t h) { return lrfast_u2f((uint32_t)h << 16); }
     #if defined(__AVX2__)
     #include <immintrin.h>
-    #define LRFAST_ADAM_BF16S 1
+    #define LRFAST_ADAM_1P 1
     static inline __m256 lrfast_bf16x8_load(const uint16_t* h) {
         return _mm256_castsi256_ps(_mm256_slli_epi32(
             _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)h)), 16));
@@ -102,62 +112,65 @@ cdef extern from *:
         __m256i pk = _mm256_permute4x64_epi64(_mm256_packus_epi32(a, b), 0xD8);
         _mm256_storeu_si256((__m256i*)h, pk);
     }
-    /* one Adam element in scalar code (the tail): the staged path's operations */
-    static inline void lrfast_adam_bf16s_1(float* p, const float* g, uint16_t* m16,
-                                           uint16_t* v16, float gs, float wd, float c1,
-                                           float b2, float c2, float ss, float bc2s,
-                                           float eps, float dm, int l2, int decoupled) {
-        float gi = gs * *g, m0, v0, mi, vi, pi;
-        if (l2) gi = gi + wd * *p;
-        m0 = lrfast_u2f((uint32_t)*m16 << 16);
-        v0 = lrfast_u2f((uint32_t)*v16 << 16);
-        mi = m0 + c1 * (gi - m0);
-        vi = v0 * b2 + c2 * gi * gi;
-        *m16 = lrfast_bf16_rne(lrfast_f2u(mi));
-        *v16 = lrfast_bf16_rne(lrfast_f2u(vi));
-        pi = decoupled ? *p * dm : *p;
-        *p = pi - ss * mi / (sqrtf(vi) / bc2s + eps);
+    static inline __m256 lrfast_ld8(const float* x32, const uint16_t* x16, Py_ssize_t j) {
+        return x32 ? _mm256_loadu_ps(x32 + j) : lrfast_bf16x8_load(x16 + j);
     }
-    static void lrfast_adam_bf16s(float* p, const float* g, uint16_t* m16, uint16_t* v16,
-                                  Py_ssize_t n, float gs, float wd, float c1, float b2,
-                                  float c2, float ss, float bc2s, float eps, float dm,
-                                  int l2, int decoupled) {
+    static void lrfast_adam_1p(const lrfast_adam1p_t* a, Py_ssize_t n, float gs, float wd,
+                               float c1, float b2, float c2, float ss, float bc2s, float eps,
+                               float dm, int l2, int decoupled) {
         const __m256 vgs = _mm256_set1_ps(gs), vwd = _mm256_set1_ps(wd);
         const __m256 vc1 = _mm256_set1_ps(c1), vb2 = _mm256_set1_ps(b2);
         const __m256 vc2 = _mm256_set1_ps(c2), vss = _mm256_set1_ps(ss);
         const __m256 vbc = _mm256_set1_ps(bc2s), veps = _mm256_set1_ps(eps);
         const __m256 vdm = _mm256_set1_ps(dm);
+        uint16_t* pout = a->p16 ? a->p16 : a->out16;
         Py_ssize_t i = 0;
         for (; i + 16 <= n; i += 16) {
-            __m256i mo[2], vo[2];
+            const __m256i z = _mm256_setzero_si256();
+            __m256i mo[2] = {z, z}, vo[2] = {z, z}, po[2] = {z, z};
             for (int h = 0; h < 2; h++) {
                 Py_ssize_t j = i + 8 * h;
-                __m256 pj = _mm256_loadu_ps(p + j);
-                __m256 gi = _mm256_mul_ps(vgs, _mm256_loadu_ps(g + j));
+                __m256 pj = lrfast_ld8(a->p32, a->p16, j);
+                __m256 gi = _mm256_mul_ps(vgs, lrfast_ld8(a->g32, a->g16, j));
                 if (l2) gi = _mm256_add_ps(gi, _mm256_mul_ps(vwd, pj));
-                __m256 m0 = lrfast_bf16x8_load(m16 + j), v0 = lrfast_bf16x8_load(v16 + j);
+                __m256 m0 = lrfast_ld8(a->m32, a->m16, j), v0 = lrfast_ld8(a->v32, a->v16, j);
                 __m256 mi = _mm256_add_ps(m0, _mm256_mul_ps(vc1, _mm256_sub_ps(gi, m0)));
                 __m256 vi = _mm256_add_ps(_mm256_mul_ps(v0, vb2),
                                           _mm256_mul_ps(_mm256_mul_ps(vc2, gi), gi));
-                mo[h] = lrfast_bf16x8_rne(mi);
-                vo[h] = lrfast_bf16x8_rne(vi);
+                if (a->m16) mo[h] = lrfast_bf16x8_rne(mi); else _mm256_storeu_ps(a->m32 + j, mi);
+                if (a->v16) vo[h] = lrfast_bf16x8_rne(vi); else _mm256_storeu_ps(a->v32 + j, vi);
                 if (decoupled) pj = _mm256_mul_ps(pj, vdm);
                 __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), vbc), veps);
-                _mm256_storeu_ps(p + j, _mm256_sub_ps(pj, _mm256_div_ps(_mm256_mul_ps(vss, mi), den)));
+                pj = _mm256_sub_ps(pj, _mm256_div_ps(_mm256_mul_ps(vss, mi), den));
+                if (a->p32) _mm256_storeu_ps(a->p32 + j, pj);
+                if (pout) po[h] = lrfast_bf16x8_rne(pj);
             }
-            lrfast_bf16x16_store(m16 + i, mo[0], mo[1]);
-            lrfast_bf16x16_store(v16 + i, vo[0], vo[1]);
+            if (a->m16) lrfast_bf16x16_store(a->m16 + i, mo[0], mo[1]);
+            if (a->v16) lrfast_bf16x16_store(a->v16 + i, vo[0], vo[1]);
+            if (pout) lrfast_bf16x16_store(pout + i, po[0], po[1]);
         }
-        for (; i < n; i++)
-            lrfast_adam_bf16s_1(p + i, g + i, m16 + i, v16 + i, gs, wd, c1, b2, c2, ss, bc2s,
-                                eps, dm, l2, decoupled);
+        for (; i < n; i++) {        /* the tail, in scalar code: the same operations */
+            float pi = a->p32 ? a->p32[i] : lrfast_bf16_u2f(a->p16[i]);
+            float gi = gs * (a->g32 ? a->g32[i] : lrfast_bf16_u2f(a->g16[i]));
+            float m0 = a->m32 ? a->m32[i] : lrfast_bf16_u2f(a->m16[i]);
+            float v0 = a->v32 ? a->v32[i] : lrfast_bf16_u2f(a->v16[i]);
+            float mi, vi;
+            if (l2) gi = gi + wd * pi;
+            mi = m0 + c1 * (gi - m0);
+            vi = v0 * b2 + c2 * gi * gi;
+            if (a->m16) a->m16[i] = lrfast_bf16_rne(lrfast_f2u(mi)); else a->m32[i] = mi;
+            if (a->v16) a->v16[i] = lrfast_bf16_rne(lrfast_f2u(vi)); else a->v32[i] = vi;
+            if (decoupled) pi = pi * dm;
+            pi = pi - ss * mi / (sqrtf(vi) / bc2s + eps);
+            if (a->p32) a->p32[i] = pi;
+            if (pout) pout[i] = lrfast_bf16_rne(lrfast_f2u(pi));
+        }
     }
     #else
-    #define LRFAST_ADAM_BF16S 0
-    static void lrfast_adam_bf16s(float* p, const float* g, uint16_t* m16, uint16_t* v16,
-                                  Py_ssize_t n, float gs, float wd, float c1, float b2,
-                                  float c2, float ss, float bc2s, float eps, float dm,
-                                  int l2, int decoupled) { }
+    #define LRFAST_ADAM_1P 0
+    static void lrfast_adam_1p(const lrfast_adam1p_t* a, Py_ssize_t n, float gs, float wd,
+                               float c1, float b2, float c2, float ss, float bc2s, float eps,
+                               float dm, int l2, int decoupled) { }
     #endif
 
     /* ---- float16 (IEEE binary16), after F. Giesen's conversions ---- */
@@ -221,11 +234,20 @@ cdef extern from *:
     void lrfast_bf16_store(const float* x, uint16_t* h, Py_ssize_t n) noexcept nogil
     void lrfast_bf16_store_sr(const float* x, uint16_t* h, Py_ssize_t n, uint32_t base,
                               uint32_t k0, uint32_t k1) noexcept nogil
-    int LRFAST_ADAM_BF16S
-    void lrfast_adam_bf16s(float* p, const float* g, uint16_t* m16, uint16_t* v16,
-                           Py_ssize_t n, float gs, float wd, float c1, float b2, float c2,
-                           float ss, float bc2s, float eps, float dm, int l2,
-                           int decoupled) noexcept nogil
+    int LRFAST_ADAM_1P
+    ctypedef struct lrfast_adam1p_t:
+        float* p32
+        uint16_t* p16
+        uint16_t* out16
+        const float* g32
+        const uint16_t* g16
+        float* m32
+        uint16_t* m16
+        float* v32
+        uint16_t* v16
+    void lrfast_adam_1p(const lrfast_adam1p_t* a, Py_ssize_t n, float gs, float wd, float c1,
+                        float b2, float c2, float ss, float bc2s, float eps, float dm, int l2,
+                        int decoupled) noexcept nogil
     void lrfast_f16_load(const uint16_t* h, float* out, Py_ssize_t n) noexcept nogil
     void lrfast_f16_store(const float* x, uint16_t* h, Py_ssize_t n) noexcept nogil
     void lrfast_f16_store_sr(const float* x, uint16_t* h, Py_ssize_t n, uint32_t base,
@@ -265,6 +287,48 @@ cdef inline void _store16(Data* d, TensorRec* t, int slot, int fmt, const float*
         lrfast_f16_store_sr(x, h, n, <uint32_t>e, <uint32_t>key, <uint32_t>(key >> 32))
 
 
+cdef bint _adam_one_pass(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
+                         const AdamRow* ar) noexcept nogil:
+    # Adam (no amsgrad, no clip_value) over bf16 or float32 params, grads and m, v,
+    # with or without a master copy, rounded to nearest even: one pass, the same
+    # bits as the chunks of _run_staged. False: not this case (stochastic
+    # rounding of what the pass would round, float16, 8-bit state).
+    cdef lrfast_adam1p_t a
+    cdef int j
+    if ar.amsgrad != 0 or d.clip_value > 0.0 or t.pfmt == F_F16:
+        return False
+    if d.sr and (t.pfmt == F_BF16 and t.master == NULL or t.sfmt[0] != F_NATIVE
+                 or t.sfmt[1] != F_NATIVE):
+        return False
+    for j in range(2):
+        if t.sfmt[j] != F_NATIVE and t.sfmt[j] != F_BF16:
+            return False
+    memset(&a, 0, sizeof(a))
+    if t.master != NULL:
+        a.p32 = <float*>t.master + o
+        a.out16 = <uint16_t*>t.p + o
+    elif t.pfmt == F_BF16:
+        a.p16 = <uint16_t*>t.p + o
+    else:
+        a.p32 = <float*>t.p + o
+    if t.pfmt == F_BF16:
+        a.g16 = <const uint16_t*>t.g + o
+    else:
+        a.g32 = <const float*>t.g + o
+    if t.sfmt[0] == F_BF16:
+        a.m16 = <uint16_t*>t.s[0] + o
+    else:
+        a.m32 = <float*>t.s[0] + o
+    if t.sfmt[1] == F_BF16:
+        a.v16 = <uint16_t*>t.s[1] + o
+    else:
+        a.v32 = <float*>t.s[1] + o
+    lrfast_adam_1p(&a, n, <float>ar.gs, <float>ar.wd, <float>ar.c1, <float>ar.b2,
+                   <float>ar.c2, <float>ar.step_size, <float>ar.bc2_sqrt, <float>ar.eps,
+                   <float>ar.dm, ar.l2 != 0, ar.decoupled != 0)
+    return True
+
+
 cdef void _run_staged(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
                       const double* r) noexcept nogil:
     # A task of a low-precision tensor (see the top of this file). o is a
@@ -277,16 +341,7 @@ cdef void _run_staged(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,
     cdef float* sp[MAX_STATES]
     cdef Py_ssize_t e = o, c
     cdef int j, f
-    cdef const AdamRow* ar = <const AdamRow*>r
-    if (LRFAST_ADAM_BF16S and d.kind == K_ADAM and t.master == NULL and t.pfmt == F_NATIVE
-            and t.sfmt[0] == F_BF16 and t.sfmt[1] == F_BF16 and ar.amsgrad == 0
-            and d.clip_value <= 0.0 and not d.sr):
-        # Adam with bfloat16 m and v: one pass, the same bits as the chunks below
-        lrfast_adam_bf16s(<float*>t.p + o, <const float*>t.g + o, <uint16_t*>t.s[0] + o,
-                          <uint16_t*>t.s[1] + o, n, <float>ar.gs, <float>ar.wd, <float>ar.c1,
-                          <float>ar.b2, <float>ar.c2, <float>ar.step_size,
-                          <float>ar.bc2_sqrt, <float>ar.eps, <float>ar.dm, ar.l2 != 0,
-                          ar.decoupled != 0)
+    if LRFAST_ADAM_1P and d.kind == K_ADAM and _adam_one_pass(d, t, o, n, <const AdamRow*>r):
         return
     while e < o + n:
         c = min(<Py_ssize_t>SUMCH, o + n - e)

@@ -39,6 +39,23 @@ for name, hp in [("Adam", dict(lr=0.01, weight_decay=0.01)), ("AdamW", dict(lr=0
         h.update(p.tobytes())
     for st in opt.state_dict()["state"].values():
         h.update(b"".join(np.asarray(v).tobytes() for k, v in sorted(st.items())))
+# bfloat16 params (one pass on AVX2, staged on the baseline build), with a master copy
+try:
+    import ml_dtypes
+except ImportError:
+    ml_dtypes = None
+for master, sd in ((False, "float32"), (True, "float32"), (True, "bfloat16")):
+    if ml_dtypes is None:
+        break
+    rng = np.random.default_rng(2)
+    ps = [rng.standard_normal(n).astype(ml_dtypes.bfloat16) for n in (33, 4096, 70001)]
+    opt = lrfast.AdamW(ps, lr=0.01, weight_decay=0.1, master_weights=master, state_dtype=sd)
+    for _ in range(4):
+        opt.step([rng.standard_normal(p.shape).astype(ml_dtypes.bfloat16) for p in ps])
+    for p in ps:
+        h.update(p.tobytes())
+    for st in opt.state_dict()["state"].values():
+        h.update(b"".join(np.asarray(v).tobytes() for k, v in sorted(st.items())))
 print(lrfast.config()["isa"], h.hexdigest())
 """
 
