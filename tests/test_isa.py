@@ -27,31 +27,25 @@ for name, hp in [("SGD", dict(lr=0.1, momentum=0.9, nesterov=True)), ("Adam", di
             opt.step([rng.standard_normal(p.shape).astype(dtype) for p in ps])
         for p in ps:
             h.update(p.tobytes())
-# bfloat16 state (the AVX2 build runs Adam's in one pass, the baseline build staged)
-for name, hp in [("Adam", dict(lr=0.01, weight_decay=0.01)), ("AdamW", dict(lr=0.01)),
-                 ("Adam", dict(lr=0.01, maximize=True, max_grad_norm=1.0))]:
-    rng = np.random.default_rng(1)
-    ps = [rng.standard_normal(n).astype(np.float32) for n in (33, 4096, 70001)]
-    opt = getattr(lrfast, name)(ps, **hp, state_dtype="bfloat16")
-    for _ in range(4):
-        opt.step([rng.standard_normal(p.shape).astype(np.float32) for p in ps])
-    for p in ps:
-        h.update(p.tobytes())
-    for st in opt.state_dict()["state"].values():
-        h.update(b"".join(np.asarray(v).tobytes() for k, v in sorted(st.items())))
-# bfloat16 params (one pass on AVX2, staged on the baseline build), with a master copy
+# 16-bit arrays: Adam in one pass on AVX2, staged on the baseline build
 try:
     import ml_dtypes
+    BF16 = ml_dtypes.bfloat16
 except ImportError:
-    ml_dtypes = None
-for master, sd in ((False, "float32"), (True, "float32"), (True, "bfloat16")):
-    if ml_dtypes is None:
-        break
-    rng = np.random.default_rng(2)
-    ps = [rng.standard_normal(n).astype(ml_dtypes.bfloat16) for n in (33, 4096, 70001)]
-    opt = lrfast.AdamW(ps, lr=0.01, weight_decay=0.1, master_weights=master, state_dtype=sd)
+    BF16 = None
+LOWP = [("Adam", dict(lr=0.01, weight_decay=0.01, state_dtype="bfloat16"), np.float32),
+        ("AdamW", dict(lr=0.01, state_dtype="bfloat16"), np.float32),
+        ("Adam", dict(lr=0.01, maximize=True, max_grad_norm=1.0, state_dtype="bfloat16"),
+         np.float32)]
+if BF16 is not None:     # bfloat16 params, with or without a master copy
+    LOWP += [("AdamW", dict(lr=0.01, weight_decay=0.1, master_weights=m, state_dtype=sd), BF16)
+             for m, sd in ((False, "float32"), (True, "float32"), (True, "bfloat16"))]
+for name, hp, dtype in LOWP:
+    rng = np.random.default_rng(1)
+    ps = [rng.standard_normal(n).astype(dtype) for n in (33, 4096, 70001)]
+    opt = getattr(lrfast, name)(ps, **hp)
     for _ in range(4):
-        opt.step([rng.standard_normal(p.shape).astype(ml_dtypes.bfloat16) for p in ps])
+        opt.step([rng.standard_normal(p.shape).astype(dtype) for p in ps])
     for p in ps:
         h.update(p.tobytes())
     for st in opt.state_dict()["state"].values():
