@@ -33,11 +33,12 @@ try:
     BF16 = ml_dtypes.bfloat16
 except ImportError:
     BF16 = None
-LOWP = [("Adam", dict(lr=0.01, weight_decay=0.01, state_dtype="bfloat16"), np.float32),
-        ("AdamW", dict(lr=0.01, state_dtype="bfloat16"), np.float32),
-        ("Adam", dict(lr=0.01, maximize=True, max_grad_norm=1.0, state_dtype="bfloat16"),
-         np.float32)]
-if BF16 is not None:     # bfloat16 params, with or without a master copy
+LOWP = []              # bfloat16 arrays need ml_dtypes (an optional dependency)
+if BF16 is not None:  # bfloat16 state; bfloat16 params, with or without a master copy
+    LOWP = [("Adam", dict(lr=0.01, weight_decay=0.01, state_dtype="bfloat16"), np.float32),
+            ("AdamW", dict(lr=0.01, state_dtype="bfloat16"), np.float32),
+            ("Adam", dict(lr=0.01, maximize=True, max_grad_norm=1.0, state_dtype="bfloat16"),
+             np.float32)]
     LOWP += [("AdamW", dict(lr=0.01, weight_decay=0.1, master_weights=m, state_dtype=sd), BF16)
              for m, sd in ((False, "float32"), (True, "float32"), (True, "bfloat16"))]
 for name, hp, dtype in LOWP:
