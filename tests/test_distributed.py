@@ -112,7 +112,13 @@ def _assert_ranks_identical(ranks, prefix):
     return first
 
 
+def _bits(x):
+    return np.asarray(x, dtype=np.float64).tobytes()
+
+
 def _compare_state(sd, ref_sd, tol, exact=False):
+    """sd against the one-process ref_sd: within tol, or (exact) bit for bit,
+    every array and every scalar."""
     assert sd.keys() == ref_sd.keys()
     for k in ("format", "optimizer", "step_count", "skipped_steps"):
         assert sd[k] == ref_sd[k], k
@@ -128,6 +134,8 @@ def _compare_state(sd, ref_sd, tol, exact=False):
                     assert d[k].tobytes() == v.tobytes(), (i, k)
                 else:
                     assert S.rel_err(d[k], v) <= tol, (i, k, S.rel_err(d[k], v))
+            elif exact:
+                assert _bits(d[k]) == _bits(v), (i, k, d[k], v)
             else:
                 assert d[k] == v if not isinstance(v, float) else abs(d[k] - v) <= tol * abs(v)
 
@@ -474,24 +482,9 @@ def lrfree_reference(name, P):
     return _LRFREE_REFS[(name, P)]
 
 
-def _bits(x):
-    return np.asarray(x, dtype=np.float64).tobytes()
-
-
 def _assert_same_state(sd, ref):
     """Bit for bit: every array and every scalar (d, sums, step counts)."""
-    assert sd["step_count"] == ref["step_count"]
-    assert sd["param_groups"] == ref["param_groups"]
-    assert sorted(sd["state"]) == sorted(ref["state"])
-    for i, e in ref["state"].items():
-        got = sd["state"][i]
-        assert list(got) == list(e), (i, list(got), list(e))
-        for k, v in e.items():
-            if isinstance(v, np.ndarray):
-                assert got[k].dtype == v.dtype and got[k].shape == v.shape, (i, k)
-                assert got[k].tobytes() == v.tobytes(), (i, k, S.rel_err(got[k], v))
-            else:
-                assert _bits(got[k]) == _bits(v), (i, k, got[k], v)
+    _compare_state(sd, ref, 0.0, exact=True)
 
 
 @needs_mpi

@@ -189,3 +189,15 @@ def rel_err(a, b):
         return 0.0
     den = np.max(np.abs(b))
     return float(np.max(np.abs(a - b)) / (den if den > 0 else 1.0))
+
+
+def recorder(checks):
+    """expect(tag, fn): runs fn and records under tag "no error" or the error it
+    raised (the bad-input checks of the MPI runners)."""
+    def expect(tag, fn):
+        try:
+            fn()
+            checks[tag] = "no error"
+        except (ValueError, TypeError, RuntimeError, NotImplementedError) as e:
+            checks[tag] = f"{type(e).__name__}: {e}"
+    return expect
