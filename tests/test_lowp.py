@@ -275,6 +275,50 @@ def test_master_params_and_memory():
     assert np.array_equal(p, m.astype(BF16))            # the param is its master, rounded
 
 
+@pytest.mark.parametrize("dtype", [BF16, np.dtype(np.float16)], ids=["bf16", "f16"])
+@pytest.mark.parametrize("state_dtype,master", [("float32", False), ("bfloat16", False),
+                                                ("int8", False), ("float32", True),
+                                                ("int8", True)])
+def test_f_contiguous_params_step_as_their_transpose(dtype, state_dtype, master):
+    """An F-contiguous 16-bit param steps as the C-contiguous transpose that
+    has its memory does: the same params, master copies and state_dict (8-bit
+    blocks run along memory order in both) bit for bit. The master copy and
+    fresh state follow the param's memory order, which the kernels pair
+    elements in; a 70 x 64 matrix keeps 8-bit state, a 37 x 5 one float32."""
+    rng = np.random.default_rng(5)
+    shapes = [(70, 64), (37, 5)]
+    x = [(0.5 * rng.standard_normal(s)).astype(np.float32).astype(dtype) for s in shapes]
+    gs = [[(rng.standard_normal(s) + 0.3).astype(np.float32).astype(dtype) for s in shapes]
+          for _ in range(4)]
+    runs = []
+    for fortran in (True, False):
+        lay = np.asfortranarray if fortran else (lambda a: np.ascontiguousarray(a.T))
+        ps = [lay(a) for a in x]
+        opt = lrfast.AdamW(ps, lr=0.01, weight_decay=0.1, state_dtype=state_dtype,
+                           master_weights=master)
+        for g in gs:
+            opt.step([lay(a) for a in g])
+        if master:
+            assert all(m.flags.f_contiguous == fortran and m.flags.c_contiguous != fortran
+                       for m in opt.master_params)
+        runs.append((ps, opt.state_dict()["state"]))
+    (pf, sf), (pt, st) = runs
+    assert pf[0].flags.f_contiguous and not pf[0].flags.c_contiguous
+    for a, b in zip(pf, pt):
+        assert a.T.tobytes() == b.tobytes()
+    for i in sf:
+        assert sorted(sf[i]) == sorted(st[i])
+        for k, v in sf[i].items():
+            if isinstance(v, np.ndarray):
+                w = st[i][k]
+                v = v.T if v.ndim == 2 else v                   # absmax: 1-D, as it is
+                assert v.dtype == w.dtype and v.shape == w.shape, (i, k)
+                assert np.ascontiguousarray(v).tobytes() == w.tobytes(), (i, k)
+    assert ("master_param" in sf[0]) == master
+    assert sf[0]["exp_avg"].dtype == {"int8": np.uint8, "bfloat16": BF16,
+                                      "float32": np.float32}[state_dtype]
+
+
 def test_quality_int8_state_against_fp32():
     """examples/lowp_quality.py, small: 8-bit state ends within 0.5 points of test
     accuracy of float32 Adam on the demo MLP, and within 1% of its final loss on

@@ -54,6 +54,10 @@ c) Elementwise updates on the same averaged grad are bit-identical to one
    size (``lrfast.optim._lowp.decide_on``), so a piece's codes and absmax are
    the whole tensor's; ``state_dict`` concatenates them (absmax by a pickled
    gather, codes and bfloat16 state carried exactly in the float32 buffers).
+   16-bit params: their grads are reduced in float32 and the mean rounded once
+   to the params' dtype (nearest even) on every rank, as replicated; sharded,
+   the updated pieces travel widened to float32 and the master copies
+   (``master_param``) shard like any state array.
 d) A step agrees twice: before any data moves (grads, params, and a digest of
    the step's evaluated hyperparameters, step counters and options), and after
    the reduction, before anything is written (the norm hook's verdict).

@@ -22,7 +22,7 @@ cut; a tensor smaller than a block is never split). Sharded 8-bit state
 """
 from __future__ import annotations
 
-from typing import Any, List
+from typing import Any, List, Optional
 
 import numpy as np
 from mpi4py import MPI
@@ -55,6 +55,7 @@ class Space:
     pack: List[Any]
     own_pieces: List[Any]
     grad_shard: Array
+    grad_half: Optional[Array]
     bufs: List[Array]
     reqs: List[Any]
     send_views: List[Any]

@@ -52,6 +52,17 @@ def _marked_dtype(mark):
     return _lowp.bfloat16() if name == "bfloat16" else np.dtype(name)
 
 
+def _half_format(dt):
+    """The kernels' format code of a 16-bit param dtype."""
+    return _lowp.F_F16 if dt == np.float16 else _lowp.F_BF16
+
+
+def _array_states(opt):
+    """The per-element arrays of a state entry that shards carry: the
+    optimizer's states and, with master weights, the float32 master copy."""
+    return type(opt).spec.states + ("master_param",)
+
+
 def _like(opt, groups):
     """An optimizer of ``opt``'s class and options (low precision included)
     over ``groups`` (each group a dict of 'params' and its hyperparameters,
@@ -59,7 +70,8 @@ def _like(opt, groups):
     lp = opt._lp
     return type(opt)(groups, **opt.defaults, max_grad_norm=opt.max_grad_norm,
                      skip_nonfinite=opt.skip_nonfinite, state_dtype=lp.state_dtype,
-                     stochastic_rounding=lp.sr, seed=lp.seed)
+                     master_weights=lp.master_weights, stochastic_rounding=lp.sr,
+                     seed=lp.seed)
 
 
 def default_num_threads(comm: Optional[MPI.Comm] = None) -> int:
@@ -143,8 +155,11 @@ class DistributedOptimizer(Agreement):
         bit-identical to one process's), built on the full params, with
         ``state_dtype="bfloat16"`` or ``"int8"`` where it takes them (sharded:
         8-bit state cut on its 256-element blocks, each piece in its whole
-        tensor's format); 16-bit params, ``master_weights`` and
-        ``stochastic_rounding`` with ``shard_state=False`` only; others
+        tensor's format); 16-bit (bfloat16, float16) params and
+        ``master_weights`` in both modes (their grads are averaged in float32
+        and the mean rounded once to the params' dtype; sharded, a rank keeps
+        the master copy of its pieces only); ``stochastic_rounding`` with
+        ``shard_state=False`` only; others
         (L-BFGS, DiagonalNewton, the per-tensor Lamb, LARS and NovoGrad, ...)
         raise TypeError. With ``shard_state=True`` the
         wrapper takes over its state (freed: calling ``opt.step`` then raises);
@@ -284,11 +299,6 @@ class DistributedOptimizer(Agreement):
                              "(a shard holds part of a tensor); use max_grad_norm, which "
                              "clips by the global norm across ranks")
         lp = opt._lp
-        if (lp._half or lp.master_weights) and shard_state:
-            raise ValueError("16-bit (bfloat16, float16) params and master_weights need "
-                             "shard_state=False; sharded, DistributedOptimizer takes float32 "
-                             "or float64 params (state_dtype='bfloat16' or 'int8' with "
-                             "float32 ones)")
         if lp.sr and shard_state:
             raise ValueError("stochastic_rounding needs shard_state=False (its random bits "
                              "are keyed by tensor and element index, which a shard changes)")
@@ -386,7 +396,8 @@ class DistributedOptimizer(Agreement):
 
     def _build_sharded(self):
         opt = self._opt
-        carry = opt.state_dict() if (opt.step_count or opt.skipped_steps or opt.state) else None
+        carry = (opt.state_dict() if (opt.step_count or opt.skipped_steps or opt.state
+                                      or opt._lp.master_weights) else None)
         pieces = []          # (param i, a, b, space, shard position)
         for sp in self._spaces:
             sp.own_pieces = []          # per bucket: [(piece index placeholder)]
@@ -408,9 +419,12 @@ class DistributedOptimizer(Agreement):
         self._pieces = pieces
         self._piece_param = [t[0] for t in pieces]
         for sp in self._spaces:
-            sp.grad_shard = np.zeros(sp.shard_len, dtype=sp.dtype)
+            # grads are reduced in the wire dtype (float32 for 16-bit params, whose
+            # mean is then rounded once into grad_half); 16-bit params travel widened
+            sp.grad_shard = np.zeros(sp.shard_len, dtype=sp.wire)
+            sp.grad_half = np.zeros(sp.shard_len, dtype=sp.dtype) if sp.half else None
             nbuf = 1 if sp.nb == 1 else 2
-            sp.bufs = [np.empty(sp.bucket_max, dtype=sp.dtype) for _ in range(nbuf)]
+            sp.bufs = [np.empty(sp.bucket_max, dtype=sp.wire) for _ in range(nbuf)]
             sp.reqs = [None] * nbuf
             # per bucket: param views of this rank's range (to send) and of the others (to fill)
             sp.send_views, sp.recv_views = [], []
@@ -427,7 +441,8 @@ class DistributedOptimizer(Agreement):
         views, grads = [], []
         for i, a, e, sp, pos in pieces:
             views.append(self._pflat[i][a:e])
-            grads.append(sp.grad_shard[pos:pos + e - a] if sp is not None
+            g = None if sp is None else sp.grad_half if sp.half else sp.grad_shard
+            grads.append(g[pos:pos + e - a] if g is not None
                          else np.zeros(0, dtype=self._dtypes[i]))
         self._inner_grads = grads
         groups = []
@@ -600,13 +615,16 @@ class DistributedOptimizer(Agreement):
         return out
 
     def memory(self) -> Dict[str, int]:
-        """Bytes this rank holds: ``{'state': optimizer state, 'buffers':
-        reduction and gather buffers}``."""
+        """Bytes this rank holds: ``{'state': optimizer state (moments, 8-bit
+        absmax, float32 master copies), 'buffers': reduction and gather
+        buffers}``."""
         st = getattr(self._core, "_states", [])
         state = sum(a.nbytes for s in st for a in s if a is not None)
         state += sum(a.nbytes for s in self._core._lp.amax for a in s if a is not None)
+        state += sum(m.nbytes for m in self._core._lp.master if m is not None)
         if self.shard_state:
             buf = sum(sp.grad_shard.nbytes + sum(b.nbytes for b in sp.bufs)
+                      + (sp.grad_half.nbytes if sp.grad_half is not None else 0)
                       for sp in self._spaces)
         else:
             buf = sum(f.nbytes for f in self._rflat.values())
@@ -755,9 +773,8 @@ class DistributedOptimizer(Agreement):
                 np.divide(flat, P, out=flat)
         for sp in self._spaces:
             if sp.half:         # rounded to nearest even, as the kernels round
-                fmt = _lowp.F_F16 if sp.dtype == np.float16 else _lowp.F_BF16
                 self._rhalf[id(sp)].view(np.uint16)[...] = _lowp.to_bits(
-                    self._rflat[id(sp)], fmt)
+                    self._rflat[id(sp)], _half_format(sp.dtype))
         grads = [g if active[i] else None for i, g in enumerate(self._rgrads)]
         t1 = time.perf_counter() if tm is not None else 0.0
         ok = self._run_local(self._opt, grads, err)
@@ -822,9 +839,12 @@ class DistributedOptimizer(Agreement):
                 if r is not None:
                     r.Wait()
                     sp.reqs[k] = None
-        if P > 1:
-            for sp in self._spaces:
+        for sp in self._spaces:
+            if P > 1:
                 np.divide(sp.grad_shard, P, out=sp.grad_shard)
+            if sp.half:         # the mean, rounded once to nearest even (as replicated)
+                sp.grad_half.view(np.uint16)[...] = _lowp.to_bits(sp.grad_shard,
+                                                                  _half_format(sp.dtype))
         return err
 
     def _all_gather_space(self, sp, active):
@@ -903,7 +923,7 @@ class DistributedOptimizer(Agreement):
         try:            # every receive buffer before the first transfer: a failed
             for sp in self._spaces:         # allocation raises on every rank
                 for name in names:
-                    flats[(id(sp), name)] = np.empty(sp.N, dtype=sp.dtype) if get else None
+                    flats[(id(sp), name)] = np.empty(sp.N, dtype=sp.wire) if get else None
         except Exception as exc:       # noqa: BLE001 - raised on every rank by _agree_on
             err = exc
         self._agree_on("state_dict", root, err)
@@ -946,7 +966,7 @@ class DistributedOptimizer(Agreement):
         for m, nm in everyone:
             allmeta.update(m)
             allnames.update(nm)
-        return allmeta, [k for k in type(self._inner).spec.states if k in allnames]
+        return allmeta, [k for k in _array_states(self._inner) if k in allnames]
 
     def _transfer_state(self, root, local, names, flats):
         """Collective: gather every array state's pieces into ``flats`` (on
@@ -959,7 +979,7 @@ class DistributedOptimizer(Agreement):
                 full = flats[(id(sp), name)]
                 for b in range(sp.nb):
                     lo, hi = sp.own[b]
-                    send = np.zeros(hi - lo, dtype=sp.dtype)
+                    send = np.zeros(hi - lo, dtype=sp.wire)
                     for i, a, e, pos in sp.own_pieces[b]:
                         ent = local["state"].get(where[(i, a)])
                         arr = None if ent is None else ent.get(name)
@@ -1024,7 +1044,7 @@ class DistributedOptimizer(Agreement):
             return np.zeros(shape, dtype=dt, order=o)
         sp, k = loc
         v = flats[(id(sp), name)][int(sp.offsets[k]):int(sp.offsets[k + 1])]
-        if v.dtype != dt:        # bfloat16 or 8-bit codes, carried exactly as float32
+        if v.dtype != dt:        # bfloat16, 8-bit codes or a master copy, carried exactly
             v = v.astype(dt)
         # C order, as the wrapped optimizer's state_dict() copies (ndarray.copy)
         return v.reshape(shape) if o == "C" else np.ascontiguousarray(v.reshape(shape[::-1]).T)
@@ -1045,7 +1065,7 @@ class DistributedOptimizer(Agreement):
                 try:
                     self._check_full(state_dict)
                     if root is None:        # ranks must pass the same dict
-                        same = _digest62(self._header(state_dict, type(self._opt).spec.states))
+                        same = _digest62(self._header(state_dict, _array_states(self._opt)))
                 except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
                     err = exc
             self._agree_on("load_state_dict", root, err, same)
@@ -1102,6 +1122,12 @@ class DistributedOptimizer(Agreement):
                 if v.dtype != self._dtypes[i]:
                     raise ValueError(f"{where}: state {name!r} has dtype {v.dtype}, param has "
                                      f"{self._dtypes[i]}")
+            m = e.get("master_param")
+            if lp.master_weights and m is not None and not (
+                    isinstance(m, np.ndarray) and m.shape == self._shapes[i]
+                    and m.dtype == np.float32):
+                raise ValueError(f"{where}: state 'master_param' must be a float32 array of "
+                                 f"the param's shape {self._shapes[i]}")
 
     def _bcast_full(self, sd, root):
         return self._comm.bcast(sd, root=root)
@@ -1160,7 +1186,7 @@ class DistributedOptimizer(Agreement):
                 "state": state, "param_groups": sd["param_groups"]}
 
     def _load_shard_from_full(self, sd):
-        names = type(self._inner).spec.states
+        names = _array_states(self._inner)
         shard, err = None, None
         try:
             header = self._header(sd, names)
@@ -1178,7 +1204,7 @@ class DistributedOptimizer(Agreement):
 
     def _load_shard_from_root(self, sd, root):
         comm = self._comm
-        names = type(self._inner).spec.states
+        names = _array_states(self._inner)
         header = None
         if self.rank == root:
             try:
@@ -1195,7 +1221,7 @@ class DistributedOptimizer(Agreement):
             for name in present:
                 flat, err = None, None
                 try:        # the root's flat array and every rank's receive buffer
-                    recv = np.empty(sp.shard_len, dtype=sp.dtype)
+                    recv = np.empty(sp.shard_len, dtype=sp.wire)
                     if self.rank == root:
                         flat = self._root_flat(sd, sp, name)
                 except Exception as exc:   # noqa: BLE001 - raised on every rank by _agree_on
@@ -1227,7 +1253,7 @@ class DistributedOptimizer(Agreement):
     def _root_flat(self, sd, sp, name):
         """State ``name`` of the params of space ``sp`` as one flat array (zeros
         where a param has none): the root's send buffer of a load."""
-        flat = np.zeros(sp.N, dtype=sp.dtype)
+        flat = np.zeros(sp.N, dtype=sp.wire)
         for k, i in enumerate(sp.idx):
             ent = sd["state"].get(i, sd["state"].get(str(i)))
             v = None if ent is None else ent.get(name)

@@ -70,8 +70,12 @@ def to_bits(x: np.ndarray, fmt: int, **sr: Any) -> np.ndarray:
 
 
 def widen(a: np.ndarray) -> np.ndarray:
-    """A 16-bit (or float) array as float32, exactly."""
+    """A 16-bit (or float) array as float32, exactly, in ``a``'s memory order
+    (an F-contiguous param's master copy and fresh state are F-contiguous:
+    the kernels pair elements in memory order)."""
     if a.dtype == np.float16 or is_half(a.dtype):
+        if mem_order(a) == "F":
+            return widen(a.T).T
         fmt = "f16" if a.dtype == np.float16 else "bf16"
         return _K._widen16(a.view(np.uint16), fmt)
     return np.asarray(a, dtype=np.float32)
@@ -190,7 +194,7 @@ class Precision:
         size = self._decide[n] if self._decide is not None and n < len(self._decide) else p.size
         self.pfmt.append(param_format(p))
         self._half += self.pfmt[-1] != F_NATIVE
-        self.master.append(widen(p).copy() if self.master_weights else None)
+        self.master.append(widen(p).copy(order="K") if self.master_weights else None)
         fmts, amaxes, out = [], [], []
         for j, s in enumerate(fresh):
             f = self.state_format(j, size) if s is not None else F_NATIVE

@@ -9,10 +9,12 @@ so P ranks equal one process stepping on the mean grads bit for bit. The
 grads are multiples of 2**-10 below 2**5: their sum over ranks is exact in
 any order, so MPI's reduction order cannot change the mean.
 
-16-bit params (replicated only): grads of the param's dtype, summed in
-float32 and the mean rounded once to nearest even; with master weights or
-stochastic rounding. Their grads are multiples of 2**-6 below 2**3, so the
-16-bit grads and their float32 sums are exact.
+16-bit params: grads of the param's dtype, summed in float32 and the mean
+rounded once to nearest even; with master weights (sharded, each rank keeps
+the master copy of its pieces) or stochastic rounding (replicated only: its
+random bits are keyed by tensor and element index). Their grads are
+multiples of 2**-6 below 2**3, so the 16-bit grads and their float32 sums
+are exact.
 """
 import numpy as np
 
@@ -44,10 +46,14 @@ def scenarios():
             for mode in ("shard", "replicated"):
                 out[f"{name}-{sdt}-{mode}"] = dict(opt=name, state_dtype=sdt,
                                                    shard=mode == "shard")
-    out["Adam-int8-bf16params-master-replicated"] = dict(
-        opt="Adam", state_dtype="int8", shard=False, params="bfloat16", master=True)
-    out["AdamW-bfloat16-f16params-replicated"] = dict(
-        opt="AdamW", state_dtype="bfloat16", shard=False, params="float16")
+    for mode in ("shard", "replicated"):
+        out[f"Adam-int8-bf16params-master-{mode}"] = dict(
+            opt="Adam", state_dtype="int8", shard=mode == "shard", params="bfloat16",
+            master=True)
+        out[f"AdamW-bfloat16-f16params-{mode}"] = dict(
+            opt="AdamW", state_dtype="bfloat16", shard=mode == "shard", params="float16")
+    out["SGD-float32-bf16params-master-shard"] = dict(
+        opt="SGD", state_dtype="float32", shard=True, params="bfloat16", master=True)
     out["Lion-float32-bf16params-sr-replicated"] = dict(
         opt="Lion", state_dtype="float32", shard=False, params="bfloat16", sr=True)
     return out

@@ -64,11 +64,11 @@ for name, spec in L.scenarios().items():
     dopt.save(os.path.join(out_dir, f"{name}.end.npz"))
     for i, p in enumerate(params):
         arrays[f"{name}/{i}"] = p
-    if "params" not in spec:        # 16-bit params: replicated only
+    if not spec.get("sr"):          # stochastic rounding: replicated only
         resume(f"{name}/other_mode", spec, not shard, lambda d: d.load(mid_path))
     mid_sd = lrfast.io.read(mid_path)
     resume(f"{name}/same_mode", spec, shard, lambda d: d.load_state_dict(mid_sd))
-    if shard:
+    if shard and spec["state_dtype"] in OTHER:
         resume(f"{name}/other_dtype", spec, True, lambda d: d.load(mid_path),
                OTHER[spec["state_dtype"]])
     if shard and spec["opt"] == "Adam" and spec["state_dtype"] == "int8":
@@ -125,13 +125,41 @@ for shard in (True, False):
                 and np.asarray(got["state"][i][k]).tobytes() == np.asarray(v).tobytes()
                 for i, e in want["state"].items() for k, v in e.items())
         and want["state"][0]["exp_avg"].dtype == np.uint8)
-    # what stays refused
+    # ... and the float32 master copies of 16-bit params (sharded: each rank's pieces)
+    bf16 = L.param_dtype({"params": "bfloat16"})
+    ps3 = [np.linspace(-1, 1, 5000, dtype=np.float32).astype(bf16)]
+    o = lrfast.Adam(ps3, lr=1e-2, state_dtype="int8", master_weights=True)
+    o.step([np.full(5000, 0.5, dtype=bf16)])
+    o.step([np.linspace(0, 1, 5000, dtype=np.float32).astype(bf16)])
+    want = o.state_dict()
+    d3 = DistributedOptimizer(o, shard_state=shard)
+    got = d3.state_dict(root=None)
+    checks[f"carry_master-{tag}"] = (
+        list(got["state"][0]) == list(want["state"][0])
+        and all(np.asarray(got["state"][0][k]).dtype == np.asarray(v).dtype
+                and np.asarray(got["state"][0][k]).tobytes() == np.asarray(v).tobytes()
+                for k, v in want["state"][0].items())
+        and not np.array_equal(want["state"][0]["master_param"],
+                               ps3[0].astype(np.float32)))
+    checks[f"memory_master-{tag}"] = d3.memory()["state"]
+    # a master copy of the wrong shape: raised on every rank, nothing changed
+    bad3 = dict(got, state={0: dict(got["state"][0])})
+    bad3["state"][0]["master_param"] = got["state"][0]["master_param"][:-1].copy()
+    before3 = ps3[0].copy(), state_bytes(d3)
+    expect(f"bad_master-{tag}", lambda: d3.load_state_dict(bad3))
+    expect(f"bad_master_root-{tag}", lambda: d3.load_state_dict(bad3 if rank == 0 else None,
+                                                                 root=0))
+    checks[f"bad_master-{tag}/unchanged"] = (np.array_equal(before3[0].view(np.uint16),
+                                                            ps3[0].view(np.uint16))
+                                             and state_bytes(d3) == before3[1])
+    # 16-bit params and master weights wrap in both modes
     half = [np.zeros(5000, dtype=np.float16)]
     expect(f"float16_params-{tag}", lambda: DistributedOptimizer(lrfast.Adam(half),
                                                                  shard_state=shard))
     expect(f"master_weights-{tag}", lambda: DistributedOptimizer(
         lrfast.Adam([np.zeros(5000, dtype=np.float16)], master_weights=True),
         shard_state=shard))
+    # what stays refused
     expect(f"stochastic_rounding-{tag}", lambda: DistributedOptimizer(
         lrfast.Adam([np.zeros(5000, dtype=np.float32)], state_dtype="bfloat16",
                     stochastic_rounding=True), shard_state=shard))
