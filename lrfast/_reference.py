@@ -1130,12 +1130,19 @@ def _h32(x):
     return x ^ (x >> np.uint32(16))
 
 
-def sr_bits(n, seed, step, tensor, slot):
-    """The 32 random bits of elements 0..n-1 of one array's stream (n < 2**32)."""
-    k = sr_key(seed, step, tensor, slot)
-    i = np.arange(n, dtype=np.uint32)
-    with np.errstate(over="ignore"):
-        return _h32(_h32(i ^ np.uint32(k & 0xFFFFFFFF)) + np.uint32(k >> 32))
+def sr_bits(n, seed, step, tensor, slot, start=0):
+    """The 32 random bits of elements start..start+n-1 of one array's stream:
+    element index j draws from the key of its high half (j >> 32) with its
+    low half."""
+    j = np.arange(start, start + n, dtype=np.uint64)
+    out = np.empty(n, dtype=np.uint32)
+    for hi in np.unique(j >> np.uint64(32)):
+        sel = (j >> np.uint64(32)) == hi
+        k = sr_key(seed, step, tensor, slot, int(hi))
+        i = (j[sel] & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        with np.errstate(over="ignore"):
+            out[sel] = _h32(_h32(i ^ np.uint32(k & 0xFFFFFFFF)) + np.uint32(k >> 32))
+    return out
 
 
 def round_half(x, dtype, rnd=None):

@@ -1954,6 +1954,8 @@ cdef struct TensorRec:
     int sfmt[MAX_STATES]       # each state's format (F_*)
     int styp[MAX_STATES]       # each state's numpy type number
     float* amax[MAX_STATES]    # an 8-bit state's per-block absmax
+    unsigned long long sr_id   # stochastic rounding: the tensor index of its key
+    Py_ssize_t sr_off          # ... and the element index of element 0 (a piece's offset)
 
 
 cdef struct Task:
@@ -2446,9 +2448,10 @@ cdef class Engine:
 
     cdef _set_lowp(self, lowp):
         # lowp: None, or {"pfmt": [...], "sfmt": [[...]], "master": [...],
-        # "amax": [[...]], "sr": bool, "seed": int} (lrfast/optim/_lowp.py
-        # validated it): each param's and state's format, master copies and
-        # 8-bit absmax arrays
+        # "amax": [[...]], "sr": bool, "seed": int, "sr_keys": None or
+        # [(tensor, offset)]} (lrfast/optim/_lowp.py validated it): each
+        # param's and state's format, master copies and 8-bit absmax arrays,
+        # and whose elements' random bits stochastic rounding draws
         cdef int i, j, n = self.d.ntensors
         cdef TensorRec* t
         self.lowp = False
@@ -2466,8 +2469,14 @@ cdef class Engine:
                 and all(len(x) == MAX_STATES for x in lowp["amax"])):
             raise ValueError(f"lowp: one format and master per param, and {MAX_STATES} state "
                              "formats and absmax arrays per param")
+        keys = lowp.get("sr_keys")
+        if keys is not None and (len(keys) != n or any(
+                int(a) < 0 or int(b) < 0 for a, b in keys)):
+            raise ValueError("lowp: sr_keys must give one (tensor, offset) >= 0 per param")
         for i in range(n):
             t = &self.d.t[i]
+            t.sr_id = <unsigned long long>(i if keys is None else int(keys[i][0]))
+            t.sr_off = <Py_ssize_t>(0 if keys is None else int(keys[i][1]))
             t.pfmt = lowp["pfmt"][i]
             m = lowp["master"][i]
             t.master = <char*>cnp.PyArray_DATA(<cnp.ndarray>m) if m is not None else NULL

@@ -271,20 +271,30 @@ cdef inline void _load16(int fmt, const uint16_t* h, float* out, Py_ssize_t n) n
 
 cdef inline void _store16(Data* d, TensorRec* t, int slot, int fmt, const float* x, uint16_t* h,
                           Py_ssize_t e, Py_ssize_t n, bint sr) noexcept nogil:
-    # elements [e, e+n) of the tensor: nearest even, or stochastic
-    cdef uint64_t key
+    # elements [e, e+n) of the tensor: nearest even, or stochastic (the bits of
+    # elements sr_off + e ... of tensor sr_id: a piece of a tensor, as the whole)
+    cdef uint64_t key, ge
+    cdef Py_ssize_t m
     if not sr:
         if fmt == F_BF16:
             lrfast_bf16_store(x, h, n)
         else:
             lrfast_f16_store(x, h, n)
         return
-    key = lrfast_sr_key(d.sr_seed, d.sr_step, <uint64_t>(t - d.t), <uint64_t>slot,
-                        <uint64_t>e >> 32)
-    if fmt == F_BF16:
-        lrfast_bf16_store_sr(x, h, n, <uint32_t>e, <uint32_t>key, <uint32_t>(key >> 32))
-    else:
-        lrfast_f16_store_sr(x, h, n, <uint32_t>e, <uint32_t>key, <uint32_t>(key >> 32))
+    while n > 0:
+        ge = <uint64_t>(t.sr_off + e)
+        m = n           # one key per 2**32 elements: split where the high half changes
+        if (ge >> 32) != ((ge + <uint64_t>(n - 1)) >> 32):
+            m = <Py_ssize_t>((((ge >> 32) + 1) << 32) - ge)
+        key = lrfast_sr_key(d.sr_seed, d.sr_step, <uint64_t>t.sr_id, <uint64_t>slot, ge >> 32)
+        if fmt == F_BF16:
+            lrfast_bf16_store_sr(x, h, m, <uint32_t>ge, <uint32_t>key, <uint32_t>(key >> 32))
+        else:
+            lrfast_f16_store_sr(x, h, m, <uint32_t>ge, <uint32_t>key, <uint32_t>(key >> 32))
+        x += m
+        h += m
+        e += m
+        n -= m
 
 
 cdef bint _adam_one_pass(Data* d, TensorRec* t, Py_ssize_t o, Py_ssize_t n,

@@ -590,10 +590,11 @@ lowstate_needs = pytest.mark.skipif(
 def test_low_precision_state_bit_identical_to_one_process(tmp_path_factory, name, P):
     """Adam, AdamW (amsgrad), SGD (Nesterov momentum) and Lion with int8 and
     bfloat16 state on P ranks, and bfloat16 or float16 params (with master
-    weights, or stochastic rounding replicated), sharded (8-bit blocks never
-    cut; a rank's piece of a tensor of 4096+ elements keeps 8-bit state,
-    whatever its own size; a rank keeps the master copy of its pieces) and
-    replicated, equal one process on the mean grads bit for bit:
+    weights or stochastic rounding), sharded (8-bit blocks never cut; a
+    rank's piece of a tensor of 4096+ elements keeps 8-bit state, whatever
+    its own size; a rank keeps the master copy of its pieces; a piece rounds
+    with its whole tensor's random bits) and replicated, equal one process
+    on the mean grads bit for bit:
     the params on every rank, and the final checkpoint (codes and
     ``<name>_absmax`` of whole tensors, bfloat16 moments, float32 state of
     the small tensors)."""
@@ -620,8 +621,7 @@ def test_low_precision_checkpoint_resumes_exactly(tmp_path_factory, name, P):
     """The step-MID checkpoint is one process's state_dict bit for bit; loaded
     into a wrapper of the other mode (root 0 sends the shards), into one of
     the same mode (the full dict on every rank) and into one process, the run
-    finishes on the reference's bits (stochastic rounding: replicated only,
-    so the same mode and one process). Sharded, loading it into the other
+    finishes on the reference's bits. Sharded, loading it into the other
     state dtype (int8 codes into bfloat16 pieces that start inside a block,
     bfloat16 into int8) and a float32 state_dict into int8 equal one process
     loading the same."""
@@ -631,7 +631,7 @@ def test_low_precision_checkpoint_resumes_exactly(tmp_path_factory, name, P):
     mid = lrfast.io.read(out / f"{name}.mid.npz")
     _assert_same_state(mid, ref_mid)
     for r, (arrays, _) in enumerate(ranks):
-        for tag in ("other_mode", "same_mode") if not spec.get("sr") else ("same_mode",):
+        for tag in ("other_mode", "same_mode"):
             _assert_params(_params(arrays, f"{name}/{tag}"), ref_params, (r, tag))
     groups = LS.make_params(spec)
     params = LS.flat(groups)
@@ -664,9 +664,8 @@ def test_low_precision_bad_input_raises_on_every_rank(tmp_path_factory, P, mode)
     every rank before any write; the ranks step together afterwards. So does
     a master copy of the wrong shape. Wrapping a stepped optimizer with
     8-bit state and master weights carries both over bit for bit. 16-bit
-    params and master weights wrap in both modes; stochastic rounding is
-    refused when sharded (its bits are keyed by tensor and element index)
-    and taken replicated; ranks with different state dtypes raise."""
+    params, master weights and stochastic rounding wrap in both modes; ranks
+    with different state dtypes raise."""
     for r, (_, info) in enumerate(lowstate_runs(P, tmp_path_factory)[1]):
         c = info["checks"]
         for tag in ("bad_absmax", "bad_absmax_root"):
@@ -689,13 +688,7 @@ def test_low_precision_bad_input_raises_on_every_rank(tmp_path_factory, P, mode)
             assert msg.startswith("ValueError") and "'master_param'" in msg \
                 and "(5000,)" in msg, (r, tag, msg)
         assert c[f"bad_master-{mode}/unchanged"] is True
-        assert c[f"float16_params-{mode}"] == "no error", r
-        assert c[f"master_weights-{mode}"] == "no error", r
-        msg = c[f"stochastic_rounding-{mode}"]
-        if mode == "shard":
-            assert msg.startswith("ValueError") and "stochastic_rounding needs " \
-                "shard_state=False" in msg, (r, msg)
-        else:
-            assert msg == "no error", (r, msg)
+        for tag in ("float16_params", "master_weights", "stochastic_rounding"):
+            assert c[f"{tag}-{mode}"] == "no error", (r, tag)
         msg = c[f"dtypes_differ-{mode}"]
         assert "disagree" in msg and "state_dtype" in msg, (r, msg)

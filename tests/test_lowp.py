@@ -319,6 +319,29 @@ def test_f_contiguous_params_step_as_their_transpose(dtype, state_dtype, master)
                                       "float32": np.float32}[state_dtype]
 
 
+def test_stochastic_rounding_of_a_piece_draws_its_tensors_bits():
+    """A sharded wrapper's piece (tensor 7, elements 2**32 - 100 ...: the key's
+    high half changes inside the first chunk) rounds with the random bits of
+    those elements of that tensor, as the numpy stream gives them; without
+    keys, tensor 0 from element 0. The two differ."""
+    from lrfast.optim import _lowp
+    rng = np.random.default_rng(3)
+    n, off = 1000, 2 ** 32 - 100
+    x = rng.standard_normal(n).astype(np.float32).astype(BF16)
+    g = rng.standard_normal(n).astype(np.float32).astype(BF16)
+    want32 = x.astype(np.float32) - np.float32(0.01) * g.astype(np.float32)
+    got = []
+    for keys, (tensor, start) in ((None, (0, 0)), ([(7, off)], (7, off))):
+        p = x.copy()
+        with _lowp.decide_on([n], sr_keys=keys):
+            opt = lrfast.SGD([p], lr=0.01, stochastic_rounding=True, seed=5)
+        opt.step([g])
+        want = R.round_half(want32, BF16, R.sr_bits(n, 5, 0, tensor, 0, start=start))
+        assert want.view(np.uint16).tobytes() == p.view(np.uint16).tobytes(), keys
+        got.append(p)
+    assert not np.array_equal(got[0].view(np.uint16), got[1].view(np.uint16))
+
+
 def test_quality_int8_state_against_fp32():
     """examples/lowp_quality.py, small: 8-bit state ends within 0.5 points of test
     accuracy of float32 Adam on the demo MLP, and within 1% of its final loss on

@@ -56,8 +56,10 @@ c) Elementwise updates on the same averaged grad are bit-identical to one
    gather, codes and bfloat16 state carried exactly in the float32 buffers).
    16-bit params: their grads are reduced in float32 and the mean rounded once
    to the params' dtype (nearest even) on every rank, as replicated; sharded,
-   the updated pieces travel widened to float32 and the master copies
-   (``master_param``) shard like any state array.
+   the updated pieces travel widened to float32, the master copies
+   (``master_param``) shard like any state array, and stochastic rounding
+   keys each piece's random bits by its whole tensor's index and its offset
+   there (``decide_on(..., sr_keys=)``), as one process keys them.
 d) A step agrees twice: before any data moves (grads, params, and a digest of
    the step's evaluated hyperparameters, step counters and options), and after
    the reduction, before anything is written (the norm hook's verdict).

@@ -155,11 +155,11 @@ class DistributedOptimizer(Agreement):
         bit-identical to one process's), built on the full params, with
         ``state_dtype="bfloat16"`` or ``"int8"`` where it takes them (sharded:
         8-bit state cut on its 256-element blocks, each piece in its whole
-        tensor's format); 16-bit (bfloat16, float16) params and
-        ``master_weights`` in both modes (their grads are averaged in float32
-        and the mean rounded once to the params' dtype; sharded, a rank keeps
-        the master copy of its pieces only); ``stochastic_rounding`` with
-        ``shard_state=False`` only; others
+        tensor's format); 16-bit (bfloat16, float16) params,
+        ``master_weights`` and ``stochastic_rounding`` in both modes (grads
+        averaged in float32 and the mean rounded once to the params' dtype;
+        sharded, a rank keeps the master copy of its pieces only, and a piece
+        rounds with its whole tensor's random bits); others
         (L-BFGS, DiagonalNewton, the per-tensor Lamb, LARS and NovoGrad, ...)
         raise TypeError. With ``shard_state=True`` the
         wrapper takes over its state (freed: calling ``opt.step`` then raises);
@@ -298,10 +298,6 @@ class DistributedOptimizer(Agreement):
             raise ValueError("DistributedOptimizer does not support clip_norm or clip_value "
                              "(a shard holds part of a tensor); use max_grad_norm, which "
                              "clips by the global norm across ranks")
-        lp = opt._lp
-        if lp.sr and shard_state:
-            raise ValueError("stochastic_rounding needs shard_state=False (its random bits "
-                             "are keyed by tensor and element index, which a shard changes)")
         if opt.released:
             raise ValueError("this optimizer is already wrapped by a sharded "
                              "DistributedOptimizer")
@@ -454,7 +450,9 @@ class DistributedOptimizer(Agreement):
         # global norm that the step's verdict hook (see _verdict) returns
         # each piece keeps the state format of its whole tensor (8-bit state
         # needs a tensor of 4096 elements or more, not a piece of one)
-        with _lowp.decide_on([self._sizes[t[0]] for t in pieces]):
+        # and rounds stochastically with its whole tensor's random bits
+        with _lowp.decide_on([self._sizes[t[0]] for t in pieces],
+                             sr_keys=[(t[0], t[1]) for t in pieces]):
             self._inner = self._core = _like(opt, groups)
         # the wrapper owns the state now: free the wrapped optimizer's
         opt.release_state()

@@ -29,17 +29,30 @@ _DECIDE_ON: contextvars.ContextVar[Optional[Tuple[int, ...]]] = contextvars.Cont
     "lrfast_lowp_decide_on", default=None)
 
 
+_SR_KEYS: contextvars.ContextVar[Optional[Tuple[Tuple[int, int], ...]]] = \
+    contextvars.ContextVar("lrfast_lowp_sr_keys", default=None)
+
+
 @contextlib.contextmanager
-def decide_on(sizes: Sequence[int]) -> Iterator[None]:
+def decide_on(sizes: Sequence[int],
+              sr_keys: Optional[Sequence[Tuple[int, int]]] = None) -> Iterator[None]:
     """Optimizers built inside this block decide each param's state format on
     ``sizes[i]`` (the i-th param added) instead of the param's own size: a
     sharded wrapper's inner optimizer holds pieces of params, and a piece of
     a tensor of 4096 elements or more keeps 8-bit state as the whole tensor
-    does in one process (its pieces start on 256-element blocks)."""
+    does in one process (its pieces start on 256-element blocks).
+
+    ``sr_keys[i]``: (tensor, offset) of the i-th param for stochastic
+    rounding: its random bits are those of elements ``offset + k`` of tensor
+    ``tensor`` in one process (default: (i, 0)), so a piece rounds as its
+    whole tensor does."""
     token = _DECIDE_ON.set(tuple(int(n) for n in sizes))
+    token2 = _SR_KEYS.set(None if sr_keys is None
+                          else tuple((int(a), int(b)) for a, b in sr_keys))
     try:
         yield
     finally:
+        _SR_KEYS.reset(token2)
         _DECIDE_ON.reset(token)
 
 
@@ -123,6 +136,7 @@ class Precision:
         self.amax: List[List[Optional[np.ndarray]]] = []
         self._half = 0            # how many of pfmt are 16-bit
         self._decide = _DECIDE_ON.get()     # sizes to decide formats on (decide_on)
+        self._sr_keys = _SR_KEYS.get()      # (tensor, offset) per param, or None
 
     @property
     def active(self) -> bool:
@@ -212,8 +226,10 @@ class Precision:
         self._half = sum(f != F_NATIVE for f in self.pfmt)
 
     def engine_args(self) -> Dict[str, Any]:
+        keys = self._sr_keys
         return {"pfmt": self.pfmt, "sfmt": self.sfmt, "master": self.master,
-                "amax": self.amax, "sr": self.sr, "seed": self.seed}
+                "amax": self.amax, "sr": self.sr, "seed": self.seed,
+                "sr_keys": (None if keys is None else list(keys[:len(self.pfmt)]))}
 
     # ------------------------------------------------------------ state_dict
     def entry(self, i: int, e: Dict[str, Any], names: Tuple[str, ...], copy: bool) -> None:

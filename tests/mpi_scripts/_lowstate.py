@@ -11,10 +11,10 @@ any order, so MPI's reduction order cannot change the mean.
 
 16-bit params: grads of the param's dtype, summed in float32 and the mean
 rounded once to nearest even; with master weights (sharded, each rank keeps
-the master copy of its pieces) or stochastic rounding (replicated only: its
-random bits are keyed by tensor and element index). Their grads are
-multiples of 2**-6 below 2**3, so the 16-bit grads and their float32 sums
-are exact.
+the master copy of its pieces) or stochastic rounding (sharded, a piece draws
+its whole tensor's random bits, keyed by tensor and element index). Their
+grads are multiples of 2**-6 below 2**3, so the 16-bit grads and their
+float32 sums are exact.
 """
 import numpy as np
 
@@ -54,8 +54,12 @@ def scenarios():
             opt="AdamW", state_dtype="bfloat16", shard=mode == "shard", params="float16")
     out["SGD-float32-bf16params-master-shard"] = dict(
         opt="SGD", state_dtype="float32", shard=True, params="bfloat16", master=True)
-    out["Lion-float32-bf16params-sr-replicated"] = dict(
-        opt="Lion", state_dtype="float32", shard=False, params="bfloat16", sr=True)
+    for mode in ("shard", "replicated"):
+        out[f"Lion-float32-bf16params-sr-{mode}"] = dict(
+            opt="Lion", state_dtype="float32", shard=mode == "shard", params="bfloat16",
+            sr=True)
+    out["AdamW-bfloat16-f16params-sr-shard"] = dict(
+        opt="AdamW", state_dtype="bfloat16", shard=True, params="float16", sr=True)
     return out
 
 

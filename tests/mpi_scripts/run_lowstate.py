@@ -64,8 +64,7 @@ for name, spec in L.scenarios().items():
     dopt.save(os.path.join(out_dir, f"{name}.end.npz"))
     for i, p in enumerate(params):
         arrays[f"{name}/{i}"] = p
-    if not spec.get("sr"):          # stochastic rounding: replicated only
-        resume(f"{name}/other_mode", spec, not shard, lambda d: d.load(mid_path))
+    resume(f"{name}/other_mode", spec, not shard, lambda d: d.load(mid_path))
     mid_sd = lrfast.io.read(mid_path)
     resume(f"{name}/same_mode", spec, shard, lambda d: d.load_state_dict(mid_sd))
     if shard and spec["state_dtype"] in OTHER:
@@ -152,14 +151,13 @@ for shard in (True, False):
     checks[f"bad_master-{tag}/unchanged"] = (np.array_equal(before3[0].view(np.uint16),
                                                             ps3[0].view(np.uint16))
                                              and state_bytes(d3) == before3[1])
-    # 16-bit params and master weights wrap in both modes
+    # 16-bit params, master weights and stochastic rounding wrap in both modes
     half = [np.zeros(5000, dtype=np.float16)]
     expect(f"float16_params-{tag}", lambda: DistributedOptimizer(lrfast.Adam(half),
                                                                  shard_state=shard))
     expect(f"master_weights-{tag}", lambda: DistributedOptimizer(
         lrfast.Adam([np.zeros(5000, dtype=np.float16)], master_weights=True),
         shard_state=shard))
-    # what stays refused
     expect(f"stochastic_rounding-{tag}", lambda: DistributedOptimizer(
         lrfast.Adam([np.zeros(5000, dtype=np.float32)], state_dtype="bfloat16",
                     stochastic_rounding=True), shard_state=shard))
