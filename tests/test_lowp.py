@@ -387,3 +387,26 @@ def test_int8_second_moment_never_rounds_a_live_element_to_zero(name):
     state.step([g1])
     codes = state.state_dict()["state"][0]["exp_avg_sq"]
     assert codes[1] == 1 and codes[2] == 0        # live: the floor; never touched: 0.0
+
+
+def test_load_without_an_entry_resets_the_master():
+    """A state_dict without an entry for a param (never stepped) loads it
+    fresh, master copy included (taken from the param), as into a new
+    optimizer; the master of an optimizer that has stepped is not kept."""
+    rng = np.random.default_rng(8)
+    x = (0.5 * rng.standard_normal(500)).astype(np.float32).astype(BF16)
+    gs = [rng.standard_normal(500).astype(np.float32).astype(BF16) for _ in range(4)]
+    fresh = lrfast.AdamW([np.zeros(500, BF16)], lr=1e-3, master_weights=True).state_dict()
+    p = x.copy()
+    used = lrfast.AdamW([p], lr=1e-3, master_weights=True)
+    for g in gs[:2]:
+        used.step([g])
+    used.load_state_dict(fresh)
+    assert np.array_equal(used.master_params[0], p.astype(np.float32))
+    q = p.copy()
+    new = lrfast.AdamW([q], lr=1e-3, master_weights=True)
+    new.load_state_dict(fresh)
+    for g in gs[2:]:
+        used.step([g])
+        new.step([g])
+    assert p.view(np.uint16).tobytes() == q.view(np.uint16).tobytes()

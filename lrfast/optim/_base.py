@@ -974,9 +974,12 @@ class Optimizer(OptimizerBase):
                 arrays, key, _, master = entries[i]
                 if master is not None:
                     self._lp.master[i][...] = master
-            else:
+            else:                                  # fresh, as in a new optimizer
                 arrays = self._fresh(i)
                 key = self._rule.initial_key
+                m = self._lp.master[i]
+                if m is not None:
+                    m[...] = self._lp.template(self._params[i])
             self._assign(i, arrays)
             keys.append(key)
         self._set_tensor_state({i: e[2] for i, e in entries.items()})
