@@ -692,3 +692,42 @@ def test_low_precision_bad_input_raises_on_every_rank(tmp_path_factory, P, mode)
             assert c[f"{tag}-{mode}"] == "no error", (r, tag)
         msg = c[f"dtypes_differ-{mode}"]
         assert "disagree" in msg and "state_dtype" in msg, (r, msg)
+
+
+@needs_mpi
+def test_sync_params_carries_master_weights(tmp_path):
+    """sync_params broadcasts rank 0's params, and with master_weights their
+    float32 master copies (from which a 16-bit param steps): ranks initialized
+    apart then step as one process from rank 0's params, in both modes (the
+    replicated wrapper used to step each rank from its own master)."""
+    pytest.importorskip("ml_dtypes")
+    script = tmp_path / "run_sync_master.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import numpy as np, ml_dtypes, lrfast
+        from mpi4py import MPI
+        from lrfast.distributed import DistributedOptimizer
+        BF16 = np.dtype(ml_dtypes.bfloat16)
+        comm = MPI.COMM_WORLD
+        rank = comm.Get_rank()
+        def init(r):
+            x = np.random.default_rng(100 + r).standard_normal((50, 100)).astype(np.float32)
+            return np.asfortranarray(x.astype(BF16))
+        g = np.asfortranarray(np.full((50, 100), 0.5, np.float32).astype(BF16))
+        ref = init(0)
+        o = lrfast.Adam([ref], lr=1e-2, master_weights=True)
+        for _ in range(3):
+            o.step([g])
+        for shard in (False, True):
+            p = init(rank)                   # ranks initialized apart
+            d = DistributedOptimizer(lrfast.Adam([p], lr=1e-2, master_weights=True),
+                                     shard_state=shard)
+            for _ in range(3):
+                d.step([g])
+            ok = p.tobytes(order="A") == ref.tobytes(order="A")
+            if not all(comm.allgather(ok)):
+                if rank == 0:
+                    print(f"shard_state={shard}: a rank differs from one process")
+                sys.exit(1)
+    """))
+    mpirun(2, str(script))

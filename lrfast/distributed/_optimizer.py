@@ -369,6 +369,11 @@ class DistributedOptimizer(Agreement):
                 if self.rank != 0:
                     for i, a, e, pos in segs:
                         pflat[i][a:e] = buf[pos:pos + e - a]
+        # master weights: a 16-bit param steps from its float32 master copy, so
+        # rank 0's masters travel too (else each rank would step from its own)
+        for m in self._opt._lp.master:
+            if m is not None and m.size:
+                self._comm.Bcast([_flat(m, _order(m)), MPI.FLOAT], root=0)
 
     def _build_replicated(self):
         self._core = self._opt
