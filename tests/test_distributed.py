@@ -731,3 +731,36 @@ def test_sync_params_carries_master_weights(tmp_path):
                 sys.exit(1)
     """))
     mpirun(2, str(script))
+
+
+@needs_mpi
+def test_sharded_wrapper_releases_master_copies(tmp_path):
+    """shard_state=True takes over the wrapped optimizer's state, its float32
+    master copies and 8-bit absmax arrays included: the wrapped optimizer no
+    longer holds them (ZeRO-1: a rank keeps the masters of its pieces only),
+    and its master_params raises as its other state does (they went stale)."""
+    pytest.importorskip("ml_dtypes")
+    script = tmp_path / "run_release_master.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import numpy as np, ml_dtypes, lrfast
+        from lrfast.distributed import DistributedOptimizer
+        BF16 = np.dtype(ml_dtypes.bfloat16)
+        p = np.linspace(-1, 1, 10000, dtype=np.float32).astype(BF16)
+        opt = lrfast.Adam([p], lr=1e-2, master_weights=True, state_dtype="int8")
+        d = DistributedOptimizer(opt, shard_state=True)
+        d.step([np.full(10000, 0.5, np.float32).astype(BF16)])
+        held = [m for m in opt._lp.master if m is not None]
+        held += [a for s in opt._lp.amax for a in s if a is not None]
+        if held:
+            print("the wrapped optimizer still holds", sum(a.nbytes for a in held), "bytes")
+            sys.exit(1)
+        try:
+            opt.master_params
+        except RuntimeError as e:
+            assert "DistributedOptimizer" in str(e), e
+        else:
+            print("master_params did not raise")
+            sys.exit(1)
+    """))
+    mpirun(2, str(script))

@@ -350,6 +350,8 @@ class Optimizer(OptimizerBase):
         """The float32 master copies of the 16-bit params (``master_weights=True``),
         in param order (None for a param without one). The step updates them and
         rounds each param from its master to nearest even."""
+        if self.released:
+            raise RuntimeError(_Released._msg)
         return list(self._lp.master)
 
     @property
@@ -522,6 +524,10 @@ class Optimizer(OptimizerBase):
         state took it over); any later use raises a clear RuntimeError."""
         self._states = _Released()
         self._engine = _Released()
+        # the master copies and 8-bit absmax arrays are state too (sharded now)
+        lp = self._lp
+        lp.master = [None] * len(lp.master)
+        lp.amax = [[None] * len(a) for a in lp.amax]
 
     def _compile_group(self, group, gi) -> GroupPlan:
         """Validate a group's values (static ones against the table's ranges,
