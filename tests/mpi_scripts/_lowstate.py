@@ -54,6 +54,9 @@ def scenarios():
             opt="AdamW", state_dtype="bfloat16", shard=mode == "shard", params="float16")
     out["SGD-float32-bf16params-master-shard"] = dict(
         opt="SGD", state_dtype="float32", shard=True, params="bfloat16", master=True)
+    out["Adam-int8-bf16params-master-clipped-shard"] = dict(     # the global norm clips
+        opt="Adam", state_dtype="int8", shard=True, params="bfloat16", master=True,
+        max_grad_norm=2.0)
     for mode in ("shard", "replicated"):
         out[f"Lion-float32-bf16params-sr-{mode}"] = dict(
             opt="Lion", state_dtype="float32", shard=mode == "shard", params="bfloat16",
@@ -85,7 +88,8 @@ def build(spec, groups, state_dtype=None):
     sdt = spec["state_dtype"] if state_dtype is None else state_dtype
     return cls(pgs, **OPTS[spec["opt"]], state_dtype=None if sdt == "float32" else sdt,
                master_weights=spec.get("master", False),
-               stochastic_rounding=spec.get("sr", False), seed=11)
+               stochastic_rounding=spec.get("sr", False), seed=11,
+               max_grad_norm=spec.get("max_grad_norm"))
 
 
 def flat(groups):
