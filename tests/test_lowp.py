@@ -342,6 +342,56 @@ def test_stochastic_rounding_of_a_piece_draws_its_tensors_bits():
     assert not np.array_equal(got[0].view(np.uint16), got[1].view(np.uint16))
 
 
+@pytest.mark.parametrize("state_dtype", ["float32", "int8"])
+def test_lookahead_syncs_the_master_copies(state_dtype):
+    """Lookahead over 16-bit params with master weights: the fast weights are
+    the float32 masters, so the run equals Lookahead over float32 params on
+    the widened grads bit for bit (masters = the float32 params, slow weights
+    equal, each 16-bit param = its master rounded to nearest even), an
+    F-contiguous param included; its state_dict resumes exactly, and a slow
+    array of a wrong dtype raises before any write."""
+    rng = np.random.default_rng(1)
+    x0 = [(0.5 * rng.standard_normal(s)).astype(np.float32).astype(BF16)
+          for s in ((70, 64), (300,))]
+    gs = [[rng.standard_normal(a.shape).astype(np.float32).astype(BF16) for a in x0]
+          for _ in range(8)]
+
+    def make(master):
+        ps = [np.asfortranarray(a if master else a.astype(np.float32)) for a in x0]
+        opt = lrfast.Adam(ps, lr=1e-2, state_dtype=state_dtype, master_weights=master)
+        return ps, lrfast.Lookahead(opt, k=3, alpha=0.5)
+
+    def feed(look, gl, master):
+        look.step([np.asfortranarray(g if master else g.astype(np.float32)) for g in gl])
+
+    p32, l32 = make(False)
+    pb, lb = make(True)
+    for t, gl in enumerate(gs):
+        feed(l32, gl, False)
+        feed(lb, gl, True)
+        if t == 4:
+            sd = lb.state_dict()
+    for a, b, m, s32, sb in zip(p32, pb, lb.optimizer.master_params, l32.slow_params,
+                                lb.slow_params):
+        assert m.tobytes(order="A") == a.tobytes(order="A")
+        assert b.view(np.uint16).tobytes() == a.astype(BF16).view(np.uint16).tobytes()
+        assert sb.dtype == np.float32 and np.array_equal(sb, s32)
+    assert lb.steps_since_sync == 8 % 3
+    pr, lr_ = make(True)            # resume from step 5
+    for a, b in zip(pr, x0):
+        a[...] = b
+    lr_.load_state_dict(sd)
+    for gl in gs[5:]:
+        feed(lr_, gl, True)
+    for a, b in zip(pr, pb):
+        assert a.view(np.uint16).tobytes() == b.view(np.uint16).tobytes()
+    bad = dict(sd, slow=[a.astype(np.float64) for a in sd["slow"]])
+    before = [a.copy() for a in lr_.slow_params]
+    with pytest.raises(ValueError, match="float32: its master copy"):
+        lr_.load_state_dict(bad)
+    assert all(np.array_equal(a, b) for a, b in zip(before, lr_.slow_params))
+
+
 def test_quality_int8_state_against_fp32():
     """examples/lowp_quality.py, small: 8-bit state ends within 0.5 points of test
     accuracy of float32 Adam on the demo MLP, and within 1% of its final loss on

@@ -20,6 +20,7 @@ from .._dispatch import kernels as _K
 from .._typing import Array, Grads, StateDict
 from .._validate import (ReentryError, check_param, integer, is_bool, real,
                          step_count)
+from . import _lowp
 from ._base import Optimizer
 from ._own import OwnStepOptimizer
 
@@ -144,9 +145,11 @@ class _Wrapper:
             self._opt.load_state_dict(sd["inner"])  # checks all, then writes, or raises
             commit()
 
-    def _arrays(self, xs: Any, key: str, keyed: bool) -> Dict[int, Array]:
+    def _arrays(self, xs: Any, key: str, keyed: bool,
+                float32: Optional[List[bool]] = None) -> Dict[int, Array]:
         """Saved per-param arrays (a list, or with ``keyed`` a dict by param
-        index) checked against the params: {index: array}."""
+        index) checked against the params: {index: array}. ``float32[i]``:
+        param i's entry may also be float32 (its master copy's dtype)."""
         n = len(self._params)
         if keyed:
             if not isinstance(xs, dict):
@@ -170,9 +173,12 @@ class _Wrapper:
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"param {i}: state_dict[{key!r}] entry must be an ndarray, got "
                                 f"{type(a).__name__}")
-            if a.shape != p.shape or a.dtype != p.dtype:
+            wide = float32 is not None and float32[i]
+            if a.shape != p.shape or not (a.dtype == p.dtype
+                                          or (wide and a.dtype == np.float32)):
                 raise ValueError(f"param {i}: state_dict[{key!r}] entry has shape/dtype "
-                                 f"{a.shape}/{a.dtype}, param has {p.shape}/{p.dtype}")
+                                 f"{a.shape}/{a.dtype}, param has {p.shape}/{p.dtype}"
+                                 + (" (or float32: its master copy's)" if wide else ""))
             out[i] = a
         return out
 
@@ -491,6 +497,11 @@ class Lookahead(_Wrapper):
     ``reset_state=False``). The slow params start as copies of the params.
     A skipped step (``skip_nonfinite``) does not count toward ``k``.
 
+    With ``master_weights=True`` the fast weights are the float32 master
+    copies: the slow weights are float32, the sync runs on the masters in
+    float32, and each 16-bit param is then rounded from its master to nearest
+    even (as the optimizer's step rounds it).
+
     Parameters
     ----------
     opt : lrfast optimizer or wrapper
@@ -507,8 +518,18 @@ class Lookahead(_Wrapper):
         alpha = real(alpha, "alpha", "Lookahead: ", low=0.0, high=1.0)
         self._init_wrapper(opt)
         self.k, self.alpha = k, alpha
-        self._slow: List[Array] = [_copy(p) for p in self._params]
+        self._slow: List[Array] = [_copy(p if m is None else m)
+                                   for p, m in zip(self._params, self._masters())]
         self.steps_since_sync = 0
+
+    def _masters(self) -> List[Optional[Array]]:
+        """The float32 master copy of each param (None: the param is its own)."""
+        base = self._opt
+        while isinstance(base, _Wrapper):
+            base = base._opt
+        lp = getattr(base, "_lp", None)
+        ms = list(lp.master) if lp is not None else []
+        return ms + [None] * (len(self._params) - len(ms))
 
     def step(self, grads: Grads, *aux: Grads) -> bool:
         """One fast step (the optimizer's ``step(grads, *aux)``), then a sync
@@ -524,11 +545,14 @@ class Lookahead(_Wrapper):
             return bool(ok)
 
     def _sync(self) -> None:
-        for p, s in zip(self._params, self._slow):
-            d = np.subtract(p, s)
-            d *= p.dtype.type(self.alpha)
+        for p, s, m in zip(self._params, self._slow, self._masters()):
+            fast = p if m is None else m
+            d = np.subtract(fast, s)
+            d *= fast.dtype.type(self.alpha)
             s += d
-            np.copyto(p, s)
+            np.copyto(fast, s)
+            if m is not None:       # the param, rounded from its master as a step rounds it
+                p.view(np.uint16)[...] = _lowp.to_bits(m, _lowp.param_format(p))
         self.steps_since_sync = 0
 
     @property
@@ -549,11 +573,13 @@ class Lookahead(_Wrapper):
         n = step_count(sd["steps_since_sync"], "state_dict['steps_since_sync']")
         if n >= k:
             raise ValueError(f"state_dict: steps_since_sync {n} must be < k ({k})")
-        slow = self._arrays(sd["slow"], "slow", keyed=False)
+        masters = self._masters()
+        slow = self._arrays(sd["slow"], "slow", keyed=False,
+                            float32=[m is not None for m in masters])
 
         def commit():
             for i, a in slow.items():
-                np.copyto(self._slow[i], a)
+                np.copyto(self._slow[i], a)     # a 16-bit one widens exactly
             self.k, self.alpha, self.steps_since_sync = k, alpha, n
         return commit
 
