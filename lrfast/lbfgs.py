@@ -165,6 +165,7 @@ class LBFGS(OptimizerBase):
         self._params = plist
         self._dtype = plist[0].dtype
         self._n = self._space.n
+        self._to_mem, self._to_c = _flat_orders(plist)
         self._x0: Optional[Array] = None
         self.line_search_log: List[LineSearchResult] = []
         self._clear_state()
@@ -231,12 +232,17 @@ class LBFGS(OptimizerBase):
         if self._func_evals == 0 and self._n_iter == 0:
             return {}
         c = (lambda a: None if a is None else a.copy()) if copy else (lambda a: a)
+        to_c = self._to_c
+        if to_c is not None:      # the kernels' memory order -> each param's C order, as torch
+            c = (lambda a: None if a is None else a[to_c])   # noqa: E731
         m = len(self._S)
         return {0: {
             "func_evals": self._func_evals, "n_iter": self._n_iter,
             "d": c(self._d), "t": self._t,
-            "old_dirs": np.array(self._Y) if m else np.empty((0, self._n), self._dtype),
-            "old_stps": np.array(self._S) if m else np.empty((0, self._n), self._dtype),
+            "old_dirs": (np.array(self._Y) if to_c is None else np.array(self._Y)[:, to_c])
+            if m else np.empty((0, self._n), self._dtype),
+            "old_stps": (np.array(self._S) if to_c is None else np.array(self._S)[:, to_c])
+            if m else np.empty((0, self._n), self._dtype),
             "ro": np.array(self._ro, dtype=np.float64), "H_diag": self._H,
             "prev_flat_grad": c(self._prev_g), "prev_loss": self._prev_loss,
         }}
@@ -501,6 +507,8 @@ class LBFGS(OptimizerBase):
         if v.shape != (self._n,) or v.dtype != self._dtype:
             raise ValueError(f"{where}: {k!r} has shape/dtype {v.shape}/{v.dtype}, "
                              f"expected ({self._n},)/{self._dtype}")
+        if self._to_mem is not None:          # saved in C order: to the kernels' memory order
+            return np.ascontiguousarray(v[self._to_mem])
         return np.array(v, order="C", copy=True)
 
     def _saved_history(self, e, where, history_size):
@@ -521,6 +529,8 @@ class LBFGS(OptimizerBase):
                              f"{history_size}")
         if not np.all(np.isfinite(ro)):
             raise ValueError(f"{where}: 'ro' must be finite")
+        if self._to_mem is not None:          # saved in C order: to the kernels' memory order
+            hist = [np.asarray(h)[:, self._to_mem] for h in hist]
         return ([np.array(hist[0][i], order="C", copy=True) for i in range(m)],
                 [np.array(hist[1][i], order="C", copy=True) for i in range(m)],
                 [float(r) for r in ro])
@@ -540,6 +550,24 @@ class LBFGS(OptimizerBase):
 
     def _unpickle_extra(self, extra: Dict[str, Any]) -> None:
         self.line_search_log = extra.get("log", [])
+
+
+def _flat_orders(params: List[Array]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+    """(to_mem, to_c): index arrays between the flat vector the kernels use (each
+    param's elements in its memory order) and the state_dict's (each param's
+    elements in C order, as torch's ``view(-1)``): ``mem = c[to_mem]`` and
+    ``c = mem[to_c]``. (None, None) when every param is C-ordered."""
+    if all(p.flags.c_contiguous for p in params):
+        return None, None
+    parts, off = [], 0
+    for p in params:
+        idx = np.arange(off, off + p.size, dtype=np.intp)
+        parts.append(idx if p.flags.c_contiguous else idx.reshape(p.shape).ravel(order="F"))
+        off += p.size
+    to_mem = np.concatenate(parts)
+    to_c = np.empty_like(to_mem)
+    to_c[to_mem] = np.arange(to_mem.size, dtype=np.intp)
+    return to_mem, to_c
 
 
 def _unwrap(v):

@@ -712,3 +712,50 @@ def test_saved_scalars_are_value_errors(key, value):
     with pytest.raises(ValueError, match=f"group 0, state: '{key}' must be"):
         opt.load_state_dict(sd)
     assert same_snapshot(before, snapshot(opt, [x]))
+
+
+def test_fortran_param_flat_state_is_indexed_as_torch():
+    # The flat vectors of the state_dict (d, prev_flat_grad, old_dirs, old_stps)
+    # list each param's elements in C order (torch's view(-1)), whatever the
+    # param's memory order: an F run's state matches a C run's, and resumes in a
+    # C-ordered optimizer with the same values (and vice versa).
+    rng = np.random.default_rng(0)
+    A, D = rng.standard_normal((4, 6)), np.abs(rng.standard_normal((4, 6))) + 0.5
+    x0, b0 = rng.standard_normal((4, 6)), rng.standard_normal(3)
+
+    def make(order):
+        x, b = np.array(x0, order=order), b0.copy()
+
+        def cl():
+            r = x - A
+            return (float(np.sum(D * r * r) + 0.1 * np.sum(r ** 4) + b @ b),
+                    [np.array(2 * D * r + 0.4 * r ** 3, order=order), 2 * b])
+        return x, b, cl
+
+    runs = {}
+    for order in "CF":
+        x, b, cl = make(order)
+        opt = lrfast.LBFGS([x, b], max_iter=3, history_size=5)
+        opt.step(cl)
+        runs[order] = (x, b, cl, opt)
+    ec, ef = (runs[o][3].state_dict()["state"][0] for o in "CF")
+    for k in ("d", "prev_flat_grad", "old_dirs", "old_stps"):
+        assert ec[k].shape == ef[k].shape
+        assert np.allclose(ec[k], ef[k], rtol=1e-10, atol=1e-14), k
+    for src, dst in ("FC", "CF"):
+        x, b, cl = make(dst)
+        x[...], b[...] = runs[src][0], runs[src][1]
+        opt = lrfast.LBFGS([x, b], max_iter=3, history_size=5)
+        opt.load_state_dict(runs[src][3].state_dict())
+        e = opt.state_dict()["state"][0]        # the loaded state reads back as saved
+        for k in ("d", "prev_flat_grad", "old_dirs", "old_stps"):
+            assert np.array_equal(e[k], runs[src][3].state_dict()["state"][0][k]), k
+        ref = copy.deepcopy(runs[src][3])       # the source optimizer continued
+        xr, br = ref.param_groups[0]["params"]
+        ref.step(lambda: (float(np.sum(D * (xr - A) ** 2) + 0.1 * np.sum((xr - A) ** 4)
+                                + br @ br),
+                          [np.array(2 * D * (xr - A) + 0.4 * (xr - A) ** 3, order=src),
+                           2 * br]))
+        opt.step(cl)
+        assert np.allclose(x, xr, rtol=1e-10, atol=1e-14)
+        assert np.allclose(b, br, rtol=1e-10, atol=1e-14)
