@@ -106,6 +106,14 @@ def _structure(params, name):
     return ps, False
 
 
+def _laid_out_like(p, v):
+    """``v`` as a new array of p's dtype and memory layout (C or F): an estimate
+    DiagonalNewton takes as the hess_diag of p."""
+    out = np.empty_like(p)
+    out[...] = v
+    return out
+
+
 def _like(values, ps, single, what):
     vs = [values] if single else (list(values) if isinstance(values, (list, tuple)) else None)
     if vs is None or len(vs) != len(ps):
@@ -180,7 +188,7 @@ def hutchinson_diag(hvp: Callable[[Any], Any], params: ArrayOrList,
         hz = _like(hvp(z[0] if single else z), ps, single, "hvp(v)")
         for a, zi, hi in zip(acc, z, hz):
             a += zi.astype(np.float64) * hi.astype(np.float64)
-    out = [(a / n_samples).astype(p.dtype) for a, p in zip(acc, ps)]
+    out = [_laid_out_like(p, a / n_samples) for a, p in zip(acc, ps)]
     return out[0] if single else out
 
 
@@ -248,5 +256,5 @@ def secant_diag(params: ArrayOrList, grads: ArrayOrList, prev_params: ArrayOrLis
         ok = np.abs(dx) > min_step * (1.0 + np.abs(x64))
         h = np.full(x.shape, float(fill)) if old is None else old.astype(np.float64)
         np.divide(dg, dx, out=h, where=ok)
-        out.append(h.astype(x.dtype))
+        out.append(_laid_out_like(x, h))
     return out[0] if single else out

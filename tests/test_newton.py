@@ -272,3 +272,25 @@ def test_state_resume(via):
 
 def test_lazy_export():
     assert lrfast.DiagonalNewton.__module__ == "lrfast.newton"
+
+
+def test_estimates_are_laid_out_like_fortran_params():
+    # hutchinson_diag and secant_diag feed DiagonalNewton, which takes hess_diag
+    # in its param's layout: an F-contiguous param gets an F-contiguous estimate
+    ps = make([(4, 6), (5,)], np.float64, 1, order="F")
+    gs = make([(4, 6), (5,)], np.float64, 2, order="F")
+    pps = [p * 0.5 for p in ps]
+    pgs = [g * 0.25 for g in gs]
+    ests = [hutchinson_diag(lambda v: [2.0 * x for x in v], ps, rng=0),
+            secant_diag(ps, gs, pps, pgs),
+            secant_diag(ps, gs, pps, pgs, prev=[np.ones(p.shape) for p in ps])]
+    for hs in ests:
+        for h, p in zip(hs, ps):
+            assert h.flags.f_contiguous and h.dtype == p.dtype
+    ts = [p.copy(order="K") for p in ps]
+    opt = lrfast.DiagonalNewton(ps, damping=0.01)
+    hs = ests[1]
+    assert opt.step(gs, hs)
+    for t, g, h in zip(ts, gs, hs):
+        twin_step(t, g, h, damping=0.01)
+    assert all(bits_equal(p, t) for p, t in zip(ps, ts))
