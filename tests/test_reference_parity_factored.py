@@ -306,3 +306,19 @@ def test_stale_param_geometry_is_refused(name):
     p.dtype = np.float64
     after = opt.state_dict()
     assert after["step_count"] == before["step_count"]
+
+
+@pytest.mark.parametrize("adjust", [None, "match_rms_adamw"])
+def test_muon_leaves_empty_params_alone(adjust):
+    # a (3, 0) param as a (0, 3) one: nothing to update, the other params step
+    # as without it (its lr factor divided by zero columns)
+    ps = [np.ones((3, 0)), np.ones((0, 3)), np.full((4, 5), 0.5)]
+    ref = [np.full((4, 5), 0.5)]
+    opt = lrfast.Muon(ps, lr=0.02, adjust_lr_fn=adjust)
+    opt_ref = lrfast.Muon(ref, lr=0.02, adjust_lr_fn=adjust)
+    g = np.linspace(-1, 1, 20).reshape(4, 5)
+    for _ in range(2):
+        assert opt.step([np.ones((3, 0)), np.ones((0, 3)), g])
+        opt_ref.step([g])
+    assert np.array_equal(ps[2], ref[0])
+    assert opt.state[0]["momentum_buffer"].shape == (3, 0)

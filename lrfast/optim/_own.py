@@ -313,6 +313,8 @@ def _lr_ratio(adjust, shape):
     for "match_rms_adamw"."""
     rows, cols = shape
     if adjust is None or adjust == "original":
+        if cols == 0:             # an empty param: no update to scale (torch divides by 0)
+            return 1.0
         return float(np.sqrt(max(1, rows / cols)))
     return 0.2 * float(np.sqrt(max(rows, cols)))
 
