@@ -209,7 +209,7 @@ def _check_grads(grads: Any, params: List[Array], where: str) -> Tuple[Any, ...]
         if g is None:
             continue
         w = f"{where}param {i}"
-        check_param(g, w, "grad", writeable=False)
+        check_param(g, w, "grad", writeable=False, half=True)
         if g.dtype != p.dtype:
             raise TypeError(f"{w}: grad dtype {g.dtype} != param dtype {p.dtype}")
         if g.shape != p.shape:
