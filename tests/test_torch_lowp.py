@@ -275,6 +275,32 @@ def test_deepcopy_keeps_state_dtype():
     assert o2.state[q]["exp_avg"].dtype == torch.uint8 and float(o2.state[q]["step"]) == 2
 
 
+
+@pytest.mark.parametrize("copier", [copy.deepcopy, lambda o: pickle.loads(pickle.dumps(o))],
+                         ids=["deepcopy", "pickle"])
+def test_copy_zero_grad_before_its_first_step(copier):
+    """A deep-copied or unpickled optimizer (built at its first step) takes
+    zero_grad before that step (it raised AttributeError), then steps as the
+    original."""
+    ps, gs = _data(True, steps=3)
+    tp, opt, _ = _torch_opt(ps, "int8", True, sched=False)
+    for p, g in zip(tp, gs[0]):
+        p.grad = _to_torch(g)
+    opt.step()
+    o2 = copier(opt)
+    q = o2.param_groups[0]["params"]
+    o2.zero_grad()
+    assert all(p.grad is None for p in q)
+    for g in gs[1:]:
+        for a, b, gi in zip(tp, q, g):
+            a.grad, b.grad = _to_torch(gi), _to_torch(gi)
+        opt.step()
+        o2.step()
+        o2.zero_grad()
+    for a, b in zip(tp, q):
+        assert torch.equal(a.view(torch.int16), b.view(torch.int16))
+        assert torch.equal(opt.state[a]["master_param"], o2.state[b]["master_param"])
+
 @pytest.mark.parametrize("state_dtype", ["bfloat16", "int8"])
 @pytest.mark.parametrize("name,hp", [
     ("SGD", dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),

@@ -711,7 +711,7 @@ class TorchOptimizer(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """torch's ``zero_grad`` (the optimizer also drops its grad views)."""
         super().zero_grad(set_to_none)
-        if getattr(self, "_ready", False):
+        if getattr(self, "_ready", False) and "_gview" in self.__dict__:   # (a copy: none yet)
             self._gview[:] = [None] * self._n
             self._gten[:] = [None] * self._n
 
