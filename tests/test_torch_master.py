@@ -79,3 +79,28 @@ def test_master_weights_refusals():
         lt.Lamb([ph], master_weights=True)
     opt = lt.AdamW([ph], master_weights=True)
     np.testing.assert_array_equal(opt.state[ph]["master_param"].numpy(), np.zeros(10))
+
+
+def test_master_copy_not_kept_by_a_float32_optimizer():
+    """A master-weights checkpoint loaded into a float32 optimizer: the master
+    copy is dropped (as lrfast.AdamW drops it), not kept to go stale and come
+    back as the master of a later master-weights load (the next step would then
+    write the params from that stale master)."""
+    gen = torch.Generator().manual_seed(2)
+    p = torch.randn(300, generator=gen).to(torch.bfloat16).requires_grad_()
+    o = lt.AdamW([p], lr=1e-1, master_weights=True)
+    p.grad = torch.randn(300, generator=gen).to(torch.bfloat16)
+    o.step()
+    q = p.detach().float().requires_grad_()            # continue in float32
+    o32 = lt.AdamW([q], lr=1e-1)
+    o32.load_state_dict(o.state_dict())
+    assert "master_param" not in o32.state[q]
+    for _ in range(5):
+        q.grad = torch.randn(300, generator=gen)
+        o32.step()
+    sd = o32.state_dict()
+    assert "master_param" not in sd["state"][0]
+    r = q.detach().to(torch.bfloat16).requires_grad_()  # back to bfloat16 + master
+    o3 = lt.AdamW([r], lr=1e-1, master_weights=True)
+    o3.load_state_dict(sd)
+    assert torch.equal(o3.state[r]["master_param"], r.detach().float())

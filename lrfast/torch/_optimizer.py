@@ -721,6 +721,12 @@ class TorchOptimizer(torch.optim.Optimizer):
         fit raises and leaves the optimizer as it was."""
         old_state, old_groups = self.state, self.param_groups
         super().load_state_dict(state_dict)
+        if not self._master:
+            # a master copy saved under master weights is not this optimizer's state (as
+            # the plain optimizers drop it): kept, it would go stale as the params step
+            # and come back as the master of a later master-weights load
+            for st in self.state.values():
+                st.pop("master_param", None)
         if self._master or self._lp.qmaps:
             # torch casts loaded state to the param's dtype: float32 state and masters
             # (under master weights), bfloat16 states and 8-bit codes with their absmax
