@@ -478,7 +478,12 @@ def _torch_array(v):
     if v is None or isinstance(v, (numbers.Number, np.ndarray)):
         return v
     if hasattr(v, "detach"):
-        v = v.detach().cpu().numpy()
+        v = v.detach().cpu()
+        if str(v.dtype) == "torch.bfloat16":     # numpy has no bfloat16: ml_dtypes' (bits)
+            import torch                         # v is a torch tensor: torch is there
+            from .optim._lowp import bfloat16
+            return v.view(torch.int16).numpy().view(bfloat16())
+        v = v.numpy()
     return np.asarray(v)
 
 

@@ -335,3 +335,33 @@ def test_every_elementwise_class_equals_plain(name, hp, state_dtype):
                 _same(_to_np(opt.state[p][k]), v)
         assert {k for k in sd[i] if k.endswith("_absmax")} == \
             {k for k in opt.state[p] if k.endswith("_absmax")}
+
+
+def test_bfloat16_state_converts_with_from_torch_state_dict():
+    """lrfast.io.from_torch_state_dict takes bfloat16 state tensors (torch.optim
+    over bfloat16 params, or state_dtype="bfloat16"; it raised torch's
+    TypeError "unsupported ScalarType BFloat16"): as ml_dtypes bfloat16 arrays,
+    the same bits, and the plain optimizer resumes as the torch one."""
+    from lrfast import io
+    ps, gs = _data(True, steps=6)
+    tp, opt, _ = _torch_opt(ps, "bfloat16", True, sched=False)
+    for g in gs[:3]:
+        for p, gi in zip(tp, g):
+            p.grad = _to_torch(gi)
+        opt.step()
+    tsd = opt.state_dict()
+    sd = io.from_torch_state_dict(tsd, "AdamW")
+    for i, p in enumerate(tp):
+        for k in ("exp_avg", "exp_avg_sq", "master_param"):
+            assert sd["state"][i][k].dtype == _to_np(tsd["state"][i][k]).dtype
+            _same(sd["state"][i][k], _to_np(tsd["state"][i][k]))
+    plain = lrfast.AdamW([_to_np(p).copy() for p in tp], state_dtype="bfloat16",
+                         master_weights=True, **HP)
+    plain.load_state_dict(sd)
+    for g in gs[3:]:
+        for p, gi in zip(tp, g):
+            p.grad = _to_torch(gi)
+        opt.step()
+        plain.step(g)
+    for p, q in zip(tp, plain.param_groups[0]["params"]):
+        _same(_to_np(p), q)
