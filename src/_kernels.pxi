@@ -2313,7 +2313,8 @@ cdef int _check_array(object x, str what, str where, TensorRec* t) except -1:
             or (t.f_contig and cnp.PyArray_IS_F_CONTIGUOUS(a))):
         raise ValueError(f"{where}: {what} memory layout differs from the param's "
                          f"(param is {'C' if t.c_contig else 'F'}-contiguous; pass "
-                         f"np.ascontiguousarray({what}) or an array of the same layout)")
+                         f"np.{'ascontiguousarray' if t.c_contig else 'asfortranarray'}"
+                         f"({what}) or an array of the same layout)")
     if not cnp.PyArray_ISALIGNED(a):
         raise ValueError(f"{where}: {what} is not aligned")
     return 0
