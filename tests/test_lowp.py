@@ -392,6 +392,26 @@ def test_lookahead_syncs_the_master_copies(state_dtype):
     assert all(np.array_equal(a, b) for a, b in zip(before, lr_.slow_params))
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(master_weights=True), dict(state_dtype="int8"),
+                                dict(stochastic_rounding=True),
+                                dict(f32=True, state_dtype="bfloat16")],
+                         ids=["bf16", "master", "int8", "sr", "f32-bf16state"])
+def test_ema_refuses_low_precision_at_construction(kw):
+    """EMA's blend runs in the engine on float32/float64 params: wrapping a
+    low-precision optimizer raises at construction, and the optimizer still
+    steps as before."""
+    kw = dict(kw)
+    p = np.linspace(-1, 1, 5000, dtype=np.float32)
+    if not kw.pop("f32", False):
+        p = p.astype(BF16)
+    opt = lrfast.Adam([p], lr=1e-2, **kw)
+    with pytest.raises(ValueError, match="EMA: an EMA average does not combine with "
+                                         "low-precision"):
+        lrfast.EMA(opt)
+    opt.step([np.full(5000, 0.5, p.dtype)])
+    assert opt.step_count == 1
+
+
 def test_quality_int8_state_against_fp32():
     """examples/lowp_quality.py, small: 8-bit state ends within 0.5 points of test
     accuracy of float32 Adam on the demo MLP, and within 1% of its final loss on

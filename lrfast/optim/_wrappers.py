@@ -270,6 +270,10 @@ class EMA(_Wrapper):
         if not is_bool(warmup):
             raise TypeError(f"EMA: warmup must be a bool, got {warmup!r}")
         self._init_wrapper(opt, ema=True)
+        if opt._lp.active:      # the engine's blend runs on float32/float64 params only
+            raise ValueError("EMA: an EMA average does not combine with low-precision params "
+                             "or state (16-bit params, master_weights, state_dtype, "
+                             "stochastic_rounding)")
         self.decay, self.every, self.warmup = decay, every, bool(warmup)
         self._avg: List[Array] = [_copy(p) for p in self._params]
         self.n_averaged = 0
