@@ -529,6 +529,40 @@ def test_bad_state_dict_changes_nothing():
     assert opt.state[ps[0]]["exp_avg"].data_ptr() == opt._inner._states[0][0].ctypes.data
 
 
+@pytest.mark.parametrize("cls,kw,drop", [("Adam", {}, "exp_avg_sq"), ("AdamW", {}, "exp_avg"),
+                                         ("RMSprop", {}, "square_avg"), ("Adagrad", {}, "sum"),
+                                         ("Adan", {}, "exp_avg_diff")])
+def test_missing_state_is_refused_unless_an_option_added_it(cls, kw, drop):
+    """A stepped param's entry without a state that every setting of the
+    optimizer keeps is a malformed checkpoint: refused, nothing changed. A
+    state that only an option switched on later needs (amsgrad, RMSprop's
+    momentum and centered) is filled as a new run's would be."""
+    C = getattr(lt, cls)
+    ps = [torch.randn(4, 3, requires_grad=True)]
+    opt = C(ps, lr=0.01, **kw)
+    ps[0].grad = torch.randn(4, 3)
+    opt.step()
+    sd = copy.deepcopy(opt.state_dict())
+    if drop not in sd["state"][0]:
+        pytest.skip(f"{cls} keeps no {drop!r}")
+    snap = {k: v.clone() for k, v in opt.state[ps[0]].items() if isinstance(v, torch.Tensor)}
+    bad = copy.deepcopy(sd)
+    del bad["state"][0][drop]
+    _refused(lambda: opt.load_state_dict(bad), ValueError, f"state lacks '{drop}'")
+    assert all(torch.equal(opt.state[ps[0]][k], v) for k, v in snap.items())
+    opt.step()
+    for C2, kw2, new in ((lt.Adam, dict(amsgrad=True), "max_exp_avg_sq"),
+                         (lt.RMSprop, dict(momentum=0.9, centered=True), "grad_avg")):
+        q = [torch.randn(4, 3, requires_grad=True)]
+        o = C2(q, lr=0.01)
+        q[0].grad = torch.randn(4, 3)
+        o.step()
+        o.load_state_dict(o.state_dict())
+        o.param_groups[0].update(kw2)          # switched on after the start
+        o.step()
+        assert new in o.state[q[0]]
+
+
 def test_hooks_add_param_group_and_named_params():
     a = torch.randn(4, 3, requires_grad=True)
     b = torch.randn(5, requires_grad=True)

@@ -274,6 +274,14 @@ class TorchOptimizer(torch.optim.Optimizer):
     def _slots(self, hp: Dict[str, Any], dt: Any) -> List[bool]:
         return [a is not None for a in self._rule.alloc(np.zeros(1, dt), hp)]
 
+    def _always_needed(self, slot: int, p: torch.Tensor, hp: Dict[str, Any]) -> bool:
+        """State slot ``slot`` exists under the table's default hyperparameters
+        (no option switched on), so a stepped param's saved state must hold it:
+        its absence is a malformed checkpoint, not an option turned on later."""
+        dflt = dict(hp)
+        dflt.update((k, v) for k, v in self.spec.defaults.items() if k in hp)
+        return bool(self._slots(dflt, self._np_dtype(p))[slot])
+
     def _fill(self, hp: Dict[str, Any], dt: Any, slot: int) -> float:
         a = self._rule.alloc(np.zeros(1, dt), hp)[slot]
         assert a is not None
@@ -477,6 +485,8 @@ class TorchOptimizer(torch.optim.Optimizer):
                 if nm in spec.optional_states:     # SGD before its first momentum step
                     t = torch.zeros_like(p.detach())
                 elif spec.has_step:                # an option switched on after the start
+                    if self._always_needed(s, p, hp):   # ... which no option gives
+                        raise ValueError(f"lrfast.torch.{name}: {where}: state lacks {nm!r}")
                     t = torch.full_like(p.detach(), self._fill(hp, self._np_dtype(p), s),
                                         dtype=self._state_dtype(p))
                 else:
