@@ -161,3 +161,26 @@ def test_all_zero_grads_do_not_move_params():
     opt.step([np.zeros(4)])
     np.testing.assert_array_equal(p[0], np.full(4, 1e-3))
     assert opt.d == 1e-6 and opt.state_dict()["state"][0]["k"] == 0
+
+
+def test_load_refuses_entry_lacking_exp_avg():
+    # beta1 > 0: an entry without exp_avg is malformed (it zero-filled it: an
+    # inexact resume); with beta1 == 0 the reference keeps none, and that loads
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(5)
+    opt = lrfast.Prodigy([p])
+    for _ in range(3):
+        opt.step([rng.standard_normal(5)])
+    before = copy.deepcopy(opt.state_dict())
+    sd = copy.deepcopy(before)
+    del sd["state"][0]["exp_avg"]
+    with pytest.raises(ValueError, match="exp_avg"):
+        opt.load_state_dict(sd)
+    after = opt.state_dict()
+    assert np.array_equal(after["state"][0]["exp_avg"], before["state"][0]["exp_avg"])
+    q = rng.standard_normal(5)
+    o0 = lrfast.Prodigy([q], betas=(0.0, 0.999))
+    o0.step([rng.standard_normal(5)])
+    sd0 = o0.state_dict()
+    assert "exp_avg" not in sd0["state"][0]
+    lrfast.Prodigy([q.copy()], betas=(0.0, 0.999)).load_state_dict(sd0)

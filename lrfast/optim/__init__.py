@@ -371,6 +371,20 @@ class Prodigy(_OneD):
     spec = TABLE["Prodigy"]
     __init__ = make_init(spec)
 
+    def _plan_load(self, sd):
+        # exp_avg may be absent only where the saved group has betas[0] == 0 (the
+        # reference keeps none then); an entry lacking it for beta1 > 0 is
+        # malformed (it would resume from a zero first moment)
+        plan = super()._plan_load(sd)
+        plans, entries = plan[0], plan[1]
+        j = self.spec.states.index("exp_avg")
+        for i, e in entries.items():
+            if (e[0][j] is None and self._states[i][j] is not None
+                    and plans[self._group_of[i]].static["betas"][0] > 0):
+                raise ValueError(f"{self._where(i)}: state lacks 'exp_avg' (needed with "
+                                 "betas[0] > 0)")
+        return plan
+
 
 _DADAPT_COMMON = """
     The sums run over every param of every group in the engine's deterministic
