@@ -389,3 +389,25 @@ def test_coalesce_plan_sorted_and_unsorted_agree():
         for r, lo, hi in zip(rows, starts[:-1], starts[1:]):
             assert (idx[order[lo:hi]] == r).all()
             assert list(order[lo:hi]) == sorted(order[lo:hi])      # stable: index order
+
+
+@pytest.mark.parametrize("name", ["SparseAdam", "SGD", "Adagrad"])
+def test_values_overlapping_a_param_refused(name):
+    # values that are a view of the param's rows were read after those rows were
+    # updated (a silently wrong step); refused before any write, as a dense grad
+    # that overlaps its param
+    p = np.arange(1.0, 9.0).reshape(4, 2)
+    other = np.arange(1.0, 9.0).reshape(4, 2)
+    opt = getattr(lrfast, name)([p, other], lr=0.1)
+    opt.step([RowSparse([0], np.ones((1, 2))), RowSparse([0], np.ones((1, 2)))])
+    p0, o0, st0 = p.copy(), other.copy(), pickle.loads(pickle.dumps(opt.state))
+    for bad in ([RowSparse([1, 0], p[0:2]), None],
+                [RowSparse([1, 0], np.ones((2, 2))), RowSparse([2], p[3:4])]):
+        with pytest.raises(ValueError, match="overlap"):
+            opt.step(bad)
+        assert bits_equal(p, p0) and bits_equal(other, o0)
+        for i, e in st0.items():
+            for k, a in e.items():
+                if isinstance(a, np.ndarray):
+                    assert bits_equal(opt.state[i][k], a), k
+    assert opt.step([RowSparse([1, 0], p[0:2].copy()), None])

@@ -261,4 +261,38 @@ def _prepare(opt: Any, grads: Any, rows: List[Tuple[float, ...]], n: int):
         jobs.append((i, p, st[0] if kind != "sgd" else None, st[1] if kind == "adam" else None,
                      g, _scalars(kind, row)))
         dense[i] = None
+    if jobs:
+        _refuse_overlaps(opt, grads, jobs)
     return jobs, dense
+
+
+def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
+    if not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 20))  # type: ignore[arg-type]
+    except getattr(np, "exceptions", np).TooHardError:
+        return True
+
+
+def _refuse_overlaps(opt: Any, grads: Any, jobs: List[Any]) -> None:
+    """A RowSparse grad's values are read while the step writes the params and
+    their state: values that share memory with any of them (a view of the
+    param's rows) would be read after rows were updated. Refused, before any
+    write, as the engine refuses a dense grad that overlaps its param."""
+    written = []
+    for i, g in enumerate(grads):
+        if g is None:
+            continue
+        written.append((i, "param", opt._params[i]))
+        for name, a in zip(opt.spec.states, opt._states[i]):
+            if isinstance(a, np.ndarray):
+                written.append((i, f"state {name!r}", a))
+    for i, _, _, _, g, _ in jobs:
+        for j, what, a in written:
+            if _overlaps(g.values, a):
+                whose = "its own param" if (j == i and what == "param") else (
+                    f"the {what} of {opt._where(j)}")
+                raise ValueError(f"{opt._where(i)}: RowSparse values overlap {whose} (the "
+                                 "step writes it while reading them); pass a separate values "
+                                 "array, e.g. values.copy()")
