@@ -411,3 +411,16 @@ def test_values_overlapping_a_param_refused(name):
                 if isinstance(a, np.ndarray):
                     assert bits_equal(opt.state[i][k], a), k
     assert opt.step([RowSparse([1, 0], p[0:2].copy()), None])
+
+
+@pytest.mark.parametrize("kw,dtype", [(dict(state_dtype="bfloat16"), np.float32),
+                                      ({}, np.float16), (dict(master_weights=True), np.float16)])
+def test_unsupported_sparse_param_refused_before_dense_step(kw, dtype):
+    # the kernel refused these after the dense grads had been stepped: a dense
+    # param and its state changed, its step count did not
+    a, b = np.ones((4, 2), dtype), np.ones((4, 2), dtype)
+    opt = lrfast.Adagrad([a, b], lr=0.1, **kw)
+    with pytest.raises(TypeError, match="RowSparse"):
+        opt.step([np.ones((4, 2), dtype), RowSparse([0], np.ones((1, 2), dtype))])
+    assert bits_equal(a, np.ones((4, 2), dtype))
+    assert opt.state_dict()["state"] == {} and opt.step_count == 0

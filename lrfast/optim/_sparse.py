@@ -258,12 +258,31 @@ def _prepare(opt: Any, grads: Any, rows: List[Tuple[float, ...]], n: int):
         _refuse_options(opt, hps[gi], where)
         row = rows[gi] if opt._uniform else rows[off[gi] + opt._cls[i]]
         st = opt._states[i]
-        jobs.append((i, p, st[0] if kind != "sgd" else None, st[1] if kind == "adam" else None,
-                     g, _scalars(kind, row)))
+        s0 = st[0] if kind != "sgd" else None
+        s1 = st[1] if kind == "adam" else None
+        _check_kernel_fit(p, (s0, s1), opt, where)
+        jobs.append((i, p, s0, s1, g, _scalars(kind, row)))
         dense[i] = None
     if jobs:
         _refuse_overlaps(opt, grads, jobs)
     return jobs, dense
+
+
+def _check_kernel_fit(p: np.ndarray, states: Tuple[Any, ...], opt: Any, where: str) -> None:
+    """The sparse kernel steps float32/float64 params with state of the param's
+    dtype; refuse anything else here, before the dense grads are stepped (the
+    kernel's own check came after them: a partial step)."""
+    name = type(opt).__name__
+    if p.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{where}: {name} takes a RowSparse grad only for a float32 or float64 "
+                        f"param, got {p.dtype}; pass a dense grad")
+    for a in states:
+        if a is not None and (not isinstance(a, np.ndarray) or a.dtype != p.dtype
+                              or a.shape != p.shape or not a.flags.c_contiguous):
+            raise TypeError(f"{where}: {name} takes a RowSparse grad only with state in the "
+                            f"param's dtype ({p.dtype}; this optimizer keeps it as "
+                            f"{getattr(a, 'dtype', type(a).__name__)}: state_dtype); pass a "
+                            "dense grad")
 
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
