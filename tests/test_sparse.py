@@ -424,3 +424,17 @@ def test_unsupported_sparse_param_refused_before_dense_step(kw, dtype):
         opt.step([np.ones((4, 2), dtype), RowSparse([0], np.ones((1, 2), dtype))])
     assert bits_equal(a, np.ones((4, 2), dtype))
     assert opt.state_dict()["state"] == {} and opt.step_count == 0
+
+
+def test_skip_nonfinite_still_validates_dense_grads():
+    # a non-finite RowSparse grad skipped the step before the dense grads were
+    # validated: a wrong-shaped dense grad was counted as a skipped step
+    a, b = np.ones((3, 3)), np.ones((4, 2))
+    opt = lrfast.SGD([a, b], lr=0.1, skip_nonfinite=True)
+    nan = RowSparse([0], np.full((1, 2), np.nan))
+    with pytest.raises(ValueError, match="shape"):
+        opt.step([np.ones((2, 2)), nan])
+    assert opt.skipped_steps == 0
+    assert opt.step([np.ones((3, 3)), nan]) is False and opt.skipped_steps == 1
+    assert opt.step([np.ones((3, 3)), RowSparse([1], np.ones((1, 2)))])
+    assert bits_equal(a, np.full((3, 3), 0.9)) and b[1, 0] == 0.9 and b[0, 0] == 1.0

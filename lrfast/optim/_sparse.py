@@ -199,6 +199,7 @@ def sparse_step(opt: Any, grads: Any, rows: List[Tuple[float, ...]], new_keys: L
     if opt._skip:
         for _, _, _, _, g, _ in jobs:
             if not np.isfinite(g.values).all():
+                _validate_dense(opt, dense)
                 opt.last_grad_norm = float("nan")
                 opt.skipped_steps += 1
                 return False
@@ -232,6 +233,15 @@ def sparse_step(opt: Any, grads: Any, rows: List[Tuple[float, ...]], new_keys: L
         opt._advance_partial(active, new_keys)
     opt._step_count = n + 1
     return True
+
+
+def _validate_dense(opt: Any, dense: List[Optional[np.ndarray]]) -> None:
+    """Validate the dense grads (read-only) before a skip, as on the dense path."""
+    if any(d is not None for d in dense):
+        try:
+            opt._engine.grad_norm(dense)
+        except (TypeError, ValueError) as e:
+            raise opt._named_error(e) from None
 
 
 def _prepare(opt: Any, grads: Any, rows: List[Tuple[float, ...]], n: int):
