@@ -190,7 +190,9 @@ class StepDecay(Schedule):
         return self.lr0 * self.drop ** ((1 + n) // self.every)
 
     def _array(self, n):
-        return self.lr0 * np.power(self.drop, ((1 + n) // self.every).astype(np.float64))
+        # (1 + n) // every without forming 1 + n, which overflows int64 at n = 2**63 - 1
+        k = (n // self.every).astype(np.float64) + (n % self.every + 1) // self.every
+        return self.lr0 * np.power(self.drop, k)
 
 
 class ExponentialDecay(Schedule):

@@ -1,0 +1,14 @@
+"""Regression tests: schedules at the largest steps (array path == scalar path)."""
+import numpy as np
+
+from lrfast.schedules import StepDecay
+
+MAX = 2 ** 63 - 1
+
+
+def test_step_decay_array_at_max_step():
+    for every in (1, 3):
+        s = StepDecay(0.1, drop=0.5, every=every)
+        n = np.array([0, 2, 3, MAX - 1, MAX], dtype=np.int64)
+        np.testing.assert_array_equal(s(n), [s(int(k)) for k in n])
+        assert s(np.array([MAX]))[0] == 0.0
