@@ -12,3 +12,13 @@ def test_step_decay_array_at_max_step():
         n = np.array([0, 2, 3, MAX - 1, MAX], dtype=np.int64)
         np.testing.assert_array_equal(s(n), [s(int(k)) for k in n])
         assert s(np.array([MAX]))[0] == 0.0
+
+
+def test_polynomial_decay_cycle_array_at_max_step():
+    from lrfast.schedules import PolynomialDecay
+    s = PolynomialDecay(0.1, decay_steps=5, end_lr=0.01, power=0.5, cycle=True)
+    n = np.array([0, 1, 4, 5, 6, 10, 11, MAX - 1, MAX], dtype=np.int64)
+    got = s(n)
+    want = np.array([s(int(k)) for k in n])
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)

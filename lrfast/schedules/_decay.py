@@ -413,10 +413,14 @@ class PolynomialDecay(Schedule):
     def _array(self, n):
         T = self.decay_steps
         if self.cycle:
-            T = T * np.maximum(1, -(-n // T))
+            # T * ceil(n / T) overflows int64 near 2**63: the remainder T' - n is exact
+            # as (-n) % T, and T' is taken in float64
+            q = np.maximum(1, -(-n // T)).astype(np.float64)
+            frac = np.where(n == 0, T, (-n) % T) / (q * T)
         else:
             n = np.minimum(n, T)
-        v = (self.lr0 - self.end_lr) * ((T - n) / T) ** self.power + self.end_lr
+            frac = (T - n) / T
+        v = (self.lr0 - self.end_lr) * frac ** self.power + self.end_lr
         return np.clip(v, self._lo, self._hi)
 
 
