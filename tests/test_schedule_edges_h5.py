@@ -22,3 +22,10 @@ def test_polynomial_decay_cycle_array_at_max_step():
     want = np.array([s(int(k)) for k in n])
     assert np.all(np.isfinite(got))
     np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
+def test_cosine_restarts_t_mul_1_array_past_2_53():
+    from lrfast.schedules import CosineRestarts
+    s = CosineRestarts(0.1, first_decay_steps=3, t_mul=1.0)
+    n = np.array([0, 1, 2, 3, 4, 2 ** 62, 2 ** 62 + 1, MAX], dtype=np.int64)
+    np.testing.assert_allclose(s(n), [s(int(k)) for k in n], rtol=1e-14, atol=0)

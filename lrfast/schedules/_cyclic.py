@@ -122,7 +122,9 @@ class CosineRestarts(Schedule):
         nf = n.astype(np.float64)
         if self.t_mul == 1.0:
             i = (n // self.first_decay_steps).astype(np.float64)
-            start, length = i * T0, np.full(n.shape, T0)
+            # the offset in the cycle, exact in int64 (nf - i * T0 loses it past 2**53)
+            nf = (n % self.first_decay_steps).astype(np.float64)
+            start, length = 0.0, np.full(n.shape, T0)
         else:
             t = self.t_mul
             i = np.maximum(0.0, np.floor(np.log1p(nf * (t - 1.0) / T0) / math.log(t)))
