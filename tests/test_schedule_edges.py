@@ -1,4 +1,5 @@
-"""Regression tests: schedules at the largest steps (array path == scalar path)."""
+"""Schedules at the largest steps: the array path equals the scalar path (no
+int64 overflow, no offset lost past 2**53)."""
 import numpy as np
 
 from lrfast.schedules import StepDecay
