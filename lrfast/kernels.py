@@ -174,6 +174,8 @@ def adam_step(p: Array, g: Array, exp_avg: Array, exp_avg_sq: Array, *, lr: floa
         decoupled_weight_decay = check_value(decoupled_weight_decay, "decoupled_weight_decay",
                                              "bool", "adam_step: ")
     decoupled = decoupled or decoupled_weight_decay
+    if amsgrad is not True and amsgrad is not False:   # np.True_ selects the state too
+        amsgrad = check_value(amsgrad, "amsgrad", "bool", "adam_step: ")
     if type(step) is not int or not 0 < step <= MAX_STEP:
         step = _step_arg(step)
     _run("AdamW" if decoupled else "Adam", p, g,
