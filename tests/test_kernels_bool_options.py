@@ -1,4 +1,5 @@
-"""Regression test: the functional adam_step with a numpy-bool amsgrad."""
+"""The functional adam_step takes a numpy bool for amsgrad: np.True_ selects
+the max state, as True does."""
 import numpy as np
 
 from lrfast import kernels
